@@ -1,0 +1,159 @@
+//! The byte arrangement that lets one Reed–Solomon call extend many symbols at once.
+//!
+//! `reed-solomon-simd` works element-wise over GF(2^16). A shard of `B` bytes holds `B/2`
+//! elements: each whole 64-byte chunk holds 32 elements (32 low bytes, then 32 high bytes);
+//! a shorter tail of `T` bytes holds `T/2` elements (`T/2` low bytes, then `T/2` high bytes).
+//! PROTOCOL.md defines parity per symbol (`shard_bytes = s`). Because the code is element-wise,
+//! putting the elements of many symbols into one larger shard — each element keeping its own
+//! low/high byte pair — gives byte-identical parity. These functions do that re-arrangement.
+
+/// A run of elements that is contiguous in both the low-byte and the high-byte plane.
+#[derive(Clone, Copy)]
+struct Run {
+    lo: usize,
+    hi: usize,
+    len: usize,
+}
+
+/// Where element `x` of a shard of `bytes` bytes lives, and how many elements follow it
+/// contiguously.
+#[inline]
+fn run_at(bytes: usize, x: usize) -> Run {
+    let whole = bytes / 64;
+    if x < whole * 32 {
+        let c = x / 32;
+        let o = x % 32;
+        Run { lo: c * 64 + o, hi: c * 64 + 32 + o, len: 32 - o }
+    } else {
+        let t = (bytes % 64) / 2;
+        let o = x - whole * 32;
+        Run { lo: whole * 64 + o, hi: whole * 64 + t + o, len: t - o }
+    }
+}
+
+/// Copy `count` elements from element `sx` of `src` to element `dx` of `dst`.
+fn copy_elements(src: &[u8], mut sx: usize, dst: &mut [u8], mut dx: usize, mut count: usize) {
+    let (sb, db) = (src.len(), dst.len());
+    while count > 0 {
+        let s = run_at(sb, sx);
+        let d = run_at(db, dx);
+        let m = count.min(s.len).min(d.len);
+        dst[d.lo..d.lo + m].copy_from_slice(&src[s.lo..s.lo + m]);
+        dst[d.hi..d.hi + m].copy_from_slice(&src[s.hi..s.hi + m]);
+        sx += m;
+        dx += m;
+        count -= m;
+    }
+}
+
+/// Place symbol `b` (of `symbol.len()` bytes) as the `b`-th symbol of a batch shard.
+#[inline]
+pub(crate) fn put_symbol(batch: &mut [u8], b: usize, symbol: &[u8]) {
+    let s = symbol.len();
+    if s % 64 == 0 {
+        batch[b * s..(b + 1) * s].copy_from_slice(symbol);
+    } else {
+        copy_elements(symbol, 0, batch, b * s / 2, s / 2);
+    }
+}
+
+/// Read the `b`-th symbol of a batch shard back into per-symbol layout.
+#[inline]
+pub(crate) fn get_symbol(batch: &[u8], b: usize, symbol: &mut [u8]) {
+    let s = symbol.len();
+    if s % 64 == 0 {
+        symbol.copy_from_slice(&batch[b * s..(b + 1) * s]);
+    } else {
+        copy_elements(batch, b * s / 2, symbol, 0, s / 2);
+    }
+}
+
+/// Place a run of consecutive symbols (`symbols.len()` = count × s) starting at symbol `b`.
+pub(crate) fn put_symbols(batch: &mut [u8], b: usize, symbols: &[u8], s: usize) {
+    if s % 64 == 0 {
+        batch[b * s..b * s + symbols.len()].copy_from_slice(symbols);
+    } else {
+        for (i, sym) in symbols.chunks_exact(s).enumerate() {
+            copy_elements(sym, 0, batch, (b + i) * s / 2, s / 2);
+        }
+    }
+}
+
+/// Read a run of consecutive symbols starting at symbol `b` into `symbols` (count × s bytes).
+pub(crate) fn get_symbols(batch: &[u8], b: usize, symbols: &mut [u8], s: usize) {
+    if s % 64 == 0 {
+        symbols.copy_from_slice(&batch[b * s..b * s + symbols.len()]);
+    } else {
+        for (i, sym) in symbols.chunks_exact_mut(s).enumerate() {
+            copy_elements(batch, (b + i) * s / 2, sym, 0, s / 2);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reed_solomon_simd::ReedSolomonEncoder;
+
+    fn per_symbol_parity(k: usize, m: usize, cols: &[Vec<Vec<u8>>]) -> Vec<Vec<Vec<u8>>> {
+        // cols[c][i] = symbol i of column c; returns parity[c][j]
+        cols.iter()
+            .map(|col| {
+                let s = col[0].len();
+                let mut e = ReedSolomonEncoder::new(k, m, s).unwrap();
+                for sym in col {
+                    e.add_original_shard(sym).unwrap();
+                }
+                let out: Vec<Vec<u8>> = e.encode().unwrap().recovery_iter().map(|r| r.to_vec()).collect();
+                out
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batched_parity_equals_per_symbol_parity() {
+        let (k, m) = (5, 4);
+        for s in [2usize, 6, 30, 62, 64, 66, 94, 128, 130, 190] {
+            for batch in [1usize, 2, 3, 7, 11] {
+                let cols: Vec<Vec<Vec<u8>>> = (0..batch)
+                    .map(|c| {
+                        (0..k)
+                            .map(|i| (0..s).map(|b| (b * 31 + i * 7 + c * 13 + 1) as u8).collect())
+                            .collect()
+                    })
+                    .collect();
+                let expected = per_symbol_parity(k, m, &cols);
+                let bytes = batch * s;
+                let mut enc = ReedSolomonEncoder::new(k, m, bytes).unwrap();
+                for i in 0..k {
+                    let mut shard = vec![0u8; bytes];
+                    for (c, col) in cols.iter().enumerate() {
+                        put_symbol(&mut shard, c, &col[i]);
+                    }
+                    enc.add_original_shard(&shard).unwrap();
+                }
+                let res = enc.encode().unwrap();
+                for j in 0..m {
+                    let shard = res.recovery(j).unwrap();
+                    for (c, exp) in expected.iter().enumerate() {
+                        let mut sym = vec![0u8; s];
+                        get_symbol(shard, c, &mut sym);
+                        assert_eq!(sym, exp[j], "s={s} batch={batch} col={c} parity={j}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn put_get_round_trip() {
+        for s in [2usize, 10, 64, 98] {
+            let syms: Vec<u8> = (0..s * 9).map(|i| (i * 17 % 251) as u8).collect();
+            let mut batch = vec![0u8; s * 10];
+            put_symbols(&mut batch, 1, &syms, s);
+            let mut back = vec![0u8; s * 9];
+            get_symbols(&batch, 1, &mut back, s);
+            assert_eq!(back, syms);
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Red Stuff 2D erasure coding, Merkle commitments and blob IDs (PROTOCOL.md §2, §3, §5).
+//!
+//! Pure logic: nothing here touches the disk or the network. The byte format produced here is
+//! the one every other part of Floe (node, client, operator) carries.
+
+mod error;
+mod layout;
+pub mod merkle;
+mod params;
+mod rs;
+
+pub mod decode;
+pub mod encode;
+pub mod metadata;
+pub mod recovery;
+pub mod sliver;
+pub mod wire;
+
+pub use decode::{decode, decode_verified, ConsistencyCheck};
+pub use encode::{encode, EncodedBlob};
+pub use error::CodecError;
+pub use merkle::{Hash, MerkleProof, MerkleTree};
+pub use metadata::{BlobId, BlobMetadata, ENCODING_RS2};
+pub use params::{EncodingParams, SymbolShape};
+pub use recovery::{recovery_symbols, InconsistencyProof, RebuildError, RecoverySymbol, SliverRebuilder};
+pub use sliver::{Axis, Sliver, SliverPair};

@@ -1,0 +1,293 @@
+//! Batched Reed–Solomon over symbol matrices, on top of `reed-solomon-simd`.
+//!
+//! Every call here produces exactly the bytes of PROTOCOL.md's one-call-per-symbol definition
+//! (see [`super::layout`]); batching and parallelism only change the speed.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
+
+use super::layout::{get_symbol, get_symbols, put_symbol, put_symbols};
+use super::CodecError;
+
+/// Bytes per batched shard that keep the encoder's working set cache-friendly.
+const TARGET_BATCH_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    static ENCODER: RefCell<Option<ReedSolomonEncoder>> = const { RefCell::new(None) };
+    static DECODER: RefCell<Option<ReedSolomonDecoder>> = const { RefCell::new(None) };
+}
+
+/// Run `f` with a (reused, per-thread) encoder configured for `(k, m, bytes)`.
+pub(crate) fn with_encoder<R>(
+    k: usize,
+    m: usize,
+    bytes: usize,
+    f: impl FnOnce(&mut ReedSolomonEncoder) -> Result<R, CodecError>,
+) -> Result<R, CodecError> {
+    ENCODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        match slot.as_mut() {
+            Some(e) => e.reset(k, m, bytes)?,
+            None => *slot = Some(ReedSolomonEncoder::new(k, m, bytes)?),
+        }
+        f(slot.as_mut().expect("encoder just set"))
+    })
+}
+
+/// Run `f` with a (reused, per-thread) decoder configured for `(k, m, bytes)`.
+pub(crate) fn with_decoder<R>(
+    k: usize,
+    m: usize,
+    bytes: usize,
+    f: impl FnOnce(&mut ReedSolomonDecoder) -> Result<R, CodecError>,
+) -> Result<R, CodecError> {
+    DECODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        match slot.as_mut() {
+            Some(d) => d.reset(k, m, bytes)?,
+            None => *slot = Some(ReedSolomonDecoder::new(k, m, bytes)?),
+        }
+        f(slot.as_mut().expect("decoder just set"))
+    })
+}
+
+/// How many codewords to batch into one call: big enough to amortise the call, small enough to
+/// stay in cache and to leave work for every thread.
+pub(crate) fn batch_size(symbol_size: usize, codewords: usize) -> usize {
+    let by_cache = (TARGET_BATCH_BYTES / symbol_size).max(1);
+    let by_threads = codewords.div_ceil(4 * rayon::current_num_threads()).max(1);
+    by_cache.min(by_threads).min(codewords).max(1)
+}
+
+/// Encode one batch of columns `[c0, c0 + w)` of the `k` source rows; hands the `m` parity
+/// shards (batch layout) to `f`.
+fn encode_column_batch<R>(
+    src: &[&[u8]],
+    s: usize,
+    m: usize,
+    c0: usize,
+    w: usize,
+    f: impl FnOnce(&mut dyn Iterator<Item = &[u8]>) -> R,
+) -> Result<R, CodecError> {
+    let bytes = w * s;
+    let mut shard = vec![0u8; bytes];
+    with_encoder(src.len(), m, bytes, |enc| {
+        for row in src {
+            put_symbols(&mut shard, 0, &row[c0 * s..(c0 + w) * s], s);
+            enc.add_original_shard(&shard)?;
+        }
+        let res = enc.encode()?;
+        Ok(f(&mut res.recovery_iter()))
+    })
+}
+
+/// Extend every column of a `k × cols` matrix (`src` = its k rows) with `m` parity symbols,
+/// written row-major into `out` (`m × cols` symbols).
+pub(crate) fn extend_columns(
+    src: &[&[u8]],
+    s: usize,
+    m: usize,
+    out: &mut [u8],
+) -> Result<(), CodecError> {
+    let row_bytes = src[0].len();
+    let cols = row_bytes / s;
+    let b = batch_size(s, cols);
+    let blocks = cols.div_ceil(b);
+    // Hand each batch its own column range of every output row.
+    let mut per_batch: Vec<Vec<&mut [u8]>> = (0..blocks).map(|_| Vec::with_capacity(m)).collect();
+    for row in out.chunks_mut(row_bytes) {
+        for (bi, seg) in row.chunks_mut(b * s).enumerate() {
+            per_batch[bi].push(seg);
+        }
+    }
+    per_batch.into_par_iter().enumerate().try_for_each(|(bi, mut segs)| {
+        let c0 = bi * b;
+        let w = b.min(cols - c0);
+        encode_column_batch(src, s, m, c0, w, |rec| {
+            for (seg, r) in segs.iter_mut().zip(rec) {
+                get_symbols(r, 0, seg, s);
+            }
+        })
+    })
+}
+
+/// Like [`extend_columns`], but instead of storing the parity, maps each batch of it through
+/// `f(c0, parity rows in per-symbol layout)` and returns the results in column order.
+pub(crate) fn map_column_parity<T: Send>(
+    src: &[&[u8]],
+    s: usize,
+    m: usize,
+    f: impl Fn(usize, &[Vec<u8>]) -> T + Sync,
+) -> Result<Vec<T>, CodecError> {
+    let cols = src[0].len() / s;
+    let b = batch_size(s, cols);
+    (0..cols)
+        .step_by(b)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|c0| {
+            let w = b.min(cols - c0);
+            let rows = encode_column_batch(src, s, m, c0, w, |rec| {
+                rec.map(|r| {
+                    let mut out = vec![0u8; w * s];
+                    get_symbols(r, 0, &mut out, s);
+                    out
+                })
+                .collect::<Vec<_>>()
+            })?;
+            Ok(f(c0, &rows))
+        })
+        .collect()
+}
+
+/// Extend every row of a row-major matrix (`rows × k` symbols in `src`) with `m` parity
+/// symbols, writing them row-major into `out` (`rows × m` symbols).
+pub(crate) fn extend_rows(
+    src: &[u8],
+    k: usize,
+    s: usize,
+    m: usize,
+    out: &mut [u8],
+) -> Result<(), CodecError> {
+    let row_bytes = k * s;
+    let rows = src.len() / row_bytes;
+    let b = batch_size(s, rows);
+    out.par_chunks_mut(b * m * s)
+        .zip(src.par_chunks(b * row_bytes))
+        .try_for_each(|(out_blk, src_blk)| {
+            let w = src_blk.len() / row_bytes;
+            let bytes = w * s;
+            let mut shard = vec![0u8; bytes];
+            with_encoder(k, m, bytes, |enc| {
+                for c in 0..k {
+                    for r in 0..w {
+                        let at = r * row_bytes + c * s;
+                        put_symbol(&mut shard, r, &src_blk[at..at + s]);
+                    }
+                    enc.add_original_shard(&shard)?;
+                }
+                let res = enc.encode()?;
+                for (j, rec) in res.recovery_iter().enumerate() {
+                    for r in 0..w {
+                        let at = (r * m + j) * s;
+                        get_symbol(rec, r, &mut out_blk[at..at + s]);
+                    }
+                }
+                Ok(())
+            })
+        })
+}
+
+/// Encode a single codeword (symbols of `s` bytes) and return its `m` parity symbols.
+pub(crate) fn encode_one(src: &[u8], s: usize, m: usize) -> Result<Vec<u8>, CodecError> {
+    let k = src.len() / s;
+    let mut out = vec![0u8; m * s];
+    extend_rows(src, k, s, m, &mut out)?;
+    Ok(out)
+}
+
+/// Decode one codeword of `k` source symbols from any `k` of its `k + m` positions.
+/// `known` holds `(position, symbol)` pairs; positions ≥ k are parity. Returns the k source
+/// symbols, concatenated.
+pub(crate) fn decode_one(
+    k: usize,
+    m: usize,
+    s: usize,
+    known: &[(usize, &[u8])],
+) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![0u8; k * s];
+    let mut have = vec![false; k];
+    for &(pos, sym) in known {
+        if pos < k && !have[pos] {
+            out[pos * s..(pos + 1) * s].copy_from_slice(sym);
+            have[pos] = true;
+        }
+    }
+    if have.iter().all(|h| *h) {
+        return Ok(out);
+    }
+    with_decoder(k, m, s, |dec| {
+        let mut seen = vec![false; k + m];
+        for &(pos, sym) in known {
+            if std::mem::replace(&mut seen[pos], true) {
+                continue;
+            }
+            if pos < k {
+                dec.add_original_shard(pos, sym)?;
+            } else {
+                dec.add_recovery_shard(pos - k, sym)?;
+            }
+        }
+        let res = dec.decode()?;
+        for (i, sym) in res.restored_original_iter() {
+            out[i * s..(i + 1) * s].copy_from_slice(sym);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Decode the `k` source rows of a `(k + m) × cols` matrix, column by column, from any `k`
+/// of its rows. `rows` holds `(row index, row bytes)`; the result is the k source rows,
+/// row-major and concatenated.
+pub(crate) fn decode_columns(
+    k: usize,
+    m: usize,
+    s: usize,
+    rows: &[(usize, &[u8])],
+) -> Result<Vec<u8>, CodecError> {
+    let row_bytes = rows[0].1.len();
+    let cols = row_bytes / s;
+    let mut out = vec![0u8; k * row_bytes];
+    let mut have = vec![false; k];
+    for &(i, row) in rows {
+        if i < k && !have[i] {
+            out[i * row_bytes..(i + 1) * row_bytes].copy_from_slice(row);
+            have[i] = true;
+        }
+    }
+    let missing: Vec<usize> = (0..k).filter(|i| !have[*i]).collect();
+    if missing.is_empty() {
+        return Ok(out);
+    }
+    let b = batch_size(s, cols);
+    // Decode per batch of columns; each batch yields the missing rows restricted to it.
+    let pieces: Vec<(usize, Vec<Vec<u8>>)> = (0..cols)
+        .step_by(b)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|c0| {
+            let w = b.min(cols - c0);
+            let bytes = w * s;
+            let mut shard = vec![0u8; bytes];
+            let restored = with_decoder(k, m, bytes, |dec| {
+                for &(i, row) in rows {
+                    put_symbols(&mut shard, 0, &row[c0 * s..(c0 + w) * s], s);
+                    if i < k {
+                        dec.add_original_shard(i, &shard)?;
+                    } else {
+                        dec.add_recovery_shard(i - k, &shard)?;
+                    }
+                }
+                let res = dec.decode()?;
+                let mut got = vec![Vec::new(); k];
+                for (i, r) in res.restored_original_iter() {
+                    let mut seg = vec![0u8; bytes];
+                    get_symbols(r, 0, &mut seg, s);
+                    got[i] = seg;
+                }
+                Ok(missing.iter().map(|&i| std::mem::take(&mut got[i])).collect::<Vec<_>>())
+            })?;
+            Ok::<_, CodecError>((c0, restored))
+        })
+        .collect::<Result<_, _>>()?;
+    for (c0, segs) in pieces {
+        for (&i, seg) in missing.iter().zip(segs) {
+            let at = i * row_bytes + c0 * s;
+            out[at..at + seg.len()].copy_from_slice(&seg);
+        }
+    }
+    Ok(out)
+}

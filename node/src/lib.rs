@@ -1,0 +1,5 @@
+//! Floe storage node: the Red Stuff codec, the node daemon and the client library.
+//!
+//! The [`codec`] module is pure (no I/O, no networking) so it can be fuzzed and benchmarked alone.
+
+pub mod codec;
