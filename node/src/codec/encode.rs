@@ -149,3 +149,21 @@ impl EncodedBlob {
         (0..self.n()).map(|p| self.pair(p))
     }
 }
+
+/// The bare Reed–Solomon work of [`encode`] on the same matrix (no hashing, no slivers): the
+/// floor that the benchmark compares the full encode against.
+#[doc(hidden)]
+pub fn reed_solomon_floor(blob: &[u8], params: EncodingParams) -> Result<usize, CodecError> {
+    let shape = params.symbol_shape(blob.len() as u64)?;
+    let (f, kp, ks, s) = (params.f(), params.k_primary(), params.k_secondary(), shape.symbol_size);
+    let mut data = vec![0u8; shape.padded_len()];
+    data[..blob.len()].copy_from_slice(blob);
+    let d_rows: Vec<&[u8]> = data.chunks(ks * s).collect();
+    let mut parity_rows = vec![0u8; 2 * f * ks * s];
+    rs::extend_columns(&d_rows, s, 2 * f, &mut parity_rows)?;
+    let mut parity_cols = vec![0u8; kp * f * s];
+    rs::extend_rows(&data, ks, s, f, &mut parity_cols)?;
+    let q_rows: Vec<&[u8]> = parity_cols.chunks(f * s).collect();
+    let r = rs::map_column_parity(&q_rows, s, 2 * f, |_, rows| rows.iter().map(|r| r[0] as usize).sum::<usize>())?;
+    Ok(r.into_iter().sum::<usize>() + parity_rows[0] as usize)
+}

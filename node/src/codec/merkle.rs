@@ -3,6 +3,8 @@
 
 use rayon::prelude::*;
 
+use super::hash_lanes::{hash_many, LANES};
+
 /// A 32-byte BLAKE3 digest.
 pub type Hash = [u8; 32];
 
@@ -29,9 +31,35 @@ pub fn inner_hash(left: &Hash, right: &Hash) -> Hash {
     *blake3::hash(&buf).as_bytes()
 }
 
-/// Leaf hashes of the equal-sized symbols in `data`, computed in parallel.
+/// Symbols hashed per parallel task: enough lane groups to amortise the task.
+const PER_TASK: usize = 32 * LANES;
+
+/// Leaf hashes of the equal-sized symbols in `data` (8 at a time per core, all cores).
 pub fn leaf_hashes(data: &[u8], symbol_size: usize) -> Vec<Hash> {
-    data.par_chunks(symbol_size.max(1)).with_min_len(64).map(leaf_hash).collect()
+    let s = symbol_size.max(1);
+    let mut out = vec![EMPTY; data.len() / s];
+    out.par_chunks_mut(PER_TASK)
+        .zip(data.par_chunks(PER_TASK * s))
+        .for_each(|(o, d)| hash_many(&[LEAF], d, s, o));
+    out
+}
+
+/// The level above `level`, padding an odd level with the zero node.
+fn parent_level(level: &[Hash]) -> Vec<Hash> {
+    let mut out = vec![EMPTY; level.len().div_ceil(2)];
+    let even = level.len() & !1;
+    let flat = level[..even].as_flattened();
+    if out.len() >= 4 * PER_TASK {
+        out.par_chunks_mut(PER_TASK)
+            .zip(flat.par_chunks(PER_TASK * 64))
+            .for_each(|(o, d)| hash_many(&[INNER], d, 64, &mut o[..d.len() / 64]));
+    } else {
+        hash_many(&[INNER], flat, 64, &mut out[..even / 2]);
+    }
+    if even < level.len() {
+        out[even / 2] = inner_hash(&level[even], &EMPTY);
+    }
+    out
 }
 
 /// Root over already-hashed leaves, without keeping the tree.
@@ -40,17 +68,13 @@ pub fn root_of_leaves(leaves: &[Hash]) -> Hash {
         0 => EMPTY,
         1 => leaves[0],
         _ => {
-            let mut level: Vec<Hash> = leaves.chunks(2).map(pair_hash).collect();
+            let mut level = parent_level(leaves);
             while level.len() > 1 {
-                level = level.chunks(2).map(pair_hash).collect();
+                level = parent_level(&level);
             }
             level[0]
         }
     }
-}
-
-fn pair_hash(pair: &[Hash]) -> Hash {
-    inner_hash(&pair[0], pair.get(1).unwrap_or(&EMPTY))
 }
 
 /// A whole Merkle tree, kept so that proofs for many leaves can be produced.
@@ -64,7 +88,7 @@ impl MerkleTree {
     pub fn from_leaf_hashes(leaves: Vec<Hash>) -> Self {
         let mut levels = vec![leaves];
         while levels.last().map_or(0, Vec::len) > 1 {
-            let next = levels.last().expect("non-empty").chunks(2).map(pair_hash).collect();
+            let next = parent_level(levels.last().expect("non-empty"));
             levels.push(next);
         }
         Self { levels }

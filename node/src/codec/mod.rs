@@ -4,6 +4,7 @@
 //! the one every other part of Floe (node, client, operator) carries.
 
 mod error;
+mod hash_lanes;
 mod layout;
 pub mod merkle;
 mod params;
@@ -17,7 +18,7 @@ pub mod sliver;
 pub mod wire;
 
 pub use decode::{decode, decode_verified, ConsistencyCheck};
-pub use encode::{encode, EncodedBlob};
+pub use encode::{encode, reed_solomon_floor, EncodedBlob};
 pub use error::CodecError;
 pub use merkle::{Hash, MerkleProof, MerkleTree};
 pub use metadata::{BlobId, BlobMetadata, ENCODING_RS2};
