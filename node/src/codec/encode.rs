@@ -62,28 +62,36 @@ pub fn encode(blob: &[u8], params: EncodingParams) -> Result<EncodedBlob, CodecE
         }
     });
     let q_rows: Vec<&[u8]> = parity_cols.chunks(f * s).collect();
-    let r_hashes = rs::map_column_parity(&q_rows, s, 2 * f, |c0, rows| {
-        (c0, rows.iter().map(|r| leaf_hashes(r, s)).collect::<Vec<_>>())
-    })?;
-    for (c0, rows) in r_hashes {
-        for (r, hashes) in rows.into_iter().enumerate() {
-            let at = (kp + r) * n + ks + c0;
-            leaves[at..at + hashes.len()].copy_from_slice(&hashes);
-        }
+    let r_hashes = rs::map_column_parity(&q_rows, s, 2 * f, |c0, j, row| (c0, j, leaf_hashes(row, s)))?;
+    for (c0, j, hashes) in r_hashes.into_iter().flatten() {
+        let at = (kp + j) * n + ks + c0;
+        leaves[at..at + hashes.len()].copy_from_slice(&hashes);
     }
 
     let primary: Vec<Hash> = leaves.par_chunks(n).map(root_of_leaves).collect();
-    let secondary: Vec<Hash> = (0..n)
-        .into_par_iter()
-        .map(|j| {
-            let col: Vec<Hash> = (0..n).map(|i| leaves[i * n + j]).collect();
-            root_of_leaves(&col)
-        })
-        .collect();
+    let secondary: Vec<Hash> = transpose(&leaves, n).par_chunks(n).map(root_of_leaves).collect();
     let pair_hashes = (0..n).map(|p| (primary[p], secondary[n - 1 - p])).collect();
     let metadata = BlobMetadata { encoding_type: ENCODING_RS2, len: blob.len() as u64, pair_hashes };
     let blob_id = metadata.blob_id();
     Ok(EncodedBlob { shape, metadata, blob_id, data, parity_rows, parity_cols })
+}
+
+/// Transpose an `n × n` matrix of hashes in column strips, so that every read touches a few
+/// contiguous cache lines instead of one line per page.
+fn transpose(m: &[Hash], n: usize) -> Vec<Hash> {
+    const STRIP: usize = 16;
+    let mut t = vec![[0u8; 32]; n * n];
+    t.par_chunks_mut(n * STRIP).enumerate().for_each(|(strip, out)| {
+        let j0 = strip * STRIP;
+        let width = out.len() / n;
+        for i in 0..n {
+            let row = &m[i * n + j0..i * n + j0 + width];
+            for (dj, h) in row.iter().enumerate() {
+                out[dj * n + i] = *h;
+            }
+        }
+    });
+    t
 }
 
 impl EncodedBlob {
@@ -164,6 +172,6 @@ pub fn reed_solomon_floor(blob: &[u8], params: EncodingParams) -> Result<usize, 
     let mut parity_cols = vec![0u8; kp * f * s];
     rs::extend_rows(&data, ks, s, f, &mut parity_cols)?;
     let q_rows: Vec<&[u8]> = parity_cols.chunks(f * s).collect();
-    let r = rs::map_column_parity(&q_rows, s, 2 * f, |_, rows| rows.iter().map(|r| r[0] as usize).sum::<usize>())?;
-    Ok(r.into_iter().sum::<usize>() + parity_rows[0] as usize)
+    let r = rs::map_column_parity(&q_rows, s, 2 * f, |_, _, row| row[0] as usize)?;
+    Ok(r.into_iter().flatten().sum::<usize>() + parity_rows[0] as usize)
 }

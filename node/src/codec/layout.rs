@@ -38,12 +38,25 @@ fn copy_elements(src: &[u8], mut sx: usize, dst: &mut [u8], mut dx: usize, mut c
         let s = run_at(sb, sx);
         let d = run_at(db, dx);
         let m = count.min(s.len).min(d.len);
-        dst[d.lo..d.lo + m].copy_from_slice(&src[s.lo..s.lo + m]);
-        dst[d.hi..d.hi + m].copy_from_slice(&src[s.hi..s.hi + m]);
+        if m == 32 {
+            // Whole chunk to whole chunk: fixed-size copies, no memmove call.
+            copy32(dst, d.lo, src, s.lo);
+            copy32(dst, d.hi, src, s.hi);
+        } else {
+            dst[d.lo..d.lo + m].copy_from_slice(&src[s.lo..s.lo + m]);
+            dst[d.hi..d.hi + m].copy_from_slice(&src[s.hi..s.hi + m]);
+        }
         sx += m;
         dx += m;
         count -= m;
     }
+}
+
+#[inline(always)]
+fn copy32(dst: &mut [u8], d: usize, src: &[u8], s: usize) {
+    let from: &[u8; 32] = src[s..s + 32].try_into().expect("32-byte run");
+    let to: &mut [u8; 32] = (&mut dst[d..d + 32]).try_into().expect("32-byte run");
+    *to = *from;
 }
 
 /// Place symbol `b` (of `symbol.len()` bytes) as the `b`-th symbol of a batch shard.

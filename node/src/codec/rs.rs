@@ -11,10 +11,17 @@ use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 use super::layout::{get_symbol, get_symbols, put_symbol, put_symbols};
 use super::CodecError;
 
-/// Bytes per batched shard that keep the encoder's working set cache-friendly.
-const TARGET_BATCH_BYTES: usize = 16 * 1024;
+/// Bytes per batched shard that keep the encoder's working set cache-friendly
+/// (`FLOE_RS_BATCH_BYTES` overrides it, for tuning with the benchmark).
+fn target_batch_bytes() -> usize {
+    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        std::env::var("FLOE_RS_BATCH_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(16 * 1024)
+    })
+}
 
 thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static ENCODER: RefCell<Option<ReedSolomonEncoder>> = const { RefCell::new(None) };
     static DECODER: RefCell<Option<ReedSolomonDecoder>> = const { RefCell::new(None) };
 }
@@ -53,10 +60,24 @@ pub(crate) fn with_decoder<R>(
     })
 }
 
+/// Run `f` with a per-thread scratch buffer of `bytes` bytes (contents unspecified).
+fn with_scratch<R>(bytes: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with(|cell| {
+        // Taken out while in use so that nested calls get a buffer of their own.
+        let mut buf = std::mem::take(&mut *cell.borrow_mut());
+        if buf.len() < bytes {
+            buf.resize(bytes, 0);
+        }
+        let r = f(&mut buf[..bytes]);
+        *cell.borrow_mut() = buf;
+        r
+    })
+}
+
 /// How many codewords to batch into one call: big enough to amortise the call, small enough to
 /// stay in cache and to leave work for every thread.
 pub(crate) fn batch_size(symbol_size: usize, codewords: usize) -> usize {
-    let by_cache = (TARGET_BATCH_BYTES / symbol_size).max(1);
+    let by_cache = (target_batch_bytes() / symbol_size).max(1);
     let by_threads = codewords.div_ceil(4 * rayon::current_num_threads()).max(1);
     by_cache.min(by_threads).min(codewords).max(1)
 }
@@ -72,14 +93,15 @@ fn encode_column_batch<R>(
     f: impl FnOnce(&mut dyn Iterator<Item = &[u8]>) -> R,
 ) -> Result<R, CodecError> {
     let bytes = w * s;
-    let mut shard = vec![0u8; bytes];
-    with_encoder(src.len(), m, bytes, |enc| {
-        for row in src {
-            put_symbols(&mut shard, 0, &row[c0 * s..(c0 + w) * s], s);
-            enc.add_original_shard(&shard)?;
-        }
-        let res = enc.encode()?;
-        Ok(f(&mut res.recovery_iter()))
+    with_scratch(bytes, |shard| {
+        with_encoder(src.len(), m, bytes, |enc| {
+            for row in src {
+                put_symbols(shard, 0, &row[c0 * s..(c0 + w) * s], s);
+                enc.add_original_shard(&*shard)?;
+            }
+            let res = enc.encode()?;
+            Ok(f(&mut res.recovery_iter()))
+        })
     })
 }
 
@@ -113,14 +135,15 @@ pub(crate) fn extend_columns(
     })
 }
 
-/// Like [`extend_columns`], but instead of storing the parity, maps each batch of it through
-/// `f(c0, parity rows in per-symbol layout)` and returns the results in column order.
+/// Like [`extend_columns`], but instead of storing the parity, hands each batch of it to
+/// `f(c0, j, symbols)` (parity row j restricted to the batch's columns, per-symbol layout) and
+/// returns the results, batch by batch in column order.
 pub(crate) fn map_column_parity<T: Send>(
     src: &[&[u8]],
     s: usize,
     m: usize,
-    f: impl Fn(usize, &[Vec<u8>]) -> T + Sync,
-) -> Result<Vec<T>, CodecError> {
+    f: impl Fn(usize, usize, &[u8]) -> T + Sync,
+) -> Result<Vec<Vec<T>>, CodecError> {
     let cols = src[0].len() / s;
     let b = batch_size(s, cols);
     (0..cols)
@@ -129,15 +152,15 @@ pub(crate) fn map_column_parity<T: Send>(
         .into_par_iter()
         .map(|c0| {
             let w = b.min(cols - c0);
-            let rows = encode_column_batch(src, s, m, c0, w, |rec| {
-                rec.map(|r| {
-                    let mut out = vec![0u8; w * s];
-                    get_symbols(r, 0, &mut out, s);
-                    out
-                })
-                .collect::<Vec<_>>()
-            })?;
-            Ok(f(c0, &rows))
+            encode_column_batch(src, s, m, c0, w, |rec| {
+                let mut out = vec![0u8; w * s];
+                rec.enumerate()
+                    .map(|(j, r)| {
+                        get_symbols(r, 0, &mut out, s);
+                        f(c0, j, &out)
+                    })
+                    .collect::<Vec<_>>()
+            })
         })
         .collect()
 }
@@ -159,14 +182,13 @@ pub(crate) fn extend_rows(
         .try_for_each(|(out_blk, src_blk)| {
             let w = src_blk.len() / row_bytes;
             let bytes = w * s;
-            let mut shard = vec![0u8; bytes];
-            with_encoder(k, m, bytes, |enc| {
+            with_scratch(bytes, |shard| with_encoder(k, m, bytes, |enc| {
                 for c in 0..k {
                     for r in 0..w {
                         let at = r * row_bytes + c * s;
-                        put_symbol(&mut shard, r, &src_blk[at..at + s]);
+                        put_symbol(shard, r, &src_blk[at..at + s]);
                     }
-                    enc.add_original_shard(&shard)?;
+                    enc.add_original_shard(&*shard)?;
                 }
                 let res = enc.encode()?;
                 for (j, rec) in res.recovery_iter().enumerate() {
@@ -176,7 +198,7 @@ pub(crate) fn extend_rows(
                     }
                 }
                 Ok(())
-            })
+            }))
         })
 }
 
