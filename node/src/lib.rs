@@ -3,3 +3,8 @@
 //! The [`codec`] module is pure (no I/O, no networking) so it can be fuzzed and benchmarked alone.
 
 pub mod codec;
+pub mod protocol;
+pub mod store;
+pub mod client;
+pub mod proto;
+pub mod server;

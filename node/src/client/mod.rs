@@ -1,0 +1,6 @@
+//! Client side of the node API: one typed client per node ([`NodeClient`]) and, on top of it,
+//! the blob client that writes and reads whole blobs.
+
+mod node;
+
+pub use node::{ClientError, NodeClient};

@@ -1,0 +1,208 @@
+//! A typed client for one node's gRPC API. Everything that talks to a node goes through here.
+
+use std::time::Duration;
+
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::codec::{Axis, BlobId, BlobMetadata, CodecError, RecoverySymbol, Sliver};
+use crate::proto::{self, admin_client::AdminClient, storage_client::StorageClient};
+use crate::protocol::{Certificate, Committee, Confirmation, NodeId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{address}: {status}")]
+    Rpc { address: String, status: tonic::Status },
+    #[error("{address}: invalid address: {message}")]
+    Address { address: String, message: String },
+    #[error("{address}: node sent invalid data: {message}")]
+    Invalid { address: String, message: String },
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            ClientError::Rpc { status, .. } => Some(status.code()),
+            _ => None,
+        }
+    }
+}
+
+/// Default deadline of one call; large slivers get more (see `transfer_timeout`).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct NodeClient {
+    address: String,
+    storage: StorageClient<Channel>,
+    admin: AdminClient<Channel>,
+    admin_token: Option<String>,
+}
+
+impl NodeClient {
+    /// A client for `address` (`host:port`); connects on first use.
+    pub fn new(address: &str, max_message: usize) -> Result<Self, ClientError> {
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| ClientError::Address { address: address.to_string(), message: e.to_string() })?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .http2_adaptive_window(true);
+        let channel = endpoint.connect_lazy();
+        Ok(Self {
+            address: address.to_string(),
+            storage: StorageClient::new(channel.clone())
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            admin: AdminClient::new(channel).max_decoding_message_size(max_message).max_encoding_message_size(max_message),
+            admin_token: None,
+        })
+    }
+
+    pub fn with_admin_token(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.to_string());
+        self
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn err(&self, status: tonic::Status) -> ClientError {
+        ClientError::Rpc { address: self.address.clone(), status }
+    }
+    fn invalid(&self, message: impl ToString) -> ClientError {
+        ClientError::Invalid { address: self.address.clone(), message: message.to_string() }
+    }
+
+    fn req<T>(&self, msg: T, timeout: Duration) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.set_timeout(timeout);
+        r
+    }
+    fn admin_req<T>(&self, msg: T) -> Result<tonic::Request<T>, ClientError> {
+        let mut r = self.req(msg, CALL_TIMEOUT);
+        if let Some(t) = &self.admin_token {
+            let v = MetadataValue::try_from(format!("Bearer {t}")).map_err(|e| self.invalid(e))?;
+            r.metadata_mut().insert("authorization", v);
+        }
+        Ok(r)
+    }
+
+    /// Deadline for moving `bytes`: the call timeout plus 1 s per 8 MiB.
+    pub fn transfer_timeout(bytes: usize) -> Duration {
+        CALL_TIMEOUT + Duration::from_secs((bytes >> 23) as u64)
+    }
+
+    pub async fn info(&self) -> Result<proto::NodeInfo, ClientError> {
+        let r = self.storage.clone().get_info(self.req(proto::GetInfoRequest {}, Duration::from_secs(5))).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    pub async fn put_metadata(&self, id: &BlobId, md: &BlobMetadata) -> Result<bool, ClientError> {
+        let msg = proto::PutMetadataRequest { blob_id: id.as_bytes().to_vec(), metadata: md.to_bytes() };
+        let r = self.storage.clone().put_metadata(self.req(msg, CALL_TIMEOUT)).await;
+        r.map(|r| r.into_inner().already_stored).map_err(|s| self.err(s))
+    }
+
+    /// Metadata of `id`, verified against the ID.
+    pub async fn get_metadata(&self, id: &BlobId) -> Result<BlobMetadata, ClientError> {
+        let msg = proto::BlobRequest { blob_id: id.as_bytes().to_vec() };
+        let r = self.storage.clone().get_metadata(self.req(msg, CALL_TIMEOUT)).await.map_err(|s| self.err(s))?;
+        let md = BlobMetadata::from_bytes(&r.into_inner().metadata).map_err(|e| self.invalid(e))?;
+        md.verify(id).map_err(|e| self.invalid(e))?;
+        Ok(md)
+    }
+
+    pub async fn put_sliver(&self, id: &BlobId, pair: u16, sliver: &Sliver) -> Result<bool, ClientError> {
+        let bytes = sliver.to_bytes();
+        let timeout = Self::transfer_timeout(bytes.len());
+        let msg = proto::PutSliverRequest { blob_id: id.as_bytes().to_vec(), pair_index: pair as u32, sliver: bytes };
+        let r = self.storage.clone().put_sliver(self.req(msg, timeout)).await;
+        r.map(|r| r.into_inner().already_stored).map_err(|s| self.err(s))
+    }
+
+    /// A sliver, parsed but *not* verified: check it with `Sliver::verify` against metadata.
+    pub async fn get_sliver(&self, id: &BlobId, pair: u16, axis: Axis) -> Result<Sliver, ClientError> {
+        let msg = proto::GetSliverRequest {
+            blob_id: id.as_bytes().to_vec(),
+            pair_index: pair as u32,
+            axis: proto::Axis::from(axis) as i32,
+        };
+        let r = self.storage.clone().get_sliver(self.req(msg, Self::transfer_timeout(64 << 20))).await;
+        let bytes = r.map_err(|s| self.err(s))?.into_inner().sliver;
+        Sliver::from_bytes(&bytes).map_err(|e| self.invalid(e))
+    }
+
+    /// A storage confirmation, with its signature checked.
+    pub async fn get_confirmation(&self, id: &BlobId) -> Result<Confirmation, ClientError> {
+        let msg = proto::BlobRequest { blob_id: id.as_bytes().to_vec() };
+        let r = self.storage.clone().get_confirmation(self.req(msg, CALL_TIMEOUT)).await.map_err(|s| self.err(s))?;
+        let c = r.into_inner();
+        let conf = Confirmation {
+            epoch: c.epoch,
+            blob_id: BlobId::from_slice(&c.blob_id).map_err(|e| self.invalid(e))?,
+            node_id: NodeId::try_from(c.node_id.as_slice()).map_err(|e| self.invalid(e))?,
+            signature: c.signature.as_slice().try_into().map_err(|_| self.invalid("signature length"))?,
+        };
+        if conf.blob_id != *id || !conf.verify() {
+            return Err(self.invalid("confirmation signature does not verify"));
+        }
+        Ok(conf)
+    }
+
+    pub async fn put_certificate(&self, cert: &Certificate) -> Result<bool, ClientError> {
+        let r = self.storage.clone().put_certificate(self.req(proto::Certificate::from(cert), CALL_TIMEOUT)).await;
+        r.map(|r| r.into_inner().already_certified).map_err(|s| self.err(s))
+    }
+
+    /// Recovery symbols for the target slivers, parsed (each still to be verified).
+    pub async fn recovery_symbols(
+        &self,
+        id: &BlobId,
+        target_axis: Axis,
+        targets: &[u16],
+    ) -> Result<Vec<RecoverySymbol>, ClientError> {
+        let msg = proto::RecoverySymbolsRequest {
+            blob_id: id.as_bytes().to_vec(),
+            target_axis: proto::Axis::from(target_axis) as i32,
+            target_indices: targets.iter().map(|t| *t as u32).collect(),
+        };
+        let r = self.storage.clone().get_recovery_symbols(self.req(msg, CALL_TIMEOUT)).await.map_err(|s| self.err(s))?;
+        r.into_inner()
+            .symbols
+            .iter()
+            .map(|b| RecoverySymbol::from_bytes(b).map_err(|e: CodecError| self.invalid(e)))
+            .collect()
+    }
+
+    pub async fn blob_status(&self, id: &BlobId) -> Result<proto::BlobStatusResponse, ClientError> {
+        let msg = proto::BlobRequest { blob_id: id.as_bytes().to_vec() };
+        let r = self.storage.clone().get_blob_status(self.req(msg, CALL_TIMEOUT)).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+
+    /// One page of certified blobs after `after`.
+    pub async fn list_certified(&self, after: Option<BlobId>, limit: u32) -> Result<(Vec<Certificate>, bool), ClientError> {
+        let msg = proto::ListCertifiedRequest { after: after.map(|a| a.as_bytes().to_vec()).unwrap_or_default(), limit };
+        let r = self.storage.clone().list_certified(self.req(msg, CALL_TIMEOUT)).await.map_err(|s| self.err(s))?;
+        let r = r.into_inner();
+        let certs = r.certificates.into_iter().map(Certificate::try_from).collect::<Result<_, _>>().map_err(|e| self.invalid(e))?;
+        Ok((certs, r.more))
+    }
+
+    pub async fn set_committee(&self, c: &Committee) -> Result<(), ClientError> {
+        let req = self.admin_req(proto::Committee::from(c))?;
+        self.admin.clone().set_committee(req).await.map(|_| ()).map_err(|s| self.err(s))
+    }
+
+    pub async fn answer_challenge(&self, req: proto::ChallengeRequest) -> Result<Vec<Vec<u8>>, ClientError> {
+        let req = self.admin_req(req)?;
+        let r = self.admin.clone().answer_challenge(req).await.map_err(|s| self.err(s))?;
+        Ok(r.into_inner().symbols)
+    }
+
+    pub async fn sync_status(&self) -> Result<proto::SyncStatus, ClientError> {
+        let req = self.admin_req(proto::GetSyncStatusRequest {})?;
+        self.admin.clone().get_sync_status(req).await.map(|r| r.into_inner()).map_err(|s| self.err(s))
+    }
+}

@@ -1,0 +1,8 @@
+//! Protocol objects shared by node, client and operator (PROTOCOL.md §4, §6): committees,
+//! storage confirmations and certificates. Pure: no I/O.
+
+mod certificate;
+mod committee;
+
+pub use certificate::{confirmation_message, verify_certificate, Certificate, CertificateError, Confirmation};
+pub use committee::{Committee, CommitteeError, Member, NodeId};

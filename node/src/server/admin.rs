@@ -1,0 +1,112 @@
+//! The admin gRPC service: only the control plane calls it, with `authorization: Bearer <token>`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::state::{CommitteeUpdateError, NodeState};
+use super::storage::{blob_id, blocking, metered};
+use crate::codec::{recovery_symbols, Axis};
+use crate::proto::{self, admin_server::Admin};
+use crate::protocol::Committee;
+
+pub struct AdminService {
+    pub state: Arc<NodeState>,
+}
+
+/// Checks the bearer token on every admin call (constant-time comparison).
+#[derive(Clone)]
+pub struct AdminAuth {
+    token: Option<Arc<str>>,
+}
+
+impl AdminAuth {
+    pub fn new(token: Option<String>) -> Self {
+        Self { token: token.map(Into::into) }
+    }
+}
+
+impl tonic::service::Interceptor for AdminAuth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.token else {
+            return Err(Status::unauthenticated("admin API disabled: the node was started without --admin-token-file"));
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
+        let (a, b) = (given.as_bytes(), expected.as_bytes());
+        let diff = a.len() ^ b.len() | a.iter().zip(b.iter()).fold(0usize, |acc, (x, y)| acc | (x ^ y) as usize);
+        if diff != 0 {
+            return Err(Status::unauthenticated("wrong admin token"));
+        }
+        Ok(req)
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn set_committee(&self, req: Request<proto::Committee>) -> Result<Response<proto::SetCommitteeResponse>, Status> {
+        metered(&self.state, "SetCommittee", async {
+            let c = Committee::try_from(req.into_inner()).map_err(|e| Status::invalid_argument(format!("committee: {e}")))?;
+            let epoch = c.epoch;
+            let st = self.state.clone();
+            blocking(move || {
+                st.set_committee(c).map_err(|e| match e {
+                    CommitteeUpdateError::Store(e) => super::storage::store_status(e),
+                    other => Status::failed_precondition(other.to_string()),
+                })
+            })
+            .await?;
+            tracing::info!(epoch, shards = ?self.state.my_shards(), "committee set");
+            Ok(proto::SetCommitteeResponse { epoch })
+        })
+        .await
+    }
+
+    async fn answer_challenge(
+        &self,
+        req: Request<proto::ChallengeRequest>,
+    ) -> Result<Response<proto::ChallengeResponse>, Status> {
+        metered(&self.state, "AnswerChallenge", async {
+            let req = req.into_inner();
+            if req.items.len() > 10_000 {
+                return Err(Status::invalid_argument("at most 10000 challenge items per call"));
+            }
+            let st = self.state.clone();
+            let symbols = blocking(move || {
+                let mut out = Vec::with_capacity(req.items.len());
+                for item in req.items {
+                    let answer = (|| {
+                        let id = blob_id(&item.blob_id).ok()?;
+                        let axis: Axis = proto::Axis::try_from(item.axis).ok()?.into();
+                        let md = st.store.metadata(&id)?;
+                        let shape = md.shape().ok()?;
+                        let sliver = st.store.get_sliver(&id, u16::try_from(item.pair_index).ok()?, axis).ok()??;
+                        let pos = u16::try_from(item.symbol_index).ok()?;
+                        recovery_symbols(&sliver, &shape, &[pos]).ok()?.pop()
+                    })();
+                    let result = if answer.is_some() { "answered" } else { "missing" };
+                    st.metrics.challenges.with_label_values(&[result]).inc();
+                    out.push(answer.map(|s| s.to_bytes()).unwrap_or_default());
+                }
+                Ok(out)
+            })
+            .await?;
+            Ok(proto::ChallengeResponse { symbols })
+        })
+        .await
+    }
+
+    async fn get_sync_status(&self, _: Request<proto::GetSyncStatusRequest>) -> Result<Response<proto::SyncStatus>, Status> {
+        metered(&self.state, "GetSyncStatus", async {
+            let epoch = self.state.committee().map_or(0, |c| c.epoch);
+            let backlog = self.state.recovery_backlog.load(std::sync::atomic::Ordering::Relaxed);
+            let total = self.state.store.certified().len() as u64;
+            Ok(proto::SyncStatus { epoch, target_epoch: epoch, done: backlog == 0, blobs_total: total, blobs_done: total.saturating_sub(backlog) })
+        })
+        .await
+    }
+}

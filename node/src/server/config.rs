@@ -1,0 +1,211 @@
+//! Node configuration: flags, environment variables (`FLOE_*`) and an optional TOML file, in
+//! that order of precedence; everything has a default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command line of `floe-node`. Every flag also reads `FLOE_<NAME>` and the `--config` file.
+#[derive(Debug, Clone, Default, Parser, Deserialize)]
+#[command(name = "floe-node", version, about = "Floe storage node: stores and serves erasure-coded slivers")]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Args {
+    /// TOML file with any of the options below (kebab-case keys); flags and env win over it.
+    #[arg(long, env = "FLOE_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Directory for the node key, committee and slivers [default: ./floe-data]
+    #[arg(long, env = "FLOE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the gRPC API (public and admin services) [default: 0.0.0.0:7070]
+    #[arg(long, env = "FLOE_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Address of /metrics, /healthz and /readyz [default: 0.0.0.0:7071]
+    #[arg(long, env = "FLOE_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// File holding the admin bearer token; without it the admin API refuses every call
+    #[arg(long, env = "FLOE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Stop accepting writes once stored bytes would exceed this (e.g. 10GiB, 500MB) [default: no limit]
+    #[arg(long, env = "FLOE_MAX_STORAGE", value_parser = parse_bytes)]
+    pub max_storage: Option<u64>,
+    /// Largest gRPC message accepted or sent, in bytes or with a unit [default: 96MiB]
+    #[arg(long, env = "FLOE_MAX_MESSAGE", value_parser = parse_bytes)]
+    pub max_message: Option<u64>,
+    /// Blobs rebuilt concurrently by background recovery [default: 4]
+    #[arg(long, env = "FLOE_RECOVERY_CONCURRENCY")]
+    pub recovery_concurrency: Option<usize>,
+    /// Seconds between background scans for missing slivers [default: 2]
+    #[arg(long, env = "FLOE_RECOVERY_INTERVAL")]
+    pub recovery_interval: Option<u64>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "FLOE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// TEST ONLY: misbehave on purpose (corrupt-slivers: serve slivers with flipped bytes)
+    #[arg(long, env = "FLOE_FAULT", hide = true)]
+    pub fault: Option<Fault>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Faults a test can switch on in a real node process (there is no other way to get a lying
+/// node on demand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    CorruptSlivers,
+}
+
+/// `123`, `64KiB`, `10MB`, `2GiB`…
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        u => return Err(format!("unknown unit {u:?} in {s:?}")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} overflows"))
+}
+
+fn de_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum V {
+        N(u64),
+        S(String),
+    }
+    Ok(match Option::<V>::deserialize(d)? {
+        None => None,
+        Some(V::N(n)) => Some(n),
+        Some(V::S(s)) => Some(parse_bytes(&s).map_err(serde::de::Error::custom)?),
+    })
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub admin_token: Option<String>,
+    pub max_storage: Option<u64>,
+    pub max_message: usize,
+    pub recovery_concurrency: usize,
+    pub recovery_interval: std::time::Duration,
+    pub log_format: LogFormat,
+    pub fault: Option<Fault>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("parsing {path}: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("admin token file {0} is empty")]
+    EmptyToken(String),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    grpc_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    admin_token_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_bytes")]
+    max_storage: Option<u64>,
+    #[serde(default, deserialize_with = "de_bytes")]
+    max_message: Option<u64>,
+    recovery_concurrency: Option<usize>,
+    recovery_interval: Option<u64>,
+    log_format: Option<LogFormat>,
+}
+
+impl Args {
+    /// Merge flags/env over the config file over the defaults, and read the token file.
+    pub fn resolve(self) -> Result<NodeConfig, ConfigError> {
+        let file: FileConfig = match &self.config {
+            None => FileConfig::default(),
+            Some(p) => {
+                let path = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse { path, source })?
+            }
+        };
+        let admin_token = match self.admin_token_file.or(file.admin_token_file) {
+            None => None,
+            Some(p) => {
+                let path = p.display().to_string();
+                let t = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                let t = t.trim().to_string();
+                if t.is_empty() {
+                    return Err(ConfigError::EmptyToken(path));
+                }
+                Some(t)
+            }
+        };
+        Ok(NodeConfig {
+            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("floe-data")),
+            grpc_addr: self.grpc_addr.or(file.grpc_addr).unwrap_or_else(|| ([0, 0, 0, 0], 7070).into()),
+            http_addr: self.http_addr.or(file.http_addr).unwrap_or_else(|| ([0, 0, 0, 0], 7071).into()),
+            admin_token,
+            max_storage: self.max_storage.or(file.max_storage),
+            max_message: self.max_message.or(file.max_message).unwrap_or(96 << 20) as usize,
+            recovery_concurrency: self.recovery_concurrency.or(file.recovery_concurrency).unwrap_or(4).max(1),
+            recovery_interval: std::time::Duration::from_secs(
+                self.recovery_interval.or(file.recovery_interval).unwrap_or(2).max(1),
+            ),
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            fault: self.fault,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("10"), Ok(10));
+        assert_eq!(parse_bytes("64KiB"), Ok(65536));
+        assert_eq!(parse_bytes("2 GB"), Ok(2_000_000_000));
+        assert!(parse_bytes("12XB").is_err());
+        assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("node.toml");
+        std::fs::write(&cfg, "data-dir = \"/from/file\"\nmax-storage = \"1MiB\"\nrecovery-concurrency = 7\n").unwrap();
+        let args = Args::try_parse_from(["floe-node", "--config", cfg.to_str().unwrap(), "--data-dir", "/from/flag"]).unwrap();
+        let c = args.resolve().unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(c.max_storage, Some(1 << 20));
+        assert_eq!(c.recovery_concurrency, 7);
+        assert_eq!(c.grpc_addr.port(), 7070);
+        std::fs::write(&cfg, "no-such-key = 1\n").unwrap();
+        let args = Args::try_parse_from(["floe-node", "--config", cfg.to_str().unwrap()]).unwrap();
+        assert!(matches!(args.resolve(), Err(ConfigError::Parse { .. })));
+    }
+}

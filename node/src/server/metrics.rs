@@ -1,0 +1,106 @@
+//! The node's Prometheus metrics (all prefixed `floe_node_`).
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub latency: HistogramVec,
+    pub stored_bytes: IntGauge,
+    pub blobs: IntGauge,
+    pub shard_slivers: GaugeVec,
+    pub epoch: IntGauge,
+    pub recovery_backlog: IntGauge,
+    pub recovered: IntCounter,
+    pub recovery_failures: IntCounter,
+    pub corrupt_detected: IntCounter,
+    pub challenges: IntCounterVec,
+    pub up: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("floe_node_grpc_requests_total", "gRPC requests by method and status code"),
+            &["method", "code"],
+        )
+        .expect("metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("floe_node_grpc_request_duration_seconds", "gRPC request latency by method")
+                .buckets(prometheus::exponential_buckets(0.0005, 2.5, 14).expect("buckets")),
+            &["method"],
+        )
+        .expect("metric");
+        let stored_bytes = IntGauge::new("floe_node_stored_bytes", "Bytes stored on disk").expect("metric");
+        let blobs = IntGauge::new("floe_node_blobs", "Blobs known to the store").expect("metric");
+        let shard_slivers =
+            GaugeVec::new(Opts::new("floe_node_shard_slivers", "Slivers stored per owned shard"), &["shard"])
+                .expect("metric");
+        let epoch = IntGauge::new("floe_node_epoch", "Current committee epoch (0: none)").expect("metric");
+        let recovery_backlog =
+            IntGauge::new("floe_node_recovery_backlog", "Slivers of certified blobs this node owns but lacks")
+                .expect("metric");
+        let recovered = IntCounter::new("floe_node_recovered_slivers_total", "Slivers rebuilt by recovery").expect("metric");
+        let recovery_failures =
+            IntCounter::new("floe_node_recovery_failures_total", "Recovery attempts that failed").expect("metric");
+        let corrupt_detected =
+            IntCounter::new("floe_node_corrupt_slivers_total", "Corrupt sliver files detected and dropped").expect("metric");
+        let challenges = IntCounterVec::new(
+            Opts::new("floe_node_challenges_answered_total", "Challenge items answered, by result"),
+            &["result"],
+        )
+        .expect("metric");
+        let up = Gauge::with_opts(
+            Opts::new("floe_node_build_info", "Build information").const_label("version", env!("CARGO_PKG_VERSION")),
+        )
+        .expect("metric");
+        up.set(1.0);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(stored_bytes.clone()),
+            Box::new(blobs.clone()),
+            Box::new(shard_slivers.clone()),
+            Box::new(epoch.clone()),
+            Box::new(recovery_backlog.clone()),
+            Box::new(recovered.clone()),
+            Box::new(recovery_failures.clone()),
+            Box::new(corrupt_detected.clone()),
+            Box::new(challenges.clone()),
+            Box::new(up.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        Self {
+            registry,
+            requests,
+            latency,
+            stored_bytes,
+            blobs,
+            shard_slivers,
+            epoch,
+            recovery_backlog,
+            recovered,
+            recovery_failures,
+            corrupt_detected,
+            challenges,
+            up,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

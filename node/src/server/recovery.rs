@@ -1,0 +1,279 @@
+//! Background recovery (PROTOCOL.md §5): for every certified blob, rebuild the slivers of this
+//! node's shards that it lacks, from recovery symbols of its peers; also learn certificates it
+//! missed (down, or started on an empty disk) and scrub stored slivers for corruption.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::watch;
+
+use super::state::NodeState;
+use crate::client::NodeClient;
+use crate::codec::{Axis, BlobId, BlobMetadata, RebuildError, SliverRebuilder};
+use crate::protocol::{verify_certificate, Committee, NodeId};
+
+/// Peers asked for their certificate lists each round.
+const LIST_PEERS: usize = 5;
+/// Slivers checksummed per round by the scrubber.
+const SCRUB_PER_ROUND: usize = 64;
+
+pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
+    let mut last_learn: Option<Instant> = None;
+    let mut scrub_cursor: Option<BlobId> = None;
+    let mut clients: HashMap<String, NodeClient> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = state.recovery_wakeup.notified() => {}
+            _ = tokio::time::sleep(state.config.recovery_interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(committee) = state.committee() else { continue };
+        if committee.member(&state.node_id).is_none() {
+            continue;
+        }
+        for m in &committee.members {
+            if !clients.contains_key(&m.address) {
+                if let Ok(c) = NodeClient::new(&m.address, state.config.max_message) {
+                    clients.insert(m.address.clone(), c);
+                }
+            }
+        }
+        let peers: Vec<(NodeId, NodeClient)> = committee
+            .members
+            .iter()
+            .filter(|m| m.node_id != state.node_id)
+            .filter_map(|m| clients.get(&m.address).map(|c| (m.node_id, c.clone())))
+            .collect();
+        if last_learn.is_none_or(|t| t.elapsed() > state.config.recovery_interval * 5) {
+            learn_certified(&state, &committee, &peers).await;
+            last_learn = Some(Instant::now());
+        }
+        scrub_cursor = scrub(&state, scrub_cursor).await;
+        let work = missing_work(&state);
+        let backlog: usize = work.iter().map(|(_, w)| w.len()).sum();
+        state.recovery_backlog.store(backlog as u64, Ordering::Relaxed);
+        if backlog == 0 {
+            continue;
+        }
+        tracing::info!(blobs = work.len(), slivers = backlog, "recovering missing slivers");
+        let started = Instant::now();
+        futures::stream::iter(work)
+            .for_each_concurrent(state.config.recovery_concurrency, |(id, missing)| {
+                let state = state.clone();
+                let committee = committee.clone();
+                let peers = peers.clone();
+                async move {
+                    let count = missing.len() as u64;
+                    match recover_blob(&state, &committee, &peers, id, missing).await {
+                        Ok(done) => {
+                            state.metrics.recovered.inc_by(done);
+                            let left = state.recovery_backlog.fetch_sub(done.min(count), Ordering::Relaxed) - done.min(count);
+                            tracing::info!(blob = %id, rebuilt = done, backlog = left, "recovered slivers");
+                        }
+                        Err(e) => {
+                            state.metrics.recovery_failures.inc();
+                            tracing::warn!(blob = %id, error = %e, "recovery attempt failed; will retry");
+                        }
+                    }
+                }
+            })
+            .await;
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "recovery round finished");
+    }
+}
+
+/// Certified blobs whose slivers for this node's shards are missing: (blob, [(pair, axis)]).
+fn missing_work(state: &NodeState) -> Vec<(BlobId, Vec<(u16, Axis)>)> {
+    let mut work = Vec::new();
+    for (id, _) in state.store.certified() {
+        let owned = state.owned_pairs(&id);
+        let entry = state.store.entry(&id).unwrap_or_default();
+        let mut missing = Vec::new();
+        for p in owned {
+            for (axis, key) in [(Axis::Primary, crate::store::AxisKey::Primary), (Axis::Secondary, crate::store::AxisKey::Secondary)] {
+                if !entry.slivers.contains(&(p, key)) {
+                    missing.push((p, axis));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            work.push((id, missing));
+        }
+    }
+    work
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RecoveryError {
+    #[error("no peer returned valid metadata")]
+    NoMetadata,
+    #[error("only {have} of {need} recovery symbols for {axis:?} sliver {index}")]
+    NotEnoughSymbols { axis: Axis, index: usize, have: usize, need: usize },
+    #[error("{0}")]
+    Other(String),
+}
+
+async fn fetch_metadata(state: &NodeState, peers: &[(NodeId, NodeClient)], id: BlobId) -> Result<Arc<BlobMetadata>, RecoveryError> {
+    if let Some(md) = state.store.metadata(&id) {
+        return Ok(md);
+    }
+    for (_, p) in peers {
+        if let Ok(md) = p.get_metadata(&id).await {
+            let st_md = md.clone();
+            state.store.put_metadata(id, &st_md).map_err(|e| RecoveryError::Other(e.to_string()))?;
+            return Ok(Arc::new(md));
+        }
+    }
+    Err(RecoveryError::NoMetadata)
+}
+
+async fn recover_blob(
+    state: &Arc<NodeState>,
+    committee: &Committee,
+    peers: &[(NodeId, NodeClient)],
+    id: BlobId,
+    missing: Vec<(u16, Axis)>,
+) -> Result<u64, RecoveryError> {
+    let md = fetch_metadata(state, peers, id).await?;
+    let n = md.n();
+    if n != committee.n_shards as usize {
+        return Err(RecoveryError::Other(format!("metadata has {n} shards, committee {}", committee.n_shards)));
+    }
+    let mut done = 0;
+    for axis in [Axis::Primary, Axis::Secondary] {
+        // target sliver index → pair
+        let targets: BTreeMap<u16, u16> = missing
+            .iter()
+            .filter(|(_, a)| *a == axis)
+            .map(|(p, _)| (if axis == Axis::Primary { *p } else { (n - 1 - *p as usize) as u16 }, *p))
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let indices: Vec<u16> = targets.keys().copied().collect();
+        let mut builders: BTreeMap<u16, SliverRebuilder<'_>> = indices
+            .iter()
+            .map(|t| Ok((*t, SliverRebuilder::new(&md, axis, *t as usize).map_err(|e| RecoveryError::Other(e.to_string()))?)))
+            .collect::<Result<_, RecoveryError>>()?;
+        let mut calls: FuturesUnordered<_> =
+            peers.iter().map(|(_, p)| async { p.recovery_symbols(&id, axis, &indices).await }).collect();
+        while let Some(answer) = calls.next().await {
+            let Ok(symbols) = answer else { continue };
+            for sym in symbols {
+                if let Some(b) = builders.get_mut(&sym.position) {
+                    if !b.is_ready() {
+                        // a bad symbol (lying peer) is refused here and simply not counted
+                        let _ = b.add(sym);
+                    }
+                }
+            }
+            if builders.values().all(|b| b.is_ready()) {
+                break;
+            }
+        }
+        drop(calls);
+        for (index, b) in builders {
+            if !b.is_ready() {
+                return Err(RecoveryError::NotEnoughSymbols { axis, index: index as usize, have: b.have(), need: b.needed() });
+            }
+            let pair = targets[&index];
+            match b.rebuild() {
+                Ok(sliver) => {
+                    let st = state.clone();
+                    tokio::task::spawn_blocking(move || st.store.put_sliver(id, pair, &sliver))
+                        .await
+                        .map_err(|e| RecoveryError::Other(e.to_string()))?
+                        .map_err(|e| RecoveryError::Other(e.to_string()))?;
+                    done += 1;
+                }
+                Err(RebuildError::Inconsistent(proof)) => {
+                    tracing::warn!(blob = %id, "blob is inconsistently encoded; marking it invalid");
+                    state.store.mark_invalid(id, &proof.to_bytes()).map_err(|e| RecoveryError::Other(e.to_string()))?;
+                    return Ok(done);
+                }
+                Err(RebuildError::Codec(e)) => return Err(RecoveryError::Other(e.to_string())),
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Ask a few peers which blobs are certified; keep the certificates we can verify, and accept
+/// ones from unknown epochs when peers holding a validity threshold of shards report them.
+async fn learn_certified(state: &NodeState, committee: &Committee, peers: &[(NodeId, NodeClient)]) {
+    let params = committee.params();
+    let mut unverifiable: HashMap<BlobId, (usize, crate::protocol::Certificate)> = HashMap::new();
+    let mut learned = 0usize;
+    for (peer_id, peer) in peers.iter().take(LIST_PEERS) {
+        let mut after = None;
+        loop {
+            let Ok((certs, more)) = peer.list_certified(after, 500).await else { break };
+            after = certs.last().map(|c| c.blob_id);
+            for cert in certs {
+                if state.store.entry(&cert.blob_id).is_some_and(|e| e.certified_epoch.is_some()) {
+                    continue;
+                }
+                match state.committee_of(cert.epoch) {
+                    Some(c) => {
+                        if verify_certificate(&c, &cert).is_ok() && state.store.put_certificate(&cert).is_ok() {
+                            learned += 1;
+                        }
+                    }
+                    None => {
+                        let e = unverifiable.entry(cert.blob_id).or_insert((0, cert));
+                        e.0 += committee.weight(peer_id);
+                    }
+                }
+            }
+            if !more || after.is_none() {
+                break;
+            }
+        }
+    }
+    for (_, (weight, cert)) in unverifiable {
+        if params.is_validity(weight) && state.store.put_certificate(&cert).is_ok() {
+            learned += 1;
+        }
+    }
+    if learned > 0 {
+        tracing::info!(learned, "learned certified blobs from peers");
+    }
+}
+
+/// Read a bounded number of stored slivers per round so that disk corruption is found even
+/// when nobody asks for the data; corrupt files are dropped and rebuilt by recovery.
+async fn scrub(state: &Arc<NodeState>, cursor: Option<BlobId>) -> Option<BlobId> {
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let certified = st.store.certified();
+        let start = certified.iter().position(|(id, _)| cursor.is_none_or(|c| *id > c)).unwrap_or(0);
+        let mut checked = 0;
+        let mut last = None;
+        for (id, _) in certified.iter().cycle().skip(start).take(certified.len()) {
+            let Some(e) = st.store.entry(id) else { continue };
+            for (pair, key) in &e.slivers {
+                let axis = match key {
+                    crate::store::AxisKey::Primary => Axis::Primary,
+                    crate::store::AxisKey::Secondary => Axis::Secondary,
+                };
+                if let Err(err) = st.store.get_sliver(id, *pair, axis) {
+                    st.metrics.corrupt_detected.inc();
+                    tracing::warn!(blob = %id, pair, error = %err, "scrubber dropped a corrupt sliver");
+                }
+                checked += 1;
+            }
+            last = Some(*id);
+            if checked >= SCRUB_PER_ROUND {
+                break;
+            }
+        }
+        last
+    })
+    .await
+    .ok()
+    .flatten()
+}
+

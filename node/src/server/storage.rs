@@ -1,0 +1,359 @@
+//! The public gRPC service (PROTOCOL.md §4, §5): everything clients and peers call.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+
+use super::config::Fault;
+use super::state::NodeState;
+use crate::codec::{recovery_symbols, Axis, BlobId, BlobMetadata, Sliver};
+use crate::proto::{self, storage_server::Storage};
+use crate::protocol::{verify_certificate, Certificate, Confirmation};
+use crate::store::StoreError;
+
+/// Largest page of ListCertified.
+const LIST_LIMIT: usize = 1000;
+
+pub struct StorageService {
+    pub state: Arc<NodeState>,
+}
+
+pub(crate) fn blob_id(bytes: &[u8]) -> Result<BlobId, Status> {
+    BlobId::from_slice(bytes).map_err(|e| Status::invalid_argument(format!("blob_id: {e}")))
+}
+
+pub(crate) fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::Full { .. } | StoreError::DiskFull(_) => Status::resource_exhausted(e.to_string()),
+        StoreError::Corrupt(_) => Status::data_loss(format!("{e}; the node is rebuilding it")),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+/// Run blocking work (disk I/O, hashing, Reed–Solomon) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("task failed: {e}")))?
+}
+
+/// Count and time one RPC under its method name.
+pub(crate) async fn metered<T>(
+    state: &NodeState,
+    method: &'static str,
+    fut: impl Future<Output = Result<T, Status>>,
+) -> Result<Response<T>, Status> {
+    let start = Instant::now();
+    let result = fut.await;
+    let code = match &result {
+        Ok(_) => "Ok".to_string(),
+        Err(s) => format!("{:?}", s.code()),
+    };
+    state.metrics.requests.with_label_values(&[method, &code]).inc();
+    state.metrics.latency.with_label_values(&[method]).observe(start.elapsed().as_secs_f64());
+    if let Err(s) = &result {
+        tracing::debug!(method, code = %code, message = s.message(), "request refused");
+    }
+    result.map(Response::new)
+}
+
+impl StorageService {
+    fn writable(&self) -> Result<(), Status> {
+        if self.state.accepting_writes.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(Status::unavailable("node is shutting down and accepts no new writes"))
+        }
+    }
+
+    fn metadata(&self, id: &BlobId) -> Result<Arc<BlobMetadata>, Status> {
+        self.state
+            .store
+            .metadata(id)
+            .ok_or_else(|| Status::not_found(format!("no metadata for blob {id}")))
+    }
+
+    fn info(&self) -> proto::NodeInfo {
+        let st = &self.state;
+        let c = st.committee();
+        proto::NodeInfo {
+            node_id: st.node_id.0.to_vec(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            epoch: c.as_ref().map_or(0, |c| c.epoch),
+            shards: st.my_shards().into_iter().map(u32::from).collect(),
+            status: st.status() as i32,
+            n_shards: c.as_ref().map_or(0, |c| c.n_shards as u32),
+            stored_bytes: st.store.used_bytes(),
+            blobs: st.store.blob_count() as u64,
+            recovery_backlog: st.recovery_backlog.load(Ordering::Relaxed),
+            accepting_writes: st.accepting_writes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Storage for StorageService {
+    async fn get_info(&self, _: Request<proto::GetInfoRequest>) -> Result<Response<proto::NodeInfo>, Status> {
+        metered(&self.state, "GetInfo", async { Ok(self.info()) }).await
+    }
+
+    async fn put_metadata(
+        &self,
+        req: Request<proto::PutMetadataRequest>,
+    ) -> Result<Response<proto::PutMetadataResponse>, Status> {
+        metered(&self.state, "PutMetadata", async {
+            self.writable()?;
+            let req = req.into_inner();
+            let id = blob_id(&req.blob_id)?;
+            let md = BlobMetadata::from_bytes(&req.metadata).map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
+            md.verify(&id).map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
+            if let Some(c) = self.state.committee() {
+                if md.n() != c.n_shards as usize {
+                    return Err(Status::invalid_argument(format!(
+                        "metadata is for {} shards, the committee has {}",
+                        md.n(),
+                        c.n_shards
+                    )));
+                }
+            }
+            let st = self.state.clone();
+            let already = blocking(move || st.store.put_metadata(id, &md).map_err(store_status)).await?;
+            Ok(proto::PutMetadataResponse { already_stored: already })
+        })
+        .await
+    }
+
+    async fn get_metadata(&self, req: Request<proto::BlobRequest>) -> Result<Response<proto::MetadataResponse>, Status> {
+        metered(&self.state, "GetMetadata", async {
+            let id = blob_id(&req.into_inner().blob_id)?;
+            let md = self.metadata(&id)?;
+            Ok(proto::MetadataResponse { metadata: md.to_bytes() })
+        })
+        .await
+    }
+
+    async fn put_sliver(&self, req: Request<proto::PutSliverRequest>) -> Result<Response<proto::PutSliverResponse>, Status> {
+        metered(&self.state, "PutSliver", async {
+            self.writable()?;
+            let req = req.into_inner();
+            let id = blob_id(&req.blob_id)?;
+            let md = self.metadata(&id).map_err(|_| {
+                Status::failed_precondition(format!("send the metadata of blob {id} before its slivers"))
+            })?;
+            let n = md.n();
+            let pair = u16::try_from(req.pair_index)
+                .ok()
+                .filter(|p| (*p as usize) < n)
+                .ok_or_else(|| Status::invalid_argument(format!("pair_index {} out of range for {n} shards", req.pair_index)))?;
+            if !self.state.owned_pairs(&id).contains(&pair) {
+                return Err(Status::failed_precondition(format!(
+                    "pair {pair} of blob {id} belongs to another node's shard"
+                )));
+            }
+            let sliver = Sliver::from_bytes(&req.sliver).map_err(|e| Status::invalid_argument(format!("sliver: {e}")))?;
+            let expected = match sliver.axis {
+                Axis::Primary => pair as usize,
+                Axis::Secondary => n - 1 - pair as usize,
+            };
+            if sliver.index as usize != expected {
+                return Err(Status::invalid_argument(format!(
+                    "{:?} sliver {} is not part of pair {pair} (expected index {expected})",
+                    sliver.axis, sliver.index
+                )));
+            }
+            let st = self.state.clone();
+            let already = blocking(move || {
+                sliver.verify(&md).map_err(|e| Status::invalid_argument(format!("sliver rejected: {e}")))?;
+                st.store.put_sliver(id, pair, &sliver).map_err(store_status)
+            })
+            .await?;
+            Ok(proto::PutSliverResponse { already_stored: already })
+        })
+        .await
+    }
+
+    async fn get_sliver(&self, req: Request<proto::GetSliverRequest>) -> Result<Response<proto::SliverResponse>, Status> {
+        metered(&self.state, "GetSliver", async {
+            let req = req.into_inner();
+            let id = blob_id(&req.blob_id)?;
+            let axis: Axis = proto::Axis::try_from(req.axis)
+                .map_err(|_| Status::invalid_argument(format!("unknown axis {}", req.axis)))?
+                .into();
+            let pair = u16::try_from(req.pair_index).map_err(|_| Status::invalid_argument("pair_index out of range"))?;
+            if self.state.store.entry(&id).is_some_and(|e| e.invalid) {
+                return Err(Status::failed_precondition(format!("blob {id} is invalid (inconsistently encoded)")));
+            }
+            let st = self.state.clone();
+            let fault = self.state.config.fault;
+            let sliver = blocking(move || match st.store.get_sliver(&id, pair, axis) {
+                Err(e @ StoreError::Corrupt(_)) => {
+                    st.metrics.corrupt_detected.inc();
+                    st.recovery_wakeup.notify_one();
+                    Err(store_status(e))
+                }
+                other => other.map_err(store_status),
+            })
+            .await?
+            .ok_or_else(|| Status::not_found(format!("no {axis:?} sliver of pair {pair} of blob {id} here")))?;
+            let mut bytes = sliver.to_bytes();
+            if fault == Some(Fault::CorruptSlivers) {
+                let at = bytes.len() - 1;
+                bytes[at] ^= 0x55;
+            }
+            Ok(proto::SliverResponse { sliver: bytes })
+        })
+        .await
+    }
+
+    async fn get_confirmation(&self, req: Request<proto::BlobRequest>) -> Result<Response<proto::Confirmation>, Status> {
+        metered(&self.state, "GetConfirmation", async {
+            let id = blob_id(&req.into_inner().blob_id)?;
+            let c = self.state.committee().ok_or_else(|| Status::failed_precondition("node has no committee yet"))?;
+            let owned = self.state.owned_pairs(&id);
+            if owned.is_empty() {
+                return Err(Status::failed_precondition("node holds no shards in the current committee"));
+            }
+            let entry = self.state.store.entry(&id).unwrap_or_default();
+            let missing = owned.iter().filter(|p| !entry.has_pair(**p)).count();
+            if missing > 0 || entry.metadata.is_none() {
+                return Err(Status::failed_precondition(format!(
+                    "blob {id}: {missing} of this node's {} sliver pairs are missing",
+                    owned.len()
+                )));
+            }
+            let conf = Confirmation::sign(&self.state.key, c.epoch, id);
+            Ok(proto::Confirmation {
+                epoch: conf.epoch,
+                blob_id: id.as_bytes().to_vec(),
+                node_id: conf.node_id.0.to_vec(),
+                signature: conf.signature.to_vec(),
+            })
+        })
+        .await
+    }
+
+    async fn put_certificate(
+        &self,
+        req: Request<proto::Certificate>,
+    ) -> Result<Response<proto::PutCertificateResponse>, Status> {
+        metered(&self.state, "PutCertificate", async {
+            let cert = Certificate::try_from(req.into_inner()).map_err(Status::invalid_argument)?;
+            let committee = self.state.committee_of(cert.epoch).ok_or_else(|| {
+                Status::failed_precondition(format!("certificate epoch {} is unknown to this node", cert.epoch))
+            })?;
+            verify_certificate(&committee, &cert).map_err(|e| Status::invalid_argument(format!("certificate: {e}")))?;
+            let st = self.state.clone();
+            let already = blocking(move || st.store.put_certificate(&cert).map_err(store_status)).await?;
+            self.state.recovery_wakeup.notify_one();
+            Ok(proto::PutCertificateResponse { already_certified: already })
+        })
+        .await
+    }
+
+    async fn get_recovery_symbols(
+        &self,
+        req: Request<proto::RecoverySymbolsRequest>,
+    ) -> Result<Response<proto::RecoverySymbolsResponse>, Status> {
+        metered(&self.state, "GetRecoverySymbols", async {
+            let req = req.into_inner();
+            let id = blob_id(&req.blob_id)?;
+            let md = self.metadata(&id)?;
+            let shape = md.shape().map_err(|e| Status::internal(e.to_string()))?;
+            let n = md.n();
+            let target: Axis = proto::Axis::try_from(req.target_axis)
+                .map_err(|_| Status::invalid_argument("unknown axis"))?
+                .into();
+            if req.target_indices.is_empty() || req.target_indices.len() > n {
+                return Err(Status::invalid_argument(format!("ask for 1..={n} target indices")));
+            }
+            let targets: Vec<u16> = req
+                .target_indices
+                .iter()
+                .map(|t| u16::try_from(*t).ok().filter(|t| (*t as usize) < n))
+                .collect::<Option<_>>()
+                .ok_or_else(|| Status::invalid_argument("target index out of range"))?;
+            let st = self.state.clone();
+            let symbols = blocking(move || {
+                let entry = st.store.entry(&id).unwrap_or_default();
+                let helper_axis = target.other();
+                let mut out = Vec::new();
+                for (pair, axis) in entry.slivers.iter().copied() {
+                    if Axis::from(axis_of(axis)) != helper_axis {
+                        continue;
+                    }
+                    let Ok(Some(helper)) = st.store.get_sliver(&id, pair, helper_axis) else { continue };
+                    let syms = recovery_symbols(&helper, &shape, &targets).map_err(|e| Status::internal(e.to_string()))?;
+                    out.extend(syms.iter().map(|s| s.to_bytes()));
+                }
+                Ok(out)
+            })
+            .await?;
+            if symbols.is_empty() {
+                return Err(Status::not_found(format!("no slivers of blob {id} here to help with")));
+            }
+            Ok(proto::RecoverySymbolsResponse { symbols })
+        })
+        .await
+    }
+
+    async fn get_blob_status(&self, req: Request<proto::BlobRequest>) -> Result<Response<proto::BlobStatusResponse>, Status> {
+        metered(&self.state, "GetBlobStatus", async {
+            let id = blob_id(&req.into_inner().blob_id)?;
+            let owned = self.state.owned_pairs(&id);
+            let Some(e) = self.state.store.entry(&id) else {
+                return Ok(proto::BlobStatusResponse { pairs_owned: owned.len() as u32, ..Default::default() });
+            };
+            let state = if e.invalid {
+                proto::BlobState::Invalid
+            } else if e.certified_epoch.is_some() {
+                proto::BlobState::Certified
+            } else if e.metadata.is_some() {
+                proto::BlobState::Stored
+            } else {
+                proto::BlobState::Unknown
+            };
+            Ok(proto::BlobStatusResponse {
+                state: state as i32,
+                size: e.metadata.as_ref().map_or(0, |m| m.len),
+                pairs_owned: owned.len() as u32,
+                pairs_stored: owned.iter().filter(|p| e.has_pair(**p)).count() as u32,
+                certified_epoch: e.certified_epoch.unwrap_or(0),
+            })
+        })
+        .await
+    }
+
+    async fn list_certified(
+        &self,
+        req: Request<proto::ListCertifiedRequest>,
+    ) -> Result<Response<proto::ListCertifiedResponse>, Status> {
+        metered(&self.state, "ListCertified", async {
+            let req = req.into_inner();
+            let after = if req.after.is_empty() { None } else { Some(blob_id(&req.after)?) };
+            let limit = (req.limit as usize).clamp(1, LIST_LIMIT);
+            let st = self.state.clone();
+            blocking(move || {
+                let all: Vec<BlobId> =
+                    st.store.certified().into_iter().map(|(id, _)| id).filter(|id| after.is_none_or(|a| *id > a)).collect();
+                let more = all.len() > limit;
+                let certificates = all
+                    .into_iter()
+                    .take(limit)
+                    .filter_map(|id| st.store.certificate(&id))
+                    .map(|c| proto::Certificate::from(&c))
+                    .collect();
+                Ok(proto::ListCertifiedResponse { certificates, more })
+            })
+            .await
+        })
+        .await
+    }
+}
+
+fn axis_of(k: crate::store::AxisKey) -> proto::Axis {
+    match k {
+        crate::store::AxisKey::Primary => proto::Axis::Primary,
+        crate::store::AxisKey::Secondary => proto::Axis::Secondary,
+    }
+}
