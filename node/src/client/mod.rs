@@ -1,6 +1,8 @@
 //! Client side of the node API: one typed client per node ([`NodeClient`]) and, on top of it,
 //! the blob client that writes and reads whole blobs.
 
+mod blob;
 mod node;
 
+pub use blob::{BlobClient, ClientConfig, Progress, ProgressFn, ReadError, WriteError, WriteOutcome};
 pub use node::{ClientError, NodeClient};

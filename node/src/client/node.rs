@@ -98,6 +98,12 @@ impl NodeClient {
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
+    pub async fn committee(&self) -> Result<Committee, ClientError> {
+        let r = self.storage.clone().get_committee(self.req(proto::GetCommitteeRequest {}, Duration::from_secs(5))).await;
+        let c = r.map_err(|s| self.err(s))?.into_inner();
+        Committee::try_from(c).map_err(|e| self.invalid(e))
+    }
+
     pub async fn put_metadata(&self, id: &BlobId, md: &BlobMetadata) -> Result<bool, ClientError> {
         let msg = proto::PutMetadataRequest { blob_id: id.as_bytes().to_vec(), metadata: md.to_bytes() };
         let r = self.storage.clone().put_metadata(self.req(msg, CALL_TIMEOUT)).await;

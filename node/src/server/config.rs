@@ -19,6 +19,10 @@ pub struct Args {
     /// Directory for the node key, committee and slivers [default: ./floe-data]
     #[arg(long, env = "FLOE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Ed25519 key file, created on first start [default: <data-dir>/node.key]. Keep it outside
+    /// the data directory (e.g. a Kubernetes Secret) for the identity to survive a lost disk.
+    #[arg(long, env = "FLOE_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
     /// Address of the gRPC API (public and admin services) [default: 0.0.0.0:7070]
     #[arg(long, env = "FLOE_GRPC_ADDR")]
     pub grpc_addr: Option<SocketAddr>,
@@ -103,6 +107,7 @@ fn de_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Er
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub data_dir: PathBuf,
+    pub key_file: PathBuf,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub admin_token: Option<String>,
@@ -128,6 +133,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileConfig {
     data_dir: Option<PathBuf>,
+    key_file: Option<PathBuf>,
     grpc_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
     admin_token_file: Option<PathBuf>,
@@ -163,8 +169,10 @@ impl Args {
                 Some(t)
             }
         };
+        let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("floe-data"));
         Ok(NodeConfig {
-            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("floe-data")),
+            key_file: self.key_file.or(file.key_file).unwrap_or_else(|| data_dir.join("node.key")),
+            data_dir,
             grpc_addr: self.grpc_addr.or(file.grpc_addr).unwrap_or_else(|| ([0, 0, 0, 0], 7070).into()),
             http_addr: self.http_addr.or(file.http_addr).unwrap_or_else(|| ([0, 0, 0, 0], 7071).into()),
             admin_token,

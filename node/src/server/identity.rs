@@ -6,11 +6,10 @@ use std::path::Path;
 
 use ed25519_dalek::SigningKey;
 
-const KEY_FILE: &str = "node.key";
-
-/// Load the key from `data_dir/node.key`, creating it (mode 0600) on first start.
-pub fn load_or_create(data_dir: &Path) -> io::Result<SigningKey> {
-    let path = data_dir.join(KEY_FILE);
+/// Load the key from `path`, creating it (mode 0600) on first start.
+pub fn load_or_create(path: &Path) -> io::Result<SigningKey> {
+    let path = path.to_path_buf();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     match fs::read(&path) {
         Ok(bytes) => {
             let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
@@ -21,8 +20,8 @@ pub fn load_or_create(data_dir: &Path) -> io::Result<SigningKey> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
-            fs::create_dir_all(data_dir)?;
-            let tmp = data_dir.join(".node.key.tmp");
+            fs::create_dir_all(&dir)?;
+            let tmp = dir.join(".node.key.tmp");
             {
                 use std::io::Write;
                 use std::os::unix::fs::OpenOptionsExt;

@@ -26,7 +26,7 @@ use state::NodeState;
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let key = identity::load_or_create(&config.data_dir).context("loading the node key")?;
+    let key = identity::load_or_create(&config.key_file).context("loading the node key")?;
     let state = Arc::new(NodeState::open(config.clone(), key).context("opening the store")?);
     tracing::info!(node_id = %state.node_id, data_dir = %config.data_dir.display(), "node starting");
 

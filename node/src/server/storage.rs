@@ -98,6 +98,14 @@ impl Storage for StorageService {
         metered(&self.state, "GetInfo", async { Ok(self.info()) }).await
     }
 
+    async fn get_committee(&self, _: Request<proto::GetCommitteeRequest>) -> Result<Response<proto::Committee>, Status> {
+        metered(&self.state, "GetCommittee", async {
+            let c = self.state.committee().ok_or_else(|| Status::failed_precondition("node has no committee yet"))?;
+            Ok(proto::Committee::from(c.as_ref()))
+        })
+        .await
+    }
+
     async fn put_metadata(
         &self,
         req: Request<proto::PutMetadataRequest>,

@@ -1,0 +1,391 @@
+//! Writing and reading whole blobs against a committee (PROTOCOL.md §4).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::Semaphore;
+
+use super::node::{ClientError, NodeClient};
+use crate::codec::{self, decode_verified, Axis, BlobId, BlobMetadata, CodecError, ConsistencyCheck, EncodedBlob, Sliver};
+use crate::protocol::{Certificate, Committee, Confirmation, Member, NodeId};
+
+/// Knobs of the blob client; the defaults suit a local testnet and a LAN cluster.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Sliver bytes in flight across all nodes at once (bounds memory while uploading).
+    pub max_in_flight_bytes: usize,
+    /// Attempts per request before a node is given up for this blob.
+    pub attempts: u32,
+    /// After quorum, keep uploading to the remaining nodes this long so fewer need recovery.
+    pub grace: Duration,
+    pub max_message: usize,
+    /// Parallel sliver downloads when reading.
+    pub read_parallelism: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight_bytes: 256 << 20,
+            attempts: 3,
+            grace: Duration::from_secs(2),
+            max_message: 96 << 20,
+            read_parallelism: 16,
+        }
+    }
+}
+
+/// Progress of a long operation, reported as it happens (the CLI draws bars from it).
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Encoded { encoded_bytes: u64, elapsed: Duration },
+    /// Bytes of slivers stored (write) or fetched and verified (read) so far.
+    Bytes { done: u64, total: u64 },
+    /// Shards whose nodes confirmed so far, and the quorum.
+    Confirmed { shards: usize, quorum: usize },
+    Certified { elapsed: Duration },
+}
+
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("only {confirmed} of {n} shards confirmed the blob; a quorum needs {needed}. Failures: {}", failures.join("; "))]
+    NoQuorum { confirmed: usize, needed: usize, n: usize, failures: Vec<String> },
+    #[error("committee: {0}")]
+    Committee(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("blob {0} is unknown to every node asked")]
+    NotFound(BlobId),
+    #[error("blob {0} was proven inconsistently encoded by its writer; it has no content")]
+    Invalid(BlobId),
+    #[error("only {got} of the {need} verified primary slivers needed could be fetched. Failures: {}", failures.join("; "))]
+    NotEnoughSlivers { got: usize, need: usize, failures: Vec<String> },
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// What a write did, and where the time went.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    pub blob_id: BlobId,
+    pub size: u64,
+    pub encoded_size: u64,
+    pub epoch: u32,
+    pub confirmed_shards: usize,
+    pub quorum: usize,
+    pub certified_nodes: usize,
+    pub encode_time: Duration,
+    pub upload_time: Duration,
+    pub total_time: Duration,
+}
+
+/// Reads and writes blobs against one committee.
+pub struct BlobClient {
+    committee: Committee,
+    nodes: HashMap<NodeId, NodeClient>,
+    config: ClientConfig,
+}
+
+impl BlobClient {
+    pub fn new(committee: Committee, config: ClientConfig) -> Result<Self, ClientError> {
+        let nodes = committee
+            .members
+            .iter()
+            .map(|m| Ok((m.node_id, NodeClient::new(&m.address, config.max_message)?)))
+            .collect::<Result<_, ClientError>>()?;
+        Ok(Self { committee, nodes, config })
+    }
+
+    /// Learn the committee from any of `addresses` and build a client for it.
+    pub async fn connect(addresses: &[String], config: ClientConfig) -> Result<Self, ClientError> {
+        let mut last = None;
+        for a in addresses {
+            match NodeClient::new(a, config.max_message)?.committee().await {
+                Ok(c) => return Self::new(c, config),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Address { address: String::new(), message: "no node address given".into() }))
+    }
+
+    pub fn committee(&self) -> &Committee {
+        &self.committee
+    }
+
+    fn node(&self, m: &Member) -> &NodeClient {
+        &self.nodes[&m.node_id]
+    }
+
+    /// Encode, upload, collect confirmations to a quorum, certify.
+    pub async fn write(&self, data: Vec<u8>, progress: Option<ProgressFn>) -> Result<WriteOutcome, WriteError> {
+        let start = Instant::now();
+        let report = |p: Progress| {
+            if let Some(f) = &progress {
+                f(p)
+            }
+        };
+        let params = self.committee.params();
+        let size = data.len() as u64;
+        let enc: Arc<EncodedBlob> = Arc::new(
+            tokio::task::spawn_blocking(move || codec::encode(&data, params))
+                .await
+                .map_err(|e| WriteError::Committee(e.to_string()))??,
+        );
+        let encode_time = start.elapsed();
+        let shape = *enc.shape();
+        let n = params.n();
+        let encoded_size = (n * (shape.primary_sliver_len() + shape.secondary_sliver_len())) as u64;
+        report(Progress::Encoded { encoded_bytes: encoded_size, elapsed: encode_time });
+        let id = enc.blob_id();
+        let rot = id.mod_n(n);
+
+        let budget = Arc::new(Semaphore::new(self.config.max_in_flight_bytes.max(1) >> 10));
+        let done_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let upload_start = Instant::now();
+        let mut tasks: FuturesUnordered<_> = self
+            .committee
+            .members
+            .iter()
+            .filter(|m| !m.shards.is_empty())
+            .map(|m| {
+                let node = self.node(m).clone();
+                let pairs: Vec<u16> = m.shards.iter().map(|s| params.pair_for_shard(*s as usize, rot) as u16).collect();
+                let enc = enc.clone();
+                let budget = budget.clone();
+                let done_bytes = done_bytes.clone();
+                let progress = progress.clone();
+                let attempts = self.config.attempts;
+                let weight = m.shards.len();
+                async move {
+                    let r = upload_to(&node, &enc, &pairs, &budget, attempts, |b| {
+                        let d = done_bytes.fetch_add(b, std::sync::atomic::Ordering::Relaxed) + b;
+                        if let Some(f) = &progress {
+                            f(Progress::Bytes { done: d, total: encoded_size });
+                        }
+                    })
+                    .await;
+                    (node, weight, r)
+                }
+            })
+            .collect();
+
+        let quorum = params.quorum_weight();
+        let mut confirmations: Vec<Confirmation> = Vec::new();
+        let mut confirmed = 0usize;
+        let mut failures = Vec::new();
+        let mut quorum_at: Option<Instant> = None;
+        loop {
+            let next = match quorum_at {
+                None => tasks.next().await,
+                Some(t) => match tokio::time::timeout(self.config.grace.saturating_sub(t.elapsed()), tasks.next()).await {
+                    Ok(x) => x,
+                    Err(_) => break, // grace period over; the rest recover in the background
+                },
+            };
+            let Some((node, weight, result)) = next else { break };
+            match result {
+                Ok(conf) if conf.epoch == self.committee.epoch => {
+                    confirmations.push(conf);
+                    confirmed += weight;
+                    report(Progress::Confirmed { shards: confirmed, quorum });
+                    if quorum_at.is_none() && params.is_quorum(confirmed) {
+                        quorum_at = Some(Instant::now());
+                    }
+                }
+                Ok(conf) => failures.push(format!("{}: confirmed epoch {} instead of {}", node.address(), conf.epoch, self.committee.epoch)),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        let upload_time = upload_start.elapsed();
+        if !params.is_quorum(confirmed) {
+            return Err(WriteError::NoQuorum { confirmed, needed: quorum, n, failures });
+        }
+        let cert = Certificate {
+            epoch: self.committee.epoch,
+            blob_id: id,
+            signers: confirmations.iter().map(|c| (c.node_id, c.signature)).collect(),
+        };
+        let certified_nodes = futures::future::join_all(self.nodes.values().map(|node| {
+            let cert = &cert;
+            async move { retry(self.config.attempts, || node.put_certificate(cert)).await.is_ok() }
+        }))
+        .await
+        .into_iter()
+        .filter(|ok| *ok)
+        .count();
+        report(Progress::Certified { elapsed: start.elapsed() });
+        Ok(WriteOutcome {
+            blob_id: id,
+            size,
+            encoded_size,
+            epoch: self.committee.epoch,
+            confirmed_shards: confirmed,
+            quorum,
+            certified_nodes,
+            encode_time,
+            upload_time,
+            total_time: start.elapsed(),
+        })
+    }
+
+    /// Metadata of `id` from the first node that has it (verified against the ID).
+    pub async fn metadata(&self, id: &BlobId) -> Result<BlobMetadata, ReadError> {
+        let mut calls: FuturesUnordered<_> = self.nodes.values().map(|n| n.get_metadata(id)).collect();
+        while let Some(r) = calls.next().await {
+            if let Ok(md) = r {
+                return Ok(md);
+            }
+        }
+        Err(ReadError::NotFound(*id))
+    }
+
+    /// Read a blob: k_p verified primary slivers (systematic ones first), decode, check.
+    pub async fn read(&self, id: &BlobId, progress: Option<ProgressFn>) -> Result<Vec<u8>, ReadError> {
+        let md = Arc::new(self.metadata(id).await?);
+        let params = md.params()?;
+        let (n, kp) = (params.n(), params.k_primary());
+        let rot = id.mod_n(n);
+        let owners = self.committee.shard_owners();
+        let sliver_bytes = md.shape()?.primary_sliver_len() as u64;
+        // candidates in preference order: systematic slivers, then parity
+        let mut candidates = (0..n as u16).collect::<Vec<_>>().into_iter();
+        let mut inflight = FuturesUnordered::new();
+        let mut got: Vec<Sliver> = Vec::with_capacity(kp);
+        let mut failures = Vec::new();
+        let mut invalid_votes = 0usize;
+        let fetch = |pair: u16| {
+            let shard = params.shard_for_pair(pair as usize, rot);
+            let member = owners.get(shard).copied().flatten().map(|i| &self.committee.members[i]);
+            let node = member.map(|m| self.node(m).clone());
+            let md = md.clone();
+            let id = *id;
+            async move {
+                let node = node.ok_or_else(|| format!("shard {shard} has no owner"))?;
+                let sliver = node.get_sliver(&id, pair, Axis::Primary).await.map_err(|e| e.to_string())?;
+                let check = sliver.clone();
+                tokio::task::spawn_blocking(move || check.verify(&md))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("{}: sliver {pair} rejected: {e}", node.address()))?;
+                Ok::<_, String>(sliver)
+            }
+        };
+        let parallel = self.config.read_parallelism.clamp(1, kp.max(1)).max(kp.min(self.config.read_parallelism));
+        for pair in candidates.by_ref().take(parallel.min(kp)) {
+            inflight.push(fetch(pair));
+        }
+        while got.len() < kp {
+            let Some(r) = inflight.next().await else {
+                return Err(ReadError::NotEnoughSlivers { got: got.len(), need: kp, failures });
+            };
+            match r {
+                Ok(s) => {
+                    got.push(s);
+                    if let Some(f) = &progress {
+                        f(Progress::Bytes { done: got.len() as u64 * sliver_bytes, total: kp as u64 * sliver_bytes });
+                    }
+                }
+                Err(e) => {
+                    if e.contains("invalid (inconsistently encoded)") {
+                        invalid_votes += 1;
+                    }
+                    failures.push(e);
+                    if let Some(p) = candidates.next() {
+                        inflight.push(fetch(p));
+                    }
+                }
+            }
+            // keep the pipeline full: one more fetch for every missing sliver not yet in flight
+            while got.len() + inflight.len() < kp {
+                match candidates.next() {
+                    Some(p) => inflight.push(fetch(p)),
+                    None => break,
+                }
+            }
+        }
+        drop(inflight);
+        if invalid_votes > 0 && got.len() < kp {
+            return Err(ReadError::Invalid(*id));
+        }
+        let md2 = md.clone();
+        tokio::task::spawn_blocking(move || decode_verified(&md2, &got, ConsistencyCheck::Default))
+            .await
+            .map_err(|e| ReadError::Codec(CodecError::ReedSolomon(e.to_string())))?
+            .map_err(|e| match e {
+                CodecError::InconsistentEncoding => ReadError::Invalid(*id),
+                other => ReadError::Codec(other),
+            })
+    }
+}
+
+/// Retry `f` with exponential backoff (100 ms, 200 ms, …) on errors that may pass.
+async fn retry<T, F, Fut>(attempts: u32, mut f: F) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let permanent = matches!(
+                    e.code(),
+                    Some(tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted | tonic::Code::Unauthenticated)
+                );
+                if permanent || tries >= attempts {
+                    return Err(e);
+                }
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}
+
+/// Upload metadata and every sliver of `pairs` to one node, then ask for its confirmation.
+async fn upload_to(
+    node: &NodeClient,
+    enc: &EncodedBlob,
+    pairs: &[u16],
+    budget: &Semaphore,
+    attempts: u32,
+    on_bytes: impl Fn(u64),
+) -> Result<Confirmation, ClientError> {
+    let id = enc.blob_id();
+    retry(attempts, || node.put_metadata(&id, enc.metadata())).await?;
+    let on_bytes = &on_bytes;
+    let mut puts = FuturesUnordered::new();
+    for &p in pairs {
+        for axis in [Axis::Primary, Axis::Secondary] {
+            puts.push(async move {
+                let sliver = match axis {
+                    Axis::Primary => enc.primary_sliver(p as usize),
+                    Axis::Secondary => enc.secondary_sliver(enc.n() - 1 - p as usize),
+                };
+                let kib = (sliver.data.len() >> 10).max(1).min(u32::MAX as usize) as u32;
+                let _permit = budget.acquire_many(kib).await.map_err(|e| ClientError::Invalid {
+                    address: node.address().to_string(),
+                    message: e.to_string(),
+                })?;
+                retry(attempts, || node.put_sliver(&id, p, &sliver)).await?;
+                on_bytes(sliver.data.len() as u64);
+                Ok::<_, ClientError>(())
+            });
+        }
+    }
+    while let Some(r) = puts.next().await {
+        r?;
+    }
+    retry(attempts, || node.get_confirmation(&id)).await
+}
