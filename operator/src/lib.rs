@@ -1,2 +1,6 @@
-//! Floe control plane: the brain (`control`), its Kubernetes body and its local body.
-//! Filled in by the operator and testnet issues.
+//! Floe's control plane. `control` is the brain and knows nothing of Kubernetes or processes;
+//! `local` is the body that runs a testnet as processes on this machine (the Kubernetes body
+//! joins with the operator issue).
+
+pub mod control;
+pub mod local;

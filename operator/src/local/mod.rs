@@ -1,0 +1,3 @@
+//! The local body: a whole Floe network as processes on this machine (`floe testnet`).
+
+pub mod testnet;
