@@ -143,7 +143,45 @@ async fn recover_blob(
         return Err(RecoveryError::Other(format!("metadata has {n} shards, committee {}", committee.n_shards)));
     }
     let mut done = 0;
-    for axis in [Axis::Primary, Axis::Secondary] {
+    let mut first_error = None;
+    // Secondary slivers first: they need only k_p = n−2f symbols, and once rebuilt they are
+    // sources for primary slivers, which need k_s = n−f (Red Stuff's two-phase recovery).
+    for axis in [Axis::Secondary, Axis::Primary] {
+        match recover_axis(state, peers, &md, id, axis, &missing).await {
+            Ok(AxisOutcome::Rebuilt(k)) => done += k,
+            Ok(AxisOutcome::Invalid) => return Ok(done),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if done == 0 => Err(e),
+        Some(e) => {
+            tracing::info!(blob = %id, rebuilt = done, error = %e, "partial recovery; the rest is retried");
+            Ok(done)
+        }
+        None => Ok(done),
+    }
+}
+
+enum AxisOutcome {
+    Rebuilt(u64),
+    /// The blob was proven inconsistent and marked invalid.
+    Invalid,
+}
+
+async fn recover_axis(
+    state: &Arc<NodeState>,
+    peers: &[(NodeId, NodeClient)],
+    md: &BlobMetadata,
+    id: BlobId,
+    axis: Axis,
+    missing: &[(u16, Axis)],
+) -> Result<AxisOutcome, RecoveryError> {
+    let n = md.n();
+    let mut done = 0;
+    {
         // target sliver index → pair
         let targets: BTreeMap<u16, u16> = missing
             .iter()
@@ -151,12 +189,12 @@ async fn recover_blob(
             .map(|(p, _)| (if axis == Axis::Primary { *p } else { (n - 1 - *p as usize) as u16 }, *p))
             .collect();
         if targets.is_empty() {
-            continue;
+            return Ok(AxisOutcome::Rebuilt(0));
         }
         let indices: Vec<u16> = targets.keys().copied().collect();
         let mut builders: BTreeMap<u16, SliverRebuilder<'_>> = indices
             .iter()
-            .map(|t| Ok((*t, SliverRebuilder::new(&md, axis, *t as usize).map_err(|e| RecoveryError::Other(e.to_string()))?)))
+            .map(|t| Ok((*t, SliverRebuilder::new(md, axis, *t as usize).map_err(|e| RecoveryError::Other(e.to_string()))?)))
             .collect::<Result<_, RecoveryError>>()?;
         let mut calls: FuturesUnordered<_> =
             peers.iter().map(|(_, p)| async { p.recovery_symbols(&id, axis, &indices).await }).collect();
@@ -175,9 +213,11 @@ async fn recover_blob(
             }
         }
         drop(calls);
+        let mut short = None;
         for (index, b) in builders {
             if !b.is_ready() {
-                return Err(RecoveryError::NotEnoughSymbols { axis, index: index as usize, have: b.have(), need: b.needed() });
+                short.get_or_insert(RecoveryError::NotEnoughSymbols { axis, index: index as usize, have: b.have(), need: b.needed() });
+                continue;
             }
             let pair = targets[&index];
             match b.rebuild() {
@@ -192,13 +232,18 @@ async fn recover_blob(
                 Err(RebuildError::Inconsistent(proof)) => {
                     tracing::warn!(blob = %id, "blob is inconsistently encoded; marking it invalid");
                     state.store.mark_invalid(id, &proof.to_bytes()).map_err(|e| RecoveryError::Other(e.to_string()))?;
-                    return Ok(done);
+                    return Ok(AxisOutcome::Invalid);
                 }
                 Err(RebuildError::Codec(e)) => return Err(RecoveryError::Other(e.to_string())),
             }
         }
+        if let Some(e) = short {
+            if done == 0 {
+                return Err(e);
+            }
+        }
     }
-    Ok(done)
+    Ok(AxisOutcome::Rebuilt(done))
 }
 
 /// Ask a few peers which blobs are certified; keep the certificates we can verify, and accept
