@@ -15,8 +15,8 @@ test-rust:
 	$(CARGO) test --workspace --locked
 
 # Tier 3: a real kube-apiserver/etcd/controller-manager/scheduler plus the test node agent.
-test-k8s:
-	@if [ -x e2e/run-k8s-tests.sh ]; then e2e/run-k8s-tests.sh; else echo "e2e/run-k8s-tests.sh not present yet: skipping tier 3"; fi
+test-k8s: test-rust
+	e2e/run-k8s-tests.sh
 
 bench:
 	$(CARGO) bench -p floe-node --bench codec

@@ -49,7 +49,7 @@ build kube-controller-manager "$CP" k8s.io/kubernetes/cmd/kube-controller-manage
 build kube-scheduler "$CP" k8s.io/kubernetes/cmd/kube-scheduler "$CP_STAMP" "$LDFLAGS"
 build etcd "$E2E/etcd" go.etcd.io/etcd/server/v3 "$(stamp "$E2E/etcd")" "-s -w"
 build helm "$E2E/helm" helm.sh/helm/v3/cmd/helm "$(stamp "$E2E/helm")" "-s -w -X helm.sh/helm/v3/internal/version.version=v3.18.6"
-if [[ -d "$CP/cmd/floe-kubelet" ]]; then
-  build floe-kubelet "$CP" ./cmd/floe-kubelet "$(stamp "$CP" "$CP"/cmd/floe-kubelet/*.go)" "-s -w"
-fi
+# The test harness's own tools: rebuilt whenever their sources change (seconds, cached).
+build floe-kubelet "$CP" ./cmd/floe-kubelet "$(stamp "$CP" "$CP"/cmd/floe-kubelet/*.go)" "-s -w"
+build floe-pki "$CP" ./cmd/floe-pki "$(stamp "$CP" "$CP"/cmd/floe-pki/*.go)" "-s -w"
 echo "$BIN"

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Bring up a real Kubernetes control plane on loopback for tests: etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, plus floe-kubelet (the test-only kubelet stand-in that
+# runs Floe pods as local processes). Writes $STATE/kubeconfig and prints how to use it.
+#
+#   FLOE_E2E_STATE  state directory (default /tmp/floe-e2e; wiped first)
+#   FLOE_BIN_DIR    where floe-node & co. live (default: <repo>/target/debug)
+set -euo pipefail
+
+E2E="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO="$(cd "$E2E/.." && pwd)"
+STATE="${FLOE_E2E_STATE:-/tmp/floe-e2e}"
+FLOE_BIN_DIR="${FLOE_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO/target}/debug}"
+
+log() { echo "controlplane-up: $*" >&2; }
+die() { log "$*"; "$E2E/bin/controlplane-down.sh" --keep >&2 || true; exit 1; }
+
+BIN="$("$E2E/bin/build-controlplane.sh")"
+"$E2E/bin/controlplane-down.sh" >/dev/null 2>&1 || true
+mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/pki" "$STATE/etcd"
+KC="$STATE/kubeconfig"
+PKI="$STATE/pki"
+
+mapfile -t PORTS < <("$BIN/floe-pki" --free-ports 5)
+ETCD_PORT=${PORTS[0]} ETCD_PEER=${PORTS[1]} API_PORT=${PORTS[2]} KCM_PORT=${PORTS[3]} SCHED_PORT=${PORTS[4]}
+"$BIN/floe-pki" --dir "$PKI" --server "https://127.0.0.1:$API_PORT"
+cp "$PKI/kubeconfig" "$KC"
+
+# start NAME ARGS...: run a component in the background with its log and pid file
+start() {
+  local name=$1; shift
+  "$@" >"$STATE/logs/$name.log" 2>&1 &
+  echo $! >"$STATE/pids/$name.pid"
+}
+
+# wait_for WHAT SECONDS COMMAND...: poll until COMMAND succeeds
+wait_for() {
+  local what=$1 secs=$2; shift 2
+  local i
+  for ((i = 0; i < secs * 5; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  die "$what not healthy after ${secs}s; logs in $STATE/logs"
+}
+
+start etcd "$BIN/etcd" --name floe --data-dir "$STATE/etcd" \
+  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
+  --initial-cluster "floe=http://127.0.0.1:$ETCD_PEER" --unsafe-no-fsync --log-level warn
+wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+
+start kube-apiserver "$BIN/kube-apiserver" \
+  --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+  --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+  --client-ca-file "$PKI/ca.crt" \
+  --service-account-issuer https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+  --service-cluster-ip-range 10.96.0.0/16 --authorization-mode Node,RBAC \
+  --allow-privileged=true --profiling=false --v=1
+wait_for kube-apiserver 90 kubectl --kubeconfig "$KC" get --raw /readyz
+
+start kube-controller-manager "$BIN/kube-controller-manager" \
+  --kubeconfig "$KC" --authentication-kubeconfig "$KC" --authorization-kubeconfig "$KC" \
+  --leader-elect=false --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
+  --controllers '*' --use-service-account-credentials=false \
+  --root-ca-file "$PKI/ca.crt" --service-account-private-key-file "$PKI/sa.key" --v=1
+start kube-scheduler "$BIN/kube-scheduler" \
+  --kubeconfig "$KC" --authentication-kubeconfig "$KC" --authorization-kubeconfig "$KC" \
+  --leader-elect=false --bind-address 127.0.0.1 --secure-port "$SCHED_PORT" --v=1
+wait_for kube-controller-manager 60 curl -kfsS "https://127.0.0.1:$KCM_PORT/healthz"
+wait_for kube-scheduler 60 curl -kfsS "https://127.0.0.1:$SCHED_PORT/healthz"
+
+start floe-kubelet "$BIN/floe-kubelet" --kubeconfig "$KC" --state-dir "$STATE" --bin-dir "$FLOE_BIN_DIR" --node-name floe-agent-0
+wait_for "the test node" 60 kubectl --kubeconfig "$KC" wait node/floe-agent-0 --for=condition=Ready --timeout=1s
+# the default namespace's service account appears once the controller-manager runs
+wait_for "service accounts" 60 kubectl --kubeconfig "$KC" get serviceaccount default -n default
+
+cat >"$STATE/env" <<ENV
+export KUBECONFIG=$KC
+export FLOE_E2E_STATE=$STATE
+export FLOE_BIN_DIR=$FLOE_BIN_DIR
+export HELM=$BIN/helm
+ENV
+log "control plane up: $(kubectl --kubeconfig "$KC" get --raw /version | grep gitVersion | tr -d ' ,"')"
+echo "export KUBECONFIG=$KC"

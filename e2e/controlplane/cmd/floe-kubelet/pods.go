@@ -1,0 +1,501 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/kubernetes/third_party/forked/golang/expansion"
+)
+
+type podManager struct {
+	a       *agent
+	mu      sync.Mutex
+	runners map[types.UID]*podRunner
+	ips     map[string]bool
+	ctx     context.Context
+}
+
+func newPodManager(a *agent) *podManager {
+	return &podManager{a: a, runners: map[types.UID]*podRunner{}, ips: map[string]bool{}}
+}
+
+func (m *podManager) run(ctx context.Context) {
+	m.ctx = ctx
+	f := informers.NewSharedInformerFactoryWithOptions(m.a.client, 30*time.Second,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", m.a.nodeName).String()
+		}))
+	inf := f.Core().V1().Pods().Informer()
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o interface{}) { m.sync(o) },
+		UpdateFunc: func(_, o interface{}) { m.sync(o) },
+	})
+	f.Start(ctx.Done())
+}
+
+func (m *podManager) allocIP() (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := 2; i < 255; i++ {
+		ip := fmt.Sprintf("127.0.0.%d", i)
+		if !m.ips[ip] {
+			m.ips[ip] = true
+			return ip, nil
+		}
+	}
+	return "", fmt.Errorf("no free loopback address for a pod")
+}
+
+func (m *podManager) releaseIP(ip string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.ips, ip)
+}
+
+func (m *podManager) sync(obj interface{}) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok {
+		return
+	}
+	m.mu.Lock()
+	r := m.runners[pod.UID]
+	if r == nil && pod.DeletionTimestamp == nil && pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed {
+		r = &podRunner{m: m, pod: pod.DeepCopy(), deleting: make(chan struct{}), changed: make(chan struct{}, 1)}
+		m.runners[pod.UID] = r
+		m.mu.Unlock()
+		go r.run(m.ctx)
+		return
+	}
+	m.mu.Unlock()
+	switch {
+	case r != nil && pod.DeletionTimestamp != nil:
+		r.markDeleting(pod)
+	case r == nil && pod.DeletionTimestamp != nil:
+		// nothing runs for it (never started, or already stopped): finish the deletion
+		m.forceDelete(pod)
+	}
+}
+
+func (m *podManager) forceDelete(pod *corev1.Pod) {
+	zero := int64(0)
+	uid := pod.UID
+	err := m.a.client.CoreV1().Pods(pod.Namespace).Delete(context.Background(), pod.Name,
+		metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &uid}})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		log.Printf("deleting %s/%s: %v", pod.Namespace, pod.Name, err)
+	}
+}
+
+func (m *podManager) stopAll(grace time.Duration) {
+	m.mu.Lock()
+	runners := make([]*podRunner, 0, len(m.runners))
+	for _, r := range m.runners {
+		runners = append(runners, r)
+	}
+	m.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, r := range runners {
+		wg.Add(1)
+		go func(r *podRunner) { defer wg.Done(); r.killAll(grace) }(r)
+	}
+	wg.Wait()
+}
+
+// podRunner runs one pod's containers as processes.
+type podRunner struct {
+	m          *podManager
+	mu         sync.Mutex
+	pod        *corev1.Pod
+	ip         string
+	dir        string
+	containers []*containerRun
+	deleting   chan struct{}
+	delOnce    sync.Once
+	changed    chan struct{}
+	failReason string
+	failMsg    string
+	startTime  metav1.Time
+}
+
+type containerRun struct {
+	spec      corev1.Container
+	binary    string
+	mu        sync.Mutex
+	cmd       *exec.Cmd
+	running   bool
+	started   bool
+	ready     bool
+	restarts  int32
+	startedAt metav1.Time
+	lastTerm  *corev1.ContainerStateTerminated
+	done      bool // exited and will not be restarted
+}
+
+func (r *podRunner) notify() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (r *podRunner) markDeleting(pod *corev1.Pod) {
+	r.mu.Lock()
+	r.pod = pod.DeepCopy()
+	r.mu.Unlock()
+	r.delOnce.Do(func() { close(r.deleting) })
+}
+
+func (r *podRunner) isDeleting() bool {
+	select {
+	case <-r.deleting:
+		return true
+	default:
+		return false
+	}
+}
+
+// floeBinary maps a container to a binary: the image repository's last path segment (a Floe
+// image's starts with "floe"), or the basename of command[0] when a command is given.
+func floeBinary(binDir string, c corev1.Container) (string, error) {
+	repo := c.Image
+	if i := strings.LastIndex(repo, "@"); i >= 0 {
+		repo = repo[:i]
+	}
+	seg := path.Base(repo)
+	if i := strings.Index(seg, ":"); i >= 0 {
+		seg = seg[:i]
+	}
+	if !strings.HasPrefix(seg, "floe") {
+		return "", fmt.Errorf("image %q is not a Floe image (its name must start with \"floe\"); this test agent runs only Floe binaries", c.Image)
+	}
+	name := seg
+	if len(c.Command) > 0 {
+		name = filepath.Base(c.Command[0])
+	}
+	bin := filepath.Join(binDir, name)
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("binary for image %q: %w", c.Image, err)
+	}
+	return bin, nil
+}
+
+func (r *podRunner) run(ctx context.Context) {
+	pod := r.pod
+	r.dir = filepath.Join(r.m.a.stateDir, "pods", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID)[:8])
+	r.startTime = metav1.Now()
+	go r.statusLoop(ctx)
+	for _, c := range pod.Spec.Containers {
+		bin, err := floeBinary(r.m.a.binDir, c)
+		if err != nil {
+			r.fail("UnsupportedImage", err.Error())
+			return
+		}
+		r.containers = append(r.containers, &containerRun{spec: c, binary: bin})
+	}
+	ip, err := r.m.allocIP()
+	if err != nil {
+		r.fail("NoAddress", err.Error())
+		return
+	}
+	r.mu.Lock()
+	r.ip = ip
+	r.mu.Unlock()
+	if err := os.MkdirAll(r.dir, 0o755); err != nil {
+		r.fail("StateDir", err.Error())
+		return
+	}
+	vols, err := r.m.a.volumeDirs(ctx, pod, r.dir)
+	if err != nil {
+		r.fail("VolumeError", err.Error())
+		return
+	}
+	r.notify()
+	for _, c := range r.containers {
+		go r.supervise(ctx, c, vols)
+		go r.probeLoop(ctx, c, c.spec.ReadinessProbe, true)
+		go r.probeLoop(ctx, c, c.spec.LivenessProbe, false)
+	}
+	select {
+	case <-r.deleting:
+	case <-ctx.Done():
+		return
+	}
+	grace := 30 * time.Second
+	if p := r.currentPod(); p.DeletionGracePeriodSeconds != nil {
+		grace = time.Duration(*p.DeletionGracePeriodSeconds) * time.Second
+	}
+	r.killAll(grace)
+	r.m.releaseIP(ip)
+	r.m.mu.Lock()
+	delete(r.m.runners, pod.UID)
+	r.m.mu.Unlock()
+	r.m.forceDelete(pod)
+	log.Printf("pod %s/%s stopped and deleted", pod.Namespace, pod.Name)
+}
+
+func (r *podRunner) currentPod() *corev1.Pod {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pod
+}
+
+func (r *podRunner) fail(reason, msg string) {
+	log.Printf("pod %s/%s: %s: %s", r.pod.Namespace, r.pod.Name, reason, msg)
+	r.mu.Lock()
+	r.failReason, r.failMsg = reason, msg
+	r.mu.Unlock()
+	r.notify()
+}
+
+// env builds a container's environment like the kubelet (values, downward API, config maps
+// and secrets), with mount paths rewritten to real directories.
+func (r *podRunner) env(ctx context.Context, c corev1.Container, rewrite func(string) string) ([]string, map[string]string, error) {
+	pod := r.currentPod()
+	vars := map[string]string{"HOSTNAME": pod.Name}
+	order := []string{"HOSTNAME"}
+	set := func(k, v string) {
+		if _, ok := vars[k]; !ok {
+			order = append(order, k)
+		}
+		vars[k] = v
+	}
+	for _, ef := range c.EnvFrom {
+		if ef.ConfigMapRef != nil {
+			cm, err := r.m.a.client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, ef.ConfigMapRef.Name, metav1.GetOptions{})
+			if err != nil {
+				return nil, nil, err
+			}
+			for k, v := range cm.Data {
+				set(ef.Prefix+k, v)
+			}
+		}
+		if ef.SecretRef != nil {
+			s, err := r.m.a.client.CoreV1().Secrets(pod.Namespace).Get(ctx, ef.SecretRef.Name, metav1.GetOptions{})
+			if err != nil {
+				return nil, nil, err
+			}
+			for k, v := range s.Data {
+				set(ef.Prefix+k, string(v))
+			}
+		}
+	}
+	for _, e := range c.Env {
+		val := e.Value
+		if e.Value != "" {
+			val = expansion.Expand(e.Value, expansion.MappingFuncFor(vars))
+		}
+		if vf := e.ValueFrom; vf != nil {
+			switch {
+			case vf.FieldRef != nil:
+				switch vf.FieldRef.FieldPath {
+				case "metadata.name":
+					val = pod.Name
+				case "metadata.namespace":
+					val = pod.Namespace
+				case "metadata.uid":
+					val = string(pod.UID)
+				case "status.podIP":
+					val = r.ip
+				case "status.hostIP":
+					val = "127.0.0.1"
+				case "spec.nodeName":
+					val = r.m.a.nodeName
+				case "spec.serviceAccountName":
+					val = pod.Spec.ServiceAccountName
+				default:
+					return nil, nil, fmt.Errorf("env %s: fieldRef %s is not supported", e.Name, vf.FieldRef.FieldPath)
+				}
+			case vf.ConfigMapKeyRef != nil:
+				cm, err := r.m.a.client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, vf.ConfigMapKeyRef.Name, metav1.GetOptions{})
+				if err != nil {
+					return nil, nil, err
+				}
+				val = cm.Data[vf.ConfigMapKeyRef.Key]
+			case vf.SecretKeyRef != nil:
+				s, err := r.m.a.client.CoreV1().Secrets(pod.Namespace).Get(ctx, vf.SecretKeyRef.Name, metav1.GetOptions{})
+				if err != nil {
+					return nil, nil, err
+				}
+				val = string(s.Data[vf.SecretKeyRef.Key])
+			default:
+				return nil, nil, fmt.Errorf("env %s: unsupported valueFrom", e.Name)
+			}
+		}
+		set(e.Name, rewrite(val))
+	}
+	out := make([]string, 0, len(order)+1)
+	for _, k := range order {
+		out = append(out, k+"="+vars[k])
+	}
+	out = append(out, "PATH="+os.Getenv("PATH"))
+	return out, vars, nil
+}
+
+// mountRewriter replaces each volumeMount's mountPath, where it appears as a path prefix in an
+// argument or env value, with the directory that stands in for the volume.
+func mountRewriter(c corev1.Container, vols map[string]string) func(string) string {
+	type m struct {
+		re  *regexp.Regexp
+		dir string
+	}
+	var ms []m
+	mounts := append([]corev1.VolumeMount(nil), c.VolumeMounts...)
+	sort.Slice(mounts, func(i, j int) bool { return len(mounts[i].MountPath) > len(mounts[j].MountPath) })
+	for _, vm := range mounts {
+		dir, ok := vols[vm.Name]
+		if !ok {
+			continue
+		}
+		if vm.SubPath != "" {
+			dir = filepath.Join(dir, vm.SubPath)
+			_ = os.MkdirAll(dir, 0o755)
+		}
+		mp := strings.TrimRight(vm.MountPath, "/")
+		ms = append(ms, m{regexp.MustCompile(`(^|[=:,\s])` + regexp.QuoteMeta(mp) + `(/|$|[\s:,])`), dir})
+	}
+	return func(s string) string {
+		for _, x := range ms {
+			s = x.re.ReplaceAllString(s, "${1}"+x.dir+"${2}")
+		}
+		return s
+	}
+}
+
+// supervise starts the container's process and restarts it per the pod's restart policy.
+func (r *podRunner) supervise(ctx context.Context, c *containerRun, vols map[string]string) {
+	backoff := time.Second
+	rewrite := mountRewriter(c.spec, vols)
+	logPath := filepath.Join(r.dir, c.spec.Name+".log")
+	for {
+		if r.isDeleting() || ctx.Err() != nil {
+			return
+		}
+		env, vars, err := r.env(ctx, c.spec, rewrite)
+		if err != nil {
+			r.fail("CreateContainerConfigError", err.Error())
+			return
+		}
+		mapping := expansion.MappingFuncFor(vars)
+		var args []string
+		if len(c.spec.Command) > 1 {
+			args = append(args, c.spec.Command[1:]...)
+		}
+		args = append(args, c.spec.Args...)
+		for i := range args {
+			args[i] = rewrite(expansion.Expand(args[i], mapping))
+		}
+		logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			r.fail("LogFile", err.Error())
+			return
+		}
+		cmd := exec.Command(c.binary, args...)
+		cmd.Env = env
+		cmd.Dir = r.dir
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			logf.Close()
+			r.fail("StartError", err.Error())
+			return
+		}
+		c.mu.Lock()
+		c.cmd, c.running, c.started, c.ready, c.startedAt = cmd, true, true, c.spec.ReadinessProbe == nil, metav1.Now()
+		c.mu.Unlock()
+		log.Printf("pod %s/%s: started %s (pid %d): %s %s", r.pod.Namespace, r.pod.Name, c.spec.Name, cmd.Process.Pid, c.binary, strings.Join(args, " "))
+		r.notify()
+		err = cmd.Wait()
+		logf.Close()
+		code := int32(0)
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = int32(ee.ExitCode())
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				code = 128 + int32(ws.Signal())
+			}
+		}
+		c.mu.Lock()
+		c.running, c.ready = false, false
+		c.lastTerm = &corev1.ContainerStateTerminated{ExitCode: code, StartedAt: c.startedAt, FinishedAt: metav1.Now(), Reason: reasonFor(code)}
+		c.mu.Unlock()
+		if r.isDeleting() || ctx.Err() != nil {
+			r.notify()
+			return
+		}
+		policy := r.pod.Spec.RestartPolicy
+		if policy == corev1.RestartPolicyNever || (policy == corev1.RestartPolicyOnFailure && code == 0) {
+			c.mu.Lock()
+			c.done = true
+			c.mu.Unlock()
+			r.notify()
+			return
+		}
+		c.mu.Lock()
+		c.restarts++
+		c.mu.Unlock()
+		log.Printf("pod %s/%s: %s exited with %d; restarting in %v", r.pod.Namespace, r.pod.Name, c.spec.Name, code, backoff)
+		r.notify()
+		select {
+		case <-time.After(backoff):
+		case <-r.deleting:
+			return
+		}
+		if backoff < 30*time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+func reasonFor(code int32) string {
+	if code == 0 {
+		return "Completed"
+	}
+	return "Error"
+}
+
+// killAll stops every process of the pod: SIGTERM to the process group, SIGKILL after grace.
+func (r *podRunner) killAll(grace time.Duration) {
+	var procs []*exec.Cmd
+	for _, c := range r.containers {
+		c.mu.Lock()
+		if c.running && c.cmd != nil && c.cmd.Process != nil {
+			procs = append(procs, c.cmd)
+		}
+		c.mu.Unlock()
+	}
+	for _, p := range procs {
+		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(grace)
+	for _, c := range r.containers {
+		for time.Now().Before(deadline) {
+			c.mu.Lock()
+			running := c.running
+			c.mu.Unlock()
+			if !running {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for _, p := range procs {
+		_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
+	}
+}
