@@ -29,12 +29,12 @@ type podManager struct {
 	a       *agent
 	mu      sync.Mutex
 	runners map[types.UID]*podRunner
-	ips     map[string]bool
+	ips     map[string]*os.File // address → its held lock (podip.go)
 	ctx     context.Context
 }
 
 func newPodManager(a *agent) *podManager {
-	return &podManager{a: a, runners: map[types.UID]*podRunner{}, ips: map[string]bool{}}
+	return &podManager{a: a, runners: map[types.UID]*podRunner{}, ips: map[string]*os.File{}}
 }
 
 func (m *podManager) run(ctx context.Context) {
@@ -56,8 +56,11 @@ func (m *podManager) allocIP() (string, error) {
 	defer m.mu.Unlock()
 	for i := 2; i < 255; i++ {
 		ip := fmt.Sprintf("127.0.0.%d", i)
-		if !m.ips[ip] {
-			m.ips[ip] = true
+		if m.ips[ip] != nil {
+			continue
+		}
+		if f := claimIP(ip); f != nil {
+			m.ips[ip] = f
 			return ip, nil
 		}
 	}
@@ -67,6 +70,9 @@ func (m *podManager) allocIP() (string, error) {
 func (m *podManager) releaseIP(ip string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if f := m.ips[ip]; f != nil {
+		f.Close() // releases the flock
+	}
 	delete(m.ips, ip)
 }
 
