@@ -9,6 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use floe_node::testing::random_bytes;
 use floe_node::codec::{decode, encode, reed_solomon_floor, ConsistencyCheck, EncodingParams, Sliver};
 
 struct Counting;
@@ -35,17 +36,6 @@ static ALLOC: Counting = Counting;
 
 const MIB: usize = 1 << 20;
 
-fn blob(len: usize) -> Vec<u8> {
-    let mut x = 0x243F_6A88_85A3_08D3u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Best of `reps` wall-clock runs.
 fn best<T>(reps: usize, mut f: impl FnMut() -> T) -> Duration {
@@ -92,7 +82,7 @@ fn main() {
         let params = EncodingParams::new(n).expect("n");
         for &mib in &sizes {
             let len = (mib * MIB).min(params.max_blob_size() as usize);
-            let data = blob(len);
+            let data = random_bytes(len, 0x243F_6A88);
             let reps = if len <= 16 * MIB { 3 } else { 1 };
             let shape = params.symbol_shape(len as u64).expect("shape");
             // peak memory of one full encode producing every sliver pair, relative to the blob

@@ -8,3 +8,5 @@ pub mod store;
 pub mod client;
 pub mod proto;
 pub mod server;
+#[doc(hidden)]
+pub mod testing;

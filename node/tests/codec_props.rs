@@ -1,5 +1,6 @@
 //! Property tests of the Red Stuff codec (PROTOCOL.md §2, §3, §5).
 
+use floe_node::testing::random_bytes as blob;
 use floe_node::codec::{
     decode, decode_verified, encode, recovery_symbols, Axis, BlobMetadata, CodecError, ConsistencyCheck,
     EncodingParams, RebuildError, RecoverySymbol, Sliver, SliverRebuilder,
@@ -9,17 +10,6 @@ use proptest::sample::subsequence;
 
 const NS: [usize; 6] = [4, 7, 10, 13, 31, 100];
 
-fn blob(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Lengths around the symbol-size boundaries of n, plus random ones.
 fn length_for(n: usize) -> impl Strategy<Value = usize> {

@@ -1,6 +1,7 @@
 //! `floe testnet` end to end: real `floe` and `floe-node` processes on loopback, driven through
 //! the CLI exactly as a user would.
 
+use floe_node::testing::random_bytes;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -80,18 +81,6 @@ impl Drop for Testnet {
     }
 }
 
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
 
 #[test]
 fn default_testnet_put_get_through_node_failures() {

@@ -37,17 +37,8 @@ pub struct EncodedBlob {
 
 /// Encode `blob` for a cluster of `params.n()` shards.
 pub fn encode(blob: &[u8], params: EncodingParams) -> Result<EncodedBlob, CodecError> {
-    let shape = params.symbol_shape(blob.len() as u64)?;
+    let (shape, data, parity_rows, parity_cols) = extend_source(blob, params)?;
     let (n, f, kp, ks, s) = (params.n(), params.f(), params.k_primary(), params.k_secondary(), shape.symbol_size);
-
-    let mut data = vec![0u8; shape.padded_len()];
-    data[..blob.len()].copy_from_slice(blob);
-    let d_rows: Vec<&[u8]> = data.chunks(ks * s).collect();
-
-    let mut parity_rows = vec![0u8; 2 * f * ks * s];
-    rs::extend_columns(&d_rows, s, 2 * f, &mut parity_rows)?;
-    let mut parity_cols = vec![0u8; kp * f * s];
-    rs::extend_rows(&data, ks, s, f, &mut parity_cols)?;
 
     // Leaf hashes of the whole expanded matrix, n × n, row-major.
     let mut leaves = vec![[0u8; 32]; n * n];
@@ -158,10 +149,8 @@ impl EncodedBlob {
     }
 }
 
-/// The bare Reed–Solomon work of [`encode`] on the same matrix (no hashing, no slivers): the
-/// floor that the benchmark compares the full encode against.
-#[doc(hidden)]
-pub fn reed_solomon_floor(blob: &[u8], params: EncodingParams) -> Result<usize, CodecError> {
+/// D (the padded blob), P (its columns extended) and Q (its rows extended).
+fn extend_source(blob: &[u8], params: EncodingParams) -> Result<(SymbolShape, Vec<u8>, Vec<u8>, Vec<u8>), CodecError> {
     let shape = params.symbol_shape(blob.len() as u64)?;
     let (f, kp, ks, s) = (params.f(), params.k_primary(), params.k_secondary(), shape.symbol_size);
     let mut data = vec![0u8; shape.padded_len()];
@@ -171,6 +160,15 @@ pub fn reed_solomon_floor(blob: &[u8], params: EncodingParams) -> Result<usize, 
     rs::extend_columns(&d_rows, s, 2 * f, &mut parity_rows)?;
     let mut parity_cols = vec![0u8; kp * f * s];
     rs::extend_rows(&data, ks, s, f, &mut parity_cols)?;
+    Ok((shape, data, parity_rows, parity_cols))
+}
+
+/// The bare Reed–Solomon work of [`encode`] on the same matrix (no hashing, no slivers): the
+/// floor that the benchmark compares the full encode against.
+#[doc(hidden)]
+pub fn reed_solomon_floor(blob: &[u8], params: EncodingParams) -> Result<usize, CodecError> {
+    let (shape, _data, parity_rows, parity_cols) = extend_source(blob, params)?;
+    let (f, s) = (params.f(), shape.symbol_size);
     let q_rows: Vec<&[u8]> = parity_cols.chunks(f * s).collect();
     let r = rs::map_column_parity(&q_rows, s, 2 * f, |_, _, row| row[0] as usize)?;
     Ok(r.into_iter().flatten().sum::<usize>() + parity_rows[0] as usize)

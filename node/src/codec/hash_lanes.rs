@@ -314,10 +314,7 @@ fn chunk_cvs(inputs: &[Input<'_>], c: usize, root: bool) -> Cv {
     let start = c * CHUNK;
     let end = (start + CHUNK).min(len);
     let blocks = (end - start).div_ceil(BLOCK).max(1);
-    let mut cv: Cv = [[0; LANES]; 8];
-    for (w, v) in cv.iter_mut().enumerate() {
-        *v = splat(IV[w]);
-    }
+    let mut cv = splat_iv();
     let mut bufs = [[0u8; BLOCK]; LANES];
     for b in 0..blocks {
         let at = start + b * BLOCK;

@@ -38,6 +38,10 @@ pub struct Args {
     /// Largest gRPC message accepted or sent, in bytes or with a unit [default: 96MiB]
     #[arg(long, env = "FLOE_MAX_MESSAGE", value_parser = parse_bytes)]
     pub max_message: Option<u64>,
+    /// gRPC requests handled at once; bounds the node's memory at about this many messages of
+    /// --max-message, whatever the blob sizes [default: 16]
+    #[arg(long, env = "FLOE_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
     /// Blobs rebuilt concurrently by background recovery [default: 4]
     #[arg(long, env = "FLOE_RECOVERY_CONCURRENCY")]
     pub recovery_concurrency: Option<usize>,
@@ -113,6 +117,7 @@ pub struct NodeConfig {
     pub admin_token: Option<String>,
     pub max_storage: Option<u64>,
     pub max_message: usize,
+    pub max_concurrent_requests: usize,
     pub recovery_concurrency: usize,
     pub recovery_interval: std::time::Duration,
     pub log_format: LogFormat,
@@ -141,6 +146,7 @@ struct FileConfig {
     max_storage: Option<u64>,
     #[serde(default, deserialize_with = "de_bytes")]
     max_message: Option<u64>,
+    max_concurrent_requests: Option<usize>,
     recovery_concurrency: Option<usize>,
     recovery_interval: Option<u64>,
     log_format: Option<LogFormat>,
@@ -178,6 +184,7 @@ impl Args {
             admin_token,
             max_storage: self.max_storage.or(file.max_storage),
             max_message: self.max_message.or(file.max_message).unwrap_or(96 << 20) as usize,
+            max_concurrent_requests: self.max_concurrent_requests.or(file.max_concurrent_requests).unwrap_or(16).max(1),
             recovery_concurrency: self.recovery_concurrency.or(file.recovery_concurrency).unwrap_or(4).max(1),
             recovery_interval: std::time::Duration::from_secs(
                 self.recovery_interval.or(file.recovery_interval).unwrap_or(2).max(1),

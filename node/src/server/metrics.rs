@@ -18,6 +18,8 @@ pub struct Metrics {
     pub recovery_failures: IntCounter,
     pub corrupt_detected: IntCounter,
     pub challenges: IntCounterVec,
+    /// Time spent verifying and persisting slivers (where a write's time goes on the node).
+    pub sliver_stage: HistogramVec,
     pub up: Gauge,
 }
 
@@ -54,6 +56,12 @@ impl Metrics {
             &["result"],
         )
         .expect("metric");
+        let sliver_stage = HistogramVec::new(
+            HistogramOpts::new("floe_node_sliver_stage_seconds", "Time per received sliver, by stage (verify, persist)")
+                .buckets(prometheus::exponential_buckets(0.0001, 2.5, 14).expect("buckets")),
+            &["stage"],
+        )
+        .expect("metric");
         let up = Gauge::with_opts(
             Opts::new("floe_node_build_info", "Build information").const_label("version", env!("CARGO_PKG_VERSION")),
         )
@@ -71,6 +79,7 @@ impl Metrics {
             Box::new(recovery_failures.clone()),
             Box::new(corrupt_detected.clone()),
             Box::new(challenges.clone()),
+            Box::new(sliver_stage.clone()),
             Box::new(up.clone()),
         ] {
             registry.register(c).expect("unique metric");
@@ -88,6 +97,7 @@ impl Metrics {
             recovery_failures,
             corrupt_detected,
             challenges,
+            sliver_stage,
             up,
         }
     }

@@ -47,7 +47,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let admin_svc = tonic::service::interceptor::InterceptedService::new(admin_svc, admin::AdminAuth::new(config.admin_token.clone()));
 
     let mut grpc_stop = stop_rx.clone();
+    // One limit for all connections: a request waits (unread, under HTTP/2 flow control) until
+    // a slot is free, so memory is bounded by this limit times the message size.
     let grpc_server = tonic::transport::Server::builder()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(config.max_concurrent_requests))
         .add_service(health_service)
         .add_service(storage)
         .add_service(admin_svc)

@@ -172,8 +172,13 @@ impl Storage for StorageService {
             }
             let st = self.state.clone();
             let already = blocking(move || {
+                let t = Instant::now();
                 sliver.verify(&md).map_err(|e| Status::invalid_argument(format!("sliver rejected: {e}")))?;
-                st.store.put_sliver(id, pair, &sliver).map_err(store_status)
+                st.metrics.sliver_stage.with_label_values(&["verify"]).observe(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                let r = st.store.put_sliver(id, pair, &sliver).map_err(store_status);
+                st.metrics.sliver_stage.with_label_values(&["persist"]).observe(t.elapsed().as_secs_f64());
+                r
             })
             .await?;
             Ok(proto::PutSliverResponse { already_stored: already })

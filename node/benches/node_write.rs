@@ -1,0 +1,184 @@
+//! Storage-node write benchmark: prints one table (README "Benchmarks").
+//!
+//! `cargo bench -p floe-node --bench node_write`. One real `floe-node` process on loopback owns
+//! all 1000 shards. It measures verified-and-persisted MiB/s for primary slivers of ~1 MiB and
+//! ~32 MiB sent over gRPC, against raw sequential writes (write + fsync + rename, as the store
+//! does) of the same bytes into the same directory in the same run, and the node's peak RSS while
+//! it stores every sliver of a 64 MiB and of a 256 MiB blob.
+
+use floe_node::testing::random_bytes as rand_bytes;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use floe_node::client::{BlobClient, ClientConfig, NodeClient};
+use floe_node::codec::{encode, Axis, BlobMetadata, EncodingParams, Sliver, ENCODING_RS2};
+use floe_node::protocol::{Committee, Member, NodeId};
+
+const MIB: f64 = (1 << 20) as f64;
+
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+impl Node {
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        std::fs::write(dir.join("token"), "bench").unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(env!("CARGO_BIN_EXE_floe-node"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--grpc-addr", &addr, "--http-addr", &format!("127.0.0.1:{}", free_port())])
+            .arg("--admin-token-file")
+            .arg(dir.join("token"))
+            .args(extra)
+            .env("FLOE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("floe-node");
+        Self { child, addr }
+    }
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn ready(addr: &str) -> (NodeClient, NodeId) {
+    let c = NodeClient::new(addr, 96 << 20).unwrap();
+    for _ in 0..100 {
+        if let Ok(i) = c.info().await {
+            return (c, NodeId::try_from(i.node_id.as_slice()).unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("node did not start");
+}
+
+async fn one_node_committee(node: &Node) -> (NodeClient, Committee) {
+    let (c, id) = ready(&node.addr).await;
+    let committee = Committee {
+        epoch: 1,
+        n_shards: 1000,
+        members: vec![Member { node_id: id, address: node.addr.clone(), stake: 1, shards: (0..1000).collect() }],
+    };
+    c.clone().with_admin_token("bench").set_committee(&committee).await.unwrap();
+    (c, committee)
+}
+
+/// Raw sequential writes of `slivers` into `dir`: create, write, fsync, rename, fsync dir.
+fn raw_write(dir: &Path, slivers: &[Sliver]) -> Duration {
+    std::fs::create_dir_all(dir).unwrap();
+    let t = Instant::now();
+    for (i, s) in slivers.iter().enumerate() {
+        use std::io::Write;
+        let tmp = dir.join(format!(".tmp{i}"));
+        let mut f = std::fs::File::create(&tmp).unwrap();
+        f.write_all(&s.to_bytes()).unwrap();
+        f.sync_all().unwrap();
+        std::fs::rename(&tmp, dir.join(format!("{i}"))).unwrap();
+        std::fs::File::open(dir).unwrap().sync_all().unwrap();
+    }
+    t.elapsed()
+}
+
+#[tokio::main]
+async fn main() {
+    let root = tempfile::tempdir_in(std::env::var_os("FLOE_BENCH_DIR").unwrap_or_else(|| "target".into())).unwrap();
+    println!("Floe node write benchmark (one floe-node process on loopback; directory {})", root.path().display());
+    println!("| sliver | slivers | node verified+persisted | raw write+fsync, same dir | ratio | node verify share |");
+    println!("|---|---|---|---|---|---|");
+    let params = EncodingParams::new(1000).unwrap();
+    let ks = params.k_secondary();
+    for (target_mib, count) in [(1usize, 48usize), (32, 6)] {
+        let node_dir = root.path().join(format!("node-{target_mib}"));
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let node = Node::start(&node_dir, &[]);
+        let (client, _) = one_node_committee(&node).await;
+        // A symbol size giving primary slivers of ~target: metadata with real hashes for the
+        // slivers we send and filler for the others (the node checks only what it receives).
+        let s = ((target_mib << 20) / ks) & !1;
+        let len = (params.source_symbols() * s) as u64;
+        let shape = params.symbol_shape(len).unwrap();
+        let slivers: Vec<Sliver> = (0..count)
+            .map(|p| Sliver { axis: Axis::Primary, index: p as u16, symbol_size: s as u16, data: rand_bytes(ks * s, p as u64 + 7) })
+            .collect();
+        let mut pair_hashes: Vec<([u8; 32], [u8; 32])> = (0..1000).map(|i| ([i as u8; 32], [(i >> 8) as u8; 32])).collect();
+        for sl in &slivers {
+            pair_hashes[sl.index as usize].0 = sl.hash(&shape).unwrap();
+        }
+        let md = BlobMetadata { encoding_type: ENCODING_RS2, len, pair_hashes };
+        let id = md.blob_id();
+        client.put_metadata(&id, &md).await.unwrap();
+        let t = Instant::now();
+        for sl in &slivers {
+            client.put_sliver(&id, sl.index, sl).await.unwrap();
+        }
+        let node_time = t.elapsed();
+        let raw_time = raw_write(&root.path().join(format!("raw-{target_mib}")), &slivers);
+        let bytes = (count * ks * s) as f64;
+        let metrics = reqwest_free_metrics(&node);
+        let verify = metric_sum(&metrics, "floe_node_sliver_stage_seconds_sum{stage=\"verify\"}");
+        println!(
+            "| {:.1} MiB | {count} | {:.0} MiB/s | {:.0} MiB/s | {:.2} | {:.0} % |",
+            (ks * s) as f64 / MIB,
+            bytes / MIB / node_time.as_secs_f64(),
+            bytes / MIB / raw_time.as_secs_f64(),
+            raw_time.as_secs_f64() / node_time.as_secs_f64(),
+            100.0 * verify / node_time.as_secs_f64(),
+        );
+    }
+    println!();
+    println!("| blob (n = 1000, one node holds every sliver) | sliver bytes stored | node peak RSS |");
+    println!("|---|---|---|");
+    for mib in [64usize, 256] {
+        let node_dir = root.path().join(format!("rss-{mib}"));
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let node = Node::start(&node_dir, &["--max-concurrent-requests", "8"]);
+        let (_, committee) = one_node_committee(&node).await;
+        let data = rand_bytes(mib << 20, 3);
+        let enc_bytes = {
+            let e = encode(&data, params).unwrap();
+            (e.shape().primary_sliver_len() + e.shape().secondary_sliver_len()) * 1000
+        };
+        let client = BlobClient::new(committee, ClientConfig { max_in_flight_bytes: 64 << 20, ..Default::default() }).unwrap();
+        client.write(data, None).await.unwrap();
+        println!("| {mib} MiB | {:.0} MiB | {:.0} MiB |", enc_bytes as f64 / MIB, node.peak_rss_mib());
+    }
+}
+
+/// GET /metrics without an HTTP client dependency: the node's HTTP port is the one after
+/// --http-addr in its command line.
+fn reqwest_free_metrics(node: &Node) -> String {
+    use std::io::{Read, Write};
+    let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", node.child.id())).unwrap_or_default();
+    let args: Vec<&str> = cmdline.split('\0').collect();
+    let http = args.iter().position(|a| *a == "--http-addr").map(|i| args[i + 1]).unwrap_or_default();
+    let Ok(mut s) = std::net::TcpStream::connect(http) else { return String::new() };
+    let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+}

@@ -1,0 +1,94 @@
+//! End-to-end write/read benchmark on a local 7-node testnet: prints one table (README).
+//!
+//! `cargo bench -p floe-operator --bench put_get`. Real `floe` and `floe-node` processes on
+//! loopback; the client runs in this process. For each case it measures, in the same run, the
+//! encode alone, the full write (encode → upload → verify and persist on the nodes → confirm →
+//! certify) and the read, and reads the nodes' own verify/persist timings from their metrics.
+
+use floe_node::testing::random_bytes as rand_bytes;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use floe_node::client::{BlobClient, ClientConfig};
+use floe_node::codec::{encode, EncodingParams};
+
+const MIB: f64 = (1 << 20) as f64;
+
+fn floe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_floe"))
+}
+
+fn ensure_node_bin() {
+    if !floe().parent().unwrap().join("floe-node").exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        assert!(Command::new(cargo).args(["build", "--release", "-p", "floe-node"]).status().unwrap().success());
+    }
+}
+
+
+fn testnet(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(floe()).arg("--testnet-dir").arg(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "floe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Sum of a metric over every node's /metrics.
+fn node_metric_sum(http: &[String], name: &str) -> f64 {
+    use std::io::{Read, Write};
+    http.iter()
+        .filter_map(|a| {
+            let mut s = std::net::TcpStream::connect(a).ok()?;
+            write!(s, "GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+            let mut t = String::new();
+            s.read_to_string(&mut t).ok()?;
+            t.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .sum()
+}
+
+#[tokio::main]
+async fn main() {
+    ensure_node_bin();
+    println!("Floe end-to-end put/get on a 7-node local testnet (all processes share this machine's cores)");
+    println!("| shards | blob | encode alone | put total | put MiB/s | put / encode | upload (after encode) | node verify (sum) | node persist (sum) | get | get MiB/s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (shards, sizes) in [(100u16, vec![64usize]), (1000, vec![64, 256])] {
+        let dir = tempfile::tempdir_in("target").unwrap();
+        testnet(dir.path(), &["testnet", "up", "--nodes", "7", "--shards", &shards.to_string()]);
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("testnet.json")).unwrap()).unwrap();
+        let grpc: Vec<String> = state["nodes"].as_array().unwrap().iter().map(|n| n["grpc"].as_str().unwrap().to_string()).collect();
+        let http: Vec<String> = state["nodes"].as_array().unwrap().iter().map(|n| n["http"].as_str().unwrap().to_string()).collect();
+        let client = BlobClient::connect(&grpc, ClientConfig::default()).await.unwrap();
+        let params = EncodingParams::new(shards as usize).unwrap();
+        for mib in sizes {
+            let data = rand_bytes(mib << 20, mib as u64);
+            let t = Instant::now();
+            drop(encode(&data, params).unwrap());
+            let encode_alone = t.elapsed();
+            let v0 = node_metric_sum(&http, "floe_node_sliver_stage_seconds_sum{stage=\"verify\"}");
+            let p0 = node_metric_sum(&http, "floe_node_sliver_stage_seconds_sum{stage=\"persist\"}");
+            let out = client.write(data.clone(), None).await.unwrap();
+            let verify = node_metric_sum(&http, "floe_node_sliver_stage_seconds_sum{stage=\"verify\"}") - v0;
+            let persist = node_metric_sum(&http, "floe_node_sliver_stage_seconds_sum{stage=\"persist\"}") - p0;
+            let t = Instant::now();
+            let back = client.read(&out.blob_id, None).await.unwrap();
+            let get = t.elapsed();
+            assert!(back == data, "read back differs");
+            println!(
+                "| {shards} | {mib} MiB | {:.2} s | {:.2} s | {:.0} | {:.2}× | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.0} |",
+                encode_alone.as_secs_f64(),
+                out.total_time.as_secs_f64(),
+                mib as f64 / out.total_time.as_secs_f64(),
+                out.total_time.as_secs_f64() / encode_alone.as_secs_f64(),
+                out.upload_time.as_secs_f64(),
+                verify,
+                persist,
+                get.as_secs_f64(),
+                (mib as f64 * MIB) / MIB / get.as_secs_f64(),
+            );
+        }
+        testnet(dir.path(), &["testnet", "down"]);
+    }
+}
