@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
-use super::layout::{get_symbol, get_symbols, put_symbol, put_symbols};
+use super::layout::BatchLayout;
 use super::CodecError;
 
 /// Bytes per batched shard that keep the encoder's working set cache-friendly
@@ -92,11 +92,12 @@ fn encode_column_batch<R>(
     w: usize,
     f: impl FnOnce(&mut dyn Iterator<Item = &[u8]>) -> R,
 ) -> Result<R, CodecError> {
-    let bytes = w * s;
+    let layout = BatchLayout::new(s);
+    let bytes = layout.shard_bytes(w);
     with_scratch(bytes, |shard| {
         with_encoder(src.len(), m, bytes, |enc| {
             for row in src {
-                put_symbols(shard, 0, &row[c0 * s..(c0 + w) * s], s);
+                layout.put_many(shard, 0, &row[c0 * s..(c0 + w) * s]);
                 enc.add_original_shard(&*shard)?;
             }
             let res = enc.encode()?;
@@ -127,9 +128,10 @@ pub(crate) fn extend_columns(
     per_batch.into_par_iter().enumerate().try_for_each(|(bi, mut segs)| {
         let c0 = bi * b;
         let w = b.min(cols - c0);
+        let layout = BatchLayout::new(s);
         encode_column_batch(src, s, m, c0, w, |rec| {
             for (seg, r) in segs.iter_mut().zip(rec) {
-                get_symbols(r, 0, seg, s);
+                layout.get_many(r, 0, seg);
             }
         })
     })
@@ -152,11 +154,12 @@ pub(crate) fn map_column_parity<T: Send>(
         .into_par_iter()
         .map(|c0| {
             let w = b.min(cols - c0);
+            let layout = BatchLayout::new(s);
             encode_column_batch(src, s, m, c0, w, |rec| {
                 let mut out = vec![0u8; w * s];
                 rec.enumerate()
                     .map(|(j, r)| {
-                        get_symbols(r, 0, &mut out, s);
+                        layout.get_many(r, 0, &mut out);
                         f(c0, j, &out)
                     })
                     .collect::<Vec<_>>()
@@ -181,12 +184,13 @@ pub(crate) fn extend_rows(
         .zip(src.par_chunks(b * row_bytes))
         .try_for_each(|(out_blk, src_blk)| {
             let w = src_blk.len() / row_bytes;
-            let bytes = w * s;
+            let layout = BatchLayout::new(s);
+            let bytes = layout.shard_bytes(w);
             with_scratch(bytes, |shard| with_encoder(k, m, bytes, |enc| {
                 for c in 0..k {
                     for r in 0..w {
                         let at = r * row_bytes + c * s;
-                        put_symbol(shard, r, &src_blk[at..at + s]);
+                        layout.put(shard, r, &src_blk[at..at + s]);
                     }
                     enc.add_original_shard(&*shard)?;
                 }
@@ -194,7 +198,7 @@ pub(crate) fn extend_rows(
                 for (j, rec) in res.recovery_iter().enumerate() {
                     for r in 0..w {
                         let at = (r * m + j) * s;
-                        get_symbol(rec, r, &mut out_blk[at..at + s]);
+                        layout.get(rec, r, &mut out_blk[at..at + s]);
                     }
                 }
                 Ok(())
@@ -282,11 +286,12 @@ pub(crate) fn decode_columns(
         .into_par_iter()
         .map(|c0| {
             let w = b.min(cols - c0);
-            let bytes = w * s;
+            let layout = BatchLayout::new(s);
+            let bytes = layout.shard_bytes(w);
             let mut shard = vec![0u8; bytes];
             let restored = with_decoder(k, m, bytes, |dec| {
                 for &(i, row) in rows {
-                    put_symbols(&mut shard, 0, &row[c0 * s..(c0 + w) * s], s);
+                    layout.put_many(&mut shard, 0, &row[c0 * s..(c0 + w) * s]);
                     if i < k {
                         dec.add_original_shard(i, &shard)?;
                     } else {
@@ -296,8 +301,8 @@ pub(crate) fn decode_columns(
                 let res = dec.decode()?;
                 let mut got = vec![Vec::new(); k];
                 for (i, r) in res.restored_original_iter() {
-                    let mut seg = vec![0u8; bytes];
-                    get_symbols(r, 0, &mut seg, s);
+                    let mut seg = vec![0u8; w * s];
+                    layout.get_many(r, 0, &mut seg);
                     got[i] = seg;
                 }
                 Ok(missing.iter().map(|&i| std::mem::take(&mut got[i])).collect::<Vec<_>>())
