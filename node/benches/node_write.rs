@@ -102,14 +102,14 @@ fn raw_write(dir: &Path, slivers: &[Sliver]) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let root = tempfile::tempdir_in(std::env::var_os("FLOE_BENCH_DIR").unwrap_or_else(|| "target".into())).unwrap();
+    let root = tempfile::tempdir_in(std::env::var_os("FLOE_BENCH_DIR").unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into())).unwrap();
     println!("Floe node write benchmark (one floe-node process on loopback; directory {})", root.path().display());
-    println!("| sliver | slivers | node verified+persisted | raw write+fsync, same dir | ratio | node verify share |");
-    println!("|---|---|---|---|---|---|");
+    println!("| sliver | slivers | in flight | node verified+persisted | raw write+fsync, same dir | ratio | node verify share |");
+    println!("|---|---|---|---|---|---|---|");
     let params = EncodingParams::new(1000).unwrap();
     let ks = params.k_secondary();
-    for (target_mib, count) in [(1usize, 48usize), (32, 6)] {
-        let node_dir = root.path().join(format!("node-{target_mib}"));
+    for (target_mib, count, in_flight) in [(1usize, 48usize, 1usize), (1, 48, 4), (32, 6, 1), (32, 6, 2)] {
+        let node_dir = root.path().join(format!("node-{target_mib}-{in_flight}"));
         std::fs::create_dir_all(&node_dir).unwrap();
         let node = Node::start(&node_dir, &[]);
         let (client, _) = one_node_committee(&node).await;
@@ -129,16 +129,22 @@ async fn main() {
         let id = md.blob_id();
         client.put_metadata(&id, &md).await.unwrap();
         let t = Instant::now();
-        for sl in &slivers {
-            client.put_sliver(&id, sl.index, sl).await.unwrap();
-        }
+        use futures::stream::StreamExt;
+        futures::stream::iter(&slivers)
+            .map(|sl| {
+                let client = client.clone();
+                async move { client.put_sliver(&id, sl.index, sl).await.unwrap() }
+            })
+            .buffer_unordered(in_flight)
+            .collect::<Vec<_>>()
+            .await;
         let node_time = t.elapsed();
-        let raw_time = raw_write(&root.path().join(format!("raw-{target_mib}")), &slivers);
+        let raw_time = raw_write(&root.path().join(format!("raw-{target_mib}-{in_flight}")), &slivers);
         let bytes = (count * ks * s) as f64;
         let metrics = reqwest_free_metrics(&node);
         let verify = metric_sum(&metrics, "floe_node_sliver_stage_seconds_sum{stage=\"verify\"}");
         println!(
-            "| {:.1} MiB | {count} | {:.0} MiB/s | {:.0} MiB/s | {:.2} | {:.0} % |",
+            "| {:.1} MiB | {count} | {in_flight} | {:.0} MiB/s | {:.0} MiB/s | {:.2} | {:.0} % |",
             (ks * s) as f64 / MIB,
             bytes / MIB / node_time.as_secs_f64(),
             bytes / MIB / raw_time.as_secs_f64(),

@@ -54,7 +54,7 @@ async fn main() {
     println!("| shards | blob | encode alone | put total | put MiB/s | put / encode | upload (after encode) | node verify (sum) | node persist (sum) | get | get MiB/s |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (shards, sizes) in [(100u16, vec![64usize]), (1000, vec![64, 256])] {
-        let dir = tempfile::tempdir_in("target").unwrap();
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         testnet(dir.path(), &["testnet", "up", "--nodes", "7", "--shards", &shards.to_string()]);
         let state: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.path().join("testnet.json")).unwrap()).unwrap();

@@ -23,6 +23,9 @@ pub struct ClientConfig {
     pub max_message: usize,
     /// Parallel sliver downloads when reading.
     pub read_parallelism: usize,
+    /// Sliver uploads in flight to one node (more would only queue behind the node's own
+    /// request limit and run into deadlines).
+    pub per_node_parallelism: usize,
 }
 
 impl Default for ClientConfig {
@@ -33,6 +36,7 @@ impl Default for ClientConfig {
             grace: Duration::from_secs(2),
             max_message: 96 << 20,
             read_parallelism: 16,
+            per_node_parallelism: 8,
         }
     }
 }
@@ -163,9 +167,10 @@ impl BlobClient {
                 let done_bytes = done_bytes.clone();
                 let progress = progress.clone();
                 let attempts = self.config.attempts;
+                let parallel = self.config.per_node_parallelism.max(1);
                 let weight = m.shards.len();
                 async move {
-                    let r = upload_to(&node, &enc, &pairs, &budget, attempts, |b| {
+                    let r = upload_to(&node, &enc, &pairs, &budget, attempts, parallel, |b| {
                         let d = done_bytes.fetch_add(b, std::sync::atomic::Ordering::Relaxed) + b;
                         if let Some(f) = &progress {
                             f(Progress::Bytes { done: d, total: encoded_size });
@@ -360,15 +365,15 @@ async fn upload_to(
     pairs: &[u16],
     budget: &Semaphore,
     attempts: u32,
+    parallel: usize,
     on_bytes: impl Fn(u64),
 ) -> Result<Confirmation, ClientError> {
     let id = enc.blob_id();
     retry(attempts, || node.put_metadata(&id, enc.metadata())).await?;
     let on_bytes = &on_bytes;
-    let mut puts = FuturesUnordered::new();
-    for &p in pairs {
-        for axis in [Axis::Primary, Axis::Secondary] {
-            puts.push(async move {
+    let jobs = pairs.iter().flat_map(|&p| [(p, Axis::Primary), (p, Axis::Secondary)]);
+    let mut puts = futures::stream::iter(jobs)
+        .map(|(p, axis)| async move {
                 let sliver = match axis {
                     Axis::Primary => enc.primary_sliver(p as usize),
                     Axis::Secondary => enc.secondary_sliver(enc.n() - 1 - p as usize),
@@ -381,9 +386,8 @@ async fn upload_to(
                 retry(attempts, || node.put_sliver(&id, p, &sliver)).await?;
                 on_bytes(sliver.data.len() as u64);
                 Ok::<_, ClientError>(())
-            });
-        }
-    }
+        })
+        .buffer_unordered(parallel);
     while let Some(r) = puts.next().await {
         r?;
     }

@@ -46,7 +46,8 @@ impl NodeClient {
             .map_err(|e| ClientError::Address { address: address.to_string(), message: e.to_string() })?
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
-            .http2_adaptive_window(true);
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(32 << 20));
         let channel = endpoint.connect_lazy();
         Ok(Self {
             address: address.to_string(),

@@ -49,7 +49,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let mut grpc_stop = stop_rx.clone();
     // One limit for all connections: a request waits (unread, under HTTP/2 flow control) until
     // a slot is free, so memory is bounded by this limit times the message size.
+    // Sliver messages are MiBs: HTTP/2's default 64 KiB windows would stall every request on
+    // window updates, so give streams and connections room for a few slivers in flight.
     let grpc_server = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(32 << 20))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(config.max_concurrent_requests))
         .add_service(health_service)
         .add_service(storage)
