@@ -92,8 +92,10 @@ fn main() {
             let peak = PEAK.load(Ordering::Relaxed) - base + len;
             let full = |pool: &rayon::ThreadPool| {
                 pool.install(|| {
+                    use rayon::prelude::*;
                     let e = encode(&data, params).expect("encode");
-                    e.pairs().map(|p| p.primary.data.len() + p.secondary.data.len()).sum::<usize>()
+                    // every sliver pair materialised, in parallel as the uploading client does
+                    (0..e.n()).into_par_iter().map(|p| e.pair(p)).map(|p| p.primary.data.len() + p.secondary.data.len()).sum::<usize>()
                 })
             };
             let t1 = best(reps, || full(&one));
