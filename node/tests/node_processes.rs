@@ -42,6 +42,16 @@ async fn store_and_read_back_with_status_and_metrics() {
             assert!(node_holds_all(n, &out.blob_id).await);
         }
     }
+    // streaming read into a file: whole and identical; a failed read leaves no file behind
+    let data = random_bytes(2_000_000, 8);
+    let id = client.write(data.clone(), None).await.unwrap().blob_id;
+    let out = c.root.path().join("blob.out");
+    assert_eq!(client.read_to_file(&id, &out, None).await.unwrap(), data.len() as u64);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    let missing = c.root.path().join("missing.out");
+    assert!(client.read_to_file(&BlobId([3; 32]), &missing, None).await.is_err());
+    assert!(!missing.exists());
+    assert!(std::fs::read_dir(c.root.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with("floe-partial")));
     let m = c.nodes[0].metrics();
     assert!(m.contains("floe_node_grpc_requests_total{code=\"Ok\",method=\"PutSliver\"}"), "{m}");
     assert!(c.nodes[0].metric("floe_node_stored_bytes") > 0.0);

@@ -1,6 +1,7 @@
 //! Writing and reading whole blobs against a committee (PROTOCOL.md §4).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,8 @@ pub enum ReadError {
     NotEnoughSlivers { got: usize, need: usize, failures: Vec<String> },
     #[error(transparent)]
     Codec(#[from] CodecError),
+    #[error("writing the blob: {0}")]
+    Io(String),
 }
 
 /// What a write did, and where the time went.
@@ -252,18 +255,99 @@ impl BlobClient {
         Err(ReadError::NotFound(*id))
     }
 
-    /// Read a blob: k_p verified primary slivers (systematic ones first), decode, check.
+    /// Read a blob into memory: k_p verified primary slivers (systematic ones first), decode,
+    /// check.
     pub async fn read(&self, id: &BlobId, progress: Option<ProgressFn>) -> Result<Vec<u8>, ReadError> {
         let md = Arc::new(self.metadata(id).await?);
+        let mut got = Vec::new();
+        self.fetch_primary(id, &md, progress, |s| {
+            got.push(s);
+            Ok(())
+        })
+        .await?;
+        decode_blocking(id, md, got).await
+    }
+
+    /// Read a blob into `path`, streaming: each verified systematic sliver is written at its
+    /// offset as it arrives and then dropped, so memory stays at the slivers in flight. Only when
+    /// parity slivers had to stand in are the systematic rows read back for the decode. The
+    /// file appears (by rename) only once the blob is complete and checked.
+    pub async fn read_to_file(&self, id: &BlobId, path: &Path, progress: Option<ProgressFn>) -> Result<u64, ReadError> {
+        use std::os::unix::fs::FileExt;
+        let md = Arc::new(self.metadata(id).await?);
+        let shape = md.shape()?;
+        let (kp, row, len) = (shape.params.k_primary(), shape.primary_sliver_len(), shape.len as usize);
+        let tmp = path.with_file_name(format!(
+            ".{}.floe-partial",
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ));
+        let io = |e: std::io::Error| ReadError::Io(format!("{}: {e}", tmp.display()));
+        // read-write: the fallback path reads the systematic rows back
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).map_err(io)?;
+        file.set_len(len as u64).map_err(io)?;
+        let mut parity = Vec::new();
+        let mut written = Vec::new();
+        let result = self
+            .fetch_primary(id, &md, progress, |s| {
+                let i = s.index as usize;
+                if i < kp {
+                    let at = i * row;
+                    let end = (at + row).min(len);
+                    if at < end {
+                        file.write_all_at(&s.data[..end - at], at as u64).map_err(io)?;
+                    }
+                    written.push(i);
+                } else {
+                    parity.push(s);
+                }
+                Ok(())
+            })
+            .await;
+        let finish = async {
+            result?;
+            if !parity.is_empty() {
+                // read the systematic rows back and decode the missing ones
+                let mut slivers = parity;
+                for &i in &written {
+                    let mut data = vec![0u8; row];
+                    let at = i * row;
+                    let end = (at + row).min(len);
+                    if at < end {
+                        file.read_exact_at(&mut data[..end - at], at as u64).map_err(io)?;
+                    }
+                    slivers.push(Sliver { axis: Axis::Primary, index: i as u16, symbol_size: shape.symbol_size as u16, data });
+                }
+                let blob = decode_blocking(id, md.clone(), slivers).await?;
+                file.write_all_at(&blob, 0).map_err(io)?;
+            }
+            file.sync_all().map_err(io)?;
+            std::fs::rename(&tmp, path).map_err(|e| ReadError::Io(format!("{}: {e}", path.display())))?;
+            Ok(len as u64)
+        }
+        .await;
+        if finish.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        finish
+    }
+
+    /// Fetch k_p verified primary slivers of `id` (systematic first, falling back to parity on
+    /// errors, timeouts and bad data) and hand each to `sink` as it arrives.
+    async fn fetch_primary(
+        &self,
+        id: &BlobId,
+        md: &Arc<BlobMetadata>,
+        progress: Option<ProgressFn>,
+        mut sink: impl FnMut(Sliver) -> Result<(), ReadError>,
+    ) -> Result<(), ReadError> {
         let params = md.params()?;
         let (n, kp) = (params.n(), params.k_primary());
         let rot = id.mod_n(n);
         let owners = self.committee.shard_owners();
         let sliver_bytes = md.shape()?.primary_sliver_len() as u64;
-        // candidates in preference order: systematic slivers, then parity
         let mut candidates = (0..n as u16).collect::<Vec<_>>().into_iter();
         let mut inflight = FuturesUnordered::new();
-        let mut got: Vec<Sliver> = Vec::with_capacity(kp);
+        let mut got = 0usize;
         let mut failures = Vec::new();
         let mut invalid_votes = 0usize;
         let fetch = |pair: u16| {
@@ -275,27 +359,28 @@ impl BlobClient {
             async move {
                 let node = node.ok_or_else(|| format!("shard {shard} has no owner"))?;
                 let sliver = node.get_sliver(&id, pair, Axis::Primary).await.map_err(|e| e.to_string())?;
-                let check = sliver.clone();
-                tokio::task::spawn_blocking(move || check.verify(&md))
+                tokio::task::spawn_blocking(move || sliver.verify(&md).map(|()| sliver))
                     .await
                     .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("{}: sliver {pair} rejected: {e}", node.address()))?;
-                Ok::<_, String>(sliver)
+                    .map_err(|e| format!("{}: sliver {pair} rejected: {e}", node.address()))
             }
         };
-        let parallel = self.config.read_parallelism.clamp(1, kp.max(1)).max(kp.min(self.config.read_parallelism));
-        for pair in candidates.by_ref().take(parallel.min(kp)) {
+        for pair in candidates.by_ref().take(self.config.read_parallelism.clamp(1, kp)) {
             inflight.push(fetch(pair));
         }
-        while got.len() < kp {
+        while got < kp {
             let Some(r) = inflight.next().await else {
-                return Err(ReadError::NotEnoughSlivers { got: got.len(), need: kp, failures });
+                if invalid_votes > 0 {
+                    return Err(ReadError::Invalid(*id));
+                }
+                return Err(ReadError::NotEnoughSlivers { got, need: kp, failures });
             };
             match r {
                 Ok(s) => {
-                    got.push(s);
+                    sink(s)?;
+                    got += 1;
                     if let Some(f) = &progress {
-                        f(Progress::Bytes { done: got.len() as u64 * sliver_bytes, total: kp as u64 * sliver_bytes });
+                        f(Progress::Bytes { done: got as u64 * sliver_bytes, total: kp as u64 * sliver_bytes });
                     }
                 }
                 Err(e) => {
@@ -303,32 +388,29 @@ impl BlobClient {
                         invalid_votes += 1;
                     }
                     failures.push(e);
-                    if let Some(p) = candidates.next() {
-                        inflight.push(fetch(p));
-                    }
                 }
             }
-            // keep the pipeline full: one more fetch for every missing sliver not yet in flight
-            while got.len() + inflight.len() < kp {
+            // keep the pipeline full, never fetching more than still needed
+            while got + inflight.len() < kp.min(got + self.config.read_parallelism.max(1)) {
                 match candidates.next() {
                     Some(p) => inflight.push(fetch(p)),
                     None => break,
                 }
             }
         }
-        drop(inflight);
-        if invalid_votes > 0 && got.len() < kp {
-            return Err(ReadError::Invalid(*id));
-        }
-        let md2 = md.clone();
-        tokio::task::spawn_blocking(move || decode_verified(&md2, &got, ConsistencyCheck::Default))
-            .await
-            .map_err(|e| ReadError::Codec(CodecError::ReedSolomon(e.to_string())))?
-            .map_err(|e| match e {
-                CodecError::InconsistentEncoding => ReadError::Invalid(*id),
-                other => ReadError::Codec(other),
-            })
+        Ok(())
     }
+}
+
+async fn decode_blocking(id: &BlobId, md: Arc<BlobMetadata>, slivers: Vec<Sliver>) -> Result<Vec<u8>, ReadError> {
+    let id = *id;
+    tokio::task::spawn_blocking(move || decode_verified(&md, &slivers, ConsistencyCheck::Default))
+        .await
+        .map_err(|e| ReadError::Codec(CodecError::ReedSolomon(e.to_string())))?
+        .map_err(|e| match e {
+            CodecError::InconsistentEncoding => ReadError::Invalid(id),
+            other => ReadError::Codec(other),
+        })
 }
 
 /// Retry `f` with exponential backoff (100 ms, 200 ms, …) on errors that may pass.
@@ -371,7 +453,8 @@ async fn upload_to(
     let id = enc.blob_id();
     retry(attempts, || node.put_metadata(&id, enc.metadata())).await?;
     let on_bytes = &on_bytes;
-    let jobs = pairs.iter().flat_map(|&p| [(p, Axis::Primary), (p, Axis::Secondary)]);
+    // owned jobs: a borrowing iterator here would make the future not `Send` for every lifetime
+    let jobs: Vec<(u16, Axis)> = pairs.iter().flat_map(|p| [(*p, Axis::Primary), (*p, Axis::Secondary)]).collect();
     let mut puts = futures::stream::iter(jobs)
         .map(|(p, axis)| async move {
                 let sliver = match axis {

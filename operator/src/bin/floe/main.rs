@@ -194,18 +194,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let id: BlobId = blob_id.parse()?;
             let c = client(&cli).await?;
             let start = Instant::now();
-            let data = c.read(&id, progress::reporter("get", cli.json || output.is_none())).await?;
             match output {
                 Some(p) => {
-                    std::fs::write(p, &data).with_context(|| format!("writing {}", p.display()))?;
+                    let size = c.read_to_file(&id, p, progress::reporter("get", cli.json)).await?;
                     if cli.json {
-                        println!("{}", json!({"blob_id": blob_id, "size": data.len(), "ms": start.elapsed().as_millis() as u64}));
+                        println!("{}", json!({"blob_id": blob_id, "size": size, "ms": start.elapsed().as_millis() as u64}));
                     } else {
-                        eprintln!("{} bytes in {:.2?} → {}", data.len(), start.elapsed(), p.display());
+                        eprintln!("{size} bytes in {:.2?} → {}", start.elapsed(), p.display());
                     }
                 }
                 None => {
                     use std::io::Write;
+                    let data = c.read(&id, progress::reporter("get", true)).await?;
                     std::io::stdout().write_all(&data)?;
                 }
             }
