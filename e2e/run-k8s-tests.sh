@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tier 3 (DESIGN.md): tests against a real Kubernetes control plane on loopback. Builds or reuses
 # the control plane, brings it up, runs the Go test suite in e2e/controlplane/harness, and always
-# tears it down. On failure it prints the tail of every component's and pod's log first.
+# tears it down. On failure it prints the tail of every component's and pod's log and keeps the
+# state directory with the full logs.
 set -euo pipefail
 
 E2E="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,8 +29,13 @@ show_logs() {
 cleanup() {
   if [[ $status -ne 0 ]]; then
     show_logs
+    # stop everything but keep the state: every component's and pod's full log stays for
+    # inspection
+    "$E2E/bin/controlplane-down.sh" --keep
+    echo "run-k8s-tests: full logs kept in $FLOE_E2E_STATE/logs and $FLOE_E2E_STATE/pods" >&2
+  else
+    "$E2E/bin/controlplane-down.sh"
   fi
-  "$E2E/bin/controlplane-down.sh"
 }
 trap cleanup EXIT
 

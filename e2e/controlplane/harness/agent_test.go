@@ -268,3 +268,67 @@ spec:
 		return gone, string(st)
 	})
 }
+
+// TestAgentWaitsForAndRefreshesConfigMaps: a pod whose ConfigMap does not exist yet waits
+// (Pending, ContainerCreating) instead of failing, starts once it exists, and sees later edits
+// in its volume files, as with the kubelet. It also gets a kubeconfig of its ServiceAccount.
+func TestAgentWaitsForAndRefreshesConfigMaps(t *testing.T) {
+	state := os.Getenv("FLOE_E2E_STATE")
+	ns := namespace(t, "cmwait")
+	apply(t, ns, `
+apiVersion: v1
+kind: Pod
+metadata: {name: waiter}
+spec:
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: node
+    image: floe-node:dev
+    args: ["--data-dir", "/data", "--grpc-addr", "$(POD_IP):7070", "--http-addr", "$(POD_IP):7071"]
+    env:
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    volumeMounts:
+    - {name: data, mountPath: /data}
+    - {name: late, mountPath: /etc/late}
+    readinessProbe: {httpGet: {path: /healthz, port: 7071}, periodSeconds: 1}
+  volumes:
+  - {name: data, emptyDir: {}}
+  - {name: late, configMap: {name: late}}
+`)
+	eventually(t, "waiter Pending for its ConfigMap", 30*time.Second, func() (bool, string) {
+		out, _ := run(t, "kubectl", "get", "pod", "waiter", "-n", ns, "-o",
+			"jsonpath={.status.phase}/{.status.containerStatuses[0].state.waiting.reason}")
+		return out == "Pending/ContainerCreating", out
+	})
+	apply(t, ns, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: late}\ndata: {setting: one}\n")
+	var p podStatus
+	eventually(t, "waiter Ready once its ConfigMap exists", 60*time.Second, func() (bool, string) {
+		p = getPod(t, ns, "waiter")
+		return p.Status.Phase == "Running" && p.container("node").Ready, fmt.Sprintf("%+v", p.Status)
+	})
+	podDirs, _ := filepath.Glob(filepath.Join(state, "pods", ns+"_waiter_*"))
+	if len(podDirs) != 1 {
+		t.Fatalf("pod directories of waiter: %v", podDirs)
+	}
+	setting := filepath.Join(podDirs[0], "volumes", "late", "setting")
+	apply(t, ns, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: late}\ndata: {setting: two}\n")
+	eventually(t, "ConfigMap edit visible in the volume", 30*time.Second, func() (bool, string) {
+		b, err := os.ReadFile(setting)
+		return err == nil && string(b) == "two", fmt.Sprintf("%q %v", b, err)
+	})
+
+	// KUBECONFIG authenticates as the pod's ServiceAccount
+	env := map[string]string{}
+	for _, kv := range procStrings(t, pidOf(t, p.container("node")), "environ") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	if env["KUBECONFIG"] == "" {
+		t.Fatal("the pod's process has no KUBECONFIG")
+	}
+	who := kubectl(t, "--kubeconfig", env["KUBECONFIG"], "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+	if want := "system:serviceaccount:" + ns + ":default"; who != want {
+		t.Errorf("the pod's kubeconfig authenticates as %q, want %q", who, want)
+	}
+}

@@ -52,6 +52,12 @@ func namespace(t *testing.T, prefix string) string {
 	ns := fmt.Sprintf("%s-%d", prefix, rand.Intn(1_000_000))
 	kubectl(t, "create", "namespace", ns)
 	t.Cleanup(func() { _, _ = run(t, "kubectl", "delete", "namespace", ns, "--wait=false") })
+	// pods are refused until the controller-manager has created the namespace's default
+	// ServiceAccount
+	eventually(t, "default ServiceAccount of "+ns, 30*time.Second, func() (bool, string) {
+		out, err := run(t, "kubectl", "get", "serviceaccount", "default", "-n", ns)
+		return err == nil, out
+	})
 	return ns
 }
 
@@ -286,6 +292,8 @@ func TestNonFloeImagesAreRefusedByTheAgent(t *testing.T) {
 		phase, _ := run(t, "kubectl", "get", "pod", "nginx", "-n", ns, "-o", "jsonpath={.status.phase}/{.status.reason}")
 		return phase == "Failed/UnsupportedImage", phase
 	})
+	// a pod the agent refused is still finished by its deletion
+	kubectl(t, "delete", "pod", "nginx", "-n", ns, "--wait=true", "--timeout=30s")
 }
 
 func TestHelmLintsTheProductChart(t *testing.T) {

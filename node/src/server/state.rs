@@ -52,11 +52,14 @@ pub enum CommitteeUpdateError {
 impl NodeState {
     pub fn open(config: NodeConfig, key: SigningKey) -> Result<Self, StoreError> {
         let store = BlobStore::open(&config.data_dir, config.max_storage)?;
-        let committees = match read_checked(&config.data_dir.join(COMMITTEE_FILE)) {
+        let committees: Committees = match read_checked(&config.data_dir.join(COMMITTEE_FILE)) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Undecodable(e.to_string()))?,
             Err(crate::store::file::FileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Committees::default(),
             Err(e) => return Err(e.into()),
         };
+        for c in [&committees.current, &committees.previous].into_iter().flatten() {
+            c.validate().map_err(|e| StoreError::Undecodable(format!("stored committee {}: {e}", c.epoch)))?;
+        }
         let node_id = NodeId(key.verifying_key().to_bytes());
         let state = Self {
             config,

@@ -32,6 +32,9 @@ type agent struct {
 	stateDir string
 	binDir   string
 	pods     *podManager
+	// where pods reach the API server (for the kubeconfig each pod gets, see podKubeconfig)
+	apiHost string
+	caData  []byte
 }
 
 func main() {
@@ -54,7 +57,13 @@ func main() {
 		log.Fatalf("client: %v", err)
 	}
 	abs, _ := filepath.Abs(*stateDir)
-	a := &agent{client: client, nodeName: *nodeName, stateDir: abs, binDir: *binDir}
+	caData := cfg.CAData
+	if len(caData) == 0 && cfg.CAFile != "" {
+		if caData, err = os.ReadFile(cfg.CAFile); err != nil {
+			log.Fatalf("CA: %v", err)
+		}
+	}
+	a := &agent{client: client, nodeName: *nodeName, stateDir: abs, binDir: *binDir, apiHost: cfg.Host, caData: caData}
 	a.pods = newPodManager(a)
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

@@ -139,6 +139,8 @@ type podRunner struct {
 	failReason string
 	failMsg    string
 	startTime  metav1.Time
+	// the pod's service-account kubeconfig and the token volume it belongs to (podKubeconfig)
+	kubeconfig, tokenVolume string
 }
 
 type containerRun struct {
@@ -153,6 +155,9 @@ type containerRun struct {
 	startedAt metav1.Time
 	lastTerm  *corev1.ContainerStateTerminated
 	done      bool // exited and will not be restarted
+	// why it is not running yet (ContainerCreating, CreateContainerConfigError), as the kubelet
+	// reports it while it retries
+	waitReason, waitMsg string
 }
 
 func (r *podRunner) notify() {
@@ -208,14 +213,49 @@ func (r *podRunner) run(ctx context.Context) {
 	r.dir = filepath.Join(r.m.a.stateDir, "pods", pod.Namespace+"_"+pod.Name+"_"+string(pod.UID)[:8])
 	r.startTime = metav1.Now()
 	go r.statusLoop(ctx)
+	r.start(ctx)
+	// whatever became of the pod (running, failed, still waiting for a volume), it is finished
+	// only by its deletion
+	select {
+	case <-r.deleting:
+	case <-ctx.Done():
+		return
+	}
+	grace := 30 * time.Second
+	if p := r.currentPod(); p.DeletionGracePeriodSeconds != nil {
+		grace = time.Duration(*p.DeletionGracePeriodSeconds) * time.Second
+	}
+	r.killAll(grace)
+	r.mu.Lock()
+	ip := r.ip
+	r.mu.Unlock()
+	if ip != "" {
+		r.m.releaseIP(ip)
+	}
+	r.m.mu.Lock()
+	delete(r.m.runners, pod.UID)
+	r.m.mu.Unlock()
+	r.m.forceDelete(pod)
+	log.Printf("pod %s/%s stopped and deleted", pod.Namespace, pod.Name)
+}
+
+// start prepares the pod and starts its containers. A pod the agent can never run (a non-Floe
+// image, no free address) is marked Failed; volumes whose sources are missing or unbound are
+// retried with the pod Pending, as the kubelet does.
+func (r *podRunner) start(ctx context.Context) {
+	pod := r.pod
+	var containers []*containerRun
 	for _, c := range pod.Spec.Containers {
 		bin, err := floeBinary(r.m.a.binDir, c)
 		if err != nil {
 			r.fail("UnsupportedImage", err.Error())
 			return
 		}
-		r.containers = append(r.containers, &containerRun{spec: c, binary: bin})
+		containers = append(containers, &containerRun{spec: c, binary: bin})
 	}
+	r.mu.Lock()
+	r.containers = containers
+	r.mu.Unlock()
 	ip, err := r.m.allocIP()
 	if err != nil {
 		r.fail("NoAddress", err.Error())
@@ -228,33 +268,56 @@ func (r *podRunner) run(ctx context.Context) {
 		r.fail("StateDir", err.Error())
 		return
 	}
-	vols, err := r.m.a.volumeDirs(ctx, pod, r.dir)
+	var vols map[string]string
+	for backoff := time.Second; ; backoff = min(2*backoff, 10*time.Second) {
+		vols, err = r.m.a.volumeDirs(ctx, pod, r.dir)
+		if err == nil {
+			break
+		}
+		r.waiting("ContainerCreating", "volumes: "+err.Error())
+		select {
+		case <-time.After(backoff):
+		case <-r.deleting:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+	kc, tokenVol, err := r.m.a.podKubeconfig(pod, r.dir)
 	if err != nil {
-		r.fail("VolumeError", err.Error())
+		r.fail("KubeconfigError", err.Error())
 		return
 	}
+	r.mu.Lock()
+	r.kubeconfig, r.tokenVolume = kc, tokenVol
+	r.mu.Unlock()
 	r.notify()
-	for _, c := range r.containers {
+	go r.m.a.refreshVolumes(ctx, pod, r.dir, r.deleting)
+	for _, c := range containers {
 		go r.supervise(ctx, c, vols)
 		go r.probeLoop(ctx, c, c.spec.ReadinessProbe, true)
 		go r.probeLoop(ctx, c, c.spec.LivenessProbe, false)
 	}
-	select {
-	case <-r.deleting:
-	case <-ctx.Done():
-		return
+}
+
+// waiting records why the pod's containers have not started yet.
+func (r *podRunner) waiting(reason, msg string) {
+	for _, c := range r.containerList() {
+		c.mu.Lock()
+		changed := c.waitMsg != msg
+		c.waitReason, c.waitMsg = reason, msg
+		c.mu.Unlock()
+		if changed {
+			log.Printf("pod %s/%s: %s: %s: %s", r.pod.Namespace, r.pod.Name, c.spec.Name, reason, msg)
+		}
 	}
-	grace := 30 * time.Second
-	if p := r.currentPod(); p.DeletionGracePeriodSeconds != nil {
-		grace = time.Duration(*p.DeletionGracePeriodSeconds) * time.Second
-	}
-	r.killAll(grace)
-	r.m.releaseIP(ip)
-	r.m.mu.Lock()
-	delete(r.m.runners, pod.UID)
-	r.m.mu.Unlock()
-	r.m.forceDelete(pod)
-	log.Printf("pod %s/%s stopped and deleted", pod.Namespace, pod.Name)
+	r.notify()
+}
+
+func (r *podRunner) containerList() []*containerRun {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.containers
 }
 
 func (r *podRunner) currentPod() *corev1.Pod {
@@ -282,6 +345,14 @@ func (r *podRunner) env(ctx context.Context, c corev1.Container, rewrite func(st
 			order = append(order, k)
 		}
 		vars[k] = v
+	}
+	r.mu.Lock()
+	kubeconfig, tokenVolume := r.kubeconfig, r.tokenVolume
+	r.mu.Unlock()
+	for _, vm := range c.VolumeMounts {
+		if kubeconfig != "" && vm.Name == tokenVolume {
+			set("KUBECONFIG", kubeconfig) // the container's own env may override it
+		}
 	}
 	for _, ef := range c.EnvFrom {
 		if ef.ConfigMapRef != nil {
@@ -396,8 +467,19 @@ func (r *podRunner) supervise(ctx context.Context, c *containerRun, vols map[str
 		}
 		env, vars, err := r.env(ctx, c.spec, rewrite)
 		if err != nil {
-			r.fail("CreateContainerConfigError", err.Error())
-			return
+			// e.g. a ConfigMap or Secret that does not exist yet: retried, like the kubelet
+			c.mu.Lock()
+			c.waitReason, c.waitMsg = "CreateContainerConfigError", err.Error()
+			c.mu.Unlock()
+			r.notify()
+			select {
+			case <-time.After(2 * time.Second):
+				continue
+			case <-r.deleting:
+				return
+			case <-ctx.Done():
+				return
+			}
 		}
 		mapping := expansion.MappingFuncFor(vars)
 		var args []string
@@ -425,7 +507,12 @@ func (r *podRunner) supervise(ctx context.Context, c *containerRun, vols map[str
 		}
 		c.mu.Lock()
 		c.cmd, c.running, c.started, c.ready, c.startedAt = cmd, true, true, c.spec.ReadinessProbe == nil, metav1.Now()
+		c.waitReason, c.waitMsg = "", ""
 		c.mu.Unlock()
+		if r.isDeleting() || ctx.Err() != nil {
+			// the pod was deleted while this process started: killAll may have missed it
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		}
 		log.Printf("pod %s/%s: started %s (pid %d): %s %s", r.pod.Namespace, r.pod.Name, c.spec.Name, cmd.Process.Pid, c.binary, strings.Join(args, " "))
 		r.notify()
 		err = cmd.Wait()
@@ -455,7 +542,11 @@ func (r *podRunner) supervise(ctx context.Context, c *containerRun, vols map[str
 		}
 		c.mu.Lock()
 		c.restarts++
+		ranFor := time.Since(c.startedAt.Time)
 		c.mu.Unlock()
+		if ranFor > 10*time.Minute {
+			backoff = time.Second // the kubelet forgets the backoff after 10 minutes of running
+		}
 		log.Printf("pod %s/%s: %s exited with %d; restarting in %v", r.pod.Namespace, r.pod.Name, c.spec.Name, code, backoff)
 		r.notify()
 		select {
@@ -476,32 +567,36 @@ func reasonFor(code int32) string {
 	return "Error"
 }
 
-// killAll stops every process of the pod: SIGTERM to the process group, SIGKILL after grace.
+// killAll stops every process of the pod: SIGTERM to each container's process group, SIGKILL
+// to the groups after the grace period (also reaching children whose leader already exited).
 func (r *podRunner) killAll(grace time.Duration) {
-	var procs []*exec.Cmd
-	for _, c := range r.containers {
-		c.mu.Lock()
-		if c.running && c.cmd != nil && c.cmd.Process != nil {
-			procs = append(procs, c.cmd)
+	signal := func(sig syscall.Signal, onlyRunning bool) {
+		for _, c := range r.containerList() {
+			c.mu.Lock()
+			if c.cmd != nil && c.cmd.Process != nil && (c.running || !onlyRunning) {
+				_ = syscall.Kill(-c.cmd.Process.Pid, sig)
+			}
+			c.mu.Unlock()
 		}
-		c.mu.Unlock()
 	}
-	for _, p := range procs {
-		_ = syscall.Kill(-p.Process.Pid, syscall.SIGTERM)
-	}
-	deadline := time.Now().Add(grace)
-	for _, c := range r.containers {
-		for time.Now().Before(deadline) {
+	anyRunning := func() bool {
+		for _, c := range r.containerList() {
 			c.mu.Lock()
 			running := c.running
 			c.mu.Unlock()
-			if !running {
-				break
+			if running {
+				return true
 			}
-			time.Sleep(50 * time.Millisecond)
 		}
+		return false
 	}
-	for _, p := range procs {
-		_ = syscall.Kill(-p.Process.Pid, syscall.SIGKILL)
+	signal(syscall.SIGTERM, true)
+	for deadline := time.Now().Add(grace); anyRunning() && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	signal(syscall.SIGKILL, false)
+	// the address is released after this returns: wait until the processes are reaped
+	for deadline := time.Now().Add(5 * time.Second); anyRunning() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
 	}
 }

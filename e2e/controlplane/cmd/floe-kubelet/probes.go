@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -170,7 +171,7 @@ func (r *podRunner) probeLoop(ctx context.Context, c *containerRun, p *corev1.Pr
 			cmd := c.cmd
 			c.mu.Unlock()
 			if cmd != nil && cmd.Process != nil {
-				_ = cmd.Process.Signal(syscallKill())
+				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the whole process group
 			}
 			fails = 0
 		}

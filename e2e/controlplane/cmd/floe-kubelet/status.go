@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log"
-	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
-
-func syscallKill() syscall.Signal { return syscall.SIGKILL }
 
 // statusLoop writes the pod's status whenever something changed (coalesced), and every 10s.
 func (r *podRunner) statusLoop(ctx context.Context) {
@@ -82,8 +79,9 @@ func (r *podRunner) computeStatus(old corev1.PodStatus) corev1.PodStatus {
 		st.Conditions = []corev1.PodCondition{condition(corev1.PodScheduled, true, old.Conditions), condition(corev1.PodReady, false, old.Conditions)}
 		return st
 	}
-	allReady, anyRunning, allDone, anyFailed := len(r.containers) > 0, false, len(r.containers) > 0, false
-	for _, c := range r.containers {
+	containers := r.containerList()
+	allReady, anyRunning, allDone, anyFailed := len(containers) > 0, false, len(containers) > 0, false
+	for _, c := range containers {
 		c.mu.Lock()
 		cs := corev1.ContainerStatus{
 			Name: c.spec.Name, Image: c.spec.Image, ImageID: "floe-process://" + c.binary,
@@ -103,6 +101,8 @@ func (r *podRunner) computeStatus(old corev1.PodStatus) corev1.PodStatus {
 			}
 		case c.lastTerm != nil:
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}
+		case c.waitReason != "":
+			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: c.waitReason, Message: c.waitMsg}
 		default:
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
 		}

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -108,59 +110,78 @@ func provision(ctx context.Context, c kubernetes.Interface, root string, pvc *co
 func (a *agent) volumeDirs(ctx context.Context, pod *corev1.Pod, podDir string) (map[string]string, error) {
 	dirs := map[string]string{}
 	for _, v := range pod.Spec.Volumes {
-		switch {
-		case v.ConfigMap != nil:
-			cm, err := a.client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, v.ConfigMap.Name, metav1.GetOptions{})
-			if err != nil {
-				return nil, fmt.Errorf("configmap %s: %w", v.ConfigMap.Name, err)
-			}
-			data := map[string][]byte{}
-			for k, s := range cm.Data {
-				data[k] = []byte(s)
-			}
-			for k, b := range cm.BinaryData {
-				data[k] = b
-			}
-			d, err := writeFiles(filepath.Join(podDir, "volumes", v.Name), data, v.ConfigMap.Items)
-			if err != nil {
-				return nil, err
-			}
-			dirs[v.Name] = d
-		case v.Secret != nil:
-			s, err := a.client.CoreV1().Secrets(pod.Namespace).Get(ctx, v.Secret.SecretName, metav1.GetOptions{})
-			if err != nil {
-				return nil, fmt.Errorf("secret %s: %w", v.Secret.SecretName, err)
-			}
-			d, err := writeFiles(filepath.Join(podDir, "volumes", v.Name), s.Data, v.Secret.Items)
-			if err != nil {
-				return nil, err
-			}
-			dirs[v.Name] = d
-		case v.EmptyDir != nil:
-			d := filepath.Join(podDir, "volumes", v.Name)
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				return nil, err
-			}
-			dirs[v.Name] = d
-		case v.Projected != nil:
-			d, err := a.projected(ctx, pod, v.Projected, filepath.Join(podDir, "volumes", v.Name))
-			if err != nil {
-				return nil, err
-			}
-			dirs[v.Name] = d
-		case v.PersistentVolumeClaim != nil:
-			d, err := a.claimDir(ctx, pod.Namespace, v.PersistentVolumeClaim.ClaimName)
-			if err != nil {
-				return nil, err
-			}
-			dirs[v.Name] = d
-		default:
-			return nil, fmt.Errorf("volume %s: only configMap, secret, emptyDir and persistentVolumeClaim are supported", v.Name)
+		d, err := a.volumeDir(ctx, pod, v, podDir)
+		if err != nil {
+			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
 		}
+		dirs[v.Name] = d
 	}
 	return dirs, nil
 }
 
+// volumeDir writes (or rewrites) one volume's files and returns its directory.
+func (a *agent) volumeDir(ctx context.Context, pod *corev1.Pod, v corev1.Volume, podDir string) (string, error) {
+	dir := filepath.Join(podDir, "volumes", v.Name)
+	switch {
+	case v.ConfigMap != nil:
+		cm, err := a.client.CoreV1().ConfigMaps(pod.Namespace).Get(ctx, v.ConfigMap.Name, metav1.GetOptions{})
+		if err != nil {
+			return "", fmt.Errorf("configmap %s: %w", v.ConfigMap.Name, err)
+		}
+		data := map[string][]byte{}
+		for k, s := range cm.Data {
+			data[k] = []byte(s)
+		}
+		for k, b := range cm.BinaryData {
+			data[k] = b
+		}
+		return writeFiles(dir, data, v.ConfigMap.Items)
+	case v.Secret != nil:
+		s, err := a.client.CoreV1().Secrets(pod.Namespace).Get(ctx, v.Secret.SecretName, metav1.GetOptions{})
+		if err != nil {
+			return "", fmt.Errorf("secret %s: %w", v.Secret.SecretName, err)
+		}
+		return writeFiles(dir, s.Data, v.Secret.Items)
+	case v.EmptyDir != nil:
+		return dir, os.MkdirAll(dir, 0o755)
+	case v.Projected != nil:
+		return a.projected(ctx, pod, v.Projected, dir)
+	case v.PersistentVolumeClaim != nil:
+		return a.claimDir(ctx, pod.Namespace, v.PersistentVolumeClaim.ClaimName)
+	}
+	return "", fmt.Errorf("only configMap, secret, projected, emptyDir and persistentVolumeClaim volumes are supported")
+}
+
+// refreshVolumes keeps ConfigMap and Secret volumes up to date while the pod runs (the kubelet
+// does so within about a minute; this agent within a few seconds), and renews projected
+// service-account tokens every ten minutes.
+func (a *agent) refreshVolumes(ctx context.Context, pod *corev1.Pod, podDir string, stop <-chan struct{}) {
+	lastProjected := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stop:
+			return
+		case <-time.After(3 * time.Second):
+		}
+		renewTokens := time.Since(lastProjected) > 10*time.Minute
+		if renewTokens {
+			lastProjected = time.Now()
+		}
+		for _, v := range pod.Spec.Volumes {
+			if v.ConfigMap == nil && v.Secret == nil && (v.Projected == nil || !renewTokens) {
+				continue
+			}
+			if _, err := a.volumeDir(ctx, pod, v, podDir); err != nil && ctx.Err() == nil {
+				log.Printf("pod %s/%s: refreshing volume %s: %v", pod.Namespace, pod.Name, v.Name, err)
+			}
+		}
+	}
+}
+
+// writeFiles makes dir hold exactly data's files (or items' selection of them). Files are
+// replaced atomically and only when their content changed, so a reader never sees half a file.
 func writeFiles(dir string, data map[string][]byte, items []corev1.KeyToPath) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -168,17 +189,35 @@ func writeFiles(dir string, data map[string][]byte, items []corev1.KeyToPath) (s
 	if len(items) > 0 {
 		picked := map[string][]byte{}
 		for _, it := range items {
-			picked[it.Path] = data[it.Key]
+			if b, ok := data[it.Key]; ok {
+				picked[it.Path] = b
+			}
 		}
 		data = picked
 	}
+	keep := map[string]bool{}
 	for k, b := range data {
 		p := filepath.Join(dir, k)
+		keep[strings.SplitN(k, "/", 2)[0]] = true
+		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, b) {
+			continue
+		}
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return "", err
 		}
-		if err := os.WriteFile(p, b, 0o600); err != nil {
+		tmp := filepath.Join(filepath.Dir(p), ".tmp-"+filepath.Base(p))
+		if err := os.WriteFile(tmp, b, 0o600); err != nil {
 			return "", err
+		}
+		if err := os.Rename(tmp, p); err != nil {
+			return "", err
+		}
+	}
+	// keys removed from the source disappear, as with the kubelet
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !keep[e.Name()] {
+			_ = os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
 	return dir, nil
@@ -275,4 +314,44 @@ func (a *agent) claimDir(ctx context.Context, ns, claim string) (string, error) 
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// podKubeconfig writes, for a pod with a service-account token volume, a kubeconfig that
+// authenticates as the pod's ServiceAccount (the token file the agent keeps fresh) against the
+// API server, and returns its path and the volume's name ("" when the pod has no token
+// volume). The agent sets KUBECONFIG to it in containers that mount the token volume, because a
+// process cannot read the in-cluster paths (/var/run/secrets/kubernetes.io/serviceaccount) a
+// container would: client-go and kube-rs (Client::try_default) both prefer KUBECONFIG.
+func (a *agent) podKubeconfig(pod *corev1.Pod, podDir string) (path, volume string, err error) {
+	for _, v := range pod.Spec.Volumes {
+		if v.Projected == nil {
+			continue
+		}
+		for _, src := range v.Projected.Sources {
+			if src.ServiceAccountToken == nil {
+				continue
+			}
+			ca := filepath.Join(podDir, "kube-ca.crt")
+			if err := os.WriteFile(ca, a.caData, 0o644); err != nil {
+				return "", "", err
+			}
+			token := filepath.Join(podDir, "volumes", v.Name, src.ServiceAccountToken.Path)
+			kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: floe-e2e
+  cluster: {server: %q, certificate-authority: %q}
+users:
+- name: service-account
+  user: {tokenFile: %q}
+contexts:
+- name: floe-e2e
+  context: {cluster: floe-e2e, user: service-account, namespace: %q}
+current-context: floe-e2e
+`, a.apiHost, ca, token, pod.Namespace)
+			path := filepath.Join(podDir, "kubeconfig")
+			return path, v.Name, os.WriteFile(path, []byte(kc), 0o600)
+		}
+	}
+	return "", "", nil
 }
