@@ -37,7 +37,7 @@ pub struct EncodedBlob {
 
 /// Encode `blob` for a cluster of `params.n()` shards.
 pub fn encode(blob: &[u8], params: EncodingParams) -> Result<EncodedBlob, CodecError> {
-    let (shape, data, parity_rows, parity_cols) = extend_source(blob, params)?;
+    let Extended { shape, data, parity_rows, parity_cols } = extend_source(blob, params)?;
     let (n, f, kp, ks, s) = (params.n(), params.f(), params.k_primary(), params.k_secondary(), shape.symbol_size);
 
     // Leaf hashes of the whole expanded matrix, n × n, row-major.
@@ -150,7 +150,14 @@ impl EncodedBlob {
 }
 
 /// D (the padded blob), P (its columns extended) and Q (its rows extended).
-fn extend_source(blob: &[u8], params: EncodingParams) -> Result<(SymbolShape, Vec<u8>, Vec<u8>, Vec<u8>), CodecError> {
+struct Extended {
+    shape: SymbolShape,
+    data: Vec<u8>,
+    parity_rows: Vec<u8>,
+    parity_cols: Vec<u8>,
+}
+
+fn extend_source(blob: &[u8], params: EncodingParams) -> Result<Extended, CodecError> {
     let shape = params.symbol_shape(blob.len() as u64)?;
     let (f, kp, ks, s) = (params.f(), params.k_primary(), params.k_secondary(), shape.symbol_size);
     let mut data = vec![0u8; shape.padded_len()];
@@ -160,14 +167,14 @@ fn extend_source(blob: &[u8], params: EncodingParams) -> Result<(SymbolShape, Ve
     rs::extend_columns(&d_rows, s, 2 * f, &mut parity_rows)?;
     let mut parity_cols = vec![0u8; kp * f * s];
     rs::extend_rows(&data, ks, s, f, &mut parity_cols)?;
-    Ok((shape, data, parity_rows, parity_cols))
+    Ok(Extended { shape, data, parity_rows, parity_cols })
 }
 
 /// The bare Reed–Solomon work of [`encode`] on the same matrix (no hashing, no slivers): the
 /// floor that the benchmark compares the full encode against.
 #[doc(hidden)]
 pub fn reed_solomon_floor(blob: &[u8], params: EncodingParams) -> Result<usize, CodecError> {
-    let (shape, _data, parity_rows, parity_cols) = extend_source(blob, params)?;
+    let Extended { shape, parity_rows, parity_cols, .. } = extend_source(blob, params)?;
     let (f, s) = (params.f(), shape.symbol_size);
     let q_rows: Vec<&[u8]> = parity_cols.chunks(f * s).collect();
     let r = rs::map_column_parity(&q_rows, s, 2 * f, |_, _, row| row[0] as usize)?;

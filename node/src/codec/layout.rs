@@ -73,7 +73,7 @@ pub(crate) struct BatchLayout {
 impl BatchLayout {
     pub(crate) fn new(s: usize) -> Self {
         let aligned = s.div_ceil(64) * 64;
-        let slot = if s % 64 != 0 && (aligned - s) * 16 <= s { aligned } else { s };
+        let slot = if !s.is_multiple_of(64) && (aligned - s) * 16 <= s { aligned } else { s };
         Self { s, slot }
     }
     /// Bytes of a batch shard holding `count` symbols.
@@ -85,7 +85,7 @@ impl BatchLayout {
     #[inline]
     pub(crate) fn put(&self, batch: &mut [u8], b: usize, symbol: &[u8]) {
         let s = self.s;
-        if s % 64 == 0 {
+        if s.is_multiple_of(64) {
             batch[b * s..(b + 1) * s].copy_from_slice(symbol);
         } else if self.slot != s {
             let (full, half) = (s / 64 * 64, (s % 64) / 2);
@@ -102,7 +102,7 @@ impl BatchLayout {
     #[inline]
     pub(crate) fn get(&self, batch: &[u8], b: usize, symbol: &mut [u8]) {
         let s = self.s;
-        if s % 64 == 0 {
+        if s.is_multiple_of(64) {
             symbol.copy_from_slice(&batch[b * s..(b + 1) * s]);
         } else if self.slot != s {
             let (full, half) = (s / 64 * 64, (s % 64) / 2);
@@ -117,7 +117,7 @@ impl BatchLayout {
 
     /// Place consecutive symbols (`symbols.len()` = count × s) starting at symbol `b`.
     pub(crate) fn put_many(&self, batch: &mut [u8], b: usize, symbols: &[u8]) {
-        if self.s % 64 == 0 {
+        if self.s.is_multiple_of(64) {
             batch[b * self.s..b * self.s + symbols.len()].copy_from_slice(symbols);
         } else {
             for (i, sym) in symbols.chunks_exact(self.s).enumerate() {
@@ -128,7 +128,7 @@ impl BatchLayout {
 
     /// Read consecutive symbols starting at symbol `b` into `symbols` (count × s bytes).
     pub(crate) fn get_many(&self, batch: &[u8], b: usize, symbols: &mut [u8]) {
-        if self.s % 64 == 0 {
+        if self.s.is_multiple_of(64) {
             symbols.copy_from_slice(&batch[b * self.s..b * self.s + symbols.len()]);
         } else {
             for (i, sym) in symbols.chunks_exact_mut(self.s).enumerate() {

@@ -129,7 +129,7 @@ impl MerkleProof {
         let mut h = *leaf;
         let mut i = index;
         for sib in &self.siblings {
-            h = if i % 2 == 0 { inner_hash(&h, sib) } else { inner_hash(sib, &h) };
+            h = if i.is_multiple_of(2) { inner_hash(&h, sib) } else { inner_hash(sib, &h) };
             i /= 2;
         }
         &h == root

@@ -91,6 +91,35 @@ pub fn verify_certificate(committee: &Committee, cert: &Certificate) -> Result<u
     Ok(weight)
 }
 
+impl Certificate {
+    /// Compact binary form kept on disk: epoch u32 LE, blob ID, count u16 LE, (id, signature)*.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(38 + 96 * self.signers.len());
+        b.extend_from_slice(&self.epoch.to_le_bytes());
+        b.extend_from_slice(self.blob_id.as_bytes());
+        b.extend_from_slice(&(self.signers.len() as u16).to_le_bytes());
+        for (id, sig) in &self.signers {
+            b.extend_from_slice(&id.0);
+            b.extend_from_slice(sig);
+        }
+        b
+    }
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        let epoch = u32::from_le_bytes(b.get(..4)?.try_into().ok()?);
+        let blob_id = BlobId(b.get(4..36)?.try_into().ok()?);
+        let count = u16::from_le_bytes(b.get(36..38)?.try_into().ok()?) as usize;
+        let rest = b.get(38..)?;
+        if rest.len() != count * 96 {
+            return None;
+        }
+        let signers = rest
+            .chunks_exact(96)
+            .map(|c| (NodeId(c[..32].try_into().expect("32")), c[32..].try_into().expect("64")))
+            .collect();
+        Some(Self { epoch, blob_id, signers })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,34 +177,5 @@ mod tests {
         assert!(matches!(verify_certificate(&c, &out), Err(CertificateError::NotAMember(_))));
         let wrong = Certificate { epoch: 4, ..cert };
         assert!(matches!(verify_certificate(&c, &wrong), Err(CertificateError::WrongEpoch { .. })));
-    }
-}
-
-impl Certificate {
-    /// Compact binary form kept on disk: epoch u32 LE, blob ID, count u16 LE, (id, signature)*.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(38 + 96 * self.signers.len());
-        b.extend_from_slice(&self.epoch.to_le_bytes());
-        b.extend_from_slice(self.blob_id.as_bytes());
-        b.extend_from_slice(&(self.signers.len() as u16).to_le_bytes());
-        for (id, sig) in &self.signers {
-            b.extend_from_slice(&id.0);
-            b.extend_from_slice(sig);
-        }
-        b
-    }
-    pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        let epoch = u32::from_le_bytes(b.get(..4)?.try_into().ok()?);
-        let blob_id = BlobId(b.get(4..36)?.try_into().ok()?);
-        let count = u16::from_le_bytes(b.get(36..38)?.try_into().ok()?) as usize;
-        let rest = b.get(38..)?;
-        if rest.len() != count * 96 {
-            return None;
-        }
-        let signers = rest
-            .chunks_exact(96)
-            .map(|c| (NodeId(c[..32].try_into().expect("32")), c[32..].try_into().expect("64")))
-            .collect();
-        Some(Self { epoch, blob_id, signers })
     }
 }

@@ -109,7 +109,7 @@ fn free_port() -> anyhow::Result<u16> {
 /// True while a process with this pid exists.
 pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-        && fs::read_to_string(format!("/proc/{pid}/stat")).map_or(false, |s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+        && fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
 }
 
 pub fn signal(pid: u32, sig: &str) {
