@@ -244,3 +244,44 @@ async fn sigterm_exits_cleanly_and_restart_keeps_data() {
     assert_eq!(c.nodes[3].client().info().await.unwrap().epoch, 1);
     assert!(node_holds_all(&c.nodes[3], &id).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenges_are_answered_with_provable_symbols() {
+    use floe_node::codec::RecoverySymbol;
+    let c = TestCluster::start(4, 10, |_| vec![]).await;
+    let data = random_bytes(300_000, 21);
+    let id = c.blob_client().write(data, None).await.unwrap().blob_id;
+    let md = c.nodes[1].client().get_metadata(&id).await.unwrap();
+    let mine = pairs_of(&c, 1, &id);
+    let theirs = pairs_of(&c, 2, &id)[0];
+    let item = |pair: u16, axis: proto::Axis, symbol: u32| proto::ChallengeItem {
+        blob_id: id.as_bytes().to_vec(),
+        pair_index: pair as u32,
+        axis: axis as i32,
+        symbol_index: symbol,
+    };
+    let req = proto::ChallengeRequest {
+        epoch: 1,
+        items: vec![
+            item(mine[0], proto::Axis::Primary, 9),        // a parity symbol of the expanded sliver
+            item(mine[1], proto::Axis::Secondary, 0),
+            item(theirs, proto::Axis::Primary, 3),         // not this node's pair
+        ],
+    };
+    let answers = c.nodes[1].admin().answer_challenge(req.clone()).await.unwrap();
+    assert_eq!(answers.len(), 3);
+    for (a, want_pair) in answers[..2].iter().zip([mine[0], mine[1]]) {
+        let sym = RecoverySymbol::from_bytes(a).unwrap();
+        sym.verify(&md).expect("challenge answer proves against the metadata");
+        let n = md.n() as u16;
+        assert!(sym.sliver_index == want_pair || sym.sliver_index == n - 1 - want_pair);
+    }
+    assert!(answers[2].is_empty(), "a node cannot answer for a pair it does not hold");
+    assert!(c.nodes[1].metrics().contains("floe_node_challenges_answered_total{result=\"missing\"} 1"));
+    // the admin API needs the token
+    let e = c.nodes[1].client().answer_challenge(req).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::Unauthenticated));
+    // sync status: everything certified is held
+    let st = c.nodes[1].admin().sync_status().await.unwrap();
+    assert!(st.done && st.epoch == 1 && st.blobs_total == 1, "{st:?}");
+}
