@@ -108,7 +108,7 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|");
     let params = EncodingParams::new(1000).unwrap();
     let ks = params.k_secondary();
-    for (target_mib, count, in_flight) in [(1usize, 48usize, 1usize), (1, 48, 4), (32, 6, 1), (32, 6, 2)] {
+    for (target_mib, count, in_flight) in [(1usize, 96usize, 1usize), (1, 96, 4), (1, 96, 8), (32, 6, 1), (32, 6, 2)] {
         let node_dir = root.path().join(format!("node-{target_mib}-{in_flight}"));
         std::fs::create_dir_all(&node_dir).unwrap();
         let node = Node::start(&node_dir, &[]);

@@ -162,6 +162,7 @@ fn wire_round_trips() {
     assert_eq!(&BlobMetadata::from_bytes(&md.to_bytes()).unwrap(), md);
     let sl = enc.secondary_sliver(8);
     assert_eq!(Sliver::from_bytes(&sl.to_bytes()).unwrap(), sl);
+    assert_eq!([sl.wire_header(), sl.data.clone()].concat(), sl.to_bytes());
     let mut trailing = sl.to_bytes();
     trailing.push(0);
     assert!(matches!(Sliver::from_bytes(&trailing), Err(CodecError::Malformed(_))));

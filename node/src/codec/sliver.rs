@@ -93,10 +93,22 @@ impl Sliver {
         Ok((full, tree))
     }
 
-    /// The sliver hash committed to in the metadata.
+    /// The sliver hash committed to in the metadata. Hashes the source symbols in place and
+    /// only the computed parity separately (no copy of the expanded sliver).
     pub fn hash(&self, shape: &SymbolShape) -> Result<Hash, CodecError> {
-        let full = self.expand(shape)?;
-        Ok(root_of_leaves(&leaf_hashes(&full, shape.symbol_size)))
+        self.check_shape(shape)?;
+        let k = self.axis.source_symbols(shape);
+        let parity = rs::encode_one(&self.data, shape.symbol_size, shape.params.n() - k)?;
+        let mut leaves = leaf_hashes(&self.data, shape.symbol_size);
+        leaves.extend(leaf_hashes(&parity, shape.symbol_size));
+        Ok(root_of_leaves(&leaves))
+    }
+
+    /// The wire encoding's header: everything of [`Sliver::to_bytes`] before the data.
+    pub fn wire_header(&self) -> Vec<u8> {
+        let mut w = Writer::new(Kind::Sliver, 9);
+        w.u8(self.axis.as_u8()).u16(self.index).u16(self.symbol_size).u32(self.data.len() as u32);
+        w.finish()
     }
 
     /// Check this sliver against verified metadata.

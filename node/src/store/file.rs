@@ -26,16 +26,28 @@ pub enum FileError {
 
 /// Write `body` to `dir/name` atomically. Returns the bytes written (header included).
 pub fn write_atomic(dir: &Path, name: &str, body: &[u8]) -> io::Result<u64> {
+    write_atomic_parts(dir, name, &[body])
+}
+
+/// Like [`write_atomic`], with the body given as consecutive parts (saves assembling a copy).
+pub fn write_atomic_parts(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result<u64> {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!("{TMP_PREFIX}{name}-{}-{n}", std::process::id()));
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     let result = (|| {
         let mut f = File::create(&tmp)?;
+        let mut hasher = blake3::Hasher::new();
+        for p in parts {
+            hasher.update(p);
+        }
         let mut header = [0u8; HEADER_LEN];
         header[..4].copy_from_slice(MAGIC);
-        header[4..12].copy_from_slice(&(body.len() as u64).to_le_bytes());
-        header[12..].copy_from_slice(blake3::hash(body).as_bytes());
+        header[4..12].copy_from_slice(&(len as u64).to_le_bytes());
+        header[12..].copy_from_slice(hasher.finalize().as_bytes());
         f.write_all(&header)?;
-        f.write_all(body)?;
+        for p in parts {
+            f.write_all(p)?;
+        }
         f.sync_all()?;
         fs::rename(&tmp, dir.join(name))?;
         File::open(dir)?.sync_all()
@@ -43,7 +55,7 @@ pub fn write_atomic(dir: &Path, name: &str, body: &[u8]) -> io::Result<u64> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map(|()| (HEADER_LEN + body.len()) as u64)
+    result.map(|()| (HEADER_LEN + len) as u64)
 }
 
 /// Read and check an object written by [`write_atomic`].

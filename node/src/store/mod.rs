@@ -25,7 +25,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::codec::{Axis, BlobId, BlobMetadata, Sliver};
 use crate::protocol::Certificate;
-use file::{read_checked, write_atomic, FileError, HEADER_LEN, TMP_PREFIX};
+use file::{read_checked, write_atomic_parts, FileError, HEADER_LEN, TMP_PREFIX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -174,7 +174,11 @@ impl BlobStore {
     }
 
     fn write(&self, id: &BlobId, name: &str, body: &[u8]) -> Result<(), StoreError> {
-        let needed = (HEADER_LEN + body.len()) as u64;
+        self.write_parts(id, name, &[body])
+    }
+
+    fn write_parts(&self, id: &BlobId, name: &str, parts: &[&[u8]]) -> Result<(), StoreError> {
+        let needed = (HEADER_LEN + parts.iter().map(|p| p.len()).sum::<usize>()) as u64;
         if let Some(capacity) = self.capacity {
             let used = self.used.load(Ordering::Relaxed);
             if used + needed > capacity {
@@ -183,7 +187,7 @@ impl BlobStore {
         }
         let dir = self.blob_dir(id);
         fs::create_dir_all(&dir)?;
-        let written = write_atomic(&dir, name, body)?;
+        let written = write_atomic_parts(&dir, name, parts)?;
         self.used.fetch_add(written, Ordering::Relaxed);
         Ok(())
     }
@@ -215,7 +219,8 @@ impl BlobStore {
         if self.index_read().get(&id).is_some_and(|e| e.slivers.contains(&key)) {
             return Ok(true);
         }
-        self.write(&id, &sliver_file(pair, key.1), &sliver.to_bytes())?;
+        // the sliver's wire form, written from its parts without assembling a copy
+        self.write_parts(&id, &sliver_file(pair, key.1), &[&sliver.wire_header(), &sliver.data])?;
         self.index_write().entry(id).or_default().slivers.insert(key);
         Ok(false)
     }
