@@ -37,7 +37,7 @@ impl Default for ClientConfig {
             grace: Duration::from_secs(2),
             max_message: 96 << 20,
             read_parallelism: 16,
-            per_node_parallelism: 8,
+            per_node_parallelism: 16,
         }
     }
 }
