@@ -33,12 +33,18 @@ start() {
   echo $! >"$STATE/pids/$name.pid"
 }
 
-# wait_for WHAT SECONDS COMMAND...: poll until COMMAND succeeds
+# wait_for WHAT SECONDS COMMAND...: poll until COMMAND succeeds; fail at the deadline, or at once
+# when a component started so far has exited (its log says why)
 wait_for() {
   local what=$1 secs=$2; shift 2
-  local i
-  for ((i = 0; i < secs * 5; i++)); do
+  local deadline=$((SECONDS + secs)) pidfile
+  while ((SECONDS < deadline)); do
     if "$@" >/dev/null 2>&1; then return 0; fi
+    for pidfile in "$STATE"/pids/*.pid; do
+      if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        die "$(basename "$pidfile" .pid) exited while waiting for $what; logs in $STATE/logs"
+      fi
+    done
     sleep 0.2
   done
   die "$what not healthy after ${secs}s; logs in $STATE/logs"

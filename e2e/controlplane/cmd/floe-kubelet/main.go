@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 )
 
 const kubeletVersion = "v1.33.13-floe"
@@ -123,15 +124,21 @@ func (a *agent) registerNode(ctx context.Context) error {
 			"floe.dev/test-agent": "true",
 		}},
 	}
-	created, err := nodes.Create(ctx, node, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		created, err = nodes.Get(ctx, a.nodeName, metav1.GetOptions{})
-	}
-	if err != nil {
+	if _, err := nodes.Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	created.Status = a.nodeStatus()
-	if _, err := nodes.UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+	// the node-lifecycle controller updates a new Node at once (taints, CIDR): write the status
+	// on the latest version, retrying on conflicts
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		cur, err := nodes.Get(ctx, a.nodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cur.Status = a.nodeStatus()
+		_, err = nodes.UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("node status: %w", err)
 	}
 	log.Printf("registered node %s", a.nodeName)
