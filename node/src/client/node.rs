@@ -47,7 +47,8 @@ impl NodeClient {
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(32 << 20));
+            .initial_connection_window_size(Some(32 << 20))
+            .max_frame_size(Some(1 << 20));
         let channel = endpoint.connect_lazy();
         Ok(Self {
             address: address.to_string(),

@@ -54,6 +54,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let grpc_server = tonic::transport::Server::builder()
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(32 << 20))
+        .max_frame_size(Some(1 << 20))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(config.max_concurrent_requests))
         .add_service(health_service)
         .add_service(storage)
