@@ -84,6 +84,32 @@ mod convert {
         }
     }
 
+    impl SyncShardRequest {
+        pub fn new(r: &protocol::SyncRequest, limit: u32) -> Self {
+            SyncShardRequest {
+                epoch: r.epoch,
+                shard: r.shard as u32,
+                after: r.after.map(|a| a.as_bytes().to_vec()).unwrap_or_default(),
+                limit,
+                requester: r.requester.0.to_vec(),
+                signature: r.signature.to_vec(),
+            }
+        }
+    }
+
+    impl TryFrom<&SyncShardRequest> for protocol::SyncRequest {
+        type Error = String;
+        fn try_from(r: &SyncShardRequest) -> Result<Self, String> {
+            Ok(protocol::SyncRequest {
+                epoch: r.epoch,
+                shard: u16::try_from(r.shard).map_err(|_| format!("shard {} too large", r.shard))?,
+                after: if r.after.is_empty() { None } else { Some(BlobId::from_slice(&r.after).map_err(|e| format!("after: {e}"))?) },
+                requester: NodeId::try_from(r.requester.as_slice()).map_err(|e| format!("requester: {e}"))?,
+                signature: r.signature.as_slice().try_into().map_err(|_| "signature must be 64 bytes".to_string())?,
+            })
+        }
+    }
+
     impl From<codec::Axis> for Axis {
         fn from(a: codec::Axis) -> Self {
             match a {

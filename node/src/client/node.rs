@@ -7,7 +7,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::{Axis, BlobId, BlobMetadata, CodecError, RecoverySymbol, Sliver};
 use crate::proto::{self, admin_client::AdminClient, storage_client::StorageClient};
-use crate::protocol::{Certificate, Committee, Confirmation, NodeId};
+use crate::protocol::{Certificate, Committee, Confirmation, NodeId, SyncRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -196,6 +196,14 @@ impl NodeClient {
         let r = r.into_inner();
         let certs = r.certificates.into_iter().map(Certificate::try_from).collect::<Result<_, _>>().map_err(|e| self.invalid(e))?;
         Ok((certs, r.more))
+    }
+
+    /// One page of a shard from its previous owner (PROTOCOL.md §6). Items are returned as sent:
+    /// the caller verifies every one against its blob ID and metadata.
+    pub async fn sync_shard(&self, req: &SyncRequest, limit: u32, page_bytes: usize) -> Result<proto::SyncShardResponse, ClientError> {
+        let msg = proto::SyncShardRequest::new(req, limit);
+        let r = self.storage.clone().sync_shard(self.req(msg, Self::transfer_timeout(page_bytes))).await;
+        r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
     pub async fn set_committee(&self, c: &Committee) -> Result<(), ClientError> {

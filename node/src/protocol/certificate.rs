@@ -37,7 +37,7 @@ impl Confirmation {
     }
 }
 
-fn verify_signature(id: &NodeId, msg: &[u8], sig: &[u8; 64]) -> bool {
+pub(super) fn verify_signature(id: &NodeId, msg: &[u8], sig: &[u8; 64]) -> bool {
     VerifyingKey::from_bytes(&id.0).is_ok_and(|k| k.verify(msg, &Signature::from_bytes(sig)).is_ok())
 }
 

@@ -1,8 +1,10 @@
 //! Protocol objects shared by node, client and operator (PROTOCOL.md §4, §6): committees,
-//! storage confirmations and certificates. Pure: no I/O.
+//! storage confirmations and certificates, shard sync requests. Pure: no I/O.
 
 mod certificate;
 mod committee;
+mod sync;
 
 pub use certificate::{confirmation_message, verify_certificate, Certificate, CertificateError, Confirmation};
 pub use committee::{Committee, CommitteeError, Member, NodeId};
+pub use sync::{gained_shards, sync_request_message, SyncAuthError, SyncRequest};

@@ -102,10 +102,25 @@ impl Admin for AdminService {
 
     async fn get_sync_status(&self, _: Request<proto::GetSyncStatusRequest>) -> Result<Response<proto::SyncStatus>, Status> {
         metered(&self.state, "GetSyncStatus", async {
-            let epoch = self.state.committee().map_or(0, |c| c.epoch);
-            let backlog = self.state.recovery_backlog.load(std::sync::atomic::Ordering::Relaxed);
-            let total = self.state.store.certified().len() as u64;
-            Ok(proto::SyncStatus { epoch, target_epoch: epoch, done: backlog == 0, blobs_total: total, blobs_done: total.saturating_sub(backlog) })
+            let st = self.state.clone();
+            blocking(move || {
+                let epoch = st.committee().map_or(0, |c| c.epoch);
+                let plan = st.sync_plan().unwrap_or_default();
+                // counted afresh, not from the recovery loop's last round: "done" must never be
+                // reported for work that is not finished
+                let backlog: u64 = super::recovery::missing_work(&st).iter().map(|(_, w)| w.len() as u64).sum();
+                let to_pull: u64 = plan.pending.values().map(|s| s.remaining.unwrap_or(0)).sum();
+                Ok(proto::SyncStatus {
+                    epoch,
+                    target_epoch: if plan.epoch == 0 { epoch } else { plan.epoch },
+                    done: plan.pending.is_empty() && backlog == 0,
+                    blobs_total: plan.blobs_done + to_pull,
+                    blobs_done: plan.blobs_done,
+                    shards_pending: plan.pending.keys().map(|s| *s as u32).collect(),
+                    recovery_backlog: backlog,
+                })
+            })
+            .await
         })
         .await
     }

@@ -20,6 +20,10 @@ pub struct Metrics {
     pub challenges: IntCounterVec,
     /// Time spent verifying and persisting slivers (where a write's time goes on the node).
     pub sliver_stage: HistogramVec,
+    pub sync_shards_pending: IntGauge,
+    pub synced_blobs: IntCounter,
+    pub synced_slivers: IntCounter,
+    pub sync_fallbacks: IntCounter,
     pub up: Gauge,
 }
 
@@ -62,6 +66,20 @@ impl Metrics {
             &["stage"],
         )
         .expect("metric");
+        let sync_shards_pending = IntGauge::new(
+            "floe_node_sync_shards_pending",
+            "Shards gained at the last epoch change still being pulled from their previous owners",
+        )
+        .expect("metric");
+        let synced_blobs =
+            IntCounter::new("floe_node_synced_blobs_total", "Blobs of gained shards pulled from previous owners").expect("metric");
+        let synced_slivers =
+            IntCounter::new("floe_node_synced_slivers_total", "Slivers of gained shards pulled and verified").expect("metric");
+        let sync_fallbacks = IntCounter::new(
+            "floe_node_sync_fallbacks_total",
+            "Gained shards handed to recovery because their previous owner was gone, stalled or lied",
+        )
+        .expect("metric");
         let up = Gauge::with_opts(
             Opts::new("floe_node_build_info", "Build information").const_label("version", env!("CARGO_PKG_VERSION")),
         )
@@ -80,6 +98,10 @@ impl Metrics {
             Box::new(corrupt_detected.clone()),
             Box::new(challenges.clone()),
             Box::new(sliver_stage.clone()),
+            Box::new(sync_shards_pending.clone()),
+            Box::new(synced_blobs.clone()),
+            Box::new(synced_slivers.clone()),
+            Box::new(sync_fallbacks.clone()),
             Box::new(up.clone()),
         ] {
             registry.register(c).expect("unique metric");
@@ -98,6 +120,10 @@ impl Metrics {
             corrupt_detected,
             challenges,
             sliver_stage,
+            sync_shards_pending,
+            synced_blobs,
+            synced_slivers,
+            sync_fallbacks,
             up,
         }
     }

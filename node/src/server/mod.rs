@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod recovery;
 pub mod state;
 pub mod storage;
+pub mod sync;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -67,6 +68,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let _ = http_stop.changed().await;
     });
     let recovery = tokio::spawn(recovery::run(state.clone(), stop_rx.clone()));
+    let sync = tokio::spawn(sync::run(state.clone(), stop_rx.clone()));
 
     let signals = {
         let state = state.clone();
@@ -87,6 +89,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     h.context("HTTP server")?;
     s.context("signal handler")?;
     recovery.abort();
+    sync.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -34,19 +34,7 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
         if committee.member(&state.node_id).is_none() {
             continue;
         }
-        for m in &committee.members {
-            if !clients.contains_key(&m.address) {
-                if let Ok(c) = NodeClient::new(&m.address, state.config.max_message) {
-                    clients.insert(m.address.clone(), c);
-                }
-            }
-        }
-        let peers: Vec<(NodeId, NodeClient)> = committee
-            .members
-            .iter()
-            .filter(|m| m.node_id != state.node_id)
-            .filter_map(|m| clients.get(&m.address).map(|c| (m.node_id, c.clone())))
-            .collect();
+        let peers = peer_clients(&state, &committee, &mut clients);
         if last_learn.is_none_or(|t| t.elapsed() > state.config.recovery_interval * 5) {
             learn_certified(&state, &committee, &peers).await;
             last_learn = Some(Instant::now());
@@ -85,11 +73,34 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// Clients for the other members of `committee`, reusing (and filling) a cache by address.
+pub(super) fn peer_clients(
+    state: &NodeState,
+    committee: &Committee,
+    clients: &mut HashMap<String, NodeClient>,
+) -> Vec<(NodeId, NodeClient)> {
+    for m in &committee.members {
+        if !clients.contains_key(&m.address) {
+            if let Ok(c) = NodeClient::new(&m.address, state.config.max_message) {
+                clients.insert(m.address.clone(), c);
+            }
+        }
+    }
+    committee
+        .members
+        .iter()
+        .filter(|m| m.node_id != state.node_id)
+        .filter_map(|m| clients.get(&m.address).map(|c| (m.node_id, c.clone())))
+        .collect()
+}
+
 /// Certified blobs whose slivers for this node's shards are missing: (blob, [(pair, axis)]).
-fn missing_work(state: &NodeState) -> Vec<(BlobId, Vec<(u16, Axis)>)> {
+/// Shards still being pulled from their previous owner are left to the sync.
+pub(super) fn missing_work(state: &NodeState) -> Vec<(BlobId, Vec<(u16, Axis)>)> {
     let mut work = Vec::new();
+    let syncing = state.syncing_shards();
     for (id, _) in state.store.certified() {
-        let owned = state.owned_pairs(&id);
+        let owned = state.owned_pairs_excluding(&id, &syncing);
         let entry = state.store.entry(&id).unwrap_or_default();
         let mut missing = Vec::new();
         for p in owned {
@@ -248,7 +259,7 @@ async fn recover_axis(
 
 /// Ask a few peers which blobs are certified; keep the certificates we can verify, and accept
 /// ones from unknown epochs when peers holding a validity threshold of shards report them.
-async fn learn_certified(state: &NodeState, committee: &Committee, peers: &[(NodeId, NodeClient)]) {
+pub(super) async fn learn_certified(state: &NodeState, committee: &Committee, peers: &[(NodeId, NodeClient)]) {
     let params = committee.params();
     let mut unverifiable: HashMap<BlobId, (usize, crate::protocol::Certificate)> = HashMap::new();
     let mut learned = 0usize;

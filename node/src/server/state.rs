@@ -1,5 +1,6 @@
 //! What a running node knows: identity, store, committees, metrics, switches.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -10,18 +11,44 @@ use super::config::NodeConfig;
 use super::metrics::Metrics;
 use crate::codec::BlobId;
 use crate::proto::NodeStatus;
-use crate::protocol::{Committee, NodeId};
+use crate::protocol::{gained_shards, Committee, NodeId};
 use crate::store::file::{read_checked, write_atomic};
 use crate::store::{BlobStore, StoreError};
 
 const COMMITTEE_FILE: &str = "committee";
 
 /// The committees a node keeps: the current one and the one before it (still a sync source and
-/// still the committee that certified recent blobs).
+/// still the committee that certified recent blobs), and the shard sync of the current epoch.
+/// One file, so that a committee and the sync it implies are persisted together.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Committees {
     current: Option<Arc<Committee>>,
     previous: Option<Arc<Committee>>,
+    #[serde(default)]
+    sync: Option<SyncPlan>,
+}
+
+/// Shards gained at the change to `epoch` and how far each has been pulled (PROTOCOL.md §6).
+/// Persisted: a restart resumes from the cursors and never reports a sync it did not finish.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncPlan {
+    pub epoch: u32,
+    pub pending: BTreeMap<u16, ShardSync>,
+    /// Blobs pulled from previous owners for this epoch, over all shards.
+    pub blobs_done: u64,
+    /// Shards whose source was gone or stalled, handed to recovery.
+    pub fell_back: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardSync {
+    /// The previous owner and its address; none when this node does not know the outgoing
+    /// committee (the shard then goes straight to recovery).
+    pub source: Option<(NodeId, String)>,
+    /// Last blob ID received (the source's page cursor).
+    pub after: Option<[u8; 32]>,
+    /// Certified blobs the source still has after the cursor, as of the last page.
+    pub remaining: Option<u64>,
 }
 
 pub struct NodeState {
@@ -35,6 +62,7 @@ pub struct NodeState {
     pub accepting_writes: AtomicBool,
     pub recovery_wakeup: tokio::sync::Notify,
     pub recovery_backlog: AtomicU64,
+    pub sync_wakeup: tokio::sync::Notify,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +99,10 @@ impl NodeState {
             accepting_writes: AtomicBool::new(true),
             recovery_wakeup: tokio::sync::Notify::new(),
             recovery_backlog: AtomicU64::new(0),
+            sync_wakeup: tokio::sync::Notify::new(),
         };
         state.metrics.epoch.set(state.committee().map_or(0, |c| c.epoch as i64));
+        state.metrics.sync_shards_pending.set(state.syncing_shards().len() as i64);
         Ok(state)
     }
 
@@ -105,15 +135,66 @@ impl NodeState {
             }
         }
         let mut next = guard.clone();
+        next.sync = next_sync_plan(&guard, &new, &self.node_id);
         next.previous = next.current.take();
         next.current = Some(Arc::new(new));
-        let bytes = serde_json::to_vec_pretty(&next).expect("committees serialise");
-        write_atomic(&self.config.data_dir, COMMITTEE_FILE, &bytes).map_err(StoreError::from)?;
+        self.persist(&next)?;
         *guard = next;
         drop(guard);
         self.metrics.epoch.set(self.committee().map_or(0, |c| c.epoch as i64));
         self.recovery_wakeup.notify_one();
+        self.sync_wakeup.notify_one();
         Ok(())
+    }
+
+    fn persist(&self, c: &Committees) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(c).expect("committees serialise");
+        write_atomic(&self.config.data_dir, COMMITTEE_FILE, &bytes).map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    /// Change the sync plan (if it is still the one for `epoch`) and persist it.
+    fn update_sync(&self, epoch: u32, f: impl FnOnce(&mut SyncPlan)) -> Result<(), StoreError> {
+        let mut guard = self.committees.write().unwrap_or_else(|p| p.into_inner());
+        let Some(plan) = guard.sync.as_ref().filter(|p| p.epoch == epoch) else { return Ok(()) };
+        let mut plan = plan.clone();
+        f(&mut plan);
+        let mut next = guard.clone();
+        next.sync = Some(plan);
+        self.persist(&next)?;
+        *guard = next;
+        self.metrics.sync_shards_pending.set(guard.sync.as_ref().map_or(0, |p| p.pending.len() as i64));
+        Ok(())
+    }
+
+    /// The shard sync of the current epoch, if any.
+    pub fn sync_plan(&self) -> Option<SyncPlan> {
+        self.read().sync.clone()
+    }
+
+    /// Shards still being pulled from their previous owners (recovery leaves them alone).
+    pub fn syncing_shards(&self) -> std::collections::BTreeSet<u16> {
+        self.read().sync.as_ref().map(|p| p.pending.keys().copied().collect()).unwrap_or_default()
+    }
+
+    /// A page of `shard` is stored: move its cursor.
+    pub fn advance_sync(&self, epoch: u32, shard: u16, after: Option<BlobId>, blobs: u64, remaining: u64) -> Result<(), StoreError> {
+        self.update_sync(epoch, |p| {
+            if let Some(s) = p.pending.get_mut(&shard) {
+                s.after = after.map(|a| a.0).or(s.after);
+                s.remaining = Some(remaining);
+                p.blobs_done += blobs;
+            }
+        })
+    }
+
+    /// `shard` is done: pulled completely, or (`fell_back`) handed to recovery.
+    pub fn finish_shard_sync(&self, epoch: u32, shard: u16, fell_back: bool) -> Result<(), StoreError> {
+        self.update_sync(epoch, |p| {
+            if p.pending.remove(&shard).is_some() && fell_back {
+                p.fell_back.push(shard);
+            }
+        })
     }
 
     /// Shards this node holds in the current committee.
@@ -123,17 +204,24 @@ impl NodeState {
 
     /// Sliver pairs of `blob` that this node's shards own in the current committee.
     pub fn owned_pairs(&self, blob: &BlobId) -> Vec<u16> {
+        self.owned_pairs_excluding(blob, &Default::default())
+    }
+
+    /// Like [`Self::owned_pairs`], leaving out the pairs of the shards in `except`.
+    pub fn owned_pairs_excluding(&self, blob: &BlobId, except: &std::collections::BTreeSet<u16>) -> Vec<u16> {
         let Some(c) = self.committee() else { return Vec::new() };
         let Some(me) = c.member(&self.node_id) else { return Vec::new() };
         let p = c.params();
         let rot = blob.mod_n(p.n());
-        me.shards.iter().map(|s| p.pair_for_shard(*s as usize, rot) as u16).collect()
+        me.shards.iter().filter(|s| !except.contains(s)).map(|s| p.pair_for_shard(*s as usize, rot) as u16).collect()
     }
 
     pub fn status(&self) -> NodeStatus {
         match self.committee() {
             Some(c) if c.member(&self.node_id).is_some() => {
-                if self.recovery_backlog.load(Ordering::Relaxed) > 0 {
+                if !self.syncing_shards().is_empty() {
+                    NodeStatus::Syncing
+                } else if self.recovery_backlog.load(Ordering::Relaxed) > 0 {
                     NodeStatus::Recovering
                 } else {
                     NodeStatus::Active
@@ -171,5 +259,99 @@ impl NodeState {
                 self.metrics.shard_slivers.with_label_values(&[&s.to_string()]).set(v as f64);
             }
         }
+    }
+}
+
+/// The sync implied by installing `new` over `old`: shards this node gains from another member of
+/// the outgoing committee, plus shards of an unfinished older sync that it still holds (their
+/// source keeps them for one more epoch, PROTOCOL.md §6). A member that does not know the
+/// outgoing committee (it joined or lost its disk) has no source: all its shards are to be
+/// rebuilt. The first committee (epoch 1) has nothing to sync.
+fn next_sync_plan(old: &Committees, new: &Committee, me: &NodeId) -> Option<SyncPlan> {
+    let mine: BTreeMap<u16, ShardSync> = new
+        .member(me)?
+        .shards
+        .iter()
+        .map(|&s| (s, ShardSync { source: None, after: None, remaining: None }))
+        .collect();
+    let pending = match old.current.as_deref() {
+        None if new.epoch <= 1 => return None,
+        None => mine,
+        Some(outgoing) => {
+            let mut pending: BTreeMap<u16, ShardSync> =
+                old.sync.iter().flat_map(|p| p.pending.clone()).filter(|(s, _)| mine.contains_key(s)).collect();
+            for (shard, source) in gained_shards(outgoing, new, me) {
+                let address = outgoing.member(&source).map(|m| m.address.clone()).unwrap_or_default();
+                pending.insert(shard, ShardSync { source: Some((source, address)), after: None, remaining: None });
+            }
+            pending
+        }
+    };
+    Some(SyncPlan { epoch: new.epoch, pending, blobs_done: 0, fell_back: Vec::new() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Member;
+    use clap::Parser as _;
+
+    fn key(i: u8) -> SigningKey {
+        SigningKey::from_bytes(&[i; 32])
+    }
+    fn id(i: u8) -> NodeId {
+        NodeId(key(i).verifying_key().to_bytes())
+    }
+    fn committee(epoch: u32, owners: &[(u8, &[u16])]) -> Committee {
+        let members = owners
+            .iter()
+            .map(|(k, shards)| Member { node_id: id(*k), address: format!("127.0.0.{k}:7070"), stake: 1, shards: shards.to_vec() })
+            .collect();
+        Committee { epoch, n_shards: 4, members }
+    }
+    fn pending(plan: &SyncPlan) -> Vec<(u16, Option<NodeId>)> {
+        plan.pending.iter().map(|(s, j)| (*s, j.source.as_ref().map(|(n, _)| *n))).collect()
+    }
+
+    #[test]
+    fn sync_plans_follow_the_committees() {
+        let c1 = committee(1, &[(1, &[0, 1]), (2, &[2, 3])]);
+        let c2 = committee(2, &[(1, &[0]), (2, &[2, 3]), (3, &[1])]);
+        let c3 = committee(3, &[(2, &[2, 3]), (3, &[0, 1])]);
+        let none = Committees::default();
+        assert_eq!(next_sync_plan(&none, &c1, &id(1)), None, "the first committee syncs nothing");
+        let at1 = Committees { current: Some(Arc::new(c1.clone())), ..Default::default() };
+        let p = next_sync_plan(&at1, &c2, &id(3)).unwrap();
+        assert_eq!((p.epoch, pending(&p)), (2, vec![(1, Some(id(1)))]));
+        assert!(next_sync_plan(&at1, &c2, &id(1)).unwrap().pending.is_empty(), "losing a shard syncs nothing");
+        assert_eq!(next_sync_plan(&at1, &c2, &id(9)), None, "not a member");
+        // epoch 3 while shard 1 is still being pulled from node 1: it is kept, shard 0 is added
+        let at2 = Committees { current: Some(Arc::new(c2.clone())), previous: at1.current.clone(), sync: Some(p) };
+        assert_eq!(pending(&next_sync_plan(&at2, &c3, &id(3)).unwrap()), vec![(0, Some(id(1))), (1, Some(id(1)))]);
+        // a member that does not know the outgoing committee rebuilds all its shards
+        assert_eq!(pending(&next_sync_plan(&none, &c3, &id(3)).unwrap()), vec![(0, None), (1, None)]);
+    }
+
+    #[test]
+    fn sync_progress_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = super::super::config::Args::try_parse_from(["floe-node", "--data-dir", dir.path().to_str().unwrap()]).unwrap();
+        let config = args.resolve().unwrap();
+        let state = NodeState::open(config.clone(), key(3)).unwrap();
+        state.set_committee(committee(1, &[(1, &[0, 1]), (2, &[2, 3])])).unwrap();
+        state.set_committee(committee(2, &[(1, &[0]), (2, &[2]), (3, &[1, 3])])).unwrap();
+        assert_eq!(state.syncing_shards().into_iter().collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(state.status(), NodeStatus::Syncing);
+        state.advance_sync(2, 1, Some(BlobId([5; 32])), 7, 3).unwrap();
+        state.finish_shard_sync(2, 3, true).unwrap();
+        state.advance_sync(1, 1, Some(BlobId([6; 32])), 1, 0).unwrap(); // stale epoch: ignored
+        drop(state);
+        let state = NodeState::open(config, key(3)).unwrap();
+        let plan = state.sync_plan().unwrap();
+        assert_eq!(plan.epoch, 2);
+        assert_eq!(plan.pending.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!((plan.pending[&1].after, plan.pending[&1].remaining), (Some([5; 32]), Some(3)));
+        assert_eq!((plan.blobs_done, plan.fell_back.clone()), (7, vec![3]));
+        assert_eq!(state.status(), NodeStatus::Syncing);
     }
 }

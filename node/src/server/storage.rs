@@ -11,11 +11,13 @@ use super::config::Fault;
 use super::state::NodeState;
 use crate::codec::{recovery_symbols, Axis, BlobId, BlobMetadata, Sliver};
 use crate::proto::{self, storage_server::Storage};
-use crate::protocol::{verify_certificate, Certificate, Confirmation};
+use crate::protocol::{verify_certificate, Certificate, Confirmation, SyncRequest};
 use crate::store::StoreError;
 
 /// Largest page of ListCertified.
 const LIST_LIMIT: usize = 1000;
+/// Most blobs in one SyncShard page (pages are also capped in bytes).
+const SYNC_PAGE_BLOBS: usize = 256;
 
 pub struct StorageService {
     pub state: Arc<NodeState>,
@@ -362,6 +364,74 @@ impl Storage for StorageService {
         })
         .await
     }
+
+    async fn sync_shard(&self, req: Request<proto::SyncShardRequest>) -> Result<Response<proto::SyncShardResponse>, Status> {
+        metered(&self.state, "SyncShard", async {
+            let req = req.into_inner();
+            let sync = SyncRequest::try_from(&req).map_err(|e| Status::invalid_argument(format!("sync request: {e}")))?;
+            let committee = self.state.committee_of(sync.epoch).ok_or_else(|| {
+                Status::unavailable(format!("the committee of epoch {} is not known here (yet)", sync.epoch))
+            })?;
+            sync.authorize(&committee).map_err(|e| Status::permission_denied(e.to_string()))?;
+            let limit = (req.limit as usize).clamp(1, SYNC_PAGE_BLOBS);
+            // Room for the biggest pair (2 × 43.7 MB at n = 1000) under the message limit.
+            let budget = self.state.config.max_message * 3 / 4;
+            let st = self.state.clone();
+            blocking(move || sync_page(&st, &committee, &sync, limit, budget)).await
+        })
+        .await
+    }
+}
+
+/// One page of a shard for its new owner: certified blobs after the cursor, in blob-ID order,
+/// with metadata, certificate and the pair's slivers this node holds.
+fn sync_page(
+    st: &NodeState,
+    committee: &crate::protocol::Committee,
+    req: &SyncRequest,
+    limit: usize,
+    budget: usize,
+) -> Result<proto::SyncShardResponse, Status> {
+    let params = committee.params();
+    let ids: Vec<BlobId> =
+        st.store.certified().into_iter().map(|(id, _)| id).filter(|id| req.after.is_none_or(|a| *id > a)).collect();
+    let (mut items, mut bytes, mut taken) = (Vec::new(), 0usize, 0usize);
+    for id in &ids {
+        if items.len() >= limit {
+            break;
+        }
+        let (Some(md), Some(cert)) = (st.store.metadata(id), st.store.certificate(id)) else {
+            taken += 1;
+            continue;
+        };
+        let pair = params.pair_for_shard(req.shard as usize, id.mod_n(params.n())) as u16;
+        let read = |axis| match st.store.get_sliver(id, pair, axis) {
+            Ok(Some(s)) => s.to_bytes(),
+            Err(StoreError::Corrupt(_)) => {
+                st.metrics.corrupt_detected.inc();
+                st.recovery_wakeup.notify_one();
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        let item = proto::SyncShardItem {
+            blob_id: id.as_bytes().to_vec(),
+            metadata: md.to_bytes(),
+            certificate: Some(proto::Certificate::from(&cert)),
+            pair_index: pair as u32,
+            primary: read(Axis::Primary),
+            secondary: read(Axis::Secondary),
+        };
+        let size = item.metadata.len() + item.primary.len() + item.secondary.len();
+        if !items.is_empty() && bytes + size > budget {
+            break;
+        }
+        bytes += size;
+        taken += 1;
+        items.push(item);
+    }
+    let next = ids[..taken].last().map(|id| id.as_bytes().to_vec()).unwrap_or_default();
+    Ok(proto::SyncShardResponse { items, next, remaining: (ids.len() - taken) as u64 })
 }
 
 fn axis_of(k: crate::store::AxisKey) -> proto::Axis {
