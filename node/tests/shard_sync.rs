@@ -120,6 +120,31 @@ async fn sync_falls_back_to_recovery_when_the_previous_owner_is_gone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_source_is_given_up_and_nothing_it_sent_is_kept() {
+    // node 3 stores honestly but corrupts every sliver it hands out
+    let c = TestCluster::start(4, 8, |i| if i == 3 { vec!["--fault", "corrupt-slivers"] } else { vec![] }).await;
+    let blobs = write_blobs(&c, 2).await;
+    let mut newcomer = TestNode::new(c.root.path(), 4, &[]);
+    newcomer.start();
+    let next = hand_over(&c, &newcomer, 3).await;
+    for n in c.nodes.iter().chain([&newcomer]) {
+        n.admin().set_committee(&next).await.expect("set committee 2");
+    }
+    assert!(
+        wait_until_async(Duration::from_secs(90), || sync_done(&newcomer, 2)).await,
+        "sync not done: {:?}\n{}",
+        newcomer.admin().sync_status().await,
+        newcomer.log()
+    );
+    assert_eq!(newcomer.metric("floe_node_synced_slivers_total"), 0.0, "slivers that do not verify are never stored");
+    assert_eq!(newcomer.metric("floe_node_sync_fallbacks_total"), 2.0);
+    assert!(newcomer.log().contains("does not verify"), "{}", newcomer.log());
+    for (id, _) in &blobs {
+        assert!(node_holds_all(&newcomer, id).await, "newcomer lacks {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sources_serve_only_the_new_owner_of_a_shard() {
     let c = TestCluster::start(4, 8, |_| vec![]).await;
     write_blobs(&c, 1).await;

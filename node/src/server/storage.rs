@@ -414,7 +414,7 @@ fn sync_page(
             }
             _ => Vec::new(),
         };
-        let item = proto::SyncShardItem {
+        let mut item = proto::SyncShardItem {
             blob_id: id.as_bytes().to_vec(),
             metadata: md.to_bytes(),
             certificate: Some(proto::Certificate::from(&cert)),
@@ -422,6 +422,11 @@ fn sync_page(
             primary: read(Axis::Primary),
             secondary: read(Axis::Secondary),
         };
+        if st.config.fault == Some(Fault::CorruptSlivers) {
+            if let Some(b) = item.primary.last_mut() {
+                *b ^= 0x55;
+            }
+        }
         let size = item.metadata.len() + item.primary.len() + item.secondary.len();
         if !items.is_empty() && bytes + size > budget {
             break;

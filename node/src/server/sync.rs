@@ -129,7 +129,8 @@ async fn sync_shard(state: &Arc<NodeState>, epoch: u32, shard: u16, job: ShardSy
 }
 
 /// Verify and store one page; returns the number of slivers stored. Anything that does not
-/// verify fails the whole page (the source is lying or broken) and nothing of it is trusted.
+/// verify fails the page (the source is lying or broken): nothing of that blob is stored, and
+/// the cursor does not move, so the page counts as a failed attempt.
 fn store_page(state: &NodeState, shard: u16, items: Vec<proto::SyncShardItem>) -> Result<u64, SyncError> {
     let mut stored = 0;
     for item in items {
