@@ -78,6 +78,7 @@ fn main() {
         "| n | blob | s | encode 1T | encode {cores}T | speedup | RS floor 1T | encode/floor | decode sys 1T | decode parity 1T | peak mem |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut bounds = Vec::new();
     for &n in &ns {
         let params = EncodingParams::new(n).expect("n");
         for &mib in &sizes {
@@ -121,6 +122,68 @@ fn main() {
                 mibps(len, dpar),
                 peak as f64 / len as f64,
             );
+            bounds.push((n, len, shape.symbol_size, floor, t1));
         }
+    }
+    print_bounds(&one, &bounds);
+}
+
+/// BLAKE3 compressions of one input of `len` bytes: 16 per full 1 KiB chunk, one per 64-byte
+/// block of the last chunk, one per parent node.
+fn compressions(len: usize) -> usize {
+    let chunks = len.div_ceil(1024).max(1);
+    let last = len - (chunks - 1) * 1024;
+    (chunks - 1) * 16 + last.div_ceil(64).max(1) + (chunks - 1)
+}
+
+/// Inner nodes of a Merkle tree over `leaves` leaves, odd levels padded.
+fn inner_nodes(mut leaves: usize) -> usize {
+    let mut count = 0;
+    while leaves > 1 {
+        leaves = leaves.div_ceil(2);
+        count += leaves;
+    }
+    count
+}
+
+/// What PROTOCOL.md §3 makes every encoder hash, priced at the `blake3` crate's own peak rate on
+/// this machine (one big input: all SIMD lanes busy, no per-input cost), plus the measured RS
+/// floor: a bound no implementation of the protocol beats on one core of this machine.
+fn print_bounds(one: &rayon::ThreadPool, cases: &[(usize, usize, usize, Duration, Duration)]) {
+    let big = random_bytes(64 * MIB, 7);
+    let t = best(3, || one.install(|| blake3::hash(&big)));
+    let per_second = (big.len() / 64) as f64 / t.as_secs_f64();
+    println!();
+    println!(
+        "Lower bound on one core: the protocol's BLAKE3 compressions at blake3's peak rate here ({:.0} M compressions/s, {:.0} MiB/s), plus the RS floor",
+        per_second / 1e6,
+        mibps(big.len(), t)
+    );
+    println!("| n | blob | compressions | hashing at peak | RS floor | bound | best possible | measured encode 1T | Walrus target |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &(n, len, s, floor, t1) in cases {
+        // n² leaves (each symbol hashed once, shared by its row and column tree), 2n sliver
+        // trees of 65-byte inner nodes, the blob tree over n 65-byte leaves
+        let count = n * n * compressions(1 + s) + 2 * n * inner_nodes(n) * compressions(65) + (n + inner_nodes(n)) * compressions(65);
+        let hashing = count as f64 / per_second;
+        let bound = hashing + floor.as_secs_f64();
+        // the targets at n = 1000: 20× Walrus's 0.6 s at 1 MiB, 4× its 57 MiB/s at 64 MiB, 3× its 87 MiB/s at 256 MiB
+        let target = match (n, len / MIB) {
+            (1000, 1) => format!("{:.0} ms", 600.0 / 20.0),
+            (1000, 64) => format!("{:.0} MiB/s", 57.0 * 4.0),
+            (1000, 256) => format!("{:.0} MiB/s", 87.0 * 3.0),
+            _ => "-".to_string(),
+        };
+        println!(
+            "| {n} | {:.0} MiB | {:.1} M | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} MiB/s | {:.0} ms, {:.0} MiB/s | {target} |",
+            len as f64 / MIB as f64,
+            count as f64 / 1e6,
+            hashing * 1e3,
+            floor.as_secs_f64() * 1e3,
+            bound * 1e3,
+            len as f64 / MIB as f64 / bound,
+            t1.as_secs_f64() * 1e3,
+            mibps(len, t1),
+        );
     }
 }

@@ -3,7 +3,9 @@
 //! `cargo bench -p floe-operator --bench put_get`. Real `floe` and `floe-node` processes on
 //! loopback; the client runs in this process. For each case it measures, in the same run, the
 //! encode alone, the full write (encode → upload → verify and persist on the nodes → confirm →
-//! certify) and the read, and reads the nodes' own verify/persist timings from their metrics.
+//! certify) and the read, and reads the nodes' own verify/persist timings from their metrics,
+//! and the CPU time the client and the nodes spent on the put (from /proc): that CPU work spread
+//! over every core is a floor on the put's wall time when everything shares one machine.
 
 use floe_node::testing::random_bytes as rand_bytes;
 use std::path::{Path, PathBuf};
@@ -47,12 +49,27 @@ fn node_metric_sum(http: &[String], name: &str) -> f64 {
         .sum()
 }
 
+/// CPU seconds (user + system, all threads) a process has used so far.
+fn cpu_seconds(pid: &str, ticks_per_second: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // fields after the parenthesised command name; utime and stime are fields 14 and 15
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    f.get(11).zip(f.get(12)).map_or(0.0, |(u, s)| (u + s) / ticks_per_second)
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok()).unwrap_or(100.0)
+}
+
 #[tokio::main]
 async fn main() {
     ensure_node_bin();
     println!("Floe end-to-end put/get on a 7-node local testnet (all processes share this machine's cores)");
-    println!("| shards | blob | encode alone | put total | put MiB/s | put / encode | upload (after encode) | node verify (sum) | node persist (sum) | get | get MiB/s |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+    let tck = clock_ticks();
+    println!("| shards | blob | encode alone | put total | put MiB/s | put / encode | upload (after encode) | node verify (sum) | node persist (sum) | CPU: client + nodes | CPU bound on put / encode | get | get MiB/s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (shards, sizes) in [(100u16, vec![64usize]), (1000, vec![64, 256])] {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         testnet(dir.path(), &["testnet", "up", "--nodes", "7", "--shards", &shards.to_string()]);
@@ -60,6 +77,8 @@ async fn main() {
             serde_json::from_str(&std::fs::read_to_string(dir.path().join("testnet.json")).unwrap()).unwrap();
         let grpc: Vec<String> = state["nodes"].as_array().unwrap().iter().map(|n| n["grpc"].as_str().unwrap().to_string()).collect();
         let http: Vec<String> = state["nodes"].as_array().unwrap().iter().map(|n| n["http"].as_str().unwrap().to_string()).collect();
+        let pids: Vec<String> = state["nodes"].as_array().unwrap().iter().filter_map(|n| n["pid"].as_u64()).map(|p| p.to_string()).collect();
+        let nodes_cpu = || pids.iter().map(|p| cpu_seconds(p, tck)).sum::<f64>();
         let client = BlobClient::connect(&grpc, ClientConfig::default()).await.unwrap();
         let params = EncodingParams::new(shards as usize).unwrap();
         for mib in sizes {
@@ -69,7 +88,9 @@ async fn main() {
             let encode_alone = t.elapsed();
             let v0 = node_metric_sum(&http, "floe_node_sliver_stage_seconds_sum{stage=\"verify\"}");
             let p0 = node_metric_sum(&http, "floe_node_sliver_stage_seconds_sum{stage=\"persist\"}");
+            let (c0, n0) = (cpu_seconds("self", tck), nodes_cpu());
             let out = client.write(data.clone(), None).await.unwrap();
+            let (client_cpu, node_cpu) = (cpu_seconds("self", tck) - c0, nodes_cpu() - n0);
             let verify = node_metric_sum(&http, "floe_node_sliver_stage_seconds_sum{stage=\"verify\"}") - v0;
             let persist = node_metric_sum(&http, "floe_node_sliver_stage_seconds_sum{stage=\"persist\"}") - p0;
             let t = Instant::now();
@@ -77,7 +98,7 @@ async fn main() {
             let get = t.elapsed();
             assert!(back == data, "read back differs");
             println!(
-                "| {shards} | {mib} MiB | {:.2} s | {:.2} s | {:.0} | {:.2}× | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.0} |",
+                "| {shards} | {mib} MiB | {:.2} s | {:.2} s | {:.0} | {:.2}× | {:.2} s | {:.2} s | {:.2} s | {:.2} s + {:.2} s | ≥ {:.2}× | {:.2} s | {:.0} |",
                 encode_alone.as_secs_f64(),
                 out.total_time.as_secs_f64(),
                 mib as f64 / out.total_time.as_secs_f64(),
@@ -85,6 +106,10 @@ async fn main() {
                 out.upload_time.as_secs_f64(),
                 verify,
                 persist,
+                client_cpu,
+                node_cpu,
+                // the put cannot take less wall time than its CPU work spread over every core
+                (client_cpu + node_cpu) / cores / encode_alone.as_secs_f64(),
                 get.as_secs_f64(),
                 (mib as f64 * MIB) / MIB / get.as_secs_f64(),
             );
