@@ -281,7 +281,8 @@ async fn challenges_are_answered_with_provable_symbols() {
     // the admin API needs the token
     let e = c.nodes[1].client().answer_challenge(req).await.unwrap_err();
     assert_eq!(e.code(), Some(tonic::Code::Unauthenticated));
-    // sync status: everything certified is held
+    // sync status: nothing to pull at the first epoch, nothing missing
     let st = c.nodes[1].admin().sync_status().await.unwrap();
-    assert!(st.done && st.epoch == 1 && st.blobs_total == 1, "{st:?}");
+    assert!(st.done && st.epoch == 1 && st.target_epoch == 1, "{st:?}");
+    assert_eq!((st.blobs_total, st.recovery_backlog, st.shards_pending.len()), (0, 0, 0), "{st:?}");
 }

@@ -24,6 +24,8 @@ pub struct TestNode {
     pub http: SocketAddr,
     pub extra: Vec<String>,
     child: Option<Child>,
+    /// Started successfully once: its addresses may be known to others and must not change.
+    started: bool,
 }
 
 impl TestNode {
@@ -31,7 +33,7 @@ impl TestNode {
         let dir = root.join(format!("node{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(root.join("token"), TOKEN).unwrap();
-        Self { dir, grpc: free_addr(), http: free_addr(), extra: extra.iter().map(|s| s.to_string()).collect(), child: None }
+        Self { dir, grpc: free_addr(), http: free_addr(), extra: extra.iter().map(|s| s.to_string()).collect(), child: None, started: false }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -39,6 +41,27 @@ impl TestNode {
     }
 
     pub fn start(&mut self) {
+        // Free ports are picked before the node binds them, so a test running in parallel can
+        // take one first: before the addresses were ever used, retry on fresh ports.
+        for _ in 0..3 {
+            self.spawn();
+            let up = wait_until(Duration::from_secs(20), || {
+                http_get(self.http, "/healthz").is_some_and(|(c, _)| c == 200) || !self.is_running()
+            });
+            if up.is_some() && self.is_running() {
+                self.started = true;
+                return;
+            }
+            if self.started || !self.log().contains("Address already in use") {
+                break;
+            }
+            self.grpc = free_addr();
+            self.http = free_addr();
+        }
+        panic!("node did not come up; log:\n{}", self.log());
+    }
+
+    fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_floe-node"))
             .args(["--data-dir", self.data_dir().to_str().unwrap()])
@@ -54,8 +77,6 @@ impl TestNode {
             .spawn()
             .expect("spawn floe-node");
         self.child = Some(child);
-        wait_until(Duration::from_secs(20), || http_get(self.http, "/healthz").is_some_and(|(c, _)| c == 200))
-            .unwrap_or_else(|| panic!("node did not come up; log:\n{}", self.log()));
     }
 
     /// SIGKILL: no chance to clean up.
