@@ -65,6 +65,7 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
                     }
                 },
             };
+            let cursor = job.after;
             match sync_shard(&state, plan.epoch, shard, job, &client).await {
                 Ok(()) => {
                     if let Err(e) = state.finish_shard_sync(plan.epoch, shard, false) {
@@ -73,7 +74,9 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
                 }
                 Err(e) => {
                     let tries = failures.entry((plan.epoch, shard)).or_default();
-                    *tries += 1;
+                    // count failures in a row: pages stored before this one reset the count
+                    let moved = state.sync_plan().and_then(|p| p.pending.get(&shard).map(|j| j.after)) != Some(cursor);
+                    *tries = if moved { 1 } else { *tries + 1 };
                     tracing::warn!(shard, attempt = *tries, error = %e, "shard sync page failed");
                     if *tries >= ATTEMPTS {
                         fall_back(&state, plan.epoch, shard, &mut clients).await;
