@@ -9,8 +9,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use floe_node::codec::{
+    decode, encode, reed_solomon_floor, ConsistencyCheck, EncodingParams, Sliver,
+};
 use floe_node::testing::random_bytes;
-use floe_node::codec::{decode, encode, reed_solomon_floor, ConsistencyCheck, EncodingParams, Sliver};
 
 struct Counting;
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
@@ -36,7 +38,6 @@ static ALLOC: Counting = Counting;
 
 const MIB: usize = 1 << 20;
 
-
 /// Best of `reps` wall-clock runs.
 fn best<T>(reps: usize, mut f: impl FnMut() -> T) -> Duration {
     (0..reps)
@@ -54,12 +55,20 @@ fn mibps(bytes: usize, d: Duration) -> f64 {
 }
 
 fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool")
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool")
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let quick = args.iter().any(|a| a == "--quick");
     let ns: Vec<usize> = match arg("--n") {
         Some(n) => vec![n.parse().expect("--n")],
@@ -96,19 +105,29 @@ fn main() {
                     use rayon::prelude::*;
                     let e = encode(&data, params).expect("encode");
                     // every sliver pair materialised, in parallel as the uploading client does
-                    (0..e.n()).into_par_iter().map(|p| e.pair(p)).map(|p| p.primary.data.len() + p.secondary.data.len()).sum::<usize>()
+                    (0..e.n())
+                        .into_par_iter()
+                        .map(|p| e.pair(p))
+                        .map(|p| p.primary.data.len() + p.secondary.data.len())
+                        .sum::<usize>()
                 })
             };
             let t1 = best(reps, || full(&one));
             let tn = best(reps, || full(&all));
-            let floor = best(reps, || one.install(|| reed_solomon_floor(&data, params).expect("floor")));
+            let floor = best(reps, || {
+                one.install(|| reed_solomon_floor(&data, params).expect("floor"))
+            });
             let kp = params.k_primary();
             let sys: Vec<Sliver> = (0..kp).map(|i| enc.primary_sliver(i)).collect();
             let par: Vec<Sliver> = (n - kp..n).map(|i| enc.primary_sliver(i)).collect();
             let md = enc.metadata().clone();
             drop(enc);
-            let dsys = best(reps, || one.install(|| decode(&md, &sys, ConsistencyCheck::Default).expect("decode")));
-            let dpar = best(reps, || one.install(|| decode(&md, &par, ConsistencyCheck::Default).expect("decode")));
+            let dsys = best(reps, || {
+                one.install(|| decode(&md, &sys, ConsistencyCheck::Default).expect("decode"))
+            });
+            let dpar = best(reps, || {
+                one.install(|| decode(&md, &par, ConsistencyCheck::Default).expect("decode"))
+            });
             println!(
                 "| {n} | {:.0} MiB | {} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.2} | {:.0} | {:.0} | {:.2}× |",
                 len as f64 / MIB as f64,
@@ -164,7 +183,9 @@ fn print_bounds(one: &rayon::ThreadPool, cases: &[(usize, usize, usize, Duration
     for &(n, len, s, floor, t1) in cases {
         // n² leaves (each symbol hashed once, shared by its row and column tree), 2n sliver
         // trees of 65-byte inner nodes, the blob tree over n 65-byte leaves
-        let count = n * n * compressions(1 + s) + 2 * n * inner_nodes(n) * compressions(65) + (n + inner_nodes(n)) * compressions(65);
+        let count = n * n * compressions(1 + s)
+            + 2 * n * inner_nodes(n) * compressions(65)
+            + (n + inner_nodes(n)) * compressions(65);
         let hashing = count as f64 / per_second;
         let bound = hashing + floor.as_secs_f64();
         // the targets at n = 1000: 20× Walrus's 0.6 s at 1 MiB, 4× its 57 MiB/s at 64 MiB, 3× its 87 MiB/s at 256 MiB

@@ -26,9 +26,12 @@ struct Round {
     persist: f64,
 }
 
-
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Node {
@@ -43,7 +46,12 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_floe-node"))
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .args(["--grpc-addr", &addr, "--http-addr", &format!("127.0.0.1:{}", free_port())])
+            .args([
+                "--grpc-addr",
+                &addr,
+                "--http-addr",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
             .arg("--admin-token-file")
             .arg(dir.join("token"))
             .args(extra)
@@ -55,7 +63,8 @@ impl Node {
         Self { child, addr }
     }
     fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -87,9 +96,18 @@ async fn one_node_committee(node: &Node) -> (NodeClient, Committee) {
     let committee = Committee {
         epoch: 1,
         n_shards: 1000,
-        members: vec![Member { node_id: id, address: node.addr.clone(), stake: 1, shards: (0..1000).collect() }],
+        members: vec![Member {
+            node_id: id,
+            address: node.addr.clone(),
+            stake: 1,
+            shards: (0..1000).collect(),
+        }],
     };
-    c.clone().with_admin_token("bench").set_committee(&committee).await.unwrap();
+    c.clone()
+        .with_admin_token("bench")
+        .set_committee(&committee)
+        .await
+        .unwrap();
     (c, committee)
 }
 
@@ -111,13 +129,25 @@ fn raw_write(dir: &Path, slivers: &[Sliver]) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let root = tempfile::tempdir_in(std::env::var_os("FLOE_BENCH_DIR").unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into())).unwrap();
-    println!("Floe node write benchmark (one floe-node process on loopback; directory {})", root.path().display());
+    let root = tempfile::tempdir_in(
+        std::env::var_os("FLOE_BENCH_DIR").unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into()),
+    )
+    .unwrap();
+    println!(
+        "Floe node write benchmark (one floe-node process on loopback; directory {})",
+        root.path().display()
+    );
     println!("| sliver | slivers | in flight | node verified+persisted | raw write+fsync, same dir | ratio: median (all rounds) | node verify share | node persist share |");
     println!("|---|---|---|---|---|---|---|---|");
     let params = EncodingParams::new(1000).unwrap();
     let ks = params.k_secondary();
-    for (target_mib, count, in_flight) in [(1usize, 96usize, 1usize), (1, 96, 4), (1, 96, 8), (32, 6, 1), (32, 6, 2)] {
+    for (target_mib, count, in_flight) in [
+        (1usize, 96usize, 1usize),
+        (1, 96, 4),
+        (1, 96, 8),
+        (32, 6, 1),
+        (32, 6, 2),
+    ] {
         let node_dir = root.path().join(format!("node-{target_mib}-{in_flight}"));
         std::fs::create_dir_all(&node_dir).unwrap();
         let node = Node::start(&node_dir, &[]);
@@ -128,7 +158,12 @@ async fn main() {
         let len = (params.source_symbols() * s) as u64;
         let shape = params.symbol_shape(len).unwrap();
         let slivers: Vec<Sliver> = (0..count)
-            .map(|p| Sliver { axis: Axis::Primary, index: p as u16, symbol_size: s as u16, data: rand_bytes(ks * s, p as u64 + 7) })
+            .map(|p| Sliver {
+                axis: Axis::Primary,
+                index: p as u16,
+                symbol_size: s as u16,
+                data: rand_bytes(ks * s, p as u64 + 7),
+            })
             .collect();
         let hashes: Vec<[u8; 32]> = slivers.iter().map(|sl| sl.hash(&shape).unwrap()).collect();
         let bytes = (count * ks * s) as f64;
@@ -137,12 +172,17 @@ async fn main() {
         let mut rounds = Vec::new();
         for round in 0..ROUNDS {
             // Filler hashes differ per round, so every round is a new blob ID for the same slivers.
-            let mut pair_hashes: Vec<([u8; 32], [u8; 32])> =
-                (0..1000).map(|i| ([i as u8; 32], [(i >> 8) as u8 ^ round as u8; 32])).collect();
+            let mut pair_hashes: Vec<([u8; 32], [u8; 32])> = (0..1000)
+                .map(|i| ([i as u8; 32], [(i >> 8) as u8 ^ round as u8; 32]))
+                .collect();
             for (sl, h) in slivers.iter().zip(&hashes) {
                 pair_hashes[sl.index as usize].0 = *h;
             }
-            let md = BlobMetadata { encoding_type: ENCODING_RS2, len, pair_hashes };
+            let md = BlobMetadata {
+                encoding_type: ENCODING_RS2,
+                len,
+                pair_hashes,
+            };
             let id = md.blob_id();
             client.put_metadata(&id, &md).await.unwrap();
             let before = stage_sums(&node);
@@ -151,14 +191,25 @@ async fn main() {
             futures::stream::iter(&slivers)
                 .map(|sl| {
                     let client = client.clone();
-                    async move { assert!(!client.put_sliver(&id, sl.index, sl).await.unwrap(), "stored twice") }
+                    async move {
+                        assert!(
+                            !client.put_sliver(&id, sl.index, sl).await.unwrap(),
+                            "stored twice"
+                        )
+                    }
                 })
                 .buffer_unordered(in_flight)
                 .collect::<Vec<_>>()
                 .await;
             let node_time = t.elapsed().as_secs_f64();
             let after = stage_sums(&node);
-            let raw_time = raw_write(&root.path().join(format!("raw-{target_mib}-{in_flight}-{round}")), &slivers).as_secs_f64();
+            let raw_time = raw_write(
+                &root
+                    .path()
+                    .join(format!("raw-{target_mib}-{in_flight}-{round}")),
+                &slivers,
+            )
+            .as_secs_f64();
             rounds.push(Round {
                 node_time,
                 raw_time,
@@ -167,7 +218,10 @@ async fn main() {
             });
         }
         rounds.sort_by(|a, b| (a.raw_time / a.node_time).total_cmp(&(b.raw_time / b.node_time)));
-        let ratios: Vec<String> = rounds.iter().map(|r| format!("{:.2}", r.raw_time / r.node_time)).collect();
+        let ratios: Vec<String> = rounds
+            .iter()
+            .map(|r| format!("{:.2}", r.raw_time / r.node_time))
+            .collect();
         let m = &rounds[rounds.len() / 2];
         println!(
             "| {:.1} MiB | {count} | {in_flight} | {:.0} MiB/s | {:.0} MiB/s | **{:.2}** ({}) | {:.0} % | {:.0} % |",
@@ -181,7 +235,9 @@ async fn main() {
         );
     }
     println!();
-    println!("| blob (n = 1000, one node holds every sliver) | sliver bytes stored | node peak RSS |");
+    println!(
+        "| blob (n = 1000, one node holds every sliver) | sliver bytes stored | node peak RSS |"
+    );
     println!("|---|---|---|");
     for mib in [64usize, 256] {
         let node_dir = root.path().join(format!("rss-{mib}"));
@@ -193,9 +249,20 @@ async fn main() {
             let e = encode(&data, params).unwrap();
             (e.shape().primary_sliver_len() + e.shape().secondary_sliver_len()) * 1000
         };
-        let client = BlobClient::new(committee, ClientConfig { max_in_flight_bytes: 64 << 20, ..Default::default() }).unwrap();
+        let client = BlobClient::new(
+            committee,
+            ClientConfig {
+                max_in_flight_bytes: 64 << 20,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         client.write(data, None).await.unwrap();
-        println!("| {mib} MiB | {:.0} MiB | {:.0} MiB |", enc_bytes as f64 / MIB, node.peak_rss_mib());
+        println!(
+            "| {mib} MiB | {:.0} MiB | {:.0} MiB |",
+            enc_bytes as f64 / MIB,
+            node.peak_rss_mib()
+        );
     }
 }
 
@@ -203,10 +270,17 @@ async fn main() {
 /// --http-addr in its command line.
 fn reqwest_free_metrics(node: &Node) -> String {
     use std::io::{Read, Write};
-    let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", node.child.id())).unwrap_or_default();
+    let cmdline =
+        std::fs::read_to_string(format!("/proc/{}/cmdline", node.child.id())).unwrap_or_default();
     let args: Vec<&str> = cmdline.split('\0').collect();
-    let http = args.iter().position(|a| *a == "--http-addr").map(|i| args[i + 1]).unwrap_or_default();
-    let Ok(mut s) = std::net::TcpStream::connect(http) else { return String::new() };
+    let http = args
+        .iter()
+        .position(|a| *a == "--http-addr")
+        .map(|i| args[i + 1])
+        .unwrap_or_default();
+    let Ok(mut s) = std::net::TcpStream::connect(http) else {
+        return String::new();
+    };
     let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
@@ -223,5 +297,8 @@ fn stage_sums(node: &Node) -> (f64, f64) {
 }
 
 fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }

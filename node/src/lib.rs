@@ -2,11 +2,11 @@
 //!
 //! The [`codec`] module is pure (no I/O, no networking) so it can be fuzzed and benchmarked alone.
 
-pub mod codec;
-pub mod protocol;
-pub mod store;
 pub mod client;
+pub mod codec;
 pub mod proto;
+pub mod protocol;
 pub mod server;
+pub mod store;
 #[doc(hidden)]
 pub mod testing;

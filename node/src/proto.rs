@@ -30,13 +30,15 @@ mod convert {
     impl TryFrom<Committee> for protocol::Committee {
         type Error = String;
         fn try_from(c: Committee) -> Result<Self, String> {
-            let n_shards = u16::try_from(c.n_shards).map_err(|_| format!("n_shards {} too large", c.n_shards))?;
+            let n_shards = u16::try_from(c.n_shards)
+                .map_err(|_| format!("n_shards {} too large", c.n_shards))?;
             let members = c
                 .members
                 .into_iter()
                 .map(|m| {
                     Ok(protocol::Member {
-                        node_id: NodeId::try_from(m.node_id.as_slice()).map_err(|e| e.to_string())?,
+                        node_id: NodeId::try_from(m.node_id.as_slice())
+                            .map_err(|e| e.to_string())?,
                         address: m.address,
                         stake: m.stake,
                         shards: m
@@ -47,7 +49,11 @@ mod convert {
                     })
                 })
                 .collect::<Result<_, String>>()?;
-            let c = protocol::Committee { epoch: c.epoch, n_shards, members };
+            let c = protocol::Committee {
+                epoch: c.epoch,
+                n_shards,
+                members,
+            };
             c.validate().map_err(|e| e.to_string())?;
             Ok(c)
         }
@@ -61,7 +67,10 @@ mod convert {
                 signers: c
                     .signers
                     .iter()
-                    .map(|(id, sig)| Signer { node_id: id.0.to_vec(), signature: sig.to_vec() })
+                    .map(|(id, sig)| Signer {
+                        node_id: id.0.to_vec(),
+                        signature: sig.to_vec(),
+                    })
                     .collect(),
             }
         }
@@ -76,11 +85,19 @@ mod convert {
                 .into_iter()
                 .map(|s| {
                     let id = NodeId::try_from(s.node_id.as_slice()).map_err(|e| e.to_string())?;
-                    let sig: [u8; 64] = s.signature.as_slice().try_into().map_err(|_| "signature must be 64 bytes".to_string())?;
+                    let sig: [u8; 64] = s
+                        .signature
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| "signature must be 64 bytes".to_string())?;
                     Ok((id, sig))
                 })
                 .collect::<Result<_, String>>()?;
-            Ok(protocol::Certificate { epoch: c.epoch, blob_id, signers })
+            Ok(protocol::Certificate {
+                epoch: c.epoch,
+                blob_id,
+                signers,
+            })
         }
     }
 
@@ -102,10 +119,20 @@ mod convert {
         fn try_from(r: &SyncShardRequest) -> Result<Self, String> {
             Ok(protocol::SyncRequest {
                 epoch: r.epoch,
-                shard: u16::try_from(r.shard).map_err(|_| format!("shard {} too large", r.shard))?,
-                after: if r.after.is_empty() { None } else { Some(BlobId::from_slice(&r.after).map_err(|e| format!("after: {e}"))?) },
-                requester: NodeId::try_from(r.requester.as_slice()).map_err(|e| format!("requester: {e}"))?,
-                signature: r.signature.as_slice().try_into().map_err(|_| "signature must be 64 bytes".to_string())?,
+                shard: u16::try_from(r.shard)
+                    .map_err(|_| format!("shard {} too large", r.shard))?,
+                after: if r.after.is_empty() {
+                    None
+                } else {
+                    Some(BlobId::from_slice(&r.after).map_err(|e| format!("after: {e}"))?)
+                },
+                requester: NodeId::try_from(r.requester.as_slice())
+                    .map_err(|e| format!("requester: {e}"))?,
+                signature: r
+                    .signature
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| "signature must be 64 bytes".to_string())?,
             })
         }
     }

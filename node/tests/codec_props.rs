@@ -1,15 +1,14 @@
 //! Property tests of the Red Stuff codec (PROTOCOL.md §2, §3, §5).
 
-use floe_node::testing::random_bytes as blob;
 use floe_node::codec::{
-    decode, decode_verified, encode, recovery_symbols, Axis, BlobMetadata, CodecError, ConsistencyCheck,
-    EncodingParams, RebuildError, RecoverySymbol, Sliver, SliverRebuilder,
+    decode, decode_verified, encode, recovery_symbols, Axis, BlobMetadata, CodecError,
+    ConsistencyCheck, EncodingParams, RebuildError, RecoverySymbol, Sliver, SliverRebuilder,
 };
+use floe_node::testing::random_bytes as blob;
 use proptest::prelude::*;
 use proptest::sample::subsequence;
 
 const NS: [usize; 6] = [4, 7, 10, 13, 31, 100];
-
 
 /// Lengths around the symbol-size boundaries of n, plus random ones.
 fn length_for(n: usize) -> impl Strategy<Value = usize> {
@@ -165,10 +164,16 @@ fn wire_round_trips() {
     assert_eq!([sl.wire_header(), sl.data.clone()].concat(), sl.to_bytes());
     let mut trailing = sl.to_bytes();
     trailing.push(0);
-    assert!(matches!(Sliver::from_bytes(&trailing), Err(CodecError::Malformed(_))));
+    assert!(matches!(
+        Sliver::from_bytes(&trailing),
+        Err(CodecError::Malformed(_))
+    ));
     let mut wrong_version = md.to_bytes();
     wrong_version[0] = 9;
-    assert!(matches!(BlobMetadata::from_bytes(&wrong_version), Err(CodecError::Malformed(_))));
+    assert!(matches!(
+        BlobMetadata::from_bytes(&wrong_version),
+        Err(CodecError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -179,19 +184,32 @@ fn errors_are_typed() {
     let one = vec![enc.primary_sliver(0)];
     assert!(matches!(
         decode(enc.metadata(), &one, ConsistencyCheck::Default),
-        Err(CodecError::NotEnough { have: 1, need: 2, .. })
+        Err(CodecError::NotEnough {
+            have: 1,
+            need: 2,
+            ..
+        })
     ));
     // wrong sliver shape
     let mut short = enc.primary_sliver(1);
     short.data.pop();
     short.data.pop();
-    assert!(matches!(short.verify(enc.metadata()), Err(CodecError::BadLength { .. })));
+    assert!(matches!(
+        short.verify(enc.metadata()),
+        Err(CodecError::BadLength { .. })
+    ));
     let mut odd = enc.primary_sliver(1);
     odd.symbol_size = 4;
-    assert!(matches!(odd.verify(enc.metadata()), Err(CodecError::BadSymbolSize { .. })));
+    assert!(matches!(
+        odd.verify(enc.metadata()),
+        Err(CodecError::BadSymbolSize { .. })
+    ));
     // too large
     let max = params.max_blob_size();
-    assert!(matches!(params.symbol_shape(max + 1), Err(CodecError::BlobTooLarge { .. })));
+    assert!(matches!(
+        params.symbol_shape(max + 1),
+        Err(CodecError::BlobTooLarge { .. })
+    ));
 }
 
 /// A writer that encodes one column inconsistently is caught: rebuilding a sliver whose symbols
@@ -211,12 +229,18 @@ fn inconsistent_encoding_is_detected_with_evidence() {
     let mut rb = SliverRebuilder::new(&md, Axis::Secondary, 0).unwrap();
     let helpers = [6usize, 5, 4];
     for &h in helpers.iter().take(params.k_primary()) {
-        let helper = if h == 6 { bad.clone() } else { enc.primary_sliver(h) };
-        rb.add(recovery_symbols(&helper, &shape, &[0]).unwrap().remove(0)).unwrap();
+        let helper = if h == 6 {
+            bad.clone()
+        } else {
+            enc.primary_sliver(h)
+        };
+        rb.add(recovery_symbols(&helper, &shape, &[0]).unwrap().remove(0))
+            .unwrap();
     }
     match rb.rebuild() {
         Err(RebuildError::Inconsistent(proof)) => {
-            let parsed = floe_node::codec::InconsistencyProof::from_bytes(&proof.to_bytes()).unwrap();
+            let parsed =
+                floe_node::codec::InconsistencyProof::from_bytes(&proof.to_bytes()).unwrap();
             assert!(parsed.verify(&md).is_ok());
             // the same proof against the honest metadata is refused
             assert!(parsed.verify(enc.metadata()).is_err());
@@ -238,11 +262,21 @@ fn n_1000_round_trip_and_recovery() {
     let data = blob(3_000_000, 42);
     let enc = encode(&data, params).unwrap();
     let shape = *enc.shape();
-    let slivers: Vec<Sliver> = (1000 - params.k_primary()..1000).map(|i| enc.primary_sliver(i)).collect();
-    assert_eq!(decode(enc.metadata(), &slivers, ConsistencyCheck::Default).unwrap(), data);
+    let slivers: Vec<Sliver> = (1000 - params.k_primary()..1000)
+        .map(|i| enc.primary_sliver(i))
+        .collect();
+    assert_eq!(
+        decode(enc.metadata(), &slivers, ConsistencyCheck::Default).unwrap(),
+        data
+    );
     let mut rb = SliverRebuilder::new(enc.metadata(), Axis::Secondary, 17).unwrap();
     for i in (0..1000).rev().take(params.k_primary()) {
-        rb.add(recovery_symbols(&enc.primary_sliver(i), &shape, &[17]).unwrap().remove(0)).unwrap();
+        rb.add(
+            recovery_symbols(&enc.primary_sliver(i), &shape, &[17])
+                .unwrap()
+                .remove(0),
+        )
+        .unwrap();
     }
     assert_eq!(rb.rebuild().unwrap(), enc.secondary_sliver(17));
 }

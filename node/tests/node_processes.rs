@@ -17,13 +17,21 @@ fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> ton
 fn pairs_of(c: &TestCluster, node: usize, id: &BlobId) -> Vec<u16> {
     let p = c.committee.params();
     let rot = id.mod_n(p.n());
-    c.committee.members[node].shards.iter().map(|s| p.pair_for_shard(*s as usize, rot) as u16).collect()
+    c.committee.members[node]
+        .shards
+        .iter()
+        .map(|s| p.pair_for_shard(*s as usize, rot) as u16)
+        .collect()
 }
 
 /// Every pair the node owns has both slivers stored.
 async fn node_holds_all(node: &TestNode, id: &BlobId) -> bool {
     match node.client().blob_status(id).await {
-        Ok(s) => s.pairs_owned > 0 && s.pairs_stored == s.pairs_owned && s.state == proto::BlobState::Certified as i32,
+        Ok(s) => {
+            s.pairs_owned > 0
+                && s.pairs_stored == s.pairs_owned
+                && s.state == proto::BlobState::Certified as i32
+        }
         Err(_) => false,
     }
 }
@@ -37,7 +45,11 @@ async fn store_and_read_back_with_status_and_metrics() {
         let out = client.write(data.clone(), None).await.expect("write");
         assert!(out.confirmed_shards >= out.quorum, "{out:?}");
         assert_eq!(out.certified_nodes, 4);
-        assert_eq!(client.read(&out.blob_id, None).await.expect("read"), data, "len {len}");
+        assert_eq!(
+            client.read(&out.blob_id, None).await.expect("read"),
+            data,
+            "len {len}"
+        );
         for n in &c.nodes {
             assert!(node_holds_all(n, &out.blob_id).await);
         }
@@ -46,14 +58,27 @@ async fn store_and_read_back_with_status_and_metrics() {
     let data = random_bytes(2_000_000, 8);
     let id = client.write(data.clone(), None).await.unwrap().blob_id;
     let out = c.root.path().join("blob.out");
-    assert_eq!(client.read_to_file(&id, &out, None).await.unwrap(), data.len() as u64);
+    assert_eq!(
+        client.read_to_file(&id, &out, None).await.unwrap(),
+        data.len() as u64
+    );
     assert_eq!(std::fs::read(&out).unwrap(), data);
     let missing = c.root.path().join("missing.out");
-    assert!(client.read_to_file(&BlobId([3; 32]), &missing, None).await.is_err());
+    assert!(client
+        .read_to_file(&BlobId([3; 32]), &missing, None)
+        .await
+        .is_err());
     assert!(!missing.exists());
-    assert!(std::fs::read_dir(c.root.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with("floe-partial")));
+    assert!(std::fs::read_dir(c.root.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with("floe-partial")));
     let m = c.nodes[0].metrics();
-    assert!(m.contains("floe_node_grpc_requests_total{code=\"Ok\",method=\"PutSliver\"}"), "{m}");
+    assert!(
+        m.contains("floe_node_grpc_requests_total{code=\"Ok\",method=\"PutSliver\"}"),
+        "{m}"
+    );
     assert!(c.nodes[0].metric("floe_node_stored_bytes") > 0.0);
     assert_eq!(c.nodes[0].metric("floe_node_epoch"), 1.0);
     assert_eq!(http_get(c.nodes[0].http, "/readyz").unwrap().0, 200);
@@ -72,11 +97,19 @@ async fn kill9_during_large_write_leaves_nothing_partial() {
     c.nodes[0].start();
     let node = &c.nodes[0];
     // whatever the node kept is whole: every stored sliver verifies against the metadata
-    let blob_dirs: Vec<_> = std::fs::read_dir(node.data_dir().join("blobs")).unwrap().collect();
+    let blob_dirs: Vec<_> = std::fs::read_dir(node.data_dir().join("blobs"))
+        .unwrap()
+        .collect();
     for d in blob_dirs {
         let d = d.unwrap().path();
-        let names: Vec<String> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        assert!(names.iter().all(|n| !n.starts_with(".tmp-")), "temporary files visible after restart: {names:?}");
+        let names: Vec<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with(".tmp-")),
+            "temporary files visible after restart: {names:?}"
+        );
     }
     {
         // 3 of 4 nodes hold 75 of 100 shards: the write reaches quorum without node 0
@@ -92,7 +125,11 @@ async fn kill9_during_large_write_leaves_nothing_partial() {
             }
         }
         // and background recovery completes the node
-        assert!(wait_until_async(Duration::from_secs(60), || node_holds_all(node, &id)).await, "{}", node.log());
+        assert!(
+            wait_until_async(Duration::from_secs(60), || node_holds_all(node, &id)).await,
+            "{}",
+            node.log()
+        );
     }
 }
 
@@ -102,13 +139,23 @@ async fn wiped_node_rebuilds_every_sliver_from_peers() {
     let client = c.blob_client();
     let mut ids = Vec::new();
     for seed in 0..3 {
-        ids.push(client.write(random_bytes(500_000 + seed as usize * 1000, seed), None).await.unwrap().blob_id);
+        ids.push(
+            client
+                .write(random_bytes(500_000 + seed as usize * 1000, seed), None)
+                .await
+                .unwrap()
+                .blob_id,
+        );
     }
     c.nodes[1].kill9();
     c.nodes[1].wipe();
     c.nodes[1].start();
     // the control plane notices the empty node and hands it the committee again
-    c.nodes[1].admin().set_committee(&c.committee).await.unwrap();
+    c.nodes[1]
+        .admin()
+        .set_committee(&c.committee)
+        .await
+        .unwrap();
     for id in &ids {
         assert!(
             wait_until_async(Duration::from_secs(60), || node_holds_all(&c.nodes[1], id)).await,
@@ -121,7 +168,13 @@ async fn wiped_node_rebuilds_every_sliver_from_peers() {
     for id in &ids {
         let md = c.nodes[0].client().get_metadata(id).await.unwrap();
         for pair in pairs_of(&c, 1, id) {
-            c.nodes[1].client().get_sliver(id, pair, Axis::Secondary).await.unwrap().verify(&md).unwrap();
+            c.nodes[1]
+                .client()
+                .get_sliver(id, pair, Axis::Secondary)
+                .await
+                .unwrap()
+                .verify(&md)
+                .unwrap();
         }
     }
 }
@@ -134,7 +187,11 @@ async fn corrupted_sliver_file_is_detected_and_rebuilt() {
     let id = client.write(data.clone(), None).await.unwrap().blob_id;
     let node = &c.nodes[2];
     let pair = pairs_of(&c, 2, &id)[0];
-    let file = node.data_dir().join("blobs").join(hex::encode(id.as_bytes())).join(format!("{pair}.primary"));
+    let file = node
+        .data_dir()
+        .join("blobs")
+        .join(hex::encode(id.as_bytes()))
+        .join(format!("{pair}.primary"));
     let mut raw = std::fs::read(&file).unwrap();
     let at = raw.len() / 2;
     raw[at] ^= 0xff;
@@ -149,7 +206,12 @@ async fn corrupted_sliver_file_is_detected_and_rebuilt() {
         node.log()
     );
     let md = c.nodes[0].client().get_metadata(&id).await.unwrap();
-    node.client().get_sliver(&id, pair, Axis::Primary).await.unwrap().verify(&md).unwrap();
+    node.client()
+        .get_sliver(&id, pair, Axis::Primary)
+        .await
+        .unwrap()
+        .verify(&md)
+        .unwrap();
     assert_eq!(client.read(&id, None).await.unwrap(), data);
 }
 
@@ -159,37 +221,84 @@ async fn malformed_requests_and_wrong_tokens_are_refused_and_the_node_stays_up()
     let addr = format!("http://{}", c.nodes[0].grpc);
     let mut raw = StorageClient::connect(addr.clone()).await.unwrap();
     // a blob ID of the wrong length
-    assert_eq!(code(raw.get_metadata(proto::BlobRequest { blob_id: vec![1, 2, 3] }).await), tonic::Code::InvalidArgument);
+    assert_eq!(
+        code(
+            raw.get_metadata(proto::BlobRequest {
+                blob_id: vec![1, 2, 3]
+            })
+            .await
+        ),
+        tonic::Code::InvalidArgument
+    );
     // garbage metadata
-    let bad = proto::PutMetadataRequest { blob_id: vec![0; 32], metadata: vec![1, 1, 9, 9, 9] };
-    assert_eq!(code(raw.put_metadata(bad).await), tonic::Code::InvalidArgument);
+    let bad = proto::PutMetadataRequest {
+        blob_id: vec![0; 32],
+        metadata: vec![1, 1, 9, 9, 9],
+    };
+    assert_eq!(
+        code(raw.put_metadata(bad).await),
+        tonic::Code::InvalidArgument
+    );
     // valid metadata under the wrong blob ID
     let enc = floe_node::codec::encode(b"hello", c.committee.params()).unwrap();
-    let wrong = proto::PutMetadataRequest { blob_id: vec![7; 32], metadata: enc.metadata().to_bytes() };
-    assert_eq!(code(raw.put_metadata(wrong).await), tonic::Code::InvalidArgument);
+    let wrong = proto::PutMetadataRequest {
+        blob_id: vec![7; 32],
+        metadata: enc.metadata().to_bytes(),
+    };
+    assert_eq!(
+        code(raw.put_metadata(wrong).await),
+        tonic::Code::InvalidArgument
+    );
     // a sliver that does not match its metadata
     let id = enc.blob_id();
-    raw.put_metadata(proto::PutMetadataRequest { blob_id: id.as_bytes().to_vec(), metadata: enc.metadata().to_bytes() })
-        .await
-        .unwrap();
+    raw.put_metadata(proto::PutMetadataRequest {
+        blob_id: id.as_bytes().to_vec(),
+        metadata: enc.metadata().to_bytes(),
+    })
+    .await
+    .unwrap();
     let pair = pairs_of(&c, 0, &id)[0];
     let mut sliver = enc.primary_sliver(pair as usize);
     sliver.data[0] ^= 1;
-    let req = proto::PutSliverRequest { blob_id: id.as_bytes().to_vec(), pair_index: pair as u32, sliver: sliver.to_bytes() };
-    assert_eq!(code(raw.put_sliver(req).await), tonic::Code::InvalidArgument);
-    let garbage = proto::PutSliverRequest { blob_id: id.as_bytes().to_vec(), pair_index: pair as u32, sliver: vec![0xde, 0xad] };
-    assert_eq!(code(raw.put_sliver(garbage).await), tonic::Code::InvalidArgument);
+    let req = proto::PutSliverRequest {
+        blob_id: id.as_bytes().to_vec(),
+        pair_index: pair as u32,
+        sliver: sliver.to_bytes(),
+    };
+    assert_eq!(
+        code(raw.put_sliver(req).await),
+        tonic::Code::InvalidArgument
+    );
+    let garbage = proto::PutSliverRequest {
+        blob_id: id.as_bytes().to_vec(),
+        pair_index: pair as u32,
+        sliver: vec![0xde, 0xad],
+    };
+    assert_eq!(
+        code(raw.put_sliver(garbage).await),
+        tonic::Code::InvalidArgument
+    );
     // nothing was stored for the rejected sliver
     let st = c.nodes[0].client().blob_status(&id).await.unwrap();
     assert_eq!(st.pairs_stored, 0);
     // a message over the size limit
-    let huge = proto::PutSliverRequest { blob_id: id.as_bytes().to_vec(), pair_index: 0, sliver: vec![0; 100 << 20] };
-    let mut big = StorageClient::connect(addr.clone()).await.unwrap().max_encoding_message_size(200 << 20);
+    let huge = proto::PutSliverRequest {
+        blob_id: id.as_bytes().to_vec(),
+        pair_index: 0,
+        sliver: vec![0; 100 << 20],
+    };
+    let mut big = StorageClient::connect(addr.clone())
+        .await
+        .unwrap()
+        .max_encoding_message_size(200 << 20);
     assert!(big.put_sliver(huge).await.is_err());
     // admin without a token, with a wrong one
     let mut admin = AdminClient::connect(addr.clone()).await.unwrap();
     let committee = proto::Committee::from(&c.committee);
-    assert_eq!(code(admin.set_committee(committee.clone()).await), tonic::Code::Unauthenticated);
+    assert_eq!(
+        code(admin.set_committee(committee.clone()).await),
+        tonic::Code::Unauthenticated
+    );
     let wrong_token = c.nodes[0].client().with_admin_token("not-the-token");
     let e = wrong_token.set_committee(&c.committee).await.unwrap_err();
     assert_eq!(e.code(), Some(tonic::Code::Unauthenticated));
@@ -198,36 +307,64 @@ async fn malformed_requests_and_wrong_tokens_are_refused_and_the_node_stays_up()
     assert_eq!(info.epoch, 1);
     let data = random_bytes(10_000, 5);
     let out = c.blob_client().write(data.clone(), None).await.unwrap();
-    assert_eq!(c.blob_client().read(&out.blob_id, None).await.unwrap(), data);
+    assert_eq!(
+        c.blob_client().read(&out.blob_id, None).await.unwrap(),
+        data
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_store_refuses_writes_with_resource_exhausted_and_keeps_serving_reads() {
     // node 0 may store at most 400 KiB
-    let c = TestCluster::start(4, 100, |i| if i == 0 { vec!["--max-storage", "400KiB"] } else { vec![] }).await;
+    let c = TestCluster::start(4, 100, |i| {
+        if i == 0 {
+            vec!["--max-storage", "400KiB"]
+        } else {
+            vec![]
+        }
+    })
+    .await;
     let client = c.blob_client();
     let small = random_bytes(50_000, 1);
     let small_id = client.write(small.clone(), None).await.unwrap().blob_id;
     // a 4 MiB blob does not fit on node 0; the write still reaches quorum without it
-    let big = client.write(random_bytes(4 << 20, 2), None).await.expect("quorum without the full node");
+    let big = client
+        .write(random_bytes(4 << 20, 2), None)
+        .await
+        .expect("quorum without the full node");
     let st = c.nodes[0].client().blob_status(&big.blob_id).await.unwrap();
     assert!(st.pairs_stored < st.pairs_owned);
     let enc = floe_node::codec::encode(&random_bytes(4 << 20, 2), c.committee.params()).unwrap();
     let mut missing = None;
     for p in pairs_of(&c, 0, &big.blob_id) {
-        if c.nodes[0].client().get_sliver(&big.blob_id, p, Axis::Primary).await.is_err() {
+        if c.nodes[0]
+            .client()
+            .get_sliver(&big.blob_id, p, Axis::Primary)
+            .await
+            .is_err()
+        {
             missing = Some(p);
             break;
         }
     }
     let pair = missing.expect("the full node lacks some primary sliver");
-    let e = c.nodes[0].client().put_sliver(&big.blob_id, pair, &enc.primary_sliver(pair as usize)).await.unwrap_err();
+    let e = c.nodes[0]
+        .client()
+        .put_sliver(&big.blob_id, pair, &enc.primary_sliver(pair as usize))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(tonic::Code::ResourceExhausted), "{e}");
     assert!(e.to_string().contains("storage full"), "{e}");
     // reads keep working, from the full node too
     let md = c.nodes[0].client().get_metadata(&small_id).await.unwrap();
     let p0 = pairs_of(&c, 0, &small_id)[0];
-    c.nodes[0].client().get_sliver(&small_id, p0, Axis::Primary).await.unwrap().verify(&md).unwrap();
+    c.nodes[0]
+        .client()
+        .get_sliver(&small_id, p0, Axis::Primary)
+        .await
+        .unwrap()
+        .verify(&md)
+        .unwrap();
     assert_eq!(client.read(&small_id, None).await.unwrap(), small);
 }
 
@@ -235,7 +372,12 @@ async fn full_store_refuses_writes_with_resource_exhausted_and_keeps_serving_rea
 async fn sigterm_exits_cleanly_and_restart_keeps_data() {
     let mut c = TestCluster::start(4, 7, |_| vec![]).await;
     let data = random_bytes(200_000, 3);
-    let id = c.blob_client().write(data.clone(), None).await.unwrap().blob_id;
+    let id = c
+        .blob_client()
+        .write(data.clone(), None)
+        .await
+        .unwrap()
+        .blob_id;
     let st = c.nodes[3].terminate().expect("exited");
     assert!(st.success(), "exit status {st:?}");
     assert!(c.nodes[3].log().contains("shutting down"));
@@ -263,26 +405,40 @@ async fn challenges_are_answered_with_provable_symbols() {
     let req = proto::ChallengeRequest {
         epoch: 1,
         items: vec![
-            item(mine[0], proto::Axis::Primary, 9),        // a parity symbol of the expanded sliver
+            item(mine[0], proto::Axis::Primary, 9), // a parity symbol of the expanded sliver
             item(mine[1], proto::Axis::Secondary, 0),
-            item(theirs, proto::Axis::Primary, 3),         // not this node's pair
+            item(theirs, proto::Axis::Primary, 3), // not this node's pair
         ],
     };
-    let answers = c.nodes[1].admin().answer_challenge(req.clone()).await.unwrap();
+    let answers = c.nodes[1]
+        .admin()
+        .answer_challenge(req.clone())
+        .await
+        .unwrap();
     assert_eq!(answers.len(), 3);
     for (a, want_pair) in answers[..2].iter().zip([mine[0], mine[1]]) {
         let sym = RecoverySymbol::from_bytes(a).unwrap();
-        sym.verify(&md).expect("challenge answer proves against the metadata");
+        sym.verify(&md)
+            .expect("challenge answer proves against the metadata");
         let n = md.n() as u16;
         assert!(sym.sliver_index == want_pair || sym.sliver_index == n - 1 - want_pair);
     }
-    assert!(answers[2].is_empty(), "a node cannot answer for a pair it does not hold");
-    assert!(c.nodes[1].metrics().contains("floe_node_challenges_answered_total{result=\"missing\"} 1"));
+    assert!(
+        answers[2].is_empty(),
+        "a node cannot answer for a pair it does not hold"
+    );
+    assert!(c.nodes[1]
+        .metrics()
+        .contains("floe_node_challenges_answered_total{result=\"missing\"} 1"));
     // the admin API needs the token
     let e = c.nodes[1].client().answer_challenge(req).await.unwrap_err();
     assert_eq!(e.code(), Some(tonic::Code::Unauthenticated));
     // sync status: nothing to pull at the first epoch, nothing missing
     let st = c.nodes[1].admin().sync_status().await.unwrap();
     assert!(st.done && st.epoch == 1 && st.target_epoch == 1, "{st:?}");
-    assert_eq!((st.blobs_total, st.recovery_backlog, st.shards_pending.len()), (0, 0, 0), "{st:?}");
+    assert_eq!(
+        (st.blobs_total, st.recovery_backlog, st.shards_pending.len()),
+        (0, 0, 0),
+        "{st:?}"
+    );
 }

@@ -24,14 +24,26 @@ fn floe() -> PathBuf {
 fn ensure_node_bin() {
     if !floe().parent().unwrap().join("floe-node").exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        assert!(Command::new(cargo).args(["build", "--release", "-p", "floe-node"]).status().unwrap().success());
+        assert!(Command::new(cargo)
+            .args(["build", "--release", "-p", "floe-node"])
+            .status()
+            .unwrap()
+            .success());
     }
 }
 
-
 fn testnet(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(floe()).arg("--testnet-dir").arg(dir).args(args).output().unwrap();
-    assert!(out.status.success(), "floe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(floe())
+        .arg("--testnet-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "floe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -44,7 +56,9 @@ fn node_metric_sum(http: &[String], name: &str) -> f64 {
             write!(s, "GET /metrics HTTP/1.0\r\n\r\n").ok()?;
             let mut t = String::new();
             s.read_to_string(&mut t).ok()?;
-            t.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok())
+            t.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<f64>().ok())
         })
         .sum()
 }
@@ -54,12 +68,22 @@ fn cpu_seconds(pid: &str, ticks_per_second: f64) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // fields after the parenthesised command name; utime and stime are fields 14 and 15
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
-    f.get(11).zip(f.get(12)).map_or(0.0, |(u, s)| (u + s) / ticks_per_second)
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    f.get(11)
+        .zip(f.get(12))
+        .map_or(0.0, |(u, s)| (u + s) / ticks_per_second)
 }
 
 fn clock_ticks() -> f64 {
-    Command::new("getconf").arg("CLK_TCK").output().ok().and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok()).unwrap_or(100.0)
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 #[tokio::main]
@@ -72,27 +96,69 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (shards, sizes) in [(100u16, vec![64usize]), (1000, vec![64, 256])] {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-        testnet(dir.path(), &["testnet", "up", "--nodes", "7", "--shards", &shards.to_string()]);
-        let state: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("testnet.json")).unwrap()).unwrap();
-        let grpc: Vec<String> = state["nodes"].as_array().unwrap().iter().map(|n| n["grpc"].as_str().unwrap().to_string()).collect();
-        let http: Vec<String> = state["nodes"].as_array().unwrap().iter().map(|n| n["http"].as_str().unwrap().to_string()).collect();
-        let pids: Vec<String> = state["nodes"].as_array().unwrap().iter().filter_map(|n| n["pid"].as_u64()).map(|p| p.to_string()).collect();
+        testnet(
+            dir.path(),
+            &[
+                "testnet",
+                "up",
+                "--nodes",
+                "7",
+                "--shards",
+                &shards.to_string(),
+            ],
+        );
+        let state: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("testnet.json")).unwrap(),
+        )
+        .unwrap();
+        let grpc: Vec<String> = state["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["grpc"].as_str().unwrap().to_string())
+            .collect();
+        let http: Vec<String> = state["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["http"].as_str().unwrap().to_string())
+            .collect();
+        let pids: Vec<String> = state["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["pid"].as_u64())
+            .map(|p| p.to_string())
+            .collect();
         let nodes_cpu = || pids.iter().map(|p| cpu_seconds(p, tck)).sum::<f64>();
-        let client = BlobClient::connect(&grpc, ClientConfig::default()).await.unwrap();
+        let client = BlobClient::connect(&grpc, ClientConfig::default())
+            .await
+            .unwrap();
         let params = EncodingParams::new(shards as usize).unwrap();
         for mib in sizes {
             let data = rand_bytes(mib << 20, mib as u64);
             let t = Instant::now();
             drop(encode(&data, params).unwrap());
             let encode_alone = t.elapsed();
-            let v0 = node_metric_sum(&http, "floe_node_sliver_stage_seconds_sum{stage=\"verify\"}");
-            let p0 = node_metric_sum(&http, "floe_node_sliver_stage_seconds_sum{stage=\"persist\"}");
+            let v0 = node_metric_sum(
+                &http,
+                "floe_node_sliver_stage_seconds_sum{stage=\"verify\"}",
+            );
+            let p0 = node_metric_sum(
+                &http,
+                "floe_node_sliver_stage_seconds_sum{stage=\"persist\"}",
+            );
             let (c0, n0) = (cpu_seconds("self", tck), nodes_cpu());
             let out = client.write(data.clone(), None).await.unwrap();
             let (client_cpu, node_cpu) = (cpu_seconds("self", tck) - c0, nodes_cpu() - n0);
-            let verify = node_metric_sum(&http, "floe_node_sliver_stage_seconds_sum{stage=\"verify\"}") - v0;
-            let persist = node_metric_sum(&http, "floe_node_sliver_stage_seconds_sum{stage=\"persist\"}") - p0;
+            let verify = node_metric_sum(
+                &http,
+                "floe_node_sliver_stage_seconds_sum{stage=\"verify\"}",
+            ) - v0;
+            let persist = node_metric_sum(
+                &http,
+                "floe_node_sliver_stage_seconds_sum{stage=\"persist\"}",
+            ) - p0;
             let t = Instant::now();
             let back = client.read(&out.blob_id, None).await.unwrap();
             let get = t.elapsed();

@@ -19,7 +19,10 @@ fn ensure_node_bin() {
     let beside = floe_bin().parent().unwrap().join("floe-node");
     if !beside.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo).args(["build", "-p", "floe-node", "--bin", "floe-node"]).status().unwrap();
+        let st = Command::new(cargo)
+            .args(["build", "-p", "floe-node", "--bin", "floe-node"])
+            .status()
+            .unwrap();
         assert!(st.success(), "building floe-node failed");
     }
 }
@@ -30,7 +33,11 @@ impl Testnet {
         let dir = tempfile::tempdir().unwrap();
         let t = Self { dir };
         let out = t.floe(&[&["testnet", "up"], args].concat());
-        assert!(out.status.success(), "testnet up failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "testnet up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         t
     }
     fn floe(&self, args: &[&str]) -> Output {
@@ -44,14 +51,21 @@ impl Testnet {
     }
     fn ok(&self, args: &[&str]) -> String {
         let out = self.floe(args);
-        assert!(out.status.success(), "floe {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "floe {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
     fn json(&self, args: &[&str]) -> serde_json::Value {
         serde_json::from_str(&self.ok(&[&["--json"], args].concat())).unwrap()
     }
     fn put(&self, path: &Path) -> String {
-        self.json(&["put", path.to_str().unwrap()])["blob_id"].as_str().unwrap().to_string()
+        self.json(&["put", path.to_str().unwrap()])["blob_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
     fn get(&self, id: &str) -> Vec<u8> {
         let out = self.dir.path().join(format!("{id}.out"));
@@ -70,7 +84,12 @@ impl Testnet {
             .as_array()
             .unwrap()
             .iter()
-            .map(|n| (n["pairs_stored"].as_u64().unwrap_or(0), n["pairs_owned"].as_u64().unwrap_or(u64::MAX)))
+            .map(|n| {
+                (
+                    n["pairs_stored"].as_u64().unwrap_or(0),
+                    n["pairs_owned"].as_u64().unwrap_or(u64::MAX),
+                )
+            })
             .collect()
     }
 }
@@ -81,21 +100,40 @@ impl Drop for Testnet {
     }
 }
 
-
 #[test]
 fn default_testnet_put_get_through_node_failures() {
     // node 6 serves corrupted slivers on purpose (a lying node)
-    let t = Testnet::up(&["--nodes", "7", "--shards", "100", "--fault", "6=corrupt-slivers"]);
+    let t = Testnet::up(&[
+        "--nodes",
+        "7",
+        "--shards",
+        "100",
+        "--fault",
+        "6=corrupt-slivers",
+    ]);
     let status = t.json(&["testnet", "status"]);
     assert_eq!(status["nodes"].as_array().unwrap().len(), 7);
 
     let mut blobs = Vec::new();
-    for (name, len) in [("empty", 0usize), ("one", 1), ("mib", 1 << 20), ("big", 64 << 20)] {
+    for (name, len) in [
+        ("empty", 0usize),
+        ("one", 1),
+        ("mib", 1 << 20),
+        ("big", 64 << 20),
+    ] {
         let data = random_bytes(len, len as u64 + 1);
         let id = t.put(&t.file(name, &data));
-        assert_eq!(t.get(&id), data, "{name}: read back differs (with a lying node in the committee)");
+        assert_eq!(
+            t.get(&id),
+            data,
+            "{name}: read back differs (with a lying node in the committee)"
+        );
         // the offline blob ID agrees with the network's
-        assert_eq!(t.ok(&["blob-id", t.dir.path().join(name).to_str().unwrap()]).trim(), id);
+        assert_eq!(
+            t.ok(&["blob-id", t.dir.path().join(name).to_str().unwrap()])
+                .trim(),
+            id
+        );
         blobs.push((id, data));
     }
 
@@ -116,10 +154,17 @@ fn default_testnet_put_get_through_node_failures() {
 
     // clear errors: an oversized file, an unknown blob ID, a malformed one
     let big = t.dir.path().join("too-big");
-    std::fs::File::create(&big).unwrap().set_len(150_000_000).unwrap();
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(150_000_000)
+        .unwrap();
     let out = t.floe(&["put", big.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("largest blob"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("largest blob"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = t.floe(&["get", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown to every node"));
@@ -139,7 +184,10 @@ fn default_testnet_put_get_through_node_failures() {
             if pairs.iter().all(|(s, o)| s == o) {
                 break;
             }
-            assert!(Instant::now() < deadline, "slivers of {id} not rebuilt: {pairs:?}");
+            assert!(
+                Instant::now() < deadline,
+                "slivers of {id} not rebuilt: {pairs:?}"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
     }
@@ -152,10 +200,15 @@ fn default_testnet_put_get_through_node_failures() {
 #[test]
 fn crashed_node_is_restarted_by_the_supervisor() {
     let t = Testnet::up(&["--nodes", "4", "--shards", "10"]);
-    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(t.dir.path().join("testnet.json")).unwrap()).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.dir.path().join("testnet.json")).unwrap())
+            .unwrap();
     let pid = st["nodes"][1]["pid"].as_u64().unwrap();
     // a crash (not `floe testnet kill`): the supervisor brings the node back
-    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let st = t.json(&["testnet", "status"]);

@@ -9,7 +9,10 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Semaphore;
 
 use super::node::{ClientError, NodeClient};
-use crate::codec::{self, decode_verified, Axis, BlobId, BlobMetadata, CodecError, ConsistencyCheck, EncodedBlob, Sliver};
+use crate::codec::{
+    self, decode_verified, Axis, BlobId, BlobMetadata, CodecError, ConsistencyCheck, EncodedBlob,
+    Sliver,
+};
 use crate::protocol::{Certificate, Committee, Confirmation, Member, NodeId};
 
 /// Knobs of the blob client; the defaults suit a local testnet and a LAN cluster.
@@ -45,12 +48,23 @@ impl Default for ClientConfig {
 /// Progress of a long operation, reported as it happens (the CLI draws bars from it).
 #[derive(Debug, Clone)]
 pub enum Progress {
-    Encoded { encoded_bytes: u64, elapsed: Duration },
+    Encoded {
+        encoded_bytes: u64,
+        elapsed: Duration,
+    },
     /// Bytes of slivers stored (write) or fetched and verified (read) so far.
-    Bytes { done: u64, total: u64 },
+    Bytes {
+        done: u64,
+        total: u64,
+    },
     /// Shards whose nodes confirmed so far, and the quorum.
-    Confirmed { shards: usize, quorum: usize },
-    Certified { elapsed: Duration },
+    Confirmed {
+        shards: usize,
+        quorum: usize,
+    },
+    Certified {
+        elapsed: Duration,
+    },
 }
 
 pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
@@ -60,7 +74,12 @@ pub enum WriteError {
     #[error(transparent)]
     Codec(#[from] CodecError),
     #[error("only {confirmed} of {n} shards confirmed the blob; a quorum needs {needed}. Failures: {}", failures.join("; "))]
-    NoQuorum { confirmed: usize, needed: usize, n: usize, failures: Vec<String> },
+    NoQuorum {
+        confirmed: usize,
+        needed: usize,
+        n: usize,
+        failures: Vec<String>,
+    },
     #[error("committee: {0}")]
     Committee(String),
 }
@@ -72,7 +91,11 @@ pub enum ReadError {
     #[error("blob {0} was proven inconsistently encoded by its writer; it has no content")]
     Invalid(BlobId),
     #[error("only {got} of the {need} verified primary slivers needed could be fetched. Failures: {}", failures.join("; "))]
-    NotEnoughSlivers { got: usize, need: usize, failures: Vec<String> },
+    NotEnoughSlivers {
+        got: usize,
+        need: usize,
+        failures: Vec<String>,
+    },
     #[error(transparent)]
     Codec(#[from] CodecError),
     #[error("writing the blob: {0}")]
@@ -108,7 +131,11 @@ impl BlobClient {
             .iter()
             .map(|m| Ok((m.node_id, NodeClient::new(&m.address, config.max_message)?)))
             .collect::<Result<_, ClientError>>()?;
-        Ok(Self { committee, nodes, config })
+        Ok(Self {
+            committee,
+            nodes,
+            config,
+        })
     }
 
     /// Learn the committee from any of `addresses` and build a client for it.
@@ -120,7 +147,10 @@ impl BlobClient {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| ClientError::Address { address: String::new(), message: "no node address given".into() }))
+        Err(last.unwrap_or_else(|| ClientError::Address {
+            address: String::new(),
+            message: "no node address given".into(),
+        }))
     }
 
     pub fn committee(&self) -> &Committee {
@@ -132,7 +162,11 @@ impl BlobClient {
     }
 
     /// Encode, upload, collect confirmations to a quorum, certify.
-    pub async fn write(&self, data: Vec<u8>, progress: Option<ProgressFn>) -> Result<WriteOutcome, WriteError> {
+    pub async fn write(
+        &self,
+        data: Vec<u8>,
+        progress: Option<ProgressFn>,
+    ) -> Result<WriteOutcome, WriteError> {
         let start = Instant::now();
         let report = |p: Progress| {
             if let Some(f) = &progress {
@@ -150,7 +184,10 @@ impl BlobClient {
         let shape = *enc.shape();
         let n = params.n();
         let encoded_size = (n * (shape.primary_sliver_len() + shape.secondary_sliver_len())) as u64;
-        report(Progress::Encoded { encoded_bytes: encoded_size, elapsed: encode_time });
+        report(Progress::Encoded {
+            encoded_bytes: encoded_size,
+            elapsed: encode_time,
+        });
         let id = enc.blob_id();
         let rot = id.mod_n(n);
 
@@ -164,7 +201,11 @@ impl BlobClient {
             .filter(|m| !m.shards.is_empty())
             .map(|m| {
                 let node = self.node(m).clone();
-                let pairs: Vec<u16> = m.shards.iter().map(|s| params.pair_for_shard(*s as usize, rot) as u16).collect();
+                let pairs: Vec<u16> = m
+                    .shards
+                    .iter()
+                    .map(|s| params.pair_for_shard(*s as usize, rot) as u16)
+                    .collect();
                 let enc = enc.clone();
                 let budget = budget.clone();
                 let done_bytes = done_bytes.clone();
@@ -176,7 +217,10 @@ impl BlobClient {
                     let r = upload_to(&node, &enc, &pairs, &budget, attempts, parallel, |b| {
                         let d = done_bytes.fetch_add(b, std::sync::atomic::Ordering::Relaxed) + b;
                         if let Some(f) = &progress {
-                            f(Progress::Bytes { done: d, total: encoded_size });
+                            f(Progress::Bytes {
+                                done: d,
+                                total: encoded_size,
+                            });
                         }
                     })
                     .await;
@@ -193,43 +237,72 @@ impl BlobClient {
         loop {
             let next = match quorum_at {
                 None => tasks.next().await,
-                Some(t) => match tokio::time::timeout(self.config.grace.saturating_sub(t.elapsed()), tasks.next()).await {
+                Some(t) => match tokio::time::timeout(
+                    self.config.grace.saturating_sub(t.elapsed()),
+                    tasks.next(),
+                )
+                .await
+                {
                     Ok(x) => x,
                     Err(_) => break, // grace period over; the rest recover in the background
                 },
             };
-            let Some((node, weight, result)) = next else { break };
+            let Some((node, weight, result)) = next else {
+                break;
+            };
             match result {
                 Ok(conf) if conf.epoch == self.committee.epoch => {
                     confirmations.push(conf);
                     confirmed += weight;
-                    report(Progress::Confirmed { shards: confirmed, quorum });
+                    report(Progress::Confirmed {
+                        shards: confirmed,
+                        quorum,
+                    });
                     if quorum_at.is_none() && params.is_quorum(confirmed) {
                         quorum_at = Some(Instant::now());
                     }
                 }
-                Ok(conf) => failures.push(format!("{}: confirmed epoch {} instead of {}", node.address(), conf.epoch, self.committee.epoch)),
+                Ok(conf) => failures.push(format!(
+                    "{}: confirmed epoch {} instead of {}",
+                    node.address(),
+                    conf.epoch,
+                    self.committee.epoch
+                )),
                 Err(e) => failures.push(e.to_string()),
             }
         }
         let upload_time = upload_start.elapsed();
         if !params.is_quorum(confirmed) {
-            return Err(WriteError::NoQuorum { confirmed, needed: quorum, n, failures });
+            return Err(WriteError::NoQuorum {
+                confirmed,
+                needed: quorum,
+                n,
+                failures,
+            });
         }
         let cert = Certificate {
             epoch: self.committee.epoch,
             blob_id: id,
-            signers: confirmations.iter().map(|c| (c.node_id, c.signature)).collect(),
+            signers: confirmations
+                .iter()
+                .map(|c| (c.node_id, c.signature))
+                .collect(),
         };
         let certified_nodes = futures::future::join_all(self.nodes.values().map(|node| {
             let cert = &cert;
-            async move { retry(self.config.attempts, || node.put_certificate(cert)).await.is_ok() }
+            async move {
+                retry(self.config.attempts, || node.put_certificate(cert))
+                    .await
+                    .is_ok()
+            }
         }))
         .await
         .into_iter()
         .filter(|ok| *ok)
         .count();
-        report(Progress::Certified { elapsed: start.elapsed() });
+        report(Progress::Certified {
+            elapsed: start.elapsed(),
+        });
         Ok(WriteOutcome {
             blob_id: id,
             size,
@@ -246,7 +319,8 @@ impl BlobClient {
 
     /// Metadata of `id` from the first node that has it (verified against the ID).
     pub async fn metadata(&self, id: &BlobId) -> Result<BlobMetadata, ReadError> {
-        let mut calls: FuturesUnordered<_> = self.nodes.values().map(|n| n.get_metadata(id)).collect();
+        let mut calls: FuturesUnordered<_> =
+            self.nodes.values().map(|n| n.get_metadata(id)).collect();
         while let Some(r) = calls.next().await {
             if let Ok(md) = r {
                 return Ok(md);
@@ -257,7 +331,11 @@ impl BlobClient {
 
     /// Read a blob into memory: k_p verified primary slivers (systematic ones first), decode,
     /// check.
-    pub async fn read(&self, id: &BlobId, progress: Option<ProgressFn>) -> Result<Vec<u8>, ReadError> {
+    pub async fn read(
+        &self,
+        id: &BlobId,
+        progress: Option<ProgressFn>,
+    ) -> Result<Vec<u8>, ReadError> {
         let md = Arc::new(self.metadata(id).await?);
         let mut got = Vec::new();
         self.fetch_primary(id, &md, progress, |s| {
@@ -272,18 +350,35 @@ impl BlobClient {
     /// offset as it arrives and then dropped, so memory stays at the slivers in flight. Only when
     /// parity slivers had to stand in are the systematic rows read back for the decode. The
     /// file appears (by rename) only once the blob is complete and checked.
-    pub async fn read_to_file(&self, id: &BlobId, path: &Path, progress: Option<ProgressFn>) -> Result<u64, ReadError> {
+    pub async fn read_to_file(
+        &self,
+        id: &BlobId,
+        path: &Path,
+        progress: Option<ProgressFn>,
+    ) -> Result<u64, ReadError> {
         use std::os::unix::fs::FileExt;
         let md = Arc::new(self.metadata(id).await?);
         let shape = md.shape()?;
-        let (kp, row, len) = (shape.params.k_primary(), shape.primary_sliver_len(), shape.len as usize);
+        let (kp, row, len) = (
+            shape.params.k_primary(),
+            shape.primary_sliver_len(),
+            shape.len as usize,
+        );
         let tmp = path.with_file_name(format!(
             ".{}.floe-partial",
-            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
         ));
         let io = |e: std::io::Error| ReadError::Io(format!("{}: {e}", tmp.display()));
         // read-write: the fallback path reads the systematic rows back
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io)?;
         file.set_len(len as u64).map_err(io)?;
         let mut parity = Vec::new();
         let mut written = Vec::new();
@@ -294,7 +389,8 @@ impl BlobClient {
                     let at = i * row;
                     let end = (at + row).min(len);
                     if at < end {
-                        file.write_all_at(&s.data[..end - at], at as u64).map_err(io)?;
+                        file.write_all_at(&s.data[..end - at], at as u64)
+                            .map_err(io)?;
                     }
                     written.push(i);
                 } else {
@@ -313,15 +409,22 @@ impl BlobClient {
                     let at = i * row;
                     let end = (at + row).min(len);
                     if at < end {
-                        file.read_exact_at(&mut data[..end - at], at as u64).map_err(io)?;
+                        file.read_exact_at(&mut data[..end - at], at as u64)
+                            .map_err(io)?;
                     }
-                    slivers.push(Sliver { axis: Axis::Primary, index: i as u16, symbol_size: shape.symbol_size as u16, data });
+                    slivers.push(Sliver {
+                        axis: Axis::Primary,
+                        index: i as u16,
+                        symbol_size: shape.symbol_size as u16,
+                        data,
+                    });
                 }
                 let blob = decode_blocking(id, md.clone(), slivers).await?;
                 file.write_all_at(&blob, 0).map_err(io)?;
             }
             file.sync_all().map_err(io)?;
-            std::fs::rename(&tmp, path).map_err(|e| ReadError::Io(format!("{}: {e}", path.display())))?;
+            std::fs::rename(&tmp, path)
+                .map_err(|e| ReadError::Io(format!("{}: {e}", path.display())))?;
             Ok(len as u64)
         }
         .await;
@@ -352,20 +455,30 @@ impl BlobClient {
         let mut invalid_votes = 0usize;
         let fetch = |pair: u16| {
             let shard = params.shard_for_pair(pair as usize, rot);
-            let member = owners.get(shard).copied().flatten().map(|i| &self.committee.members[i]);
+            let member = owners
+                .get(shard)
+                .copied()
+                .flatten()
+                .map(|i| &self.committee.members[i]);
             let node = member.map(|m| self.node(m).clone());
             let md = md.clone();
             let id = *id;
             async move {
                 let node = node.ok_or_else(|| format!("shard {shard} has no owner"))?;
-                let sliver = node.get_sliver(&id, pair, Axis::Primary).await.map_err(|e| e.to_string())?;
+                let sliver = node
+                    .get_sliver(&id, pair, Axis::Primary)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 tokio::task::spawn_blocking(move || sliver.verify(&md).map(|()| sliver))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("{}: sliver {pair} rejected: {e}", node.address()))
             }
         };
-        for pair in candidates.by_ref().take(self.config.read_parallelism.clamp(1, kp)) {
+        for pair in candidates
+            .by_ref()
+            .take(self.config.read_parallelism.clamp(1, kp))
+        {
             inflight.push(fetch(pair));
         }
         while got < kp {
@@ -373,14 +486,21 @@ impl BlobClient {
                 if invalid_votes > 0 {
                     return Err(ReadError::Invalid(*id));
                 }
-                return Err(ReadError::NotEnoughSlivers { got, need: kp, failures });
+                return Err(ReadError::NotEnoughSlivers {
+                    got,
+                    need: kp,
+                    failures,
+                });
             };
             match r {
                 Ok(s) => {
                     sink(s)?;
                     got += 1;
                     if let Some(f) = &progress {
-                        f(Progress::Bytes { done: got as u64 * sliver_bytes, total: kp as u64 * sliver_bytes });
+                        f(Progress::Bytes {
+                            done: got as u64 * sliver_bytes,
+                            total: kp as u64 * sliver_bytes,
+                        });
                     }
                 }
                 Err(e) => {
@@ -402,7 +522,11 @@ impl BlobClient {
     }
 }
 
-async fn decode_blocking(id: &BlobId, md: Arc<BlobMetadata>, slivers: Vec<Sliver>) -> Result<Vec<u8>, ReadError> {
+async fn decode_blocking(
+    id: &BlobId,
+    md: Arc<BlobMetadata>,
+    slivers: Vec<Sliver>,
+) -> Result<Vec<u8>, ReadError> {
     let id = *id;
     tokio::task::spawn_blocking(move || decode_verified(&md, &slivers, ConsistencyCheck::Default))
         .await
@@ -428,7 +552,11 @@ where
             Err(e) => {
                 let permanent = matches!(
                     e.code(),
-                    Some(tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted | tonic::Code::Unauthenticated)
+                    Some(
+                        tonic::Code::InvalidArgument
+                            | tonic::Code::ResourceExhausted
+                            | tonic::Code::Unauthenticated
+                    )
                 );
                 if permanent || tries >= attempts {
                     return Err(e);
@@ -454,21 +582,27 @@ async fn upload_to(
     retry(attempts, || node.put_metadata(&id, enc.metadata())).await?;
     let on_bytes = &on_bytes;
     // owned jobs: a borrowing iterator here would make the future not `Send` for every lifetime
-    let jobs: Vec<(u16, Axis)> = pairs.iter().flat_map(|p| [(*p, Axis::Primary), (*p, Axis::Secondary)]).collect();
+    let jobs: Vec<(u16, Axis)> = pairs
+        .iter()
+        .flat_map(|p| [(*p, Axis::Primary), (*p, Axis::Secondary)])
+        .collect();
     let mut puts = futures::stream::iter(jobs)
         .map(|(p, axis)| async move {
-                let sliver = match axis {
-                    Axis::Primary => enc.primary_sliver(p as usize),
-                    Axis::Secondary => enc.secondary_sliver(enc.n() - 1 - p as usize),
-                };
-                let kib = (sliver.data.len() >> 10).max(1).min(u32::MAX as usize) as u32;
-                let _permit = budget.acquire_many(kib).await.map_err(|e| ClientError::Invalid {
+            let sliver = match axis {
+                Axis::Primary => enc.primary_sliver(p as usize),
+                Axis::Secondary => enc.secondary_sliver(enc.n() - 1 - p as usize),
+            };
+            let kib = (sliver.data.len() >> 10).max(1).min(u32::MAX as usize) as u32;
+            let _permit = budget
+                .acquire_many(kib)
+                .await
+                .map_err(|e| ClientError::Invalid {
                     address: node.address().to_string(),
                     message: e.to_string(),
                 })?;
-                retry(attempts, || node.put_sliver(&id, p, &sliver)).await?;
-                on_bytes(sliver.data.len() as u64);
-                Ok::<_, ClientError>(())
+            retry(attempts, || node.put_sliver(&id, p, &sliver)).await?;
+            on_bytes(sliver.data.len() as u64);
+            Ok::<_, ClientError>(())
         })
         .buffer_unordered(parallel);
     while let Some(r) = puts.next().await {

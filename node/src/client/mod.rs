@@ -4,5 +4,7 @@
 mod blob;
 mod node;
 
-pub use blob::{BlobClient, ClientConfig, Progress, ProgressFn, ReadError, WriteError, WriteOutcome};
+pub use blob::{
+    BlobClient, ClientConfig, Progress, ProgressFn, ReadError, WriteError, WriteOutcome,
+};
 pub use node::{ClientError, NodeClient};

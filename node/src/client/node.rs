@@ -12,7 +12,10 @@ use crate::protocol::{Certificate, Committee, Confirmation, NodeId, SyncRequest}
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("{address}: {status}")]
-    Rpc { address: String, status: tonic::Status },
+    Rpc {
+        address: String,
+        status: tonic::Status,
+    },
     #[error("{address}: invalid address: {message}")]
     Address { address: String, message: String },
     #[error("{address}: node sent invalid data: {message}")]
@@ -43,7 +46,10 @@ impl NodeClient {
     /// A client for `address` (`host:port`); connects on first use.
     pub fn new(address: &str, max_message: usize) -> Result<Self, ClientError> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| ClientError::Address { address: address.to_string(), message: e.to_string() })?
+            .map_err(|e| ClientError::Address {
+                address: address.to_string(),
+                message: e.to_string(),
+            })?
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(8 << 20))
@@ -55,7 +61,9 @@ impl NodeClient {
             storage: StorageClient::new(channel.clone())
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
-            admin: AdminClient::new(channel).max_decoding_message_size(max_message).max_encoding_message_size(max_message),
+            admin: AdminClient::new(channel)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
             admin_token: None,
         })
     }
@@ -70,10 +78,16 @@ impl NodeClient {
     }
 
     fn err(&self, status: tonic::Status) -> ClientError {
-        ClientError::Rpc { address: self.address.clone(), status }
+        ClientError::Rpc {
+            address: self.address.clone(),
+            status,
+        }
     }
     fn invalid(&self, message: impl ToString) -> ClientError {
-        ClientError::Invalid { address: self.address.clone(), message: message.to_string() }
+        ClientError::Invalid {
+            address: self.address.clone(),
+            message: message.to_string(),
+        }
     }
 
     fn req<T>(&self, msg: T, timeout: Duration) -> tonic::Request<T> {
@@ -96,61 +110,118 @@ impl NodeClient {
     }
 
     pub async fn info(&self) -> Result<proto::NodeInfo, ClientError> {
-        let r = self.storage.clone().get_info(self.req(proto::GetInfoRequest {}, Duration::from_secs(5))).await;
+        let r = self
+            .storage
+            .clone()
+            .get_info(self.req(proto::GetInfoRequest {}, Duration::from_secs(5)))
+            .await;
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
     pub async fn committee(&self) -> Result<Committee, ClientError> {
-        let r = self.storage.clone().get_committee(self.req(proto::GetCommitteeRequest {}, Duration::from_secs(5))).await;
+        let r = self
+            .storage
+            .clone()
+            .get_committee(self.req(proto::GetCommitteeRequest {}, Duration::from_secs(5)))
+            .await;
         let c = r.map_err(|s| self.err(s))?.into_inner();
         Committee::try_from(c).map_err(|e| self.invalid(e))
     }
 
     pub async fn put_metadata(&self, id: &BlobId, md: &BlobMetadata) -> Result<bool, ClientError> {
-        let msg = proto::PutMetadataRequest { blob_id: id.as_bytes().to_vec(), metadata: md.to_bytes() };
-        let r = self.storage.clone().put_metadata(self.req(msg, CALL_TIMEOUT)).await;
-        r.map(|r| r.into_inner().already_stored).map_err(|s| self.err(s))
+        let msg = proto::PutMetadataRequest {
+            blob_id: id.as_bytes().to_vec(),
+            metadata: md.to_bytes(),
+        };
+        let r = self
+            .storage
+            .clone()
+            .put_metadata(self.req(msg, CALL_TIMEOUT))
+            .await;
+        r.map(|r| r.into_inner().already_stored)
+            .map_err(|s| self.err(s))
     }
 
     /// Metadata of `id`, verified against the ID.
     pub async fn get_metadata(&self, id: &BlobId) -> Result<BlobMetadata, ClientError> {
-        let msg = proto::BlobRequest { blob_id: id.as_bytes().to_vec() };
-        let r = self.storage.clone().get_metadata(self.req(msg, CALL_TIMEOUT)).await.map_err(|s| self.err(s))?;
+        let msg = proto::BlobRequest {
+            blob_id: id.as_bytes().to_vec(),
+        };
+        let r = self
+            .storage
+            .clone()
+            .get_metadata(self.req(msg, CALL_TIMEOUT))
+            .await
+            .map_err(|s| self.err(s))?;
         let md = BlobMetadata::from_bytes(&r.into_inner().metadata).map_err(|e| self.invalid(e))?;
         md.verify(id).map_err(|e| self.invalid(e))?;
         Ok(md)
     }
 
-    pub async fn put_sliver(&self, id: &BlobId, pair: u16, sliver: &Sliver) -> Result<bool, ClientError> {
+    pub async fn put_sliver(
+        &self,
+        id: &BlobId,
+        pair: u16,
+        sliver: &Sliver,
+    ) -> Result<bool, ClientError> {
         let bytes = sliver.to_bytes();
         let timeout = Self::transfer_timeout(bytes.len());
-        let msg = proto::PutSliverRequest { blob_id: id.as_bytes().to_vec(), pair_index: pair as u32, sliver: bytes };
-        let r = self.storage.clone().put_sliver(self.req(msg, timeout)).await;
-        r.map(|r| r.into_inner().already_stored).map_err(|s| self.err(s))
+        let msg = proto::PutSliverRequest {
+            blob_id: id.as_bytes().to_vec(),
+            pair_index: pair as u32,
+            sliver: bytes,
+        };
+        let r = self
+            .storage
+            .clone()
+            .put_sliver(self.req(msg, timeout))
+            .await;
+        r.map(|r| r.into_inner().already_stored)
+            .map_err(|s| self.err(s))
     }
 
     /// A sliver, parsed but *not* verified: check it with `Sliver::verify` against metadata.
-    pub async fn get_sliver(&self, id: &BlobId, pair: u16, axis: Axis) -> Result<Sliver, ClientError> {
+    pub async fn get_sliver(
+        &self,
+        id: &BlobId,
+        pair: u16,
+        axis: Axis,
+    ) -> Result<Sliver, ClientError> {
         let msg = proto::GetSliverRequest {
             blob_id: id.as_bytes().to_vec(),
             pair_index: pair as u32,
             axis: proto::Axis::from(axis) as i32,
         };
-        let r = self.storage.clone().get_sliver(self.req(msg, Self::transfer_timeout(64 << 20))).await;
+        let r = self
+            .storage
+            .clone()
+            .get_sliver(self.req(msg, Self::transfer_timeout(64 << 20)))
+            .await;
         let bytes = r.map_err(|s| self.err(s))?.into_inner().sliver;
         Sliver::from_bytes(&bytes).map_err(|e| self.invalid(e))
     }
 
     /// A storage confirmation, with its signature checked.
     pub async fn get_confirmation(&self, id: &BlobId) -> Result<Confirmation, ClientError> {
-        let msg = proto::BlobRequest { blob_id: id.as_bytes().to_vec() };
-        let r = self.storage.clone().get_confirmation(self.req(msg, CALL_TIMEOUT)).await.map_err(|s| self.err(s))?;
+        let msg = proto::BlobRequest {
+            blob_id: id.as_bytes().to_vec(),
+        };
+        let r = self
+            .storage
+            .clone()
+            .get_confirmation(self.req(msg, CALL_TIMEOUT))
+            .await
+            .map_err(|s| self.err(s))?;
         let c = r.into_inner();
         let conf = Confirmation {
             epoch: c.epoch,
             blob_id: BlobId::from_slice(&c.blob_id).map_err(|e| self.invalid(e))?,
             node_id: NodeId::try_from(c.node_id.as_slice()).map_err(|e| self.invalid(e))?,
-            signature: c.signature.as_slice().try_into().map_err(|_| self.invalid("signature length"))?,
+            signature: c
+                .signature
+                .as_slice()
+                .try_into()
+                .map_err(|_| self.invalid("signature length"))?,
         };
         if conf.blob_id != *id || !conf.verify() {
             return Err(self.invalid("confirmation signature does not verify"));
@@ -159,8 +230,13 @@ impl NodeClient {
     }
 
     pub async fn put_certificate(&self, cert: &Certificate) -> Result<bool, ClientError> {
-        let r = self.storage.clone().put_certificate(self.req(proto::Certificate::from(cert), CALL_TIMEOUT)).await;
-        r.map(|r| r.into_inner().already_certified).map_err(|s| self.err(s))
+        let r = self
+            .storage
+            .clone()
+            .put_certificate(self.req(proto::Certificate::from(cert), CALL_TIMEOUT))
+            .await;
+        r.map(|r| r.into_inner().already_certified)
+            .map_err(|s| self.err(s))
     }
 
     /// Recovery symbols for the target slivers, parsed (each still to be verified).
@@ -175,7 +251,12 @@ impl NodeClient {
             target_axis: proto::Axis::from(target_axis) as i32,
             target_indices: targets.iter().map(|t| *t as u32).collect(),
         };
-        let r = self.storage.clone().get_recovery_symbols(self.req(msg, CALL_TIMEOUT)).await.map_err(|s| self.err(s))?;
+        let r = self
+            .storage
+            .clone()
+            .get_recovery_symbols(self.req(msg, CALL_TIMEOUT))
+            .await
+            .map_err(|s| self.err(s))?;
         r.into_inner()
             .symbols
             .iter()
@@ -184,41 +265,91 @@ impl NodeClient {
     }
 
     pub async fn blob_status(&self, id: &BlobId) -> Result<proto::BlobStatusResponse, ClientError> {
-        let msg = proto::BlobRequest { blob_id: id.as_bytes().to_vec() };
-        let r = self.storage.clone().get_blob_status(self.req(msg, CALL_TIMEOUT)).await;
+        let msg = proto::BlobRequest {
+            blob_id: id.as_bytes().to_vec(),
+        };
+        let r = self
+            .storage
+            .clone()
+            .get_blob_status(self.req(msg, CALL_TIMEOUT))
+            .await;
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
     /// One page of certified blobs after `after`.
-    pub async fn list_certified(&self, after: Option<BlobId>, limit: u32) -> Result<(Vec<Certificate>, bool), ClientError> {
-        let msg = proto::ListCertifiedRequest { after: after.map(|a| a.as_bytes().to_vec()).unwrap_or_default(), limit };
-        let r = self.storage.clone().list_certified(self.req(msg, CALL_TIMEOUT)).await.map_err(|s| self.err(s))?;
+    pub async fn list_certified(
+        &self,
+        after: Option<BlobId>,
+        limit: u32,
+    ) -> Result<(Vec<Certificate>, bool), ClientError> {
+        let msg = proto::ListCertifiedRequest {
+            after: after.map(|a| a.as_bytes().to_vec()).unwrap_or_default(),
+            limit,
+        };
+        let r = self
+            .storage
+            .clone()
+            .list_certified(self.req(msg, CALL_TIMEOUT))
+            .await
+            .map_err(|s| self.err(s))?;
         let r = r.into_inner();
-        let certs = r.certificates.into_iter().map(Certificate::try_from).collect::<Result<_, _>>().map_err(|e| self.invalid(e))?;
+        let certs = r
+            .certificates
+            .into_iter()
+            .map(Certificate::try_from)
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.invalid(e))?;
         Ok((certs, r.more))
     }
 
     /// One page of a shard from its previous owner (PROTOCOL.md §6). Items are returned as sent:
     /// the caller verifies every one against its blob ID and metadata.
-    pub async fn sync_shard(&self, req: &SyncRequest, limit: u32, page_bytes: usize) -> Result<proto::SyncShardResponse, ClientError> {
+    pub async fn sync_shard(
+        &self,
+        req: &SyncRequest,
+        limit: u32,
+        page_bytes: usize,
+    ) -> Result<proto::SyncShardResponse, ClientError> {
         let msg = proto::SyncShardRequest::new(req, limit);
-        let r = self.storage.clone().sync_shard(self.req(msg, Self::transfer_timeout(page_bytes))).await;
+        let r = self
+            .storage
+            .clone()
+            .sync_shard(self.req(msg, Self::transfer_timeout(page_bytes)))
+            .await;
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
     pub async fn set_committee(&self, c: &Committee) -> Result<(), ClientError> {
         let req = self.admin_req(proto::Committee::from(c))?;
-        self.admin.clone().set_committee(req).await.map(|_| ()).map_err(|s| self.err(s))
+        self.admin
+            .clone()
+            .set_committee(req)
+            .await
+            .map(|_| ())
+            .map_err(|s| self.err(s))
     }
 
-    pub async fn answer_challenge(&self, req: proto::ChallengeRequest) -> Result<Vec<Vec<u8>>, ClientError> {
+    pub async fn answer_challenge(
+        &self,
+        req: proto::ChallengeRequest,
+    ) -> Result<Vec<Vec<u8>>, ClientError> {
         let req = self.admin_req(req)?;
-        let r = self.admin.clone().answer_challenge(req).await.map_err(|s| self.err(s))?;
+        let r = self
+            .admin
+            .clone()
+            .answer_challenge(req)
+            .await
+            .map_err(|s| self.err(s))?;
         Ok(r.into_inner().symbols)
     }
 
     pub async fn sync_status(&self) -> Result<proto::SyncStatus, ClientError> {
         let req = self.admin_req(proto::GetSyncStatusRequest {})?;
-        self.admin.clone().get_sync_status(req).await.map(|r| r.into_inner()).map_err(|s| self.err(s))
+        self.admin
+            .clone()
+            .get_sync_status(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.err(s))
     }
 }

@@ -54,7 +54,11 @@ pub fn decode_verified(
         }
     }
     if rows.len() < kp {
-        return Err(CodecError::NotEnough { what: "distinct primary slivers", have: rows.len(), need: kp });
+        return Err(CodecError::NotEnough {
+            what: "distinct primary slivers",
+            have: rows.len(),
+            need: kp,
+        });
     }
     let mut blob = rs::decode_columns(kp, params.n() - kp, s, &rows)?;
     let restored: Vec<usize> = (0..kp).filter(|i| !seen[*i]).collect();
@@ -85,7 +89,12 @@ pub fn decode_verified(
 }
 
 /// Sliver hashes of primary rows (`rows` = r × k symbols), extending them in one batch.
-pub(crate) fn primary_row_hashes(rows: &[u8], k: usize, s: usize, f: usize) -> Result<Vec<Hash>, CodecError> {
+pub(crate) fn primary_row_hashes(
+    rows: &[u8],
+    k: usize,
+    s: usize,
+    f: usize,
+) -> Result<Vec<Hash>, CodecError> {
     let count = rows.len() / (k * s);
     let mut parity = vec![0u8; count * f * s];
     rs::extend_rows(rows, k, s, f, &mut parity)?;

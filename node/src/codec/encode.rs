@@ -37,8 +37,19 @@ pub struct EncodedBlob {
 
 /// Encode `blob` for a cluster of `params.n()` shards.
 pub fn encode(blob: &[u8], params: EncodingParams) -> Result<EncodedBlob, CodecError> {
-    let Extended { shape, data, parity_rows, parity_cols } = extend_source(blob, params)?;
-    let (n, f, kp, ks, s) = (params.n(), params.f(), params.k_primary(), params.k_secondary(), shape.symbol_size);
+    let Extended {
+        shape,
+        data,
+        parity_rows,
+        parity_cols,
+    } = extend_source(blob, params)?;
+    let (n, f, kp, ks, s) = (
+        params.n(),
+        params.f(),
+        params.k_primary(),
+        params.k_secondary(),
+        shape.symbol_size,
+    );
 
     // Leaf hashes of the whole expanded matrix, n × n, row-major.
     let mut leaves = vec![[0u8; 32]; n * n];
@@ -53,18 +64,33 @@ pub fn encode(blob: &[u8], params: EncodingParams) -> Result<EncodedBlob, CodecE
         }
     });
     let q_rows: Vec<&[u8]> = parity_cols.chunks(f * s).collect();
-    let r_hashes = rs::map_column_parity(&q_rows, s, 2 * f, |c0, j, row| (c0, j, leaf_hashes(row, s)))?;
+    let r_hashes =
+        rs::map_column_parity(&q_rows, s, 2 * f, |c0, j, row| (c0, j, leaf_hashes(row, s)))?;
     for (c0, j, hashes) in r_hashes.into_iter().flatten() {
         let at = (kp + j) * n + ks + c0;
         leaves[at..at + hashes.len()].copy_from_slice(&hashes);
     }
 
     let primary: Vec<Hash> = leaves.par_chunks(n).map(root_of_leaves).collect();
-    let secondary: Vec<Hash> = transpose(&leaves, n).par_chunks(n).map(root_of_leaves).collect();
+    let secondary: Vec<Hash> = transpose(&leaves, n)
+        .par_chunks(n)
+        .map(root_of_leaves)
+        .collect();
     let pair_hashes = (0..n).map(|p| (primary[p], secondary[n - 1 - p])).collect();
-    let metadata = BlobMetadata { encoding_type: ENCODING_RS2, len: blob.len() as u64, pair_hashes };
+    let metadata = BlobMetadata {
+        encoding_type: ENCODING_RS2,
+        len: blob.len() as u64,
+        pair_hashes,
+    };
     let blob_id = metadata.blob_id();
-    Ok(EncodedBlob { shape, metadata, blob_id, data, parity_rows, parity_cols })
+    Ok(EncodedBlob {
+        shape,
+        metadata,
+        blob_id,
+        data,
+        parity_rows,
+        parity_cols,
+    })
 }
 
 /// Transpose an `n × n` matrix of hashes in column strips, so that every read touches a few
@@ -72,16 +98,18 @@ pub fn encode(blob: &[u8], params: EncodingParams) -> Result<EncodedBlob, CodecE
 fn transpose(m: &[Hash], n: usize) -> Vec<Hash> {
     const STRIP: usize = 16;
     let mut t = vec![[0u8; 32]; n * n];
-    t.par_chunks_mut(n * STRIP).enumerate().for_each(|(strip, out)| {
-        let j0 = strip * STRIP;
-        let width = out.len() / n;
-        for i in 0..n {
-            let row = &m[i * n + j0..i * n + j0 + width];
-            for (dj, h) in row.iter().enumerate() {
-                out[dj * n + i] = *h;
+    t.par_chunks_mut(n * STRIP)
+        .enumerate()
+        .for_each(|(strip, out)| {
+            let j0 = strip * STRIP;
+            let width = out.len() / n;
+            for i in 0..n {
+                let row = &m[i * n + j0..i * n + j0 + width];
+                for (dj, h) in row.iter().enumerate() {
+                    out[dj * n + i] = *h;
+                }
             }
-        }
-    });
+        });
     t
 }
 
@@ -129,7 +157,12 @@ impl EncodedBlob {
         self.sliver(Axis::Secondary, j, out)
     }
     fn sliver(&self, axis: Axis, index: usize, data: Vec<u8>) -> Sliver {
-        Sliver { axis, index: index as u16, symbol_size: self.shape.symbol_size as u16, data }
+        Sliver {
+            axis,
+            index: index as u16,
+            symbol_size: self.shape.symbol_size as u16,
+            data,
+        }
     }
     /// Sliver pair `p`: primary p and secondary n−1−p.
     pub fn pair(&self, p: usize) -> SliverPair {
@@ -141,7 +174,9 @@ impl EncodedBlob {
     }
     /// The shard that stores pair `p` of this blob.
     pub fn shard_of_pair(&self, p: usize) -> usize {
-        self.shape.params.shard_for_pair(p, self.blob_id.mod_n(self.n()))
+        self.shape
+            .params
+            .shard_for_pair(p, self.blob_id.mod_n(self.n()))
     }
     /// All pairs, in pair order.
     pub fn pairs(&self) -> impl Iterator<Item = SliverPair> + '_ {
@@ -159,7 +194,12 @@ struct Extended {
 
 fn extend_source(blob: &[u8], params: EncodingParams) -> Result<Extended, CodecError> {
     let shape = params.symbol_shape(blob.len() as u64)?;
-    let (f, kp, ks, s) = (params.f(), params.k_primary(), params.k_secondary(), shape.symbol_size);
+    let (f, kp, ks, s) = (
+        params.f(),
+        params.k_primary(),
+        params.k_secondary(),
+        shape.symbol_size,
+    );
     let mut data = vec![0u8; shape.padded_len()];
     data[..blob.len()].copy_from_slice(blob);
     let d_rows: Vec<&[u8]> = data.chunks(ks * s).collect();
@@ -167,14 +207,24 @@ fn extend_source(blob: &[u8], params: EncodingParams) -> Result<Extended, CodecE
     rs::extend_columns(&d_rows, s, 2 * f, &mut parity_rows)?;
     let mut parity_cols = vec![0u8; kp * f * s];
     rs::extend_rows(&data, ks, s, f, &mut parity_cols)?;
-    Ok(Extended { shape, data, parity_rows, parity_cols })
+    Ok(Extended {
+        shape,
+        data,
+        parity_rows,
+        parity_cols,
+    })
 }
 
 /// The bare Reed–Solomon work of [`encode`] on the same matrix (no hashing, no slivers): the
 /// floor that the benchmark compares the full encode against.
 #[doc(hidden)]
 pub fn reed_solomon_floor(blob: &[u8], params: EncodingParams) -> Result<usize, CodecError> {
-    let Extended { shape, parity_rows, parity_cols, .. } = extend_source(blob, params)?;
+    let Extended {
+        shape,
+        parity_rows,
+        parity_cols,
+        ..
+    } = extend_source(blob, params)?;
     let (f, s) = (params.f(), shape.symbol_size);
     let q_rows: Vec<&[u8]> = parity_cols.chunks(f * s).collect();
     let r = rs::map_column_parity(&q_rows, s, 2 * f, |_, _, row| row[0] as usize)?;

@@ -11,13 +11,21 @@ pub enum CodecError {
     #[error("bad symbol size {got}: expected {expected}")]
     BadSymbolSize { got: usize, expected: usize },
     #[error("bad length for {what}: got {got} bytes, expected {expected}")]
-    BadLength { what: &'static str, got: usize, expected: usize },
+    BadLength {
+        what: &'static str,
+        got: usize,
+        expected: usize,
+    },
     #[error("index {index} out of range for {n} shards")]
     IndexOutOfRange { index: usize, n: usize },
     #[error("hash mismatch: {0}")]
     HashMismatch(&'static str),
     #[error("not enough {what}: have {have}, need {need}")]
-    NotEnough { what: &'static str, have: usize, need: usize },
+    NotEnough {
+        what: &'static str,
+        have: usize,
+        need: usize,
+    },
     #[error("the writer encoded this blob inconsistently")]
     InconsistentEncoding,
     #[error("malformed bytes: {0}")]

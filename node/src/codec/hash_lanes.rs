@@ -99,9 +99,22 @@ fn round(st: &mut [V; 16], m: &[V; 16], sc: &[usize; 16]) {
 #[inline(always)]
 fn compress_generic(cv: &Cv, m: &[V; 16], counter: u64, block_len: u32, flags: u32) -> Cv {
     let mut st: [V; 16] = [
-        cv[0], cv[1], cv[2], cv[3], cv[4], cv[5], cv[6], cv[7],
-        splat(IV[0]), splat(IV[1]), splat(IV[2]), splat(IV[3]),
-        splat(counter as u32), splat((counter >> 32) as u32), splat(block_len), splat(flags),
+        cv[0],
+        cv[1],
+        cv[2],
+        cv[3],
+        cv[4],
+        cv[5],
+        cv[6],
+        cv[7],
+        splat(IV[0]),
+        splat(IV[1]),
+        splat(IV[2]),
+        splat(IV[3]),
+        splat(counter as u32),
+        splat((counter >> 32) as u32),
+        splat(block_len),
+        splat(flags),
     ];
     round(&mut st, m, &SCHEDULE[0]);
     round(&mut st, m, &SCHEDULE[1]);
@@ -128,7 +141,8 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     fn rot16(x: __m256i) -> __m256i {
         let m = _mm256_setr_epi8(
-            2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13,
+            2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11,
+            8, 9, 14, 15, 12, 13,
         );
         _mm256_shuffle_epi8(x, m)
     }
@@ -136,7 +150,8 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     fn rot8(x: __m256i) -> __m256i {
         let m = _mm256_setr_epi8(
-            1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12, 1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12,
+            1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12, 1, 2, 3, 0, 5, 6, 7, 4, 9, 10,
+            11, 8, 13, 14, 15, 12,
         );
         _mm256_shuffle_epi8(x, m)
     }
@@ -219,7 +234,13 @@ mod avx2 {
 
     /// Compress one 64-byte block per lane into the lanes' chaining values, in place.
     #[target_feature(enable = "avx2")]
-    pub(super) fn compress(cv: &mut Cv, blocks: &[[u8; 64]; LANES], counter: u64, block_len: u32, flags: u32) {
+    pub(super) fn compress(
+        cv: &mut Cv,
+        blocks: &[[u8; 64]; LANES],
+        counter: u64,
+        block_len: u32,
+        flags: u32,
+    ) {
         let lo = transpose(std::array::from_fn(|l| load(&blocks[l][..32])));
         let hi = transpose(std::array::from_fn(|l| load(&blocks[l][32..])));
         let mut mw = [_mm256_setzero_si256(); 16];
@@ -227,11 +248,22 @@ mod avx2 {
         mw[8..].copy_from_slice(&hi);
         let c: [__m256i; 8] = std::array::from_fn(|w| load(bytemuck_v(&cv[w])));
         let mut st: [__m256i; 16] = [
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
-            _mm256_set1_epi32(IV[0] as i32), _mm256_set1_epi32(IV[1] as i32),
-            _mm256_set1_epi32(IV[2] as i32), _mm256_set1_epi32(IV[3] as i32),
-            _mm256_set1_epi32(counter as u32 as i32), _mm256_set1_epi32((counter >> 32) as u32 as i32),
-            _mm256_set1_epi32(block_len as i32), _mm256_set1_epi32(flags as i32),
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            c[5],
+            c[6],
+            c[7],
+            _mm256_set1_epi32(IV[0] as i32),
+            _mm256_set1_epi32(IV[1] as i32),
+            _mm256_set1_epi32(IV[2] as i32),
+            _mm256_set1_epi32(IV[3] as i32),
+            _mm256_set1_epi32(counter as u32 as i32),
+            _mm256_set1_epi32((counter >> 32) as u32 as i32),
+            _mm256_set1_epi32(block_len as i32),
+            _mm256_set1_epi32(flags as i32),
         ];
         for sc in &SCHEDULE {
             round(&mut st, &mw, sc);
@@ -354,7 +386,13 @@ fn subtree(inputs: &[Input<'_>], lo: usize, hi: usize, root: bool) -> Cv {
         }
     }
     let mut cv = splat_iv();
-    compress(&mut cv, &bufs, 0, BLOCK as u32, PARENT | if root { ROOT } else { 0 });
+    compress(
+        &mut cv,
+        &bufs,
+        0,
+        BLOCK as u32,
+        PARENT | if root { ROOT } else { 0 },
+    );
     cv
 }
 
@@ -375,7 +413,10 @@ pub fn hash_many(prefix: &[u8], bodies: &[u8], len: usize, out: &mut [[u8; 32]])
         let inputs: Vec<Input<'_>> = (0..outs.len())
             .map(|l| {
                 let i = g * LANES + l;
-                Input { prefix, body: &bodies[i * len..(i + 1) * len] }
+                Input {
+                    prefix,
+                    body: &bodies[i * len..(i + 1) * len],
+                }
             })
             .collect();
         let cv = subtree(&inputs, 0, chunks, true);
@@ -394,7 +435,10 @@ mod tests {
     #[test]
     fn matches_blake3_for_all_shapes() {
         let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        for len in [0usize, 1, 2, 6, 31, 62, 63, 64, 65, 127, 128, 1022, 1023, 1024, 1025, 1206, 2047, 2048, 2049, 3072, 4097, 5000] {
+        for len in [
+            0usize, 1, 2, 6, 31, 62, 63, 64, 65, 127, 128, 1022, 1023, 1024, 1025, 1206, 2047,
+            2048, 2049, 3072, 4097, 5000,
+        ] {
             for prefix in [&[][..], &[0u8][..], &[1u8][..]] {
                 for count in [1usize, 3, 8, 9, 17] {
                     if count * len > data.len() {
@@ -406,7 +450,11 @@ mod tests {
                         let mut h = blake3::Hasher::new();
                         h.update(prefix);
                         h.update(&data[i * len..(i + 1) * len]);
-                        assert_eq!(o, h.finalize().as_bytes(), "len={len} prefix={prefix:?} i={i}");
+                        assert_eq!(
+                            o,
+                            h.finalize().as_bytes(),
+                            "len={len} prefix={prefix:?} i={i}"
+                        );
                     }
                 }
             }

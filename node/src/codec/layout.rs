@@ -23,11 +23,19 @@ fn run_at(bytes: usize, x: usize) -> Run {
     if x < whole * 32 {
         let c = x / 32;
         let o = x % 32;
-        Run { lo: c * 64 + o, hi: c * 64 + 32 + o, len: 32 - o }
+        Run {
+            lo: c * 64 + o,
+            hi: c * 64 + 32 + o,
+            len: 32 - o,
+        }
     } else {
         let t = (bytes % 64) / 2;
         let o = x - whole * 32;
-        Run { lo: whole * 64 + o, hi: whole * 64 + t + o, len: t - o }
+        Run {
+            lo: whole * 64 + o,
+            hi: whole * 64 + t + o,
+            len: t - o,
+        }
     }
 }
 
@@ -73,7 +81,11 @@ pub(crate) struct BatchLayout {
 impl BatchLayout {
     pub(crate) fn new(s: usize) -> Self {
         let aligned = s.div_ceil(64) * 64;
-        let slot = if !s.is_multiple_of(64) && (aligned - s) * 16 <= s { aligned } else { s };
+        let slot = if !s.is_multiple_of(64) && (aligned - s) * 16 <= s {
+            aligned
+        } else {
+            s
+        };
         Self { s, slot }
     }
     /// Bytes of a batch shard holding `count` symbols.
@@ -152,7 +164,12 @@ mod tests {
                 for sym in col {
                     e.add_original_shard(sym).unwrap();
                 }
-                let out: Vec<Vec<u8>> = e.encode().unwrap().recovery_iter().map(|r| r.to_vec()).collect();
+                let out: Vec<Vec<u8>> = e
+                    .encode()
+                    .unwrap()
+                    .recovery_iter()
+                    .map(|r| r.to_vec())
+                    .collect();
                 out
             })
             .collect()
@@ -166,7 +183,11 @@ mod tests {
                 let cols: Vec<Vec<Vec<u8>>> = (0..batch)
                     .map(|c| {
                         (0..k)
-                            .map(|i| (0..s).map(|b| (b * 31 + i * 7 + c * 13 + 1) as u8).collect())
+                            .map(|i| {
+                                (0..s)
+                                    .map(|b| (b * 31 + i * 7 + c * 13 + 1) as u8)
+                                    .collect()
+                            })
                             .collect()
                     })
                     .collect();

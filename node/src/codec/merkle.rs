@@ -94,7 +94,11 @@ impl MerkleTree {
         Self { levels }
     }
     pub fn root(&self) -> Hash {
-        self.levels.last().and_then(|l| l.first()).copied().unwrap_or(EMPTY)
+        self.levels
+            .last()
+            .and_then(|l| l.first())
+            .copied()
+            .unwrap_or(EMPTY)
     }
     pub fn leaf_count(&self) -> usize {
         self.levels[0].len()
@@ -129,7 +133,11 @@ impl MerkleProof {
         let mut h = *leaf;
         let mut i = index;
         for sib in &self.siblings {
-            h = if i.is_multiple_of(2) { inner_hash(&h, sib) } else { inner_hash(sib, &h) };
+            h = if i.is_multiple_of(2) {
+                inner_hash(&h, sib)
+            } else {
+                inner_hash(sib, &h)
+            };
             i /= 2;
         }
         &h == root

@@ -22,7 +22,9 @@ impl BlobId {
     /// The blob ID read as a big-endian 256-bit integer, reduced mod `n`.
     pub fn mod_n(&self, n: usize) -> usize {
         let n = n as u64;
-        self.0.iter().fold(0u64, |acc, b| (acc * 256 + *b as u64) % n) as usize
+        self.0
+            .iter()
+            .fold(0u64, |acc, b| (acc * 256 + *b as u64) % n) as usize
     }
     pub fn as_bytes(&self) -> &Hash {
         &self.0
@@ -107,11 +109,17 @@ impl BlobMetadata {
     /// Check that this metadata belongs to `id` and describes an encodable blob.
     pub fn verify(&self, id: &BlobId) -> Result<(), CodecError> {
         if self.encoding_type != ENCODING_RS2 {
-            return Err(WireError::Invalid { field: "encoding type", value: self.encoding_type as u64 }.into());
+            return Err(WireError::Invalid {
+                field: "encoding type",
+                value: self.encoding_type as u64,
+            }
+            .into());
         }
         self.shape()?;
         if &self.blob_id() != id {
-            return Err(CodecError::HashMismatch("metadata does not match the blob ID"));
+            return Err(CodecError::HashMismatch(
+                "metadata does not match the blob ID",
+            ));
         }
         Ok(())
     }
@@ -141,9 +149,15 @@ impl BlobMetadata {
         if n > MAX_SHARDS {
             return Err(CodecError::InvalidShardCount(n));
         }
-        let pair_hashes = (0..n).map(|_| Ok((r.hash()?, r.hash()?))).collect::<Result<_, WireError>>()?;
+        let pair_hashes = (0..n)
+            .map(|_| Ok((r.hash()?, r.hash()?)))
+            .collect::<Result<_, WireError>>()?;
         r.finish()?;
-        let m = Self { encoding_type, len, pair_hashes };
+        let m = Self {
+            encoding_type,
+            len,
+            pair_hashes,
+        };
         m.shape()?;
         Ok(m)
     }

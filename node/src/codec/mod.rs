@@ -23,5 +23,7 @@ pub use error::CodecError;
 pub use merkle::{Hash, MerkleProof, MerkleTree};
 pub use metadata::{BlobId, BlobMetadata, ENCODING_RS2};
 pub use params::{EncodingParams, SymbolShape};
-pub use recovery::{recovery_symbols, InconsistencyProof, RebuildError, RecoverySymbol, SliverRebuilder};
+pub use recovery::{
+    recovery_symbols, InconsistencyProof, RebuildError, RecoverySymbol, SliverRebuilder,
+};
 pub use sliver::{Axis, Sliver, SliverPair};

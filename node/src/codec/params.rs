@@ -66,12 +66,20 @@ impl EncodingParams {
     pub fn symbol_shape(&self, len: u64) -> Result<SymbolShape, CodecError> {
         let max = self.max_blob_size();
         if len > max {
-            return Err(CodecError::BlobTooLarge { len, max, n: self.n });
+            return Err(CodecError::BlobTooLarge {
+                len,
+                max,
+                n: self.n,
+            });
         }
         let per = self.source_symbols() as u64;
         let s = len.max(1).div_ceil(per);
         let s = (s + (s & 1)) as usize;
-        Ok(SymbolShape { params: *self, symbol_size: s, len })
+        Ok(SymbolShape {
+            params: *self,
+            symbol_size: s,
+            len,
+        })
     }
 
     /// Shard that stores sliver pair `pair` of the blob with the given ID.
@@ -122,20 +130,35 @@ mod tests {
         assert!(p.is_quorum(667) && !p.is_quorum(666));
         assert!(p.is_validity(334) && !p.is_validity(333));
         let p = EncodingParams::new(4).unwrap();
-        assert_eq!((p.f(), p.k_primary(), p.k_secondary(), p.quorum_weight()), (1, 2, 3, 3));
+        assert_eq!(
+            (p.f(), p.k_primary(), p.k_secondary(), p.quorum_weight()),
+            (1, 2, 3, 3)
+        );
         let p = EncodingParams::new(10).unwrap();
-        assert_eq!((p.f(), p.k_primary(), p.k_secondary(), p.quorum_weight()), (3, 4, 7, 7));
+        assert_eq!(
+            (p.f(), p.k_primary(), p.k_secondary(), p.quorum_weight()),
+            (3, 4, 7, 7)
+        );
     }
 
     #[test]
     fn rejects_bad_n_and_large_blobs() {
-        assert_eq!(EncodingParams::new(3), Err(CodecError::InvalidShardCount(3)));
-        assert_eq!(EncodingParams::new(1001), Err(CodecError::InvalidShardCount(1001)));
+        assert_eq!(
+            EncodingParams::new(3),
+            Err(CodecError::InvalidShardCount(3))
+        );
+        assert_eq!(
+            EncodingParams::new(1001),
+            Err(CodecError::InvalidShardCount(1001))
+        );
         let p = EncodingParams::new(100).unwrap();
         let max = p.max_blob_size();
         assert_eq!(max, 34 * 67 * 65534);
         assert_eq!(p.symbol_shape(max).unwrap().symbol_size, 65534);
-        assert!(matches!(p.symbol_shape(max + 1), Err(CodecError::BlobTooLarge { .. })));
+        assert!(matches!(
+            p.symbol_shape(max + 1),
+            Err(CodecError::BlobTooLarge { .. })
+        ));
     }
 
     #[test]

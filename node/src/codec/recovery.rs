@@ -41,7 +41,9 @@ pub fn recovery_symbols(
         .iter()
         .map(|&pos| {
             let p = pos as usize;
-            let proof = tree.proof(p).ok_or(CodecError::IndexOutOfRange { index: p, n })?;
+            let proof = tree
+                .proof(p)
+                .ok_or(CodecError::IndexOutOfRange { index: p, n })?;
             Ok(RecoverySymbol {
                 proven_axis: helper.axis,
                 sliver_index: helper.index,
@@ -59,7 +61,10 @@ impl RecoverySymbol {
         let shape = metadata.shape()?;
         let n = metadata.n();
         if self.data.len() != shape.symbol_size {
-            return Err(CodecError::BadSymbolSize { got: self.data.len(), expected: shape.symbol_size });
+            return Err(CodecError::BadSymbolSize {
+                got: self.data.len(),
+                expected: shape.symbol_size,
+            });
         }
         let i = self.sliver_index as usize;
         let root = match self.proven_axis {
@@ -67,19 +72,28 @@ impl RecoverySymbol {
             Axis::Secondary => metadata.secondary_hash(i),
         }
         .ok_or(CodecError::IndexOutOfRange { index: i, n })?;
-        if !self.proof.verify(root, &leaf_hash(&self.data), self.position as usize, n) {
+        if !self
+            .proof
+            .verify(root, &leaf_hash(&self.data), self.position as usize, n)
+        {
             return Err(CodecError::HashMismatch("recovery symbol proof"));
         }
         Ok(())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::new(Kind::RecoverySymbol, 16 + self.data.len() + 32 * self.proof.siblings.len());
+        let mut w = Writer::new(
+            Kind::RecoverySymbol,
+            16 + self.data.len() + 32 * self.proof.siblings.len(),
+        );
         self.write_body(&mut w);
         w.finish()
     }
     fn write_body(&self, w: &mut Writer) {
-        w.u8(self.proven_axis.as_u8()).u16(self.sliver_index).u16(self.position).bytes(&self.data);
+        w.u8(self.proven_axis.as_u8())
+            .u16(self.sliver_index)
+            .u16(self.position)
+            .bytes(&self.data);
         w.hashes(&self.proof.siblings);
     }
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CodecError> {
@@ -94,7 +108,13 @@ impl RecoverySymbol {
         let position = r.u16()?;
         let data = r.bytes("symbol length", MAX_SYMBOL_SIZE)?.to_vec();
         let siblings = r.hashes("proof length", tree_depth(MAX_SHARDS))?;
-        Ok(Self { proven_axis, sliver_index, position, data, proof: MerkleProof { siblings } })
+        Ok(Self {
+            proven_axis,
+            sliver_index,
+            position,
+            data,
+            proof: MerkleProof { siblings },
+        })
     }
 }
 
@@ -117,12 +137,16 @@ impl InconsistencyProof {
         match r.rebuild() {
             Err(RebuildError::Inconsistent(_)) => Ok(()),
             Err(RebuildError::Codec(e)) => Err(e),
-            Ok(_) => Err(CodecError::HashMismatch("inconsistency proof decodes to a valid sliver")),
+            Ok(_) => Err(CodecError::HashMismatch(
+                "inconsistency proof decodes to a valid sliver",
+            )),
         }
     }
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new(Kind::InconsistencyProof, 8);
-        w.u8(self.target_axis.as_u8()).u16(self.target_index).u16(self.symbols.len() as u16);
+        w.u8(self.target_axis.as_u8())
+            .u16(self.target_index)
+            .u16(self.symbols.len() as u16);
         for s in &self.symbols {
             s.write_body(&mut w);
         }
@@ -134,11 +158,21 @@ impl InconsistencyProof {
         let target_index = r.u16()?;
         let count = r.u16()? as usize;
         if count > MAX_SHARDS {
-            return Err(WireError::Invalid { field: "symbol count", value: count as u64 }.into());
+            return Err(WireError::Invalid {
+                field: "symbol count",
+                value: count as u64,
+            }
+            .into());
         }
-        let symbols = (0..count).map(|_| RecoverySymbol::read_body(&mut r)).collect::<Result<_, _>>()?;
+        let symbols = (0..count)
+            .map(|_| RecoverySymbol::read_body(&mut r))
+            .collect::<Result<_, _>>()?;
         r.finish()?;
-        Ok(Self { target_axis, target_index, symbols })
+        Ok(Self {
+            target_axis,
+            target_index,
+            symbols,
+        })
     }
 }
 
@@ -165,9 +199,18 @@ impl<'m> SliverRebuilder<'m> {
     pub fn new(metadata: &'m BlobMetadata, axis: Axis, index: usize) -> Result<Self, CodecError> {
         let shape = metadata.shape()?;
         if index >= metadata.n() {
-            return Err(CodecError::IndexOutOfRange { index, n: metadata.n() });
+            return Err(CodecError::IndexOutOfRange {
+                index,
+                n: metadata.n(),
+            });
         }
-        Ok(Self { metadata, shape, axis, index, symbols: BTreeMap::new() })
+        Ok(Self {
+            metadata,
+            shape,
+            axis,
+            index,
+            symbols: BTreeMap::new(),
+        })
     }
     /// Symbols needed to decode.
     pub fn needed(&self) -> usize {
@@ -182,7 +225,9 @@ impl<'m> SliverRebuilder<'m> {
     /// Verify and keep a symbol; a symbol for another target or with a bad proof is an error.
     pub fn add(&mut self, sym: RecoverySymbol) -> Result<(), CodecError> {
         if sym.proven_axis != self.axis.other() || sym.position as usize != self.index {
-            return Err(CodecError::HashMismatch("recovery symbol is for another sliver"));
+            return Err(CodecError::HashMismatch(
+                "recovery symbol is for another sliver",
+            ));
         }
         sym.verify(self.metadata)?;
         self.symbols.insert(sym.sliver_index, sym);
@@ -192,19 +237,34 @@ impl<'m> SliverRebuilder<'m> {
     pub fn rebuild(self) -> Result<Sliver, RebuildError> {
         let (k, n, s) = (self.needed(), self.shape.params.n(), self.shape.symbol_size);
         if !self.is_ready() {
-            return Err(CodecError::NotEnough { what: "recovery symbols", have: self.have(), need: k }.into());
+            return Err(CodecError::NotEnough {
+                what: "recovery symbols",
+                have: self.have(),
+                need: k,
+            }
+            .into());
         }
         let used: Vec<&RecoverySymbol> = self.symbols.values().take(k).collect();
-        let known: Vec<(usize, &[u8])> = used.iter().map(|s| (s.sliver_index as usize, s.data.as_slice())).collect();
+        let known: Vec<(usize, &[u8])> = used
+            .iter()
+            .map(|s| (s.sliver_index as usize, s.data.as_slice()))
+            .collect();
         let data = rs::decode_one(k, n - k, s, &known)?;
-        let sliver = Sliver { axis: self.axis, index: self.index as u16, symbol_size: s as u16, data };
+        let sliver = Sliver {
+            axis: self.axis,
+            index: self.index as u16,
+            symbol_size: s as u16,
+            data,
+        };
         match sliver.verify(self.metadata) {
             Ok(()) => Ok(sliver),
-            Err(CodecError::HashMismatch(_)) => Err(RebuildError::Inconsistent(Box::new(InconsistencyProof {
-                target_axis: self.axis,
-                target_index: self.index as u16,
-                symbols: used.into_iter().cloned().collect(),
-            }))),
+            Err(CodecError::HashMismatch(_)) => {
+                Err(RebuildError::Inconsistent(Box::new(InconsistencyProof {
+                    target_axis: self.axis,
+                    target_index: self.index as u16,
+                    symbols: used.into_iter().cloned().collect(),
+                })))
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -16,7 +16,10 @@ use super::CodecError;
 fn target_batch_bytes() -> usize {
     static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *BYTES.get_or_init(|| {
-        std::env::var("FLOE_RS_BATCH_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(16 * 1024)
+        std::env::var("FLOE_RS_BATCH_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16 * 1024)
     })
 }
 
@@ -125,16 +128,19 @@ pub(crate) fn extend_columns(
             per_batch[bi].push(seg);
         }
     }
-    per_batch.into_par_iter().enumerate().try_for_each(|(bi, mut segs)| {
-        let c0 = bi * b;
-        let w = b.min(cols - c0);
-        let layout = BatchLayout::new(s);
-        encode_column_batch(src, s, m, c0, w, |rec| {
-            for (seg, r) in segs.iter_mut().zip(rec) {
-                layout.get_many(r, 0, seg);
-            }
+    per_batch
+        .into_par_iter()
+        .enumerate()
+        .try_for_each(|(bi, mut segs)| {
+            let c0 = bi * b;
+            let w = b.min(cols - c0);
+            let layout = BatchLayout::new(s);
+            encode_column_batch(src, s, m, c0, w, |rec| {
+                for (seg, r) in segs.iter_mut().zip(rec) {
+                    layout.get_many(r, 0, seg);
+                }
+            })
         })
-    })
 }
 
 /// Like [`extend_columns`], but instead of storing the parity, hands each batch of it to
@@ -186,23 +192,25 @@ pub(crate) fn extend_rows(
             let w = src_blk.len() / row_bytes;
             let layout = BatchLayout::new(s);
             let bytes = layout.shard_bytes(w);
-            with_scratch(bytes, |shard| with_encoder(k, m, bytes, |enc| {
-                for c in 0..k {
-                    for r in 0..w {
-                        let at = r * row_bytes + c * s;
-                        layout.put(shard, r, &src_blk[at..at + s]);
+            with_scratch(bytes, |shard| {
+                with_encoder(k, m, bytes, |enc| {
+                    for c in 0..k {
+                        for r in 0..w {
+                            let at = r * row_bytes + c * s;
+                            layout.put(shard, r, &src_blk[at..at + s]);
+                        }
+                        enc.add_original_shard(&*shard)?;
                     }
-                    enc.add_original_shard(&*shard)?;
-                }
-                let res = enc.encode()?;
-                for (j, rec) in res.recovery_iter().enumerate() {
-                    for r in 0..w {
-                        let at = (r * m + j) * s;
-                        layout.get(rec, r, &mut out_blk[at..at + s]);
+                    let res = enc.encode()?;
+                    for (j, rec) in res.recovery_iter().enumerate() {
+                        for r in 0..w {
+                            let at = (r * m + j) * s;
+                            layout.get(rec, r, &mut out_blk[at..at + s]);
+                        }
                     }
-                }
-                Ok(())
-            }))
+                    Ok(())
+                })
+            })
         })
 }
 
@@ -305,7 +313,10 @@ pub(crate) fn decode_columns(
                     layout.get_many(r, 0, &mut seg);
                     got[i] = seg;
                 }
-                Ok(missing.iter().map(|&i| std::mem::take(&mut got[i])).collect::<Vec<_>>())
+                Ok(missing
+                    .iter()
+                    .map(|&i| std::mem::take(&mut got[i]))
+                    .collect::<Vec<_>>())
             })?;
             Ok::<_, CodecError>((c0, restored))
         })

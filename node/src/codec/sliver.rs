@@ -27,7 +27,10 @@ impl Axis {
         match v {
             0 => Ok(Axis::Primary),
             1 => Ok(Axis::Secondary),
-            _ => Err(WireError::Invalid { field: "axis", value: v as u64 }),
+            _ => Err(WireError::Invalid {
+                field: "axis",
+                value: v as u64,
+            }),
         }
     }
     /// Number of source symbols of a sliver on this axis.
@@ -59,7 +62,10 @@ impl Sliver {
     pub fn check_shape(&self, shape: &SymbolShape) -> Result<(), CodecError> {
         let n = shape.params.n();
         if self.index as usize >= n {
-            return Err(CodecError::IndexOutOfRange { index: self.index as usize, n });
+            return Err(CodecError::IndexOutOfRange {
+                index: self.index as usize,
+                n,
+            });
         }
         if self.symbol_size as usize != shape.symbol_size {
             return Err(CodecError::BadSymbolSize {
@@ -69,7 +75,11 @@ impl Sliver {
         }
         let expected = self.axis.source_symbols(shape) * shape.symbol_size;
         if self.data.len() != expected {
-            return Err(CodecError::BadLength { what: "sliver", got: self.data.len(), expected });
+            return Err(CodecError::BadLength {
+                what: "sliver",
+                got: self.data.len(),
+                expected,
+            });
         }
         Ok(())
     }
@@ -107,7 +117,10 @@ impl Sliver {
     /// The wire encoding's header: everything of [`Sliver::to_bytes`] before the data.
     pub fn wire_header(&self) -> Vec<u8> {
         let mut w = Writer::new(Kind::Sliver, 9);
-        w.u8(self.axis.as_u8()).u16(self.index).u16(self.symbol_size).u32(self.data.len() as u32);
+        w.u8(self.axis.as_u8())
+            .u16(self.index)
+            .u16(self.symbol_size)
+            .u32(self.data.len() as u32);
         w.finish()
     }
 
@@ -119,16 +132,24 @@ impl Sliver {
             Axis::Primary => metadata.primary_hash(i),
             Axis::Secondary => metadata.secondary_hash(i),
         }
-        .ok_or(CodecError::IndexOutOfRange { index: i, n: metadata.n() })?;
+        .ok_or(CodecError::IndexOutOfRange {
+            index: i,
+            n: metadata.n(),
+        })?;
         if &self.hash(&shape)? != expected {
-            return Err(CodecError::HashMismatch("sliver does not match the metadata"));
+            return Err(CodecError::HashMismatch(
+                "sliver does not match the metadata",
+            ));
         }
         Ok(())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new(Kind::Sliver, 9 + self.data.len());
-        w.u8(self.axis.as_u8()).u16(self.index).u16(self.symbol_size).bytes(&self.data);
+        w.u8(self.axis.as_u8())
+            .u16(self.index)
+            .u16(self.symbol_size)
+            .bytes(&self.data);
         w.finish()
     }
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CodecError> {
@@ -137,14 +158,29 @@ impl Sliver {
         let index = r.u16()?;
         let symbol_size = r.u16()?;
         if symbol_size == 0 || symbol_size as usize > MAX_SYMBOL_SIZE || symbol_size % 2 == 1 {
-            return Err(WireError::Invalid { field: "symbol size", value: symbol_size as u64 }.into());
+            return Err(WireError::Invalid {
+                field: "symbol size",
+                value: symbol_size as u64,
+            }
+            .into());
         }
-        let data = r.bytes("sliver length", MAX_SHARDS * MAX_SYMBOL_SIZE)?.to_vec();
+        let data = r
+            .bytes("sliver length", MAX_SHARDS * MAX_SYMBOL_SIZE)?
+            .to_vec();
         r.finish()?;
         if data.len() % symbol_size as usize != 0 {
-            return Err(WireError::Invalid { field: "sliver length", value: data.len() as u64 }.into());
+            return Err(WireError::Invalid {
+                field: "sliver length",
+                value: data.len() as u64,
+            }
+            .into());
         }
-        Ok(Self { axis, index, symbol_size, data })
+        Ok(Self {
+            axis,
+            index,
+            symbol_size,
+            data,
+        })
     }
 }
 

@@ -97,13 +97,18 @@ impl<'a> Reader<'a> {
         }
         let k = r.u8()?;
         if k != kind as u8 {
-            return Err(WireError::Kind { expected: kind as u8, found: k });
+            return Err(WireError::Kind {
+                expected: kind as u8,
+                found: k,
+            });
         }
         Ok(r)
     }
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.rest.len() < n {
-            return Err(WireError::Truncated { needed: n - self.rest.len() });
+            return Err(WireError::Truncated {
+                needed: n - self.rest.len(),
+            });
         }
         let (a, b) = self.rest.split_at(n);
         self.rest = b;
@@ -133,7 +138,10 @@ impl<'a> Reader<'a> {
     pub fn bytes(&mut self, field: &'static str, max: usize) -> Result<&'a [u8], WireError> {
         let len = self.u32()? as usize;
         if len > max {
-            return Err(WireError::Invalid { field, value: len as u64 });
+            return Err(WireError::Invalid {
+                field,
+                value: len as u64,
+            });
         }
         self.take(len)
     }
@@ -141,7 +149,10 @@ impl<'a> Reader<'a> {
     pub fn hashes(&mut self, field: &'static str, max: usize) -> Result<Vec<Hash>, WireError> {
         let count = self.u16()? as usize;
         if count > max {
-            return Err(WireError::Invalid { field, value: count as u64 });
+            return Err(WireError::Invalid {
+                field,
+                value: count as u64,
+            });
         }
         (0..count).map(|_| self.hash()).collect()
     }

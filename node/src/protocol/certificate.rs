@@ -30,15 +30,25 @@ pub struct Confirmation {
 impl Confirmation {
     pub fn sign(key: &SigningKey, epoch: u32, blob_id: BlobId) -> Self {
         let signature = key.sign(&confirmation_message(epoch, &blob_id)).to_bytes();
-        Self { epoch, blob_id, node_id: NodeId(key.verifying_key().to_bytes()), signature }
+        Self {
+            epoch,
+            blob_id,
+            node_id: NodeId(key.verifying_key().to_bytes()),
+            signature,
+        }
     }
     pub fn verify(&self) -> bool {
-        verify_signature(&self.node_id, &confirmation_message(self.epoch, &self.blob_id), &self.signature)
+        verify_signature(
+            &self.node_id,
+            &confirmation_message(self.epoch, &self.blob_id),
+            &self.signature,
+        )
     }
 }
 
 pub(super) fn verify_signature(id: &NodeId, msg: &[u8], sig: &[u8; 64]) -> bool {
-    VerifyingKey::from_bytes(&id.0).is_ok_and(|k| k.verify(msg, &Signature::from_bytes(sig)).is_ok())
+    VerifyingKey::from_bytes(&id.0)
+        .is_ok_and(|k| k.verify(msg, &Signature::from_bytes(sig)).is_ok())
 }
 
 /// Confirmations whose shard weight reaches a quorum.
@@ -64,9 +74,15 @@ pub enum CertificateError {
 }
 
 /// Check a certificate against the committee of its epoch; returns the signers' shard weight.
-pub fn verify_certificate(committee: &Committee, cert: &Certificate) -> Result<usize, CertificateError> {
+pub fn verify_certificate(
+    committee: &Committee,
+    cert: &Certificate,
+) -> Result<usize, CertificateError> {
     if cert.epoch != committee.epoch {
-        return Err(CertificateError::WrongEpoch { got: cert.epoch, expected: committee.epoch });
+        return Err(CertificateError::WrongEpoch {
+            got: cert.epoch,
+            expected: committee.epoch,
+        });
     }
     let msg = confirmation_message(cert.epoch, &cert.blob_id);
     let mut seen = BTreeSet::new();
@@ -86,7 +102,10 @@ pub fn verify_certificate(committee: &Committee, cert: &Certificate) -> Result<u
     }
     let params = committee.params();
     if !params.is_quorum(weight) {
-        return Err(CertificateError::NoQuorum { weight, needed: params.quorum_weight() });
+        return Err(CertificateError::NoQuorum {
+            weight,
+            needed: params.quorum_weight(),
+        });
     }
     Ok(weight)
 }
@@ -114,9 +133,18 @@ impl Certificate {
         }
         let signers = rest
             .chunks_exact(96)
-            .map(|c| (NodeId(c[..32].try_into().expect("32")), c[32..].try_into().expect("64")))
+            .map(|c| {
+                (
+                    NodeId(c[..32].try_into().expect("32")),
+                    c[32..].try_into().expect("64"),
+                )
+            })
             .collect();
-        Some(Self { epoch, blob_id, signers })
+        Some(Self {
+            epoch,
+            blob_id,
+            signers,
+        })
     }
 }
 
@@ -159,23 +187,48 @@ mod tests {
             (conf.node_id, conf.signature)
         };
         // 2 + 2 + 1 = 5 shards of 7: quorum (3·5 ≥ 15)
-        let cert = Certificate { epoch: 3, blob_id: id, signers: vec![sign(&ks[0]), sign(&ks[1]), sign(&ks[3])] };
+        let cert = Certificate {
+            epoch: 3,
+            blob_id: id,
+            signers: vec![sign(&ks[0]), sign(&ks[1]), sign(&ks[3])],
+        };
         assert_eq!(verify_certificate(&c, &cert), Ok(5));
         // 2 + 2 = 4 shards: no quorum
-        let weak = Certificate { signers: cert.signers[..2].to_vec(), ..cert.clone() };
-        assert_eq!(verify_certificate(&c, &weak), Err(CertificateError::NoQuorum { weight: 4, needed: 5 }));
+        let weak = Certificate {
+            signers: cert.signers[..2].to_vec(),
+            ..cert.clone()
+        };
+        assert_eq!(
+            verify_certificate(&c, &weak),
+            Err(CertificateError::NoQuorum {
+                weight: 4,
+                needed: 5
+            })
+        );
         // a forged signature, a duplicate, an outsider, a wrong epoch
         let mut forged = cert.clone();
         forged.signers[0].1[0] ^= 1;
-        assert!(matches!(verify_certificate(&c, &forged), Err(CertificateError::BadSignature(_))));
+        assert!(matches!(
+            verify_certificate(&c, &forged),
+            Err(CertificateError::BadSignature(_))
+        ));
         let mut dup = cert.clone();
         dup.signers.push(dup.signers[0]);
-        assert!(matches!(verify_certificate(&c, &dup), Err(CertificateError::DuplicateSigner(_))));
+        assert!(matches!(
+            verify_certificate(&c, &dup),
+            Err(CertificateError::DuplicateSigner(_))
+        ));
         let outsider = SigningKey::from_bytes(&[77; 32]);
         let mut out = cert.clone();
         out.signers.push(sign(&outsider));
-        assert!(matches!(verify_certificate(&c, &out), Err(CertificateError::NotAMember(_))));
+        assert!(matches!(
+            verify_certificate(&c, &out),
+            Err(CertificateError::NotAMember(_))
+        ));
         let wrong = Certificate { epoch: 4, ..cert };
-        assert!(matches!(verify_certificate(&c, &wrong), Err(CertificateError::WrongEpoch { .. })));
+        assert!(matches!(
+            verify_certificate(&c, &wrong),
+            Err(CertificateError::WrongEpoch { .. })
+        ));
     }
 }

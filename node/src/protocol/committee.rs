@@ -41,7 +41,10 @@ impl FromStr for NodeId {
 impl TryFrom<&[u8]> for NodeId {
     type Error = CommitteeError;
     fn try_from(b: &[u8]) -> Result<Self, Self::Error> {
-        Ok(Self(b.try_into().map_err(|_| CommitteeError::BadNodeId(hex::encode(b)))?))
+        Ok(Self(
+            b.try_into()
+                .map_err(|_| CommitteeError::BadNodeId(hex::encode(b)))?,
+        ))
     }
 }
 
@@ -90,7 +93,8 @@ pub struct Committee {
 impl Committee {
     /// Check that every shard has exactly one owner and members are distinct.
     pub fn validate(&self) -> Result<(), CommitteeError> {
-        EncodingParams::new(self.n_shards as usize).map_err(|e| CommitteeError::Shards(e.to_string()))?;
+        EncodingParams::new(self.n_shards as usize)
+            .map_err(|e| CommitteeError::Shards(e.to_string()))?;
         let mut owners = vec![0usize; self.n_shards as usize];
         let mut seen = BTreeMap::new();
         for m in &self.members {
@@ -98,7 +102,9 @@ impl Committee {
                 return Err(CommitteeError::DuplicateMember(m.node_id.to_string()));
             }
             for &s in &m.shards {
-                let c = owners.get_mut(s as usize).ok_or_else(|| CommitteeError::Shards(format!("shard {s} >= n")))?;
+                let c = owners
+                    .get_mut(s as usize)
+                    .ok_or_else(|| CommitteeError::Shards(format!("shard {s} >= n")))?;
                 *c += 1;
             }
         }
@@ -115,7 +121,9 @@ impl Committee {
     }
     /// The member holding `shard`.
     pub fn owner_of(&self, shard: usize) -> Option<&Member> {
-        self.members.iter().find(|m| m.shards.iter().any(|s| *s as usize == shard))
+        self.members
+            .iter()
+            .find(|m| m.shards.iter().any(|s| *s as usize == shard))
     }
     /// Shard weight of a node (0 if not a member).
     pub fn weight(&self, id: &NodeId) -> usize {
@@ -140,21 +148,42 @@ mod tests {
     use super::*;
 
     fn member(b: u8, shards: &[u16]) -> Member {
-        Member { node_id: NodeId([b; 32]), address: format!("127.0.0.1:{b}"), stake: 1, shards: shards.to_vec() }
+        Member {
+            node_id: NodeId([b; 32]),
+            address: format!("127.0.0.1:{b}"),
+            stake: 1,
+            shards: shards.to_vec(),
+        }
     }
 
     #[test]
     fn validates_shard_partition() {
-        let ok = Committee { epoch: 1, n_shards: 4, members: vec![member(1, &[0, 1]), member(2, &[2, 3])] };
+        let ok = Committee {
+            epoch: 1,
+            n_shards: 4,
+            members: vec![member(1, &[0, 1]), member(2, &[2, 3])],
+        };
         assert!(ok.validate().is_ok());
         assert_eq!(ok.weight(&NodeId([2; 32])), 2);
         assert_eq!(ok.owner_of(3).unwrap().node_id, NodeId([2; 32]));
-        let gap = Committee { members: vec![member(1, &[0, 1]), member(2, &[2])], ..ok.clone() };
+        let gap = Committee {
+            members: vec![member(1, &[0, 1]), member(2, &[2])],
+            ..ok.clone()
+        };
         assert_eq!(gap.validate(), Err(CommitteeError::ShardOwners(3, 0)));
-        let dup = Committee { members: vec![member(1, &[0, 1, 2]), member(2, &[2, 3])], ..ok.clone() };
+        let dup = Committee {
+            members: vec![member(1, &[0, 1, 2]), member(2, &[2, 3])],
+            ..ok.clone()
+        };
         assert_eq!(dup.validate(), Err(CommitteeError::ShardOwners(2, 2)));
-        let twice = Committee { members: vec![member(1, &[0, 1]), member(1, &[2, 3])], ..ok };
-        assert!(matches!(twice.validate(), Err(CommitteeError::DuplicateMember(_))));
+        let twice = Committee {
+            members: vec![member(1, &[0, 1]), member(1, &[2, 3])],
+            ..ok
+        };
+        assert!(matches!(
+            twice.validate(),
+            Err(CommitteeError::DuplicateMember(_))
+        ));
     }
 
     #[test]

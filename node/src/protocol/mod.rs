@@ -5,6 +5,8 @@ mod certificate;
 mod committee;
 mod sync;
 
-pub use certificate::{confirmation_message, verify_certificate, Certificate, CertificateError, Confirmation};
+pub use certificate::{
+    confirmation_message, verify_certificate, Certificate, CertificateError, Confirmation,
+};
 pub use committee::{Committee, CommitteeError, Member, NodeId};
 pub use sync::{gained_shards, sync_request_message, SyncAuthError, SyncRequest};

@@ -14,10 +14,17 @@ const SYNC_DOMAIN: &[u8] = b"floe/sync/v1";
 /// what the node must pull at the change `previous` → `next`. A node new to the committee gains
 /// all its shards; a node absent from `next` gains nothing.
 pub fn gained_shards(previous: &Committee, next: &Committee, node: &NodeId) -> Vec<(u16, NodeId)> {
-    let Some(me) = next.member(node) else { return Vec::new() };
+    let Some(me) = next.member(node) else {
+        return Vec::new();
+    };
     me.shards
         .iter()
-        .filter_map(|&s| previous.owner_of(s as usize).filter(|o| &o.node_id != node).map(|o| (s, o.node_id)))
+        .filter_map(|&s| {
+            previous
+                .owner_of(s as usize)
+                .filter(|o| &o.node_id != node)
+                .map(|o| (s, o.node_id))
+        })
         .collect()
 }
 
@@ -49,25 +56,47 @@ pub enum SyncAuthError {
     #[error("request is for epoch {got}, committee is epoch {expected}")]
     WrongEpoch { got: u32, expected: u32 },
     #[error("node {requester} does not hold shard {shard} in epoch {epoch}")]
-    NotOwner { requester: String, shard: u16, epoch: u32 },
+    NotOwner {
+        requester: String,
+        shard: u16,
+        epoch: u32,
+    },
     #[error("bad signature from {0}")]
     BadSignature(String),
 }
 
 impl SyncRequest {
     pub fn sign(key: &SigningKey, epoch: u32, shard: u16, after: Option<BlobId>) -> Self {
-        let signature = key.sign(&sync_request_message(epoch, shard, after.as_ref())).to_bytes();
-        Self { epoch, shard, after, requester: NodeId(key.verifying_key().to_bytes()), signature }
+        let signature = key
+            .sign(&sync_request_message(epoch, shard, after.as_ref()))
+            .to_bytes();
+        Self {
+            epoch,
+            shard,
+            after,
+            requester: NodeId(key.verifying_key().to_bytes()),
+            signature,
+        }
     }
 
     /// The requester owns the shard in `committee` (the committee of the request's epoch) and
     /// signed this very request.
     pub fn authorize(&self, committee: &Committee) -> Result<(), SyncAuthError> {
         if committee.epoch != self.epoch {
-            return Err(SyncAuthError::WrongEpoch { got: self.epoch, expected: committee.epoch });
+            return Err(SyncAuthError::WrongEpoch {
+                got: self.epoch,
+                expected: committee.epoch,
+            });
         }
-        if committee.owner_of(self.shard as usize).is_none_or(|o| o.node_id != self.requester) {
-            return Err(SyncAuthError::NotOwner { requester: self.requester.short(), shard: self.shard, epoch: self.epoch });
+        if committee
+            .owner_of(self.shard as usize)
+            .is_none_or(|o| o.node_id != self.requester)
+        {
+            return Err(SyncAuthError::NotOwner {
+                requester: self.requester.short(),
+                shard: self.shard,
+                epoch: self.epoch,
+            });
         }
         let msg = sync_request_message(self.epoch, self.shard, self.after.as_ref());
         if !verify_signature(&self.requester, &msg, &self.signature) {
@@ -91,20 +120,38 @@ mod tests {
     fn committee(epoch: u32, owners: &[(u8, &[u16])]) -> Committee {
         let members = owners
             .iter()
-            .map(|(k, shards)| Member { node_id: id(*k), address: format!("n{k}:1"), stake: 1, shards: shards.to_vec() })
+            .map(|(k, shards)| Member {
+                node_id: id(*k),
+                address: format!("n{k}:1"),
+                stake: 1,
+                shards: shards.to_vec(),
+            })
             .collect();
-        Committee { epoch, n_shards: 6, members }
+        Committee {
+            epoch,
+            n_shards: 6,
+            members,
+        }
     }
 
     #[test]
     fn gained_shards_are_those_another_member_held() {
         let prev = committee(1, &[(1, &[0, 1, 2]), (2, &[3, 4, 5])]);
         let next = committee(2, &[(1, &[0, 1]), (2, &[3, 4]), (3, &[2, 5])]);
-        assert_eq!(gained_shards(&prev, &next, &id(3)), vec![(2, id(1)), (5, id(2))]);
-        assert!(gained_shards(&prev, &next, &id(1)).is_empty(), "kept shards are not synced");
+        assert_eq!(
+            gained_shards(&prev, &next, &id(3)),
+            vec![(2, id(1)), (5, id(2))]
+        );
+        assert!(
+            gained_shards(&prev, &next, &id(1)).is_empty(),
+            "kept shards are not synced"
+        );
         let next = committee(2, &[(1, &[0, 1, 2, 3]), (3, &[4, 5])]);
         assert_eq!(gained_shards(&prev, &next, &id(1)), vec![(3, id(2))]);
-        assert!(gained_shards(&prev, &next, &id(2)).is_empty(), "a departed member gains nothing");
+        assert!(
+            gained_shards(&prev, &next, &id(2)).is_empty(),
+            "a departed member gains nothing"
+        );
     }
 
     #[test]
@@ -113,8 +160,14 @@ mod tests {
         let after = Some(BlobId([7; 32]));
         let ok = SyncRequest::sign(&key(2), 2, 4, after);
         assert_eq!(ok.authorize(&c), Ok(()));
-        assert!(matches!(SyncRequest::sign(&key(1), 2, 4, after).authorize(&c), Err(SyncAuthError::NotOwner { .. })));
-        assert!(matches!(SyncRequest::sign(&key(2), 1, 4, after).authorize(&c), Err(SyncAuthError::WrongEpoch { .. })));
+        assert!(matches!(
+            SyncRequest::sign(&key(1), 2, 4, after).authorize(&c),
+            Err(SyncAuthError::NotOwner { .. })
+        ));
+        assert!(matches!(
+            SyncRequest::sign(&key(2), 1, 4, after).authorize(&c),
+            Err(SyncAuthError::WrongEpoch { .. })
+        ));
         for tamper in [
             |r: &mut SyncRequest| r.shard = 5,
             |r: &mut SyncRequest| r.after = None,
@@ -122,7 +175,10 @@ mod tests {
         ] {
             let mut r = ok.clone();
             tamper(&mut r);
-            assert!(matches!(r.authorize(&c), Err(SyncAuthError::BadSignature(_))), "{r:?}");
+            assert!(
+                matches!(r.authorize(&c), Err(SyncAuthError::BadSignature(_))),
+                "{r:?}"
+            );
         }
     }
 }

@@ -22,14 +22,18 @@ pub struct AdminAuth {
 
 impl AdminAuth {
     pub fn new(token: Option<String>) -> Self {
-        Self { token: token.map(Into::into) }
+        Self {
+            token: token.map(Into::into),
+        }
     }
 }
 
 impl tonic::service::Interceptor for AdminAuth {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         let Some(expected) = &self.token else {
-            return Err(Status::unauthenticated("admin API disabled: the node was started without --admin-token-file"));
+            return Err(Status::unauthenticated(
+                "admin API disabled: the node was started without --admin-token-file",
+            ));
         };
         let given = req
             .metadata()
@@ -38,7 +42,10 @@ impl tonic::service::Interceptor for AdminAuth {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| Status::unauthenticated("missing bearer token"))?;
         let (a, b) = (given.as_bytes(), expected.as_bytes());
-        let diff = a.len() ^ b.len() | a.iter().zip(b.iter()).fold(0usize, |acc, (x, y)| acc | (x ^ y) as usize);
+        let diff = a.len() ^ b.len()
+            | a.iter()
+                .zip(b.iter())
+                .fold(0usize, |acc, (x, y)| acc | (x ^ y) as usize);
         if diff != 0 {
             return Err(Status::unauthenticated("wrong admin token"));
         }
@@ -48,9 +55,13 @@ impl tonic::service::Interceptor for AdminAuth {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn set_committee(&self, req: Request<proto::Committee>) -> Result<Response<proto::SetCommitteeResponse>, Status> {
+    async fn set_committee(
+        &self,
+        req: Request<proto::Committee>,
+    ) -> Result<Response<proto::SetCommitteeResponse>, Status> {
         metered(&self.state, "SetCommittee", async {
-            let c = Committee::try_from(req.into_inner()).map_err(|e| Status::invalid_argument(format!("committee: {e}")))?;
+            let c = Committee::try_from(req.into_inner())
+                .map_err(|e| Status::invalid_argument(format!("committee: {e}")))?;
             let epoch = c.epoch;
             let st = self.state.clone();
             blocking(move || {
@@ -73,7 +84,9 @@ impl Admin for AdminService {
         metered(&self.state, "AnswerChallenge", async {
             let req = req.into_inner();
             if req.items.len() > 10_000 {
-                return Err(Status::invalid_argument("at most 10000 challenge items per call"));
+                return Err(Status::invalid_argument(
+                    "at most 10000 challenge items per call",
+                ));
             }
             let st = self.state.clone();
             let symbols = blocking(move || {
@@ -84,11 +97,18 @@ impl Admin for AdminService {
                         let axis: Axis = proto::Axis::try_from(item.axis).ok()?.into();
                         let md = st.store.metadata(&id)?;
                         let shape = md.shape().ok()?;
-                        let sliver = st.store.get_sliver(&id, u16::try_from(item.pair_index).ok()?, axis).ok()??;
+                        let sliver = st
+                            .store
+                            .get_sliver(&id, u16::try_from(item.pair_index).ok()?, axis)
+                            .ok()??;
                         let pos = u16::try_from(item.symbol_index).ok()?;
                         recovery_symbols(&sliver, &shape, &[pos]).ok()?.pop()
                     })();
-                    let result = if answer.is_some() { "answered" } else { "missing" };
+                    let result = if answer.is_some() {
+                        "answered"
+                    } else {
+                        "missing"
+                    };
                     st.metrics.challenges.with_label_values(&[result]).inc();
                     out.push(answer.map(|s| s.to_bytes()).unwrap_or_default());
                 }
@@ -100,7 +120,10 @@ impl Admin for AdminService {
         .await
     }
 
-    async fn get_sync_status(&self, _: Request<proto::GetSyncStatusRequest>) -> Result<Response<proto::SyncStatus>, Status> {
+    async fn get_sync_status(
+        &self,
+        _: Request<proto::GetSyncStatusRequest>,
+    ) -> Result<Response<proto::SyncStatus>, Status> {
         metered(&self.state, "GetSyncStatus", async {
             let st = self.state.clone();
             blocking(move || {
@@ -108,8 +131,15 @@ impl Admin for AdminService {
                 let plan = st.sync_plan().unwrap_or_default();
                 // counted afresh, not from the recovery loop's last round: "done" must never be
                 // reported for work that is not finished
-                let backlog: u64 = super::recovery::missing_work(&st).iter().map(|(_, w)| w.len() as u64).sum();
-                let to_pull: u64 = plan.pending.values().map(|s| s.remaining.unwrap_or(0)).sum();
+                let backlog: u64 = super::recovery::missing_work(&st)
+                    .iter()
+                    .map(|(_, w)| w.len() as u64)
+                    .sum();
+                let to_pull: u64 = plan
+                    .pending
+                    .values()
+                    .map(|s| s.remaining.unwrap_or(0))
+                    .sum();
                 Ok(proto::SyncStatus {
                     epoch,
                     target_epoch: if plan.epoch == 0 { epoch } else { plan.epoch },

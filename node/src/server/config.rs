@@ -9,7 +9,11 @@ use serde::Deserialize;
 
 /// Command line of `floe-node`. Every flag also reads `FLOE_<NAME>` and the `--config` file.
 #[derive(Debug, Clone, Default, Parser, Deserialize)]
-#[command(name = "floe-node", version, about = "Floe storage node: stores and serves erasure-coded slivers")]
+#[command(
+    name = "floe-node",
+    version,
+    about = "Floe storage node: stores and serves erasure-coded slivers"
+)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Args {
     /// TOML file with any of the options below (kebab-case keys); flags and env win over it.
@@ -90,7 +94,8 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "tib" => 1 << 40,
         u => return Err(format!("unknown unit {u:?} in {s:?}")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} overflows"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} overflows"))
 }
 
 fn de_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -127,9 +132,15 @@ pub struct NodeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("parsing {path}: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
     #[error("admin token file {0} is empty")]
     EmptyToken(String),
 }
@@ -159,7 +170,10 @@ impl Args {
             None => FileConfig::default(),
             Some(p) => {
                 let path = p.display().to_string();
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
                 toml::from_str(&text).map_err(|source| ConfigError::Parse { path, source })?
             }
         };
@@ -167,7 +181,10 @@ impl Args {
             None => None,
             Some(p) => {
                 let path = p.display().to_string();
-                let t = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                let t = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
                 let t = t.trim().to_string();
                 if t.is_empty() {
                     return Err(ConfigError::EmptyToken(path));
@@ -175,19 +192,42 @@ impl Args {
                 Some(t)
             }
         };
-        let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("floe-data"));
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("floe-data"));
         Ok(NodeConfig {
-            key_file: self.key_file.or(file.key_file).unwrap_or_else(|| data_dir.join("node.key")),
+            key_file: self
+                .key_file
+                .or(file.key_file)
+                .unwrap_or_else(|| data_dir.join("node.key")),
             data_dir,
-            grpc_addr: self.grpc_addr.or(file.grpc_addr).unwrap_or_else(|| ([0, 0, 0, 0], 7070).into()),
-            http_addr: self.http_addr.or(file.http_addr).unwrap_or_else(|| ([0, 0, 0, 0], 7071).into()),
+            grpc_addr: self
+                .grpc_addr
+                .or(file.grpc_addr)
+                .unwrap_or_else(|| ([0, 0, 0, 0], 7070).into()),
+            http_addr: self
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| ([0, 0, 0, 0], 7071).into()),
             admin_token,
             max_storage: self.max_storage.or(file.max_storage),
             max_message: self.max_message.or(file.max_message).unwrap_or(96 << 20) as usize,
-            max_concurrent_requests: self.max_concurrent_requests.or(file.max_concurrent_requests).unwrap_or(16).max(1),
-            recovery_concurrency: self.recovery_concurrency.or(file.recovery_concurrency).unwrap_or(4).max(1),
+            max_concurrent_requests: self
+                .max_concurrent_requests
+                .or(file.max_concurrent_requests)
+                .unwrap_or(16)
+                .max(1),
+            recovery_concurrency: self
+                .recovery_concurrency
+                .or(file.recovery_concurrency)
+                .unwrap_or(4)
+                .max(1),
             recovery_interval: std::time::Duration::from_secs(
-                self.recovery_interval.or(file.recovery_interval).unwrap_or(2).max(1),
+                self.recovery_interval
+                    .or(file.recovery_interval)
+                    .unwrap_or(2)
+                    .max(1),
             ),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             fault: self.fault,
@@ -212,8 +252,19 @@ mod tests {
     fn flags_override_file_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("node.toml");
-        std::fs::write(&cfg, "data-dir = \"/from/file\"\nmax-storage = \"1MiB\"\nrecovery-concurrency = 7\n").unwrap();
-        let args = Args::try_parse_from(["floe-node", "--config", cfg.to_str().unwrap(), "--data-dir", "/from/flag"]).unwrap();
+        std::fs::write(
+            &cfg,
+            "data-dir = \"/from/file\"\nmax-storage = \"1MiB\"\nrecovery-concurrency = 7\n",
+        )
+        .unwrap();
+        let args = Args::try_parse_from([
+            "floe-node",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            "/from/flag",
+        ])
+        .unwrap();
         let c = args.resolve().unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(c.max_storage, Some(1 << 20));

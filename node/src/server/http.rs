@@ -26,6 +26,9 @@ async fn metrics(State(state): State<Arc<NodeState>>) -> String {
 async fn ready(State(state): State<Arc<NodeState>>) -> (StatusCode, String) {
     match state.committee() {
         Some(c) => (StatusCode::OK, format!("ready: epoch {}\n", c.epoch)),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no committee yet\n".to_string()),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no committee yet\n".to_string(),
+        ),
     }
 }

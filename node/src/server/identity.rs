@@ -9,11 +9,18 @@ use ed25519_dalek::SigningKey;
 /// Load the key from `path`, creating it (mode 0600) on first start.
 pub fn load_or_create(path: &Path) -> io::Result<SigningKey> {
     let path = path.to_path_buf();
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     match fs::read(&path) {
         Ok(bytes) => {
             let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("{}: expected a 32-byte key", path.display()))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: expected a 32-byte key", path.display()),
+                )
             })?;
             Ok(SigningKey::from_bytes(&seed))
         }
@@ -25,7 +32,12 @@ pub fn load_or_create(path: &Path) -> io::Result<SigningKey> {
             {
                 use std::io::Write;
                 use std::os::unix::fs::OpenOptionsExt;
-                let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
                 f.write_all(&seed)?;
                 f.sync_all()?;
             }

@@ -1,8 +1,8 @@
 //! The node's Prometheus metrics (all prefixed `floe_node_`).
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -31,38 +31,66 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("floe_node_grpc_requests_total", "gRPC requests by method and status code"),
+            Opts::new(
+                "floe_node_grpc_requests_total",
+                "gRPC requests by method and status code",
+            ),
             &["method", "code"],
         )
         .expect("metric");
         let latency = HistogramVec::new(
-            HistogramOpts::new("floe_node_grpc_request_duration_seconds", "gRPC request latency by method")
-                .buckets(prometheus::exponential_buckets(0.0005, 2.5, 14).expect("buckets")),
+            HistogramOpts::new(
+                "floe_node_grpc_request_duration_seconds",
+                "gRPC request latency by method",
+            )
+            .buckets(prometheus::exponential_buckets(0.0005, 2.5, 14).expect("buckets")),
             &["method"],
         )
         .expect("metric");
-        let stored_bytes = IntGauge::new("floe_node_stored_bytes", "Bytes stored on disk").expect("metric");
+        let stored_bytes =
+            IntGauge::new("floe_node_stored_bytes", "Bytes stored on disk").expect("metric");
         let blobs = IntGauge::new("floe_node_blobs", "Blobs known to the store").expect("metric");
-        let shard_slivers =
-            GaugeVec::new(Opts::new("floe_node_shard_slivers", "Slivers stored per owned shard"), &["shard"])
-                .expect("metric");
-        let epoch = IntGauge::new("floe_node_epoch", "Current committee epoch (0: none)").expect("metric");
-        let recovery_backlog =
-            IntGauge::new("floe_node_recovery_backlog", "Slivers of certified blobs this node owns but lacks")
-                .expect("metric");
-        let recovered = IntCounter::new("floe_node_recovered_slivers_total", "Slivers rebuilt by recovery").expect("metric");
-        let recovery_failures =
-            IntCounter::new("floe_node_recovery_failures_total", "Recovery attempts that failed").expect("metric");
-        let corrupt_detected =
-            IntCounter::new("floe_node_corrupt_slivers_total", "Corrupt sliver files detected and dropped").expect("metric");
+        let shard_slivers = GaugeVec::new(
+            Opts::new("floe_node_shard_slivers", "Slivers stored per owned shard"),
+            &["shard"],
+        )
+        .expect("metric");
+        let epoch =
+            IntGauge::new("floe_node_epoch", "Current committee epoch (0: none)").expect("metric");
+        let recovery_backlog = IntGauge::new(
+            "floe_node_recovery_backlog",
+            "Slivers of certified blobs this node owns but lacks",
+        )
+        .expect("metric");
+        let recovered = IntCounter::new(
+            "floe_node_recovered_slivers_total",
+            "Slivers rebuilt by recovery",
+        )
+        .expect("metric");
+        let recovery_failures = IntCounter::new(
+            "floe_node_recovery_failures_total",
+            "Recovery attempts that failed",
+        )
+        .expect("metric");
+        let corrupt_detected = IntCounter::new(
+            "floe_node_corrupt_slivers_total",
+            "Corrupt sliver files detected and dropped",
+        )
+        .expect("metric");
         let challenges = IntCounterVec::new(
-            Opts::new("floe_node_challenges_answered_total", "Challenge items answered, by result"),
+            Opts::new(
+                "floe_node_challenges_answered_total",
+                "Challenge items answered, by result",
+            ),
             &["result"],
         )
         .expect("metric");
         let sliver_stage = HistogramVec::new(
-            HistogramOpts::new("floe_node_sliver_stage_seconds", "Time per received sliver, by stage (verify, persist)")
-                .buckets(prometheus::exponential_buckets(0.0001, 2.5, 14).expect("buckets")),
+            HistogramOpts::new(
+                "floe_node_sliver_stage_seconds",
+                "Time per received sliver, by stage (verify, persist)",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.5, 14).expect("buckets")),
             &["stage"],
         )
         .expect("metric");
@@ -71,17 +99,24 @@ impl Metrics {
             "Shards gained at the last epoch change still being pulled from their previous owners",
         )
         .expect("metric");
-        let synced_blobs =
-            IntCounter::new("floe_node_synced_blobs_total", "Blobs of gained shards pulled from previous owners").expect("metric");
-        let synced_slivers =
-            IntCounter::new("floe_node_synced_slivers_total", "Slivers of gained shards pulled and verified").expect("metric");
+        let synced_blobs = IntCounter::new(
+            "floe_node_synced_blobs_total",
+            "Blobs of gained shards pulled from previous owners",
+        )
+        .expect("metric");
+        let synced_slivers = IntCounter::new(
+            "floe_node_synced_slivers_total",
+            "Slivers of gained shards pulled and verified",
+        )
+        .expect("metric");
         let sync_fallbacks = IntCounter::new(
             "floe_node_sync_fallbacks_total",
             "Gained shards handed to recovery because their previous owner was gone, stalled or lied",
         )
         .expect("metric");
         let up = Gauge::with_opts(
-            Opts::new("floe_node_build_info", "Build information").const_label("version", env!("CARGO_PKG_VERSION")),
+            Opts::new("floe_node_build_info", "Build information")
+                .const_label("version", env!("CARGO_PKG_VERSION")),
         )
         .expect("metric");
         up.set(1.0);

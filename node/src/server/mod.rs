@@ -31,21 +31,34 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let state = Arc::new(NodeState::open(config.clone(), key).context("opening the store")?);
     tracing::info!(node_id = %state.node_id, data_dir = %config.data_dir.display(), "node starting");
 
-    let grpc = TcpListener::bind(config.grpc_addr).await.with_context(|| format!("binding gRPC on {}", config.grpc_addr))?;
-    let http = TcpListener::bind(config.http_addr).await.with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+    let grpc = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding gRPC on {}", config.grpc_addr))?;
+    let http = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
     tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, "listening");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<StorageServer<storage::StorageService>>().await;
+    health_reporter
+        .set_serving::<StorageServer<storage::StorageService>>()
+        .await;
 
-    let storage = StorageServer::new(storage::StorageService { state: state.clone() })
-        .max_decoding_message_size(config.max_message)
-        .max_encoding_message_size(config.max_message);
-    let admin_svc = AdminServer::new(admin::AdminService { state: state.clone() })
-        .max_decoding_message_size(config.max_message)
-        .max_encoding_message_size(config.max_message);
-    let admin_svc = tonic::service::interceptor::InterceptedService::new(admin_svc, admin::AdminAuth::new(config.admin_token.clone()));
+    let storage = StorageServer::new(storage::StorageService {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(config.max_message)
+    .max_encoding_message_size(config.max_message);
+    let admin_svc = AdminServer::new(admin::AdminService {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(config.max_message)
+    .max_encoding_message_size(config.max_message);
+    let admin_svc = tonic::service::interceptor::InterceptedService::new(
+        admin_svc,
+        admin::AdminAuth::new(config.admin_token.clone()),
+    );
 
     let mut grpc_stop = stop_rx.clone();
     // One limit for all connections: a request waits (unread, under HTTP/2 flow control) until
@@ -56,7 +69,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(32 << 20))
         .max_frame_size(Some(1 << 20))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(config.max_concurrent_requests))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            config.max_concurrent_requests,
+        ))
         .add_service(health_service)
         .add_service(storage)
         .add_service(admin_svc)
@@ -64,16 +79,18 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             let _ = grpc_stop.changed().await;
         });
     let mut http_stop = stop_rx.clone();
-    let http_server = axum::serve(http, http::router(state.clone())).with_graceful_shutdown(async move {
-        let _ = http_stop.changed().await;
-    });
+    let http_server =
+        axum::serve(http, http::router(state.clone())).with_graceful_shutdown(async move {
+            let _ = http_stop.changed().await;
+        });
     let recovery = tokio::spawn(recovery::run(state.clone(), stop_rx.clone()));
     let sync = tokio::spawn(sync::run(state.clone(), stop_rx.clone()));
 
     let signals = {
         let state = state.clone();
         async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}

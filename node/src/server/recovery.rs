@@ -30,7 +30,9 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(state.config.recovery_interval) => {}
             _ = shutdown.changed() => return,
         }
-        let Some(committee) = state.committee() else { continue };
+        let Some(committee) = state.committee() else {
+            continue;
+        };
         if committee.member(&state.node_id).is_none() {
             continue;
         }
@@ -42,11 +44,17 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
         scrub_cursor = scrub(&state, scrub_cursor).await;
         let work = missing_work(&state);
         let backlog: usize = work.iter().map(|(_, w)| w.len()).sum();
-        state.recovery_backlog.store(backlog as u64, Ordering::Relaxed);
+        state
+            .recovery_backlog
+            .store(backlog as u64, Ordering::Relaxed);
         if backlog == 0 {
             continue;
         }
-        tracing::info!(blobs = work.len(), slivers = backlog, "recovering missing slivers");
+        tracing::info!(
+            blobs = work.len(),
+            slivers = backlog,
+            "recovering missing slivers"
+        );
         let started = Instant::now();
         futures::stream::iter(work)
             .for_each_concurrent(state.config.recovery_concurrency, |(id, missing)| {
@@ -69,7 +77,10 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
                 }
             })
             .await;
-        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "recovery round finished");
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovery round finished"
+        );
     }
 }
 
@@ -104,7 +115,10 @@ pub(super) fn missing_work(state: &NodeState) -> Vec<(BlobId, Vec<(u16, Axis)>)>
         let entry = state.store.entry(&id).unwrap_or_default();
         let mut missing = Vec::new();
         for p in owned {
-            for (axis, key) in [(Axis::Primary, crate::store::AxisKey::Primary), (Axis::Secondary, crate::store::AxisKey::Secondary)] {
+            for (axis, key) in [
+                (Axis::Primary, crate::store::AxisKey::Primary),
+                (Axis::Secondary, crate::store::AxisKey::Secondary),
+            ] {
                 if !entry.slivers.contains(&(p, key)) {
                     missing.push((p, axis));
                 }
@@ -122,19 +136,31 @@ enum RecoveryError {
     #[error("no peer returned valid metadata")]
     NoMetadata,
     #[error("only {have} of {need} recovery symbols for {axis:?} sliver {index}")]
-    NotEnoughSymbols { axis: Axis, index: usize, have: usize, need: usize },
+    NotEnoughSymbols {
+        axis: Axis,
+        index: usize,
+        have: usize,
+        need: usize,
+    },
     #[error("{0}")]
     Other(String),
 }
 
-async fn fetch_metadata(state: &NodeState, peers: &[(NodeId, NodeClient)], id: BlobId) -> Result<Arc<BlobMetadata>, RecoveryError> {
+async fn fetch_metadata(
+    state: &NodeState,
+    peers: &[(NodeId, NodeClient)],
+    id: BlobId,
+) -> Result<Arc<BlobMetadata>, RecoveryError> {
     if let Some(md) = state.store.metadata(&id) {
         return Ok(md);
     }
     for (_, p) in peers {
         if let Ok(md) = p.get_metadata(&id).await {
             let st_md = md.clone();
-            state.store.put_metadata(id, &st_md).map_err(|e| RecoveryError::Other(e.to_string()))?;
+            state
+                .store
+                .put_metadata(id, &st_md)
+                .map_err(|e| RecoveryError::Other(e.to_string()))?;
             return Ok(Arc::new(md));
         }
     }
@@ -151,7 +177,10 @@ async fn recover_blob(
     let md = fetch_metadata(state, peers, id).await?;
     let n = md.n();
     if n != committee.n_shards as usize {
-        return Err(RecoveryError::Other(format!("metadata has {n} shards, committee {}", committee.n_shards)));
+        return Err(RecoveryError::Other(format!(
+            "metadata has {n} shards, committee {}",
+            committee.n_shards
+        )));
     }
     let mut done = 0;
     let mut first_error = None;
@@ -197,7 +226,16 @@ async fn recover_axis(
         let targets: BTreeMap<u16, u16> = missing
             .iter()
             .filter(|(_, a)| *a == axis)
-            .map(|(p, _)| (if axis == Axis::Primary { *p } else { (n - 1 - *p as usize) as u16 }, *p))
+            .map(|(p, _)| {
+                (
+                    if axis == Axis::Primary {
+                        *p
+                    } else {
+                        (n - 1 - *p as usize) as u16
+                    },
+                    *p,
+                )
+            })
             .collect();
         if targets.is_empty() {
             return Ok(AxisOutcome::Rebuilt(0));
@@ -205,10 +243,18 @@ async fn recover_axis(
         let indices: Vec<u16> = targets.keys().copied().collect();
         let mut builders: BTreeMap<u16, SliverRebuilder<'_>> = indices
             .iter()
-            .map(|t| Ok((*t, SliverRebuilder::new(md, axis, *t as usize).map_err(|e| RecoveryError::Other(e.to_string()))?)))
+            .map(|t| {
+                Ok((
+                    *t,
+                    SliverRebuilder::new(md, axis, *t as usize)
+                        .map_err(|e| RecoveryError::Other(e.to_string()))?,
+                ))
+            })
             .collect::<Result<_, RecoveryError>>()?;
-        let mut calls: FuturesUnordered<_> =
-            peers.iter().map(|(_, p)| async { p.recovery_symbols(&id, axis, &indices).await }).collect();
+        let mut calls: FuturesUnordered<_> = peers
+            .iter()
+            .map(|(_, p)| async { p.recovery_symbols(&id, axis, &indices).await })
+            .collect();
         while let Some(answer) = calls.next().await {
             let Ok(symbols) = answer else { continue };
             for sym in symbols {
@@ -227,7 +273,12 @@ async fn recover_axis(
         let mut short = None;
         for (index, b) in builders {
             if !b.is_ready() {
-                short.get_or_insert(RecoveryError::NotEnoughSymbols { axis, index: index as usize, have: b.have(), need: b.needed() });
+                short.get_or_insert(RecoveryError::NotEnoughSymbols {
+                    axis,
+                    index: index as usize,
+                    have: b.have(),
+                    need: b.needed(),
+                });
                 continue;
             }
             let pair = targets[&index];
@@ -242,7 +293,10 @@ async fn recover_axis(
                 }
                 Err(RebuildError::Inconsistent(proof)) => {
                     tracing::warn!(blob = %id, "blob is inconsistently encoded; marking it invalid");
-                    state.store.mark_invalid(id, &proof.to_bytes()).map_err(|e| RecoveryError::Other(e.to_string()))?;
+                    state
+                        .store
+                        .mark_invalid(id, &proof.to_bytes())
+                        .map_err(|e| RecoveryError::Other(e.to_string()))?;
                     return Ok(AxisOutcome::Invalid);
                 }
                 Err(RebuildError::Codec(e)) => return Err(RecoveryError::Other(e.to_string())),
@@ -259,22 +313,34 @@ async fn recover_axis(
 
 /// Ask a few peers which blobs are certified; keep the certificates we can verify, and accept
 /// ones from unknown epochs when peers holding a validity threshold of shards report them.
-pub(super) async fn learn_certified(state: &NodeState, committee: &Committee, peers: &[(NodeId, NodeClient)]) {
+pub(super) async fn learn_certified(
+    state: &NodeState,
+    committee: &Committee,
+    peers: &[(NodeId, NodeClient)],
+) {
     let params = committee.params();
     let mut unverifiable: HashMap<BlobId, (usize, crate::protocol::Certificate)> = HashMap::new();
     let mut learned = 0usize;
     for (peer_id, peer) in peers.iter().take(LIST_PEERS) {
         let mut after = None;
         loop {
-            let Ok((certs, more)) = peer.list_certified(after, 500).await else { break };
+            let Ok((certs, more)) = peer.list_certified(after, 500).await else {
+                break;
+            };
             after = certs.last().map(|c| c.blob_id);
             for cert in certs {
-                if state.store.entry(&cert.blob_id).is_some_and(|e| e.certified_epoch.is_some()) {
+                if state
+                    .store
+                    .entry(&cert.blob_id)
+                    .is_some_and(|e| e.certified_epoch.is_some())
+                {
                     continue;
                 }
                 match state.committee_of(cert.epoch) {
                     Some(c) => {
-                        if verify_certificate(&c, &cert).is_ok() && state.store.put_certificate(&cert).is_ok() {
+                        if verify_certificate(&c, &cert).is_ok()
+                            && state.store.put_certificate(&cert).is_ok()
+                        {
                             learned += 1;
                         }
                     }
@@ -332,4 +398,3 @@ async fn scrub(state: &Arc<NodeState>, cursor: Option<BlobId>) -> Option<BlobId>
     .ok()
     .flatten()
 }
-

@@ -81,12 +81,22 @@ impl NodeState {
     pub fn open(config: NodeConfig, key: SigningKey) -> Result<Self, StoreError> {
         let store = BlobStore::open(&config.data_dir, config.max_storage)?;
         let committees: Committees = match read_checked(&config.data_dir.join(COMMITTEE_FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Undecodable(e.to_string()))?,
-            Err(crate::store::file::FileError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Committees::default(),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Undecodable(e.to_string()))?,
+            Err(crate::store::file::FileError::Io(e))
+                if e.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Committees::default()
+            }
             Err(e) => return Err(e.into()),
         };
-        for c in [&committees.current, &committees.previous].into_iter().flatten() {
-            c.validate().map_err(|e| StoreError::Undecodable(format!("stored committee {}: {e}", c.epoch)))?;
+        for c in [&committees.current, &committees.previous]
+            .into_iter()
+            .flatten()
+        {
+            c.validate().map_err(|e| {
+                StoreError::Undecodable(format!("stored committee {}: {e}", c.epoch))
+            })?;
         }
         let node_id = NodeId(key.verifying_key().to_bytes());
         let state = Self {
@@ -101,8 +111,14 @@ impl NodeState {
             recovery_backlog: AtomicU64::new(0),
             sync_wakeup: tokio::sync::Notify::new(),
         };
-        state.metrics.epoch.set(state.committee().map_or(0, |c| c.epoch as i64));
-        state.metrics.sync_shards_pending.set(state.syncing_shards().len() as i64);
+        state
+            .metrics
+            .epoch
+            .set(state.committee().map_or(0, |c| c.epoch as i64));
+        state
+            .metrics
+            .sync_shards_pending
+            .set(state.syncing_shards().len() as i64);
         Ok(state)
     }
 
@@ -117,7 +133,10 @@ impl NodeState {
     /// The committee of `epoch`, if this node still knows it.
     pub fn committee_of(&self, epoch: u32) -> Option<Arc<Committee>> {
         let c = self.read();
-        [c.current.clone(), c.previous.clone()].into_iter().flatten().find(|c| c.epoch == epoch)
+        [c.current.clone(), c.previous.clone()]
+            .into_iter()
+            .flatten()
+            .find(|c| c.epoch == epoch)
     }
 
     /// Install a (validated) committee and persist it before acknowledging.
@@ -125,13 +144,23 @@ impl NodeState {
         let mut guard = self.committees.write().unwrap_or_else(|p| p.into_inner());
         if let Some(cur) = &guard.current {
             if new.epoch < cur.epoch {
-                return Err(CommitteeUpdateError::Stale { got: new.epoch, current: cur.epoch });
+                return Err(CommitteeUpdateError::Stale {
+                    got: new.epoch,
+                    current: cur.epoch,
+                });
             }
             if new.epoch == cur.epoch {
-                return if **cur == new { Ok(()) } else { Err(CommitteeUpdateError::Conflict(new.epoch)) };
+                return if **cur == new {
+                    Ok(())
+                } else {
+                    Err(CommitteeUpdateError::Conflict(new.epoch))
+                };
             }
             if cur.n_shards != new.n_shards {
-                return Err(CommitteeUpdateError::ShardCount { got: new.n_shards, expected: cur.n_shards });
+                return Err(CommitteeUpdateError::ShardCount {
+                    got: new.n_shards,
+                    expected: cur.n_shards,
+                });
             }
         }
         let mut next = guard.clone();
@@ -141,7 +170,9 @@ impl NodeState {
         self.persist(&next)?;
         *guard = next;
         drop(guard);
-        self.metrics.epoch.set(self.committee().map_or(0, |c| c.epoch as i64));
+        self.metrics
+            .epoch
+            .set(self.committee().map_or(0, |c| c.epoch as i64));
         self.recovery_wakeup.notify_one();
         self.sync_wakeup.notify_one();
         Ok(())
@@ -156,14 +187,18 @@ impl NodeState {
     /// Change the sync plan (if it is still the one for `epoch`) and persist it.
     fn update_sync(&self, epoch: u32, f: impl FnOnce(&mut SyncPlan)) -> Result<(), StoreError> {
         let mut guard = self.committees.write().unwrap_or_else(|p| p.into_inner());
-        let Some(plan) = guard.sync.as_ref().filter(|p| p.epoch == epoch) else { return Ok(()) };
+        let Some(plan) = guard.sync.as_ref().filter(|p| p.epoch == epoch) else {
+            return Ok(());
+        };
         let mut plan = plan.clone();
         f(&mut plan);
         let mut next = guard.clone();
         next.sync = Some(plan);
         self.persist(&next)?;
         *guard = next;
-        self.metrics.sync_shards_pending.set(guard.sync.as_ref().map_or(0, |p| p.pending.len() as i64));
+        self.metrics
+            .sync_shards_pending
+            .set(guard.sync.as_ref().map_or(0, |p| p.pending.len() as i64));
         Ok(())
     }
 
@@ -174,11 +209,22 @@ impl NodeState {
 
     /// Shards still being pulled from their previous owners (recovery leaves them alone).
     pub fn syncing_shards(&self) -> std::collections::BTreeSet<u16> {
-        self.read().sync.as_ref().map(|p| p.pending.keys().copied().collect()).unwrap_or_default()
+        self.read()
+            .sync
+            .as_ref()
+            .map(|p| p.pending.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// A page of `shard` is stored: move its cursor.
-    pub fn advance_sync(&self, epoch: u32, shard: u16, after: Option<BlobId>, blobs: u64, remaining: u64) -> Result<(), StoreError> {
+    pub fn advance_sync(
+        &self,
+        epoch: u32,
+        shard: u16,
+        after: Option<BlobId>,
+        blobs: u64,
+        remaining: u64,
+    ) -> Result<(), StoreError> {
         self.update_sync(epoch, |p| {
             if let Some(s) = p.pending.get_mut(&shard) {
                 s.after = after.map(|a| a.0).or(s.after);
@@ -189,7 +235,12 @@ impl NodeState {
     }
 
     /// `shard` is done: pulled completely, or (`fell_back`) handed to recovery.
-    pub fn finish_shard_sync(&self, epoch: u32, shard: u16, fell_back: bool) -> Result<(), StoreError> {
+    pub fn finish_shard_sync(
+        &self,
+        epoch: u32,
+        shard: u16,
+        fell_back: bool,
+    ) -> Result<(), StoreError> {
         self.update_sync(epoch, |p| {
             if p.pending.remove(&shard).is_some() && fell_back {
                 p.fell_back.push(shard);
@@ -199,7 +250,9 @@ impl NodeState {
 
     /// Shards this node holds in the current committee.
     pub fn my_shards(&self) -> Vec<u16> {
-        self.committee().and_then(|c| c.member(&self.node_id).map(|m| m.shards.clone())).unwrap_or_default()
+        self.committee()
+            .and_then(|c| c.member(&self.node_id).map(|m| m.shards.clone()))
+            .unwrap_or_default()
     }
 
     /// Sliver pairs of `blob` that this node's shards own in the current committee.
@@ -208,12 +261,24 @@ impl NodeState {
     }
 
     /// Like [`Self::owned_pairs`], leaving out the pairs of the shards in `except`.
-    pub fn owned_pairs_excluding(&self, blob: &BlobId, except: &std::collections::BTreeSet<u16>) -> Vec<u16> {
-        let Some(c) = self.committee() else { return Vec::new() };
-        let Some(me) = c.member(&self.node_id) else { return Vec::new() };
+    pub fn owned_pairs_excluding(
+        &self,
+        blob: &BlobId,
+        except: &std::collections::BTreeSet<u16>,
+    ) -> Vec<u16> {
+        let Some(c) = self.committee() else {
+            return Vec::new();
+        };
+        let Some(me) = c.member(&self.node_id) else {
+            return Vec::new();
+        };
         let p = c.params();
         let rot = blob.mod_n(p.n());
-        me.shards.iter().filter(|s| !except.contains(s)).map(|s| p.pair_for_shard(*s as usize, rot) as u16).collect()
+        me.shards
+            .iter()
+            .filter(|s| !except.contains(s))
+            .map(|s| p.pair_for_shard(*s as usize, rot) as u16)
+            .collect()
     }
 
     pub fn status(&self) -> NodeStatus {
@@ -233,9 +298,13 @@ impl NodeState {
 
     /// Refresh gauges derived from the store (called on scrape).
     pub fn refresh_gauges(&self) {
-        self.metrics.stored_bytes.set(self.store.used_bytes() as i64);
+        self.metrics
+            .stored_bytes
+            .set(self.store.used_bytes() as i64);
         self.metrics.blobs.set(self.store.blob_count() as i64);
-        self.metrics.recovery_backlog.set(self.recovery_backlog.load(Ordering::Relaxed) as i64);
+        self.metrics
+            .recovery_backlog
+            .set(self.recovery_backlog.load(Ordering::Relaxed) as i64);
         if let Some(c) = self.committee() {
             let n = c.n_shards as usize;
             let mine = self.my_shards();
@@ -256,7 +325,10 @@ impl NodeState {
             }
             self.metrics.shard_slivers.reset();
             for (s, v) in per_shard {
-                self.metrics.shard_slivers.with_label_values(&[&s.to_string()]).set(v as f64);
+                self.metrics
+                    .shard_slivers
+                    .with_label_values(&[&s.to_string()])
+                    .set(v as f64);
             }
         }
     }
@@ -272,22 +344,50 @@ fn next_sync_plan(old: &Committees, new: &Committee, me: &NodeId) -> Option<Sync
         .member(me)?
         .shards
         .iter()
-        .map(|&s| (s, ShardSync { source: None, after: None, remaining: None }))
+        .map(|&s| {
+            (
+                s,
+                ShardSync {
+                    source: None,
+                    after: None,
+                    remaining: None,
+                },
+            )
+        })
         .collect();
     let pending = match old.current.as_deref() {
         None if new.epoch <= 1 => return None,
         None => mine,
         Some(outgoing) => {
-            let mut pending: BTreeMap<u16, ShardSync> =
-                old.sync.iter().flat_map(|p| p.pending.clone()).filter(|(s, _)| mine.contains_key(s)).collect();
+            let mut pending: BTreeMap<u16, ShardSync> = old
+                .sync
+                .iter()
+                .flat_map(|p| p.pending.clone())
+                .filter(|(s, _)| mine.contains_key(s))
+                .collect();
             for (shard, source) in gained_shards(outgoing, new, me) {
-                let address = outgoing.member(&source).map(|m| m.address.clone()).unwrap_or_default();
-                pending.insert(shard, ShardSync { source: Some((source, address)), after: None, remaining: None });
+                let address = outgoing
+                    .member(&source)
+                    .map(|m| m.address.clone())
+                    .unwrap_or_default();
+                pending.insert(
+                    shard,
+                    ShardSync {
+                        source: Some((source, address)),
+                        after: None,
+                        remaining: None,
+                    },
+                );
             }
             pending
         }
     };
-    Some(SyncPlan { epoch: new.epoch, pending, blobs_done: 0, fell_back: Vec::new() })
+    Some(SyncPlan {
+        epoch: new.epoch,
+        pending,
+        blobs_done: 0,
+        fell_back: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -305,12 +405,24 @@ mod tests {
     fn committee(epoch: u32, owners: &[(u8, &[u16])]) -> Committee {
         let members = owners
             .iter()
-            .map(|(k, shards)| Member { node_id: id(*k), address: format!("127.0.0.{k}:7070"), stake: 1, shards: shards.to_vec() })
+            .map(|(k, shards)| Member {
+                node_id: id(*k),
+                address: format!("127.0.0.{k}:7070"),
+                stake: 1,
+                shards: shards.to_vec(),
+            })
             .collect();
-        Committee { epoch, n_shards: 4, members }
+        Committee {
+            epoch,
+            n_shards: 4,
+            members,
+        }
     }
     fn pending(plan: &SyncPlan) -> Vec<(u16, Option<NodeId>)> {
-        plan.pending.iter().map(|(s, j)| (*s, j.source.as_ref().map(|(n, _)| *n))).collect()
+        plan.pending
+            .iter()
+            .map(|(s, j)| (*s, j.source.as_ref().map(|(n, _)| *n)))
+            .collect()
     }
 
     #[test]
@@ -319,38 +431,80 @@ mod tests {
         let c2 = committee(2, &[(1, &[0]), (2, &[2, 3]), (3, &[1])]);
         let c3 = committee(3, &[(2, &[2, 3]), (3, &[0, 1])]);
         let none = Committees::default();
-        assert_eq!(next_sync_plan(&none, &c1, &id(1)), None, "the first committee syncs nothing");
-        let at1 = Committees { current: Some(Arc::new(c1.clone())), ..Default::default() };
+        assert_eq!(
+            next_sync_plan(&none, &c1, &id(1)),
+            None,
+            "the first committee syncs nothing"
+        );
+        let at1 = Committees {
+            current: Some(Arc::new(c1.clone())),
+            ..Default::default()
+        };
         let p = next_sync_plan(&at1, &c2, &id(3)).unwrap();
         assert_eq!((p.epoch, pending(&p)), (2, vec![(1, Some(id(1)))]));
-        assert!(next_sync_plan(&at1, &c2, &id(1)).unwrap().pending.is_empty(), "losing a shard syncs nothing");
+        assert!(
+            next_sync_plan(&at1, &c2, &id(1))
+                .unwrap()
+                .pending
+                .is_empty(),
+            "losing a shard syncs nothing"
+        );
         assert_eq!(next_sync_plan(&at1, &c2, &id(9)), None, "not a member");
         // epoch 3 while shard 1 is still being pulled from node 1: it is kept, shard 0 is added
-        let at2 = Committees { current: Some(Arc::new(c2.clone())), previous: at1.current.clone(), sync: Some(p) };
-        assert_eq!(pending(&next_sync_plan(&at2, &c3, &id(3)).unwrap()), vec![(0, Some(id(1))), (1, Some(id(1)))]);
+        let at2 = Committees {
+            current: Some(Arc::new(c2.clone())),
+            previous: at1.current.clone(),
+            sync: Some(p),
+        };
+        assert_eq!(
+            pending(&next_sync_plan(&at2, &c3, &id(3)).unwrap()),
+            vec![(0, Some(id(1))), (1, Some(id(1)))]
+        );
         // a member that does not know the outgoing committee rebuilds all its shards
-        assert_eq!(pending(&next_sync_plan(&none, &c3, &id(3)).unwrap()), vec![(0, None), (1, None)]);
+        assert_eq!(
+            pending(&next_sync_plan(&none, &c3, &id(3)).unwrap()),
+            vec![(0, None), (1, None)]
+        );
     }
 
     #[test]
     fn sync_progress_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let args = super::super::config::Args::try_parse_from(["floe-node", "--data-dir", dir.path().to_str().unwrap()]).unwrap();
+        let args = super::super::config::Args::try_parse_from([
+            "floe-node",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .unwrap();
         let config = args.resolve().unwrap();
         let state = NodeState::open(config.clone(), key(3)).unwrap();
-        state.set_committee(committee(1, &[(1, &[0, 1]), (2, &[2, 3])])).unwrap();
-        state.set_committee(committee(2, &[(1, &[0]), (2, &[2]), (3, &[1, 3])])).unwrap();
-        assert_eq!(state.syncing_shards().into_iter().collect::<Vec<_>>(), vec![1, 3]);
+        state
+            .set_committee(committee(1, &[(1, &[0, 1]), (2, &[2, 3])]))
+            .unwrap();
+        state
+            .set_committee(committee(2, &[(1, &[0]), (2, &[2]), (3, &[1, 3])]))
+            .unwrap();
+        assert_eq!(
+            state.syncing_shards().into_iter().collect::<Vec<_>>(),
+            vec![1, 3]
+        );
         assert_eq!(state.status(), NodeStatus::Syncing);
-        state.advance_sync(2, 1, Some(BlobId([5; 32])), 7, 3).unwrap();
+        state
+            .advance_sync(2, 1, Some(BlobId([5; 32])), 7, 3)
+            .unwrap();
         state.finish_shard_sync(2, 3, true).unwrap();
-        state.advance_sync(1, 1, Some(BlobId([6; 32])), 1, 0).unwrap(); // stale epoch: ignored
+        state
+            .advance_sync(1, 1, Some(BlobId([6; 32])), 1, 0)
+            .unwrap(); // stale epoch: ignored
         drop(state);
         let state = NodeState::open(config, key(3)).unwrap();
         let plan = state.sync_plan().unwrap();
         assert_eq!(plan.epoch, 2);
         assert_eq!(plan.pending.keys().copied().collect::<Vec<_>>(), vec![1]);
-        assert_eq!((plan.pending[&1].after, plan.pending[&1].remaining), (Some([5; 32]), Some(3)));
+        assert_eq!(
+            (plan.pending[&1].after, plan.pending[&1].remaining),
+            (Some([5; 32]), Some(3))
+        );
         assert_eq!((plan.blobs_done, plan.fell_back.clone()), (7, vec![3]));
         assert_eq!(state.status(), NodeStatus::Syncing);
     }

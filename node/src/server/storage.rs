@@ -29,15 +29,21 @@ pub(crate) fn blob_id(bytes: &[u8]) -> Result<BlobId, Status> {
 
 pub(crate) fn store_status(e: StoreError) -> Status {
     match e {
-        StoreError::Full { .. } | StoreError::DiskFull(_) => Status::resource_exhausted(e.to_string()),
+        StoreError::Full { .. } | StoreError::DiskFull(_) => {
+            Status::resource_exhausted(e.to_string())
+        }
         StoreError::Corrupt(_) => Status::data_loss(format!("{e}; the node is rebuilding it")),
         _ => Status::internal(e.to_string()),
     }
 }
 
 /// Run blocking work (disk I/O, hashing, Reed–Solomon) off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("task failed: {e}")))?
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("task failed: {e}")))?
 }
 
 /// Count and time one RPC under its method name.
@@ -52,8 +58,16 @@ pub(crate) async fn metered<T>(
         Ok(_) => "Ok".to_string(),
         Err(s) => format!("{:?}", s.code()),
     };
-    state.metrics.requests.with_label_values(&[method, &code]).inc();
-    state.metrics.latency.with_label_values(&[method]).observe(start.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .with_label_values(&[method, &code])
+        .inc();
+    state
+        .metrics
+        .latency
+        .with_label_values(&[method])
+        .observe(start.elapsed().as_secs_f64());
     if let Err(s) = &result {
         tracing::debug!(method, code = %code, message = s.message(), "request refused");
     }
@@ -65,7 +79,9 @@ impl StorageService {
         if self.state.accepting_writes.load(Ordering::Relaxed) {
             Ok(())
         } else {
-            Err(Status::unavailable("node is shutting down and accepts no new writes"))
+            Err(Status::unavailable(
+                "node is shutting down and accepts no new writes",
+            ))
         }
     }
 
@@ -96,13 +112,22 @@ impl StorageService {
 
 #[tonic::async_trait]
 impl Storage for StorageService {
-    async fn get_info(&self, _: Request<proto::GetInfoRequest>) -> Result<Response<proto::NodeInfo>, Status> {
+    async fn get_info(
+        &self,
+        _: Request<proto::GetInfoRequest>,
+    ) -> Result<Response<proto::NodeInfo>, Status> {
         metered(&self.state, "GetInfo", async { Ok(self.info()) }).await
     }
 
-    async fn get_committee(&self, _: Request<proto::GetCommitteeRequest>) -> Result<Response<proto::Committee>, Status> {
+    async fn get_committee(
+        &self,
+        _: Request<proto::GetCommitteeRequest>,
+    ) -> Result<Response<proto::Committee>, Status> {
         metered(&self.state, "GetCommittee", async {
-            let c = self.state.committee().ok_or_else(|| Status::failed_precondition("node has no committee yet"))?;
+            let c = self
+                .state
+                .committee()
+                .ok_or_else(|| Status::failed_precondition("node has no committee yet"))?;
             Ok(proto::Committee::from(c.as_ref()))
         })
         .await
@@ -116,8 +141,10 @@ impl Storage for StorageService {
             self.writable()?;
             let req = req.into_inner();
             let id = blob_id(&req.blob_id)?;
-            let md = BlobMetadata::from_bytes(&req.metadata).map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
-            md.verify(&id).map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
+            let md = BlobMetadata::from_bytes(&req.metadata)
+                .map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
+            md.verify(&id)
+                .map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
             if let Some(c) = self.state.committee() {
                 if md.n() != c.n_shards as usize {
                     return Err(Status::invalid_argument(format!(
@@ -128,40 +155,59 @@ impl Storage for StorageService {
                 }
             }
             let st = self.state.clone();
-            let already = blocking(move || st.store.put_metadata(id, &md).map_err(store_status)).await?;
-            Ok(proto::PutMetadataResponse { already_stored: already })
+            let already =
+                blocking(move || st.store.put_metadata(id, &md).map_err(store_status)).await?;
+            Ok(proto::PutMetadataResponse {
+                already_stored: already,
+            })
         })
         .await
     }
 
-    async fn get_metadata(&self, req: Request<proto::BlobRequest>) -> Result<Response<proto::MetadataResponse>, Status> {
+    async fn get_metadata(
+        &self,
+        req: Request<proto::BlobRequest>,
+    ) -> Result<Response<proto::MetadataResponse>, Status> {
         metered(&self.state, "GetMetadata", async {
             let id = blob_id(&req.into_inner().blob_id)?;
             let md = self.metadata(&id)?;
-            Ok(proto::MetadataResponse { metadata: md.to_bytes() })
+            Ok(proto::MetadataResponse {
+                metadata: md.to_bytes(),
+            })
         })
         .await
     }
 
-    async fn put_sliver(&self, req: Request<proto::PutSliverRequest>) -> Result<Response<proto::PutSliverResponse>, Status> {
+    async fn put_sliver(
+        &self,
+        req: Request<proto::PutSliverRequest>,
+    ) -> Result<Response<proto::PutSliverResponse>, Status> {
         metered(&self.state, "PutSliver", async {
             self.writable()?;
             let req = req.into_inner();
             let id = blob_id(&req.blob_id)?;
             let md = self.metadata(&id).map_err(|_| {
-                Status::failed_precondition(format!("send the metadata of blob {id} before its slivers"))
+                Status::failed_precondition(format!(
+                    "send the metadata of blob {id} before its slivers"
+                ))
             })?;
             let n = md.n();
             let pair = u16::try_from(req.pair_index)
                 .ok()
                 .filter(|p| (*p as usize) < n)
-                .ok_or_else(|| Status::invalid_argument(format!("pair_index {} out of range for {n} shards", req.pair_index)))?;
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "pair_index {} out of range for {n} shards",
+                        req.pair_index
+                    ))
+                })?;
             if !self.state.owned_pairs(&id).contains(&pair) {
                 return Err(Status::failed_precondition(format!(
                     "pair {pair} of blob {id} belongs to another node's shard"
                 )));
             }
-            let sliver = Sliver::from_bytes(&req.sliver).map_err(|e| Status::invalid_argument(format!("sliver: {e}")))?;
+            let sliver = Sliver::from_bytes(&req.sliver)
+                .map_err(|e| Status::invalid_argument(format!("sliver: {e}")))?;
             let expected = match sliver.axis {
                 Axis::Primary => pair as usize,
                 Axis::Secondary => n - 1 - pair as usize,
@@ -175,29 +221,45 @@ impl Storage for StorageService {
             let st = self.state.clone();
             let already = blocking(move || {
                 let t = Instant::now();
-                sliver.verify(&md).map_err(|e| Status::invalid_argument(format!("sliver rejected: {e}")))?;
-                st.metrics.sliver_stage.with_label_values(&["verify"]).observe(t.elapsed().as_secs_f64());
+                sliver
+                    .verify(&md)
+                    .map_err(|e| Status::invalid_argument(format!("sliver rejected: {e}")))?;
+                st.metrics
+                    .sliver_stage
+                    .with_label_values(&["verify"])
+                    .observe(t.elapsed().as_secs_f64());
                 let t = Instant::now();
                 let r = st.store.put_sliver(id, pair, &sliver).map_err(store_status);
-                st.metrics.sliver_stage.with_label_values(&["persist"]).observe(t.elapsed().as_secs_f64());
+                st.metrics
+                    .sliver_stage
+                    .with_label_values(&["persist"])
+                    .observe(t.elapsed().as_secs_f64());
                 r
             })
             .await?;
-            Ok(proto::PutSliverResponse { already_stored: already })
+            Ok(proto::PutSliverResponse {
+                already_stored: already,
+            })
         })
         .await
     }
 
-    async fn get_sliver(&self, req: Request<proto::GetSliverRequest>) -> Result<Response<proto::SliverResponse>, Status> {
+    async fn get_sliver(
+        &self,
+        req: Request<proto::GetSliverRequest>,
+    ) -> Result<Response<proto::SliverResponse>, Status> {
         metered(&self.state, "GetSliver", async {
             let req = req.into_inner();
             let id = blob_id(&req.blob_id)?;
             let axis: Axis = proto::Axis::try_from(req.axis)
                 .map_err(|_| Status::invalid_argument(format!("unknown axis {}", req.axis)))?
                 .into();
-            let pair = u16::try_from(req.pair_index).map_err(|_| Status::invalid_argument("pair_index out of range"))?;
+            let pair = u16::try_from(req.pair_index)
+                .map_err(|_| Status::invalid_argument("pair_index out of range"))?;
             if self.state.store.entry(&id).is_some_and(|e| e.invalid) {
-                return Err(Status::failed_precondition(format!("blob {id} is invalid (inconsistently encoded)")));
+                return Err(Status::failed_precondition(format!(
+                    "blob {id} is invalid (inconsistently encoded)"
+                )));
             }
             let st = self.state.clone();
             let fault = self.state.config.fault;
@@ -210,7 +272,11 @@ impl Storage for StorageService {
                 other => other.map_err(store_status),
             })
             .await?
-            .ok_or_else(|| Status::not_found(format!("no {axis:?} sliver of pair {pair} of blob {id} here")))?;
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no {axis:?} sliver of pair {pair} of blob {id} here"
+                ))
+            })?;
             let mut bytes = sliver.to_bytes();
             if fault == Some(Fault::CorruptSlivers) {
                 let at = bytes.len() - 1;
@@ -221,13 +287,21 @@ impl Storage for StorageService {
         .await
     }
 
-    async fn get_confirmation(&self, req: Request<proto::BlobRequest>) -> Result<Response<proto::Confirmation>, Status> {
+    async fn get_confirmation(
+        &self,
+        req: Request<proto::BlobRequest>,
+    ) -> Result<Response<proto::Confirmation>, Status> {
         metered(&self.state, "GetConfirmation", async {
             let id = blob_id(&req.into_inner().blob_id)?;
-            let c = self.state.committee().ok_or_else(|| Status::failed_precondition("node has no committee yet"))?;
+            let c = self
+                .state
+                .committee()
+                .ok_or_else(|| Status::failed_precondition("node has no committee yet"))?;
             let owned = self.state.owned_pairs(&id);
             if owned.is_empty() {
-                return Err(Status::failed_precondition("node holds no shards in the current committee"));
+                return Err(Status::failed_precondition(
+                    "node holds no shards in the current committee",
+                ));
             }
             let entry = self.state.store.entry(&id).unwrap_or_default();
             let missing = owned.iter().filter(|p| !entry.has_pair(**p)).count();
@@ -255,13 +329,20 @@ impl Storage for StorageService {
         metered(&self.state, "PutCertificate", async {
             let cert = Certificate::try_from(req.into_inner()).map_err(Status::invalid_argument)?;
             let committee = self.state.committee_of(cert.epoch).ok_or_else(|| {
-                Status::failed_precondition(format!("certificate epoch {} is unknown to this node", cert.epoch))
+                Status::failed_precondition(format!(
+                    "certificate epoch {} is unknown to this node",
+                    cert.epoch
+                ))
             })?;
-            verify_certificate(&committee, &cert).map_err(|e| Status::invalid_argument(format!("certificate: {e}")))?;
+            verify_certificate(&committee, &cert)
+                .map_err(|e| Status::invalid_argument(format!("certificate: {e}")))?;
             let st = self.state.clone();
-            let already = blocking(move || st.store.put_certificate(&cert).map_err(store_status)).await?;
+            let already =
+                blocking(move || st.store.put_certificate(&cert).map_err(store_status)).await?;
             self.state.recovery_wakeup.notify_one();
-            Ok(proto::PutCertificateResponse { already_certified: already })
+            Ok(proto::PutCertificateResponse {
+                already_certified: already,
+            })
         })
         .await
     }
@@ -280,7 +361,9 @@ impl Storage for StorageService {
                 .map_err(|_| Status::invalid_argument("unknown axis"))?
                 .into();
             if req.target_indices.is_empty() || req.target_indices.len() > n {
-                return Err(Status::invalid_argument(format!("ask for 1..={n} target indices")));
+                return Err(Status::invalid_argument(format!(
+                    "ask for 1..={n} target indices"
+                )));
             }
             let targets: Vec<u16> = req
                 .target_indices
@@ -297,27 +380,38 @@ impl Storage for StorageService {
                     if Axis::from(axis_of(axis)) != helper_axis {
                         continue;
                     }
-                    let Ok(Some(helper)) = st.store.get_sliver(&id, pair, helper_axis) else { continue };
-                    let syms = recovery_symbols(&helper, &shape, &targets).map_err(|e| Status::internal(e.to_string()))?;
+                    let Ok(Some(helper)) = st.store.get_sliver(&id, pair, helper_axis) else {
+                        continue;
+                    };
+                    let syms = recovery_symbols(&helper, &shape, &targets)
+                        .map_err(|e| Status::internal(e.to_string()))?;
                     out.extend(syms.iter().map(|s| s.to_bytes()));
                 }
                 Ok(out)
             })
             .await?;
             if symbols.is_empty() {
-                return Err(Status::not_found(format!("no slivers of blob {id} here to help with")));
+                return Err(Status::not_found(format!(
+                    "no slivers of blob {id} here to help with"
+                )));
             }
             Ok(proto::RecoverySymbolsResponse { symbols })
         })
         .await
     }
 
-    async fn get_blob_status(&self, req: Request<proto::BlobRequest>) -> Result<Response<proto::BlobStatusResponse>, Status> {
+    async fn get_blob_status(
+        &self,
+        req: Request<proto::BlobRequest>,
+    ) -> Result<Response<proto::BlobStatusResponse>, Status> {
         metered(&self.state, "GetBlobStatus", async {
             let id = blob_id(&req.into_inner().blob_id)?;
             let owned = self.state.owned_pairs(&id);
             let Some(e) = self.state.store.entry(&id) else {
-                return Ok(proto::BlobStatusResponse { pairs_owned: owned.len() as u32, ..Default::default() });
+                return Ok(proto::BlobStatusResponse {
+                    pairs_owned: owned.len() as u32,
+                    ..Default::default()
+                });
             };
             let state = if e.invalid {
                 proto::BlobState::Invalid
@@ -345,12 +439,21 @@ impl Storage for StorageService {
     ) -> Result<Response<proto::ListCertifiedResponse>, Status> {
         metered(&self.state, "ListCertified", async {
             let req = req.into_inner();
-            let after = if req.after.is_empty() { None } else { Some(blob_id(&req.after)?) };
+            let after = if req.after.is_empty() {
+                None
+            } else {
+                Some(blob_id(&req.after)?)
+            };
             let limit = (req.limit as usize).clamp(1, LIST_LIMIT);
             let st = self.state.clone();
             blocking(move || {
-                let all: Vec<BlobId> =
-                    st.store.certified().into_iter().map(|(id, _)| id).filter(|id| after.is_none_or(|a| *id > a)).collect();
+                let all: Vec<BlobId> = st
+                    .store
+                    .certified()
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .filter(|id| after.is_none_or(|a| *id > a))
+                    .collect();
                 let more = all.len() > limit;
                 let certificates = all
                     .into_iter()
@@ -365,14 +468,22 @@ impl Storage for StorageService {
         .await
     }
 
-    async fn sync_shard(&self, req: Request<proto::SyncShardRequest>) -> Result<Response<proto::SyncShardResponse>, Status> {
+    async fn sync_shard(
+        &self,
+        req: Request<proto::SyncShardRequest>,
+    ) -> Result<Response<proto::SyncShardResponse>, Status> {
         metered(&self.state, "SyncShard", async {
             let req = req.into_inner();
-            let sync = SyncRequest::try_from(&req).map_err(|e| Status::invalid_argument(format!("sync request: {e}")))?;
+            let sync = SyncRequest::try_from(&req)
+                .map_err(|e| Status::invalid_argument(format!("sync request: {e}")))?;
             let committee = self.state.committee_of(sync.epoch).ok_or_else(|| {
-                Status::unavailable(format!("the committee of epoch {} is not known here (yet)", sync.epoch))
+                Status::unavailable(format!(
+                    "the committee of epoch {} is not known here (yet)",
+                    sync.epoch
+                ))
             })?;
-            sync.authorize(&committee).map_err(|e| Status::permission_denied(e.to_string()))?;
+            sync.authorize(&committee)
+                .map_err(|e| Status::permission_denied(e.to_string()))?;
             let limit = (req.limit as usize).clamp(1, SYNC_PAGE_BLOBS);
             // Room for the biggest pair (2 × 43.7 MB at n = 1000) under the message limit.
             let budget = self.state.config.max_message * 3 / 4;
@@ -393,8 +504,13 @@ fn sync_page(
     budget: usize,
 ) -> Result<proto::SyncShardResponse, Status> {
     let params = committee.params();
-    let ids: Vec<BlobId> =
-        st.store.certified().into_iter().map(|(id, _)| id).filter(|id| req.after.is_none_or(|a| *id > a)).collect();
+    let ids: Vec<BlobId> = st
+        .store
+        .certified()
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| req.after.is_none_or(|a| *id > a))
+        .collect();
     let (mut items, mut bytes, mut taken) = (Vec::new(), 0usize, 0usize);
     for id in &ids {
         if items.len() >= limit {
@@ -435,8 +551,15 @@ fn sync_page(
         taken += 1;
         items.push(item);
     }
-    let next = ids[..taken].last().map(|id| id.as_bytes().to_vec()).unwrap_or_default();
-    Ok(proto::SyncShardResponse { items, next, remaining: (ids.len() - taken) as u64 })
+    let next = ids[..taken]
+        .last()
+        .map(|id| id.as_bytes().to_vec())
+        .unwrap_or_default();
+    Ok(proto::SyncShardResponse {
+        items,
+        next,
+        remaining: (ids.len() - taken) as u64,
+    })
 }
 
 fn axis_of(k: crate::store::AxisKey) -> proto::Axis {

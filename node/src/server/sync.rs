@@ -75,7 +75,10 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
                 Err(e) => {
                     let tries = failures.entry((plan.epoch, shard)).or_default();
                     // count failures in a row: pages stored before this one reset the count
-                    let moved = state.sync_plan().and_then(|p| p.pending.get(&shard).map(|j| j.after)) != Some(cursor);
+                    let moved = state
+                        .sync_plan()
+                        .and_then(|p| p.pending.get(&shard).map(|j| j.after))
+                        != Some(cursor);
                     *tries = if moved { 1 } else { *tries + 1 };
                     tracing::warn!(shard, attempt = *tries, error = %e, "shard sync page failed");
                     if *tries >= ATTEMPTS {
@@ -99,18 +102,29 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// Pull `shard` page by page from the cursor in `job` until the source has nothing left.
-async fn sync_shard(state: &Arc<NodeState>, epoch: u32, shard: u16, job: ShardSync, source: &NodeClient) -> Result<(), SyncError> {
+async fn sync_shard(
+    state: &Arc<NodeState>,
+    epoch: u32,
+    shard: u16,
+    job: ShardSync,
+    source: &NodeClient,
+) -> Result<(), SyncError> {
     let mut after = job.after.map(BlobId);
     if after.is_none() {
         tracing::info!(shard, source = ?job.source, "pulling gained shard from its previous owner");
     }
     loop {
         let req = SyncRequest::sign(&state.key, epoch, shard, after);
-        let page = source.sync_shard(&req, PAGE_BLOBS, state.config.max_message).await?;
+        let page = source
+            .sync_shard(&req, PAGE_BLOBS, state.config.max_message)
+            .await?;
         let next = if page.next.is_empty() {
             None
         } else {
-            Some(BlobId::from_slice(&page.next).map_err(|e| SyncError::Lying(format!("a bad cursor: {e}")))?)
+            Some(
+                BlobId::from_slice(&page.next)
+                    .map_err(|e| SyncError::Lying(format!("a bad cursor: {e}")))?,
+            )
         };
         if next.is_some() && next <= after {
             return Err(SyncError::Lying("a cursor that does not advance".into()));
@@ -123,7 +137,13 @@ async fn sync_shard(state: &Arc<NodeState>, epoch: u32, shard: u16, job: ShardSy
         state.metrics.synced_blobs.inc_by(blobs);
         state.metrics.synced_slivers.inc_by(slivers);
         state.advance_sync(epoch, shard, next, blobs, page.remaining)?;
-        tracing::info!(shard, blobs, slivers, remaining = page.remaining, "shard sync progress");
+        tracing::info!(
+            shard,
+            blobs,
+            slivers,
+            remaining = page.remaining,
+            "shard sync progress"
+        );
         if page.remaining == 0 || next.is_none() {
             return Ok(());
         }
@@ -134,22 +154,37 @@ async fn sync_shard(state: &Arc<NodeState>, epoch: u32, shard: u16, job: ShardSy
 /// Verify and store one page; returns the number of slivers stored. Anything that does not
 /// verify fails the page (the source is lying or broken): nothing of that blob is stored, and
 /// the cursor does not move, so the page counts as a failed attempt.
-fn store_page(state: &NodeState, shard: u16, items: Vec<proto::SyncShardItem>) -> Result<u64, SyncError> {
+fn store_page(
+    state: &NodeState,
+    shard: u16,
+    items: Vec<proto::SyncShardItem>,
+) -> Result<u64, SyncError> {
     let mut stored = 0;
     for item in items {
-        let id = BlobId::from_slice(&item.blob_id).map_err(|e| SyncError::Lying(format!("a bad blob ID: {e}")))?;
-        let md = BlobMetadata::from_bytes(&item.metadata).map_err(|e| SyncError::Lying(format!("bad metadata of {id}: {e}")))?;
+        let id = BlobId::from_slice(&item.blob_id)
+            .map_err(|e| SyncError::Lying(format!("a bad blob ID: {e}")))?;
+        let md = BlobMetadata::from_bytes(&item.metadata)
+            .map_err(|e| SyncError::Lying(format!("bad metadata of {id}: {e}")))?;
         if md.blob_id() != id {
-            return Err(SyncError::Lying(format!("metadata that does not hash to {id}")));
+            return Err(SyncError::Lying(format!(
+                "metadata that does not hash to {id}"
+            )));
         }
         let n = md.n();
-        let committee = state.committee().ok_or_else(|| SyncError::Task("no committee".into()))?;
+        let committee = state
+            .committee()
+            .ok_or_else(|| SyncError::Task("no committee".into()))?;
         if n != committee.n_shards as usize {
             return Err(SyncError::Lying(format!("metadata of {id} for {n} shards")));
         }
-        let pair = committee.params().pair_for_shard(shard as usize, id.mod_n(n)) as u16;
+        let pair = committee
+            .params()
+            .pair_for_shard(shard as usize, id.mod_n(n)) as u16;
         if item.pair_index != pair as u32 {
-            return Err(SyncError::Lying(format!("pair {} of {id}, shard {shard} holds pair {pair}", item.pair_index)));
+            return Err(SyncError::Lying(format!(
+                "pair {} of {id}, shard {shard} holds pair {pair}",
+                item.pair_index
+            )));
         }
         let cert = item
             .certificate
@@ -161,17 +196,24 @@ fn store_page(state: &NodeState, shard: u16, items: Vec<proto::SyncShardItem>) -
         // Slivers are checked against the metadata, which is checked against the ID: they are
         // stored whatever the certificate. The certificate is kept only if it verifies against a
         // committee this node knows; older ones are learned from a validity threshold of peers.
-        let sliver_checked = |bytes: &[u8], axis: Axis, index: usize| -> Result<Option<Sliver>, SyncError> {
-            if bytes.is_empty() {
-                return Ok(None);
-            }
-            let s = Sliver::from_bytes(bytes).map_err(|e| SyncError::Lying(format!("a bad sliver of {id}: {e}")))?;
-            if s.axis != axis || s.index as usize != index {
-                return Err(SyncError::Lying(format!("{:?} sliver {} of {id} for pair {pair}", s.axis, s.index)));
-            }
-            s.verify(&md).map_err(|e| SyncError::Lying(format!("a sliver of {id} that does not verify: {e}")))?;
-            Ok(Some(s))
-        };
+        let sliver_checked =
+            |bytes: &[u8], axis: Axis, index: usize| -> Result<Option<Sliver>, SyncError> {
+                if bytes.is_empty() {
+                    return Ok(None);
+                }
+                let s = Sliver::from_bytes(bytes)
+                    .map_err(|e| SyncError::Lying(format!("a bad sliver of {id}: {e}")))?;
+                if s.axis != axis || s.index as usize != index {
+                    return Err(SyncError::Lying(format!(
+                        "{:?} sliver {} of {id} for pair {pair}",
+                        s.axis, s.index
+                    )));
+                }
+                s.verify(&md).map_err(|e| {
+                    SyncError::Lying(format!("a sliver of {id} that does not verify: {e}"))
+                })?;
+                Ok(Some(s))
+            };
         let primary = sliver_checked(&item.primary, Axis::Primary, pair as usize)?;
         let secondary = sliver_checked(&item.secondary, Axis::Secondary, n - 1 - pair as usize)?;
         state.store.put_metadata(id, &md)?;
@@ -191,7 +233,12 @@ fn store_page(state: &NodeState, shard: u16, items: Vec<proto::SyncShardItem>) -
 
 /// Give up on `shard`'s source: learn which blobs are certified from the other peers, count what
 /// recovery must rebuild (so that "sync done" is not reported before it has), and hand it over.
-async fn fall_back(state: &Arc<NodeState>, epoch: u32, shard: u16, clients: &mut HashMap<String, NodeClient>) {
+async fn fall_back(
+    state: &Arc<NodeState>,
+    epoch: u32,
+    shard: u16,
+    clients: &mut HashMap<String, NodeClient>,
+) {
     tracing::warn!(shard, "no usable shard sync source (unknown, gone, stalled or lying); rebuilding the shard by recovery");
     if let Some(committee) = state.committee() {
         let peers = peer_clients(state, &committee, clients);
@@ -202,7 +249,9 @@ async fn fall_back(state: &Arc<NodeState>, epoch: u32, shard: u16, clients: &mut
         return;
     }
     let backlog: usize = missing_work(state).iter().map(|(_, w)| w.len()).sum();
-    state.recovery_backlog.store(backlog as u64, Ordering::Relaxed);
+    state
+        .recovery_backlog
+        .store(backlog as u64, Ordering::Relaxed);
     state.metrics.sync_fallbacks.inc();
     state.recovery_wakeup.notify_one();
 }

@@ -63,7 +63,10 @@ pub fn read_checked(path: &Path) -> Result<Vec<u8>, FileError> {
     let mut f = File::open(path)?;
     let mut all = Vec::with_capacity(f.metadata().map(|m| m.len() as usize).unwrap_or(0));
     f.read_to_end(&mut all)?;
-    let corrupt = |why| FileError::Corrupt { path: path.display().to_string(), why };
+    let corrupt = |why| FileError::Corrupt {
+        path: path.display().to_string(),
+        why,
+    };
     if all.len() < HEADER_LEN || &all[..4] != MAGIC {
         return Err(corrupt("bad header"));
     }
@@ -92,12 +95,21 @@ mod tests {
         let last = raw.len() - 1;
         raw[last] ^= 1;
         fs::write(dir.path().join("x"), &raw).unwrap();
-        assert!(matches!(read_checked(&dir.path().join("x")), Err(FileError::Corrupt { .. })));
+        assert!(matches!(
+            read_checked(&dir.path().join("x")),
+            Err(FileError::Corrupt { .. })
+        ));
         raw.truncate(20);
         fs::write(dir.path().join("x"), &raw).unwrap();
-        assert!(matches!(read_checked(&dir.path().join("x")), Err(FileError::Corrupt { .. })));
+        assert!(matches!(
+            read_checked(&dir.path().join("x")),
+            Err(FileError::Corrupt { .. })
+        ));
         // no temporary files left behind
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1);
     }
 }

@@ -30,7 +30,11 @@ use file::{read_checked, write_atomic_parts, FileError, HEADER_LEN, TMP_PREFIX};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage full: {needed} more bytes needed, {available} available of the {capacity}-byte limit")]
-    Full { needed: u64, available: u64, capacity: u64 },
+    Full {
+        needed: u64,
+        available: u64,
+        capacity: u64,
+    },
     #[error("disk full: {0}")]
     DiskFull(io::Error),
     #[error("{0}")]
@@ -44,7 +48,9 @@ pub enum StoreError {
 impl From<io::Error> for StoreError {
     fn from(e: io::Error) -> Self {
         // ENOSPC / EDQUOT: the disk itself is full
-        if e.kind() == io::ErrorKind::StorageFull || matches!(e.raw_os_error(), Some(28) | Some(122)) {
+        if e.kind() == io::ErrorKind::StorageFull
+            || matches!(e.raw_os_error(), Some(28) | Some(122))
+        {
             StoreError::DiskFull(e)
         } else {
             StoreError::Io(e)
@@ -98,7 +104,8 @@ impl AxisKey {
 
 impl BlobEntry {
     pub fn has_pair(&self, pair: u16) -> bool {
-        self.slivers.contains(&(pair, AxisKey::Primary)) && self.slivers.contains(&(pair, AxisKey::Secondary))
+        self.slivers.contains(&(pair, AxisKey::Primary))
+            && self.slivers.contains(&(pair, AxisKey::Secondary))
     }
 }
 
@@ -122,7 +129,11 @@ impl BlobStore {
         let mut used = 0u64;
         for dir in fs::read_dir(&blobs_dir)? {
             let dir = dir?;
-            let Some(id) = dir.file_name().to_str().and_then(|s| hex::decode(s).ok()).and_then(|b| BlobId::from_slice(&b).ok())
+            let Some(id) = dir
+                .file_name()
+                .to_str()
+                .and_then(|s| hex::decode(s).ok())
+                .and_then(|b| BlobId::from_slice(&b).ok())
             else {
                 continue;
             };
@@ -137,7 +148,10 @@ impl BlobStore {
                 }
                 used += f.metadata()?.len();
                 match name.as_str() {
-                    "metadata" => match read_checked(&f.path()).ok().and_then(|b| BlobMetadata::from_bytes(&b).ok()) {
+                    "metadata" => match read_checked(&f.path())
+                        .ok()
+                        .and_then(|b| BlobMetadata::from_bytes(&b).ok())
+                    {
                         Some(m) if m.blob_id() == id => entry.metadata = Some(Arc::new(m)),
                         _ => {
                             tracing::warn!(blob = %id, "dropping unreadable metadata");
@@ -145,8 +159,10 @@ impl BlobStore {
                         }
                     },
                     "certificate" => {
-                        entry.certified_epoch =
-                            read_checked(&f.path()).ok().and_then(|b| Certificate::from_bytes(&b)).map(|c| c.epoch)
+                        entry.certified_epoch = read_checked(&f.path())
+                            .ok()
+                            .and_then(|b| Certificate::from_bytes(&b))
+                            .map(|c| c.epoch)
                     }
                     "invalid" => entry.invalid = true,
                     other => {
@@ -166,7 +182,12 @@ impl BlobStore {
             index.insert(id, entry);
         }
         tracing::info!(blobs = index.len(), bytes = used, dir = %blobs_dir.display(), "store opened");
-        Ok(Self { blobs_dir, capacity, used: AtomicU64::new(used), index: RwLock::new(index) })
+        Ok(Self {
+            blobs_dir,
+            capacity,
+            used: AtomicU64::new(used),
+            index: RwLock::new(index),
+        })
     }
 
     fn blob_dir(&self, id: &BlobId) -> PathBuf {
@@ -182,7 +203,11 @@ impl BlobStore {
         if let Some(capacity) = self.capacity {
             let used = self.used.load(Ordering::Relaxed);
             if used + needed > capacity {
-                return Err(StoreError::Full { needed, available: capacity.saturating_sub(used), capacity });
+                return Err(StoreError::Full {
+                    needed,
+                    available: capacity.saturating_sub(used),
+                    capacity,
+                });
             }
         }
         let dir = self.blob_dir(id);
@@ -216,20 +241,41 @@ impl BlobStore {
     /// Store a verified sliver of `pair`. Returns true when it was already there.
     pub fn put_sliver(&self, id: BlobId, pair: u16, sliver: &Sliver) -> Result<bool, StoreError> {
         let key = (pair, AxisKey::from(sliver.axis));
-        if self.index_read().get(&id).is_some_and(|e| e.slivers.contains(&key)) {
+        if self
+            .index_read()
+            .get(&id)
+            .is_some_and(|e| e.slivers.contains(&key))
+        {
             return Ok(true);
         }
         // the sliver's wire form, written from its parts without assembling a copy
-        self.write_parts(&id, &sliver_file(pair, key.1), &[&sliver.wire_header(), &sliver.data])?;
-        self.index_write().entry(id).or_default().slivers.insert(key);
+        self.write_parts(
+            &id,
+            &sliver_file(pair, key.1),
+            &[&sliver.wire_header(), &sliver.data],
+        )?;
+        self.index_write()
+            .entry(id)
+            .or_default()
+            .slivers
+            .insert(key);
         Ok(false)
     }
 
     /// Read a sliver, checking its checksum. A corrupt file is removed (and reported as
     /// `Corrupt`) so that recovery rebuilds it.
-    pub fn get_sliver(&self, id: &BlobId, pair: u16, axis: Axis) -> Result<Option<Sliver>, StoreError> {
+    pub fn get_sliver(
+        &self,
+        id: &BlobId,
+        pair: u16,
+        axis: Axis,
+    ) -> Result<Option<Sliver>, StoreError> {
         let key = (pair, AxisKey::from(axis));
-        if !self.index_read().get(id).is_some_and(|e| e.slivers.contains(&key)) {
+        if !self
+            .index_read()
+            .get(id)
+            .is_some_and(|e| e.slivers.contains(&key))
+        {
             return Ok(None);
         }
         let path = self.blob_dir(id).join(sliver_file(pair, key.1));
@@ -246,14 +292,18 @@ impl BlobStore {
                 return Err(e.into());
             }
         };
-        let sliver = Sliver::from_bytes(&bytes).map_err(|e| StoreError::Undecodable(e.to_string()))?;
+        let sliver =
+            Sliver::from_bytes(&bytes).map_err(|e| StoreError::Undecodable(e.to_string()))?;
         Ok(Some(sliver))
     }
 
     fn drop_file(&self, path: &Path) {
         if let Ok(m) = fs::metadata(path) {
             if fs::remove_file(path).is_ok() {
-                self.used.fetch_sub(m.len().min(self.used.load(Ordering::Relaxed)), Ordering::Relaxed);
+                self.used.fetch_sub(
+                    m.len().min(self.used.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
             }
         }
     }
@@ -265,17 +315,26 @@ impl BlobStore {
     }
 
     pub fn put_certificate(&self, cert: &Certificate) -> Result<bool, StoreError> {
-        if self.index_read().get(&cert.blob_id).is_some_and(|e| e.certified_epoch.is_some()) {
+        if self
+            .index_read()
+            .get(&cert.blob_id)
+            .is_some_and(|e| e.certified_epoch.is_some())
+        {
             return Ok(true);
         }
         self.write(&cert.blob_id, "certificate", &cert.to_bytes())?;
-        self.index_write().entry(cert.blob_id).or_default().certified_epoch = Some(cert.epoch);
+        self.index_write()
+            .entry(cert.blob_id)
+            .or_default()
+            .certified_epoch = Some(cert.epoch);
         Ok(false)
     }
 
     pub fn certificate(&self, id: &BlobId) -> Option<Certificate> {
         let path = self.blob_dir(id).join("certificate");
-        read_checked(&path).ok().and_then(|b| Certificate::from_bytes(&b))
+        read_checked(&path)
+            .ok()
+            .and_then(|b| Certificate::from_bytes(&b))
     }
 
     /// Record an inconsistency proof: the blob is invalid and its slivers are dropped.
@@ -352,14 +411,20 @@ mod tests {
         let s = BlobStore::open(dir.path(), None).unwrap();
         assert!(!blob_dir.join(".tmp-3.primary-1-1").exists());
         assert_eq!(s.metadata(&id).as_deref(), Some(enc.metadata()));
-        assert_eq!(s.get_sliver(&id, 2, Axis::Primary).unwrap().unwrap(), enc.pair(2).primary);
+        assert_eq!(
+            s.get_sliver(&id, 2, Axis::Primary).unwrap().unwrap(),
+            enc.pair(2).primary
+        );
         // flip a byte in the secondary sliver: detected, dropped from the index and the disk
         let path = blob_dir.join("2.secondary");
         let mut raw = fs::read(&path).unwrap();
         let at = raw.len() - 3;
         raw[at] ^= 0x40;
         fs::write(&path, raw).unwrap();
-        assert!(matches!(s.get_sliver(&id, 2, Axis::Secondary), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            s.get_sliver(&id, 2, Axis::Secondary),
+            Err(StoreError::Corrupt(_))
+        ));
         assert!(!path.exists());
         assert!(!s.entry(&id).unwrap().has_pair(2));
         assert!(s.get_sliver(&id, 2, Axis::Secondary).unwrap().is_none());

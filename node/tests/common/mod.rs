@@ -33,7 +33,14 @@ impl TestNode {
         let dir = root.join(format!("node{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(root.join("token"), TOKEN).unwrap();
-        Self { dir, grpc: free_addr(), http: free_addr(), extra: extra.iter().map(|s| s.to_string()).collect(), child: None, started: false }
+        Self {
+            dir,
+            grpc: free_addr(),
+            http: free_addr(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            started: false,
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -62,13 +69,25 @@ impl TestNode {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("log"))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_floe-node"))
             .args(["--data-dir", self.data_dir().to_str().unwrap()])
             // the identity lives outside the data dir, as a Kubernetes Secret would
             .args(["--key-file", self.dir.join("node.key").to_str().unwrap()])
-            .args(["--grpc-addr", &self.grpc.to_string(), "--http-addr", &self.http.to_string()])
-            .args(["--admin-token-file", self.dir.parent().unwrap().join("token").to_str().unwrap()])
+            .args([
+                "--grpc-addr",
+                &self.grpc.to_string(),
+                "--http-addr",
+                &self.http.to_string(),
+            ])
+            .args([
+                "--admin-token-file",
+                self.dir.parent().unwrap().join("token").to_str().unwrap(),
+            ])
             .args(["--recovery-interval", "1"])
             .args(&self.extra)
             .env("FLOE_LOG", "info")
@@ -116,13 +135,19 @@ impl TestNode {
     }
 
     pub fn metrics(&self) -> String {
-        http_get(self.http, "/metrics").map(|(_, b)| b).unwrap_or_default()
+        http_get(self.http, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
     /// Value of a metric without labels.
     pub fn metric(&self, name: &str) -> f64 {
         self.metrics()
             .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|r| r.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
             .unwrap_or(0.0)
     }
 
@@ -131,7 +156,9 @@ impl TestNode {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 }
 
@@ -142,7 +169,9 @@ impl Drop for TestNode {
 }
 
 fn unsafe_sigterm(pid: u32) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
 }
 
 /// Minimal HTTP/1.0 GET: (status, body).
@@ -153,7 +182,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((code, body))
 }
 
@@ -191,9 +223,15 @@ pub struct TestCluster {
 
 impl TestCluster {
     /// `count` nodes sharing `n_shards` evenly; `extra(i)` adds flags to node i.
-    pub async fn start(count: usize, n_shards: u16, extra: impl Fn(usize) -> Vec<&'static str>) -> Self {
+    pub async fn start(
+        count: usize,
+        n_shards: u16,
+        extra: impl Fn(usize) -> Vec<&'static str>,
+    ) -> Self {
         let root = tempfile::tempdir().unwrap();
-        let mut nodes: Vec<TestNode> = (0..count).map(|i| TestNode::new(root.path(), i, &extra(i))).collect();
+        let mut nodes: Vec<TestNode> = (0..count)
+            .map(|i| TestNode::new(root.path(), i, &extra(i)))
+            .collect();
         for n in &mut nodes {
             n.start();
         }
@@ -208,8 +246,16 @@ impl TestCluster {
                 shards,
             });
         }
-        let committee = Committee { epoch: 1, n_shards, members };
-        let c = Self { root, nodes, committee };
+        let committee = Committee {
+            epoch: 1,
+            n_shards,
+            members,
+        };
+        let c = Self {
+            root,
+            nodes,
+            committee,
+        };
         c.publish_committee().await;
         c
     }
@@ -221,8 +267,10 @@ impl TestCluster {
     }
 
     pub fn blob_client(&self) -> BlobClient {
-        let cfg = ClientConfig { grace: Duration::from_millis(300), ..ClientConfig::default() };
+        let cfg = ClientConfig {
+            grace: Duration::from_millis(300),
+            ..ClientConfig::default()
+        };
         BlobClient::new(self.committee.clone(), cfg).unwrap()
     }
 }
-

@@ -23,13 +23,20 @@ pub enum CommitteeBuildError {
 
 /// Split `n_shards` evenly: sorted by node ID, node i takes a contiguous run of ⌊n/N⌋ or
 /// ⌈n/N⌉ shards (the first `n mod N` nodes take one more).
-pub fn initial_committee(epoch: u32, n_shards: u16, mut nodes: Vec<Candidate>) -> Result<Committee, CommitteeBuildError> {
+pub fn initial_committee(
+    epoch: u32,
+    n_shards: u16,
+    mut nodes: Vec<Candidate>,
+) -> Result<Committee, CommitteeBuildError> {
     if nodes.is_empty() {
         return Err(CommitteeBuildError::NoNodes);
     }
     let n = n_shards as usize;
     if nodes.len() > n {
-        return Err(CommitteeBuildError::TooManyNodes { nodes: nodes.len(), shards: n });
+        return Err(CommitteeBuildError::TooManyNodes {
+            nodes: nodes.len(),
+            shards: n,
+        });
     }
     nodes.sort_by_key(|c| c.node_id);
     let (base, extra) = (n / nodes.len(), n % nodes.len());
@@ -41,11 +48,21 @@ pub fn initial_committee(epoch: u32, n_shards: u16, mut nodes: Vec<Candidate>) -
             let take = (base + usize::from(i < extra)) as u16;
             let shards = (next..next + take).collect();
             next += take;
-            Member { node_id: c.node_id, address: c.address, stake: c.stake, shards }
+            Member {
+                node_id: c.node_id,
+                address: c.address,
+                stake: c.stake,
+                shards,
+            }
         })
         .collect();
-    let c = Committee { epoch, n_shards, members };
-    c.validate().map_err(|e| CommitteeBuildError::Invalid(e.to_string()))?;
+    let c = Committee {
+        epoch,
+        n_shards,
+        members,
+    };
+    c.validate()
+        .map_err(|e| CommitteeBuildError::Invalid(e.to_string()))?;
     Ok(c)
 }
 
@@ -55,7 +72,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn cand(b: u8) -> Candidate {
-        Candidate { node_id: NodeId([b; 32]), address: format!("127.0.0.1:{b}"), stake: 1 }
+        Candidate {
+            node_id: NodeId([b; 32]),
+            address: format!("127.0.0.1:{b}"),
+            stake: 1,
+        }
     }
 
     proptest! {
@@ -78,9 +99,18 @@ mod tests {
 
     #[test]
     fn rejects_empty_and_oversized() {
-        assert_eq!(initial_committee(1, 10, vec![]), Err(CommitteeBuildError::NoNodes));
+        assert_eq!(
+            initial_committee(1, 10, vec![]),
+            Err(CommitteeBuildError::NoNodes)
+        );
         let many: Vec<Candidate> = (0..11).map(cand).collect();
-        assert_eq!(initial_committee(1, 10, many), Err(CommitteeBuildError::TooManyNodes { nodes: 11, shards: 10 }));
+        assert_eq!(
+            initial_committee(1, 10, many),
+            Err(CommitteeBuildError::TooManyNodes {
+                nodes: 11,
+                shards: 10
+            })
+        );
     }
 
     #[test]

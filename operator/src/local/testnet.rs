@@ -67,8 +67,12 @@ pub struct TestnetState {
 impl TestnetState {
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join(STATE_FILE);
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("no testnet at {} (start one with `floe testnet up`)", dir.display()))?;
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no testnet at {} (start one with `floe testnet up`)",
+                dir.display()
+            )
+        })?;
         serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
     }
     fn save(&self) -> anyhow::Result<()> {
@@ -81,12 +85,21 @@ impl TestnetState {
         self.nodes.iter().map(|n| n.grpc.clone()).collect()
     }
     pub fn admin_token(&self) -> anyhow::Result<String> {
-        Ok(fs::read_to_string(self.dir.join("admin.token"))?.trim().to_string())
+        Ok(fs::read_to_string(self.dir.join("admin.token"))?
+            .trim()
+            .to_string())
     }
     /// Node by name (`node3`) or index (`3`).
     pub fn node(&self, which: &str) -> anyhow::Result<&NodeEntry> {
-        let name = if which.chars().all(|c| c.is_ascii_digit()) { format!("node{which}") } else { which.to_string() };
-        self.nodes.iter().find(|n| n.name == name).with_context(|| format!("no node {which:?} in this testnet"))
+        let name = if which.chars().all(|c| c.is_ascii_digit()) {
+            format!("node{which}")
+        } else {
+            which.to_string()
+        };
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .with_context(|| format!("no node {which:?} in this testnet"))
     }
 }
 
@@ -109,11 +122,15 @@ fn free_port() -> anyhow::Result<u16> {
 /// True while a process with this pid exists.
 pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-        && fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
+        && fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).stderr(Stdio::null()).status();
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Find `floe-node`: explicit path, `$FLOE_NODE_BIN`, next to this executable, or on PATH.
@@ -121,7 +138,10 @@ pub fn find_node_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit.or_else(|| std::env::var_os("FLOE_NODE_BIN").map(PathBuf::from)) {
         return Ok(p);
     }
-    if let Some(beside) = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("floe-node"))) {
+    if let Some(beside) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("floe-node")))
+    {
         if beside.exists() {
             return Ok(beside);
         }
@@ -159,19 +179,31 @@ impl Supervisor {
         let mut nodes = Vec::new();
         for i in 0..opts.nodes {
             let name = format!("node{i}");
-            let prev = previous.as_ref().and_then(|p| p.nodes.iter().find(|n| n.name == name));
+            let prev = previous
+                .as_ref()
+                .and_then(|p| p.nodes.iter().find(|n| n.name == name));
             let node_dir = dir.join(&name);
             fs::create_dir_all(&node_dir)?;
             let _ = fs::remove_file(node_dir.join("stopped"));
             nodes.push(NodeEntry {
                 name,
-                grpc: prev.map_or(Ok::<_, anyhow::Error>(format!("127.0.0.1:{}", free_port()?)), |p| Ok(p.grpc.clone()))?,
-                http: prev.map_or(Ok::<_, anyhow::Error>(format!("127.0.0.1:{}", free_port()?)), |p| Ok(p.http.clone()))?,
+                grpc: prev.map_or(
+                    Ok::<_, anyhow::Error>(format!("127.0.0.1:{}", free_port()?)),
+                    |p| Ok(p.grpc.clone()),
+                )?,
+                http: prev.map_or(
+                    Ok::<_, anyhow::Error>(format!("127.0.0.1:{}", free_port()?)),
+                    |p| Ok(p.http.clone()),
+                )?,
                 dir: node_dir,
                 node_id: None,
                 pid: None,
                 restarts: 0,
-                fault: opts.faults.iter().find(|(n, _)| *n == i).map(|(_, f)| f.clone()),
+                fault: opts
+                    .faults
+                    .iter()
+                    .find(|(n, _)| *n == i)
+                    .map(|(_, f)| f.clone()),
             });
         }
         let state = TestnetState {
@@ -181,7 +213,9 @@ impl Supervisor {
             supervisor_pid: std::process::id(),
             node_bin: opts.node_bin.clone(),
             nodes,
-            committee: previous.and_then(|p| p.committee).filter(|c| c.n_shards == opts.shards),
+            committee: previous
+                .and_then(|p| p.committee)
+                .filter(|c| c.n_shards == opts.shards),
             ready: false,
         };
         let children = (0..state.nodes.len()).map(|_| None).collect();
@@ -191,7 +225,10 @@ impl Supervisor {
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let n = &self.state.nodes[i];
         fs::create_dir_all(n.data_dir())?;
-        let log = fs::OpenOptions::new().create(true).append(true).open(n.dir.join("log"))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(n.dir.join("log"))?;
         let mut cmd = Command::new(&self.state.node_bin);
         cmd.arg("--data-dir")
             .arg(n.data_dir())
@@ -206,7 +243,9 @@ impl Supervisor {
         if let Some(f) = &n.fault {
             cmd.args(["--fault", f]);
         }
-        let child = cmd.spawn().with_context(|| format!("starting {}", self.state.node_bin.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.state.node_bin.display()))?;
         self.state.nodes[i].pid = Some(child.id());
         self.children[i] = Some(child);
         Ok(())
@@ -219,22 +258,35 @@ impl Supervisor {
         loop {
             match client.info().await {
                 Ok(info) => return Ok(NodeId::try_from(info.node_id.as_slice())?),
-                Err(e) if Instant::now() > deadline => bail!("{} did not come up: {e}; see {}", n.name, n.dir.join("log").display()),
+                Err(e) if Instant::now() > deadline => bail!(
+                    "{} did not come up: {e}; see {}",
+                    n.name,
+                    n.dir.join("log").display()
+                ),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }
 
     async fn publish(&self, i: usize) -> anyhow::Result<()> {
-        let Some(c) = &self.state.committee else { return Ok(()) };
+        let Some(c) = &self.state.committee else {
+            return Ok(());
+        };
         let n = &self.state.nodes[i];
-        let client = NodeClient::new(&n.grpc, 16 << 20)?.with_admin_token(&self.state.admin_token()?);
-        client.set_committee(c).await.with_context(|| format!("handing the committee to {}", n.name))
+        let client =
+            NodeClient::new(&n.grpc, 16 << 20)?.with_admin_token(&self.state.admin_token()?);
+        client
+            .set_committee(c)
+            .await
+            .with_context(|| format!("handing the committee to {}", n.name))
     }
 
     /// Start everything, publish the first committee, then supervise until SIGTERM/SIGINT.
     pub async fn run(mut self) -> anyhow::Result<()> {
-        fs::write(self.state.dir.join("supervisor.pid"), std::process::id().to_string())?;
+        fs::write(
+            self.state.dir.join("supervisor.pid"),
+            std::process::id().to_string(),
+        )?;
         for i in 0..self.state.nodes.len() {
             self.spawn(i)?;
         }
@@ -242,10 +294,17 @@ impl Supervisor {
         for i in 0..self.state.nodes.len() {
             let id = self.wait_healthy(i, Duration::from_secs(30)).await?;
             self.state.nodes[i].node_id = Some(id);
-            candidates.push(Candidate { node_id: id, address: self.state.nodes[i].grpc.clone(), stake: 1 });
+            candidates.push(Candidate {
+                node_id: id,
+                address: self.state.nodes[i].grpc.clone(),
+                stake: 1,
+            });
         }
         let same_members = self.state.committee.as_ref().is_some_and(|c| {
-            c.members.len() == candidates.len() && candidates.iter().all(|k| c.member(&k.node_id).is_some_and(|m| m.address == k.address))
+            c.members.len() == candidates.len()
+                && candidates
+                    .iter()
+                    .all(|k| c.member(&k.node_id).is_some_and(|m| m.address == k.address))
         });
         if !same_members {
             self.state.committee = Some(initial_committee(1, self.state.n_shards, candidates)?);
@@ -255,7 +314,11 @@ impl Supervisor {
         }
         self.state.ready = true;
         self.state.save()?;
-        tracing::info!(nodes = self.state.nodes.len(), shards = self.state.n_shards, "testnet up");
+        tracing::info!(
+            nodes = self.state.nodes.len(),
+            shards = self.state.n_shards,
+            "testnet up"
+        );
 
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
@@ -333,7 +396,11 @@ impl Supervisor {
 }
 
 /// Wait until the supervisor in `dir` reports the testnet ready.
-pub fn wait_ready(dir: &Path, supervisor_pid: u32, timeout: Duration) -> anyhow::Result<TestnetState> {
+pub fn wait_ready(
+    dir: &Path,
+    supervisor_pid: u32,
+    timeout: Duration,
+) -> anyhow::Result<TestnetState> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(s) = TestnetState::load(dir) {
@@ -343,10 +410,23 @@ pub fn wait_ready(dir: &Path, supervisor_pid: u32, timeout: Duration) -> anyhow:
         }
         if !alive(supervisor_pid) {
             let log = fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
-            bail!("the testnet supervisor exited:\n{}", log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+            bail!(
+                "the testnet supervisor exited:\n{}",
+                log.lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
         }
         if Instant::now() > deadline {
-            bail!("testnet not ready after {timeout:?}; see {}", dir.join("supervisor.log").display());
+            bail!(
+                "testnet not ready after {timeout:?}; see {}",
+                dir.join("supervisor.log").display()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -386,7 +466,9 @@ pub fn restart_node(state: &TestnetState, which: &str, wipe: bool) -> anyhow::Re
 
 /// Stop the supervisor (which stops the nodes) and wait for it.
 pub fn down(dir: &Path, timeout: Duration) -> anyhow::Result<bool> {
-    let Ok(pid) = fs::read_to_string(dir.join("supervisor.pid")) else { return Ok(false) };
+    let Ok(pid) = fs::read_to_string(dir.join("supervisor.pid")) else {
+        return Ok(false);
+    };
     let pid: u32 = pid.trim().parse()?;
     signal(pid, "TERM");
     let deadline = Instant::now() + timeout;

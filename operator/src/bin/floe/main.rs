@@ -14,13 +14,22 @@ use floe_operator::local::testnet::{self, TestnetState, UpOptions};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "floe", version, about = "Floe: a decentralized blob store — local testnet and client")]
+#[command(
+    name = "floe",
+    version,
+    about = "Floe: a decentralized blob store — local testnet and client"
+)]
 struct Cli {
     /// Machine-readable output
     #[arg(long, global = true)]
     json: bool,
     /// Testnet directory used when no --connect addresses are given
-    #[arg(long, global = true, env = "FLOE_TESTNET_DIR", default_value = ".floe-testnet")]
+    #[arg(
+        long,
+        global = true,
+        env = "FLOE_TESTNET_DIR",
+        default_value = ".floe-testnet"
+    )]
     testnet_dir: PathBuf,
     /// Node gRPC addresses (host:port,…) to use instead of the local testnet
     #[arg(long, global = true, env = "FLOE_CONNECT", value_delimiter = ',')]
@@ -133,18 +142,28 @@ fn parse_faults(f: &[String]) -> anyhow::Result<Vec<(usize, String)>> {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FLOE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(run(cli))
 }
 
 async fn client(cli: &Cli) -> anyhow::Result<BlobClient> {
-    let addresses =
-        if cli.connect.is_empty() { TestnetState::load(&cli.testnet_dir)?.addresses() } else { cli.connect.clone() };
-    BlobClient::connect(&addresses, ClientConfig::default()).await.context("learning the committee from the nodes")
+    let addresses = if cli.connect.is_empty() {
+        TestnetState::load(&cli.testnet_dir)?.addresses()
+    } else {
+        cli.connect.clone()
+    };
+    BlobClient::connect(&addresses, ClientConfig::default())
+        .await
+        .context("learning the committee from the nodes")
 }
 
 fn mib(b: u64) -> f64 {
@@ -155,7 +174,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Cmd::Testnet { command } => testnet_cmd(&cli, command).await,
         Cmd::Put { file } => {
-            let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let data =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             let c = client(&cli).await?;
             let max = c.committee().params().max_blob_size();
             if data.len() as u64 > max {
@@ -178,8 +198,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             } else {
                 println!("blob ID:       {}", out.blob_id);
-                println!("size:          {} bytes, encoded {:.1} MiB", out.size, mib(out.encoded_size));
-                println!("confirmations: {} of {} shards (quorum {}), certificate on {} nodes", out.confirmed_shards, c.committee().n_shards, out.quorum, out.certified_nodes);
+                println!(
+                    "size:          {} bytes, encoded {:.1} MiB",
+                    out.size,
+                    mib(out.encoded_size)
+                );
+                println!(
+                    "confirmations: {} of {} shards (quorum {}), certificate on {} nodes",
+                    out.confirmed_shards,
+                    c.committee().n_shards,
+                    out.quorum,
+                    out.certified_nodes
+                );
                 println!(
                     "time:          {:.2?} (encode {:.2?}, upload {:.2?}) = {:.1} MiB/s",
                     out.total_time,
@@ -196,9 +226,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let start = Instant::now();
             match output {
                 Some(p) => {
-                    let size = c.read_to_file(&id, p, progress::reporter("get", cli.json)).await?;
+                    let size = c
+                        .read_to_file(&id, p, progress::reporter("get", cli.json))
+                        .await?;
                     if cli.json {
-                        println!("{}", json!({"blob_id": blob_id, "size": size, "ms": start.elapsed().as_millis() as u64}));
+                        println!(
+                            "{}",
+                            json!({"blob_id": blob_id, "size": size, "ms": start.elapsed().as_millis() as u64})
+                        );
                     } else {
                         eprintln!("{size} bytes in {:.2?} → {}", start.elapsed(), p.display());
                     }
@@ -213,10 +248,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Status { blob_id } => status(&cli, blob_id.as_deref()).await,
         Cmd::BlobId { file, shards } => {
-            let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let data =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
             let enc = encode(&data, EncodingParams::new(*shards as usize)?)?;
             if cli.json {
-                println!("{}", json!({"blob_id": enc.blob_id().to_string(), "size": data.len(), "shards": shards}));
+                println!(
+                    "{}",
+                    json!({"blob_id": enc.blob_id().to_string(), "size": data.len(), "shards": shards})
+                );
             } else {
                 println!("{}", enc.blob_id());
             }
@@ -233,10 +272,14 @@ async fn status(cli: &Cli, blob: Option<&str>) -> anyhow::Result<()> {
         let node = NodeClient::new(&m.address, 16 << 20)?;
         let row = match blob {
             None => match node.info().await {
-                Ok(i) => json!({"node": m.node_id.short(), "address": m.address, "status": status_name(i.status),
+                Ok(i) => {
+                    json!({"node": m.node_id.short(), "address": m.address, "status": status_name(i.status),
                     "epoch": i.epoch, "shards": i.shards.len(), "stored_bytes": i.stored_bytes, "blobs": i.blobs,
-                    "recovery_backlog": i.recovery_backlog}),
-                Err(e) => json!({"node": m.node_id.short(), "address": m.address, "status": "unreachable", "error": e.to_string()}),
+                    "recovery_backlog": i.recovery_backlog})
+                }
+                Err(e) => {
+                    json!({"node": m.node_id.short(), "address": m.address, "status": "unreachable", "error": e.to_string()})
+                }
             },
             Some(b) => {
                 let id: BlobId = b.parse()?;
@@ -244,31 +287,61 @@ async fn status(cli: &Cli, blob: Option<&str>) -> anyhow::Result<()> {
                     Ok(s) => json!({"node": m.node_id.short(), "address": m.address,
                         "state": format!("{:?}", proto::BlobState::try_from(s.state).unwrap_or(proto::BlobState::Unknown)).to_lowercase(),
                         "pairs_stored": s.pairs_stored, "pairs_owned": s.pairs_owned, "size": s.size}),
-                    Err(e) => json!({"node": m.node_id.short(), "address": m.address, "state": "unreachable", "error": e.to_string()}),
+                    Err(e) => {
+                        json!({"node": m.node_id.short(), "address": m.address, "state": "unreachable", "error": e.to_string()})
+                    }
                 }
             }
         };
         rows.push(row);
     }
     if cli.json {
-        println!("{}", json!({"epoch": committee.epoch, "n_shards": committee.n_shards, "nodes": rows}));
+        println!(
+            "{}",
+            json!({"epoch": committee.epoch, "n_shards": committee.n_shards, "nodes": rows})
+        );
         return Ok(());
     }
-    println!("epoch {} · {} shards · {} nodes", committee.epoch, committee.n_shards, committee.members.len());
+    println!(
+        "epoch {} · {} shards · {} nodes",
+        committee.epoch,
+        committee.n_shards,
+        committee.members.len()
+    );
     match blob {
         None => {
-            println!("{:<10} {:<22} {:<11} {:>5} {:>6} {:>12} {:>6} {:>8}", "NODE", "ADDRESS", "STATUS", "EPOCH", "SHARDS", "STORED", "BLOBS", "BACKLOG");
+            println!(
+                "{:<10} {:<22} {:<11} {:>5} {:>6} {:>12} {:>6} {:>8}",
+                "NODE", "ADDRESS", "STATUS", "EPOCH", "SHARDS", "STORED", "BLOBS", "BACKLOG"
+            );
             for r in rows {
                 println!(
                     "{:<10} {:<22} {:<11} {:>5} {:>6} {:>12} {:>6} {:>8}",
-                    s(&r["node"]), s(&r["address"]), s(&r["status"]), s(&r["epoch"]), s(&r["shards"]), s(&r["stored_bytes"]), s(&r["blobs"]), s(&r["recovery_backlog"])
+                    s(&r["node"]),
+                    s(&r["address"]),
+                    s(&r["status"]),
+                    s(&r["epoch"]),
+                    s(&r["shards"]),
+                    s(&r["stored_bytes"]),
+                    s(&r["blobs"]),
+                    s(&r["recovery_backlog"])
                 );
             }
         }
         Some(_) => {
-            println!("{:<10} {:<22} {:<11} {:>13}", "NODE", "ADDRESS", "STATE", "PAIRS");
+            println!(
+                "{:<10} {:<22} {:<11} {:>13}",
+                "NODE", "ADDRESS", "STATE", "PAIRS"
+            );
             for r in rows {
-                println!("{:<10} {:<22} {:<11} {:>6}/{:<6}", s(&r["node"]), s(&r["address"]), s(&r["state"]), s(&r["pairs_stored"]), s(&r["pairs_owned"]));
+                println!(
+                    "{:<10} {:<22} {:<11} {:>6}/{:<6}",
+                    s(&r["node"]),
+                    s(&r["address"]),
+                    s(&r["state"]),
+                    s(&r["pairs_stored"]),
+                    s(&r["pairs_owned"])
+                );
             }
         }
     }
@@ -295,15 +368,33 @@ fn status_name(s: i32) -> &'static str {
 async fn testnet_cmd(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
     let dir = &cli.testnet_dir;
     match cmd {
-        TestnetCmd::Up { nodes, shards, dir: d, epoch, foreground, node_bin, fault } => {
+        TestnetCmd::Up {
+            nodes,
+            shards,
+            dir: d,
+            epoch,
+            foreground,
+            node_bin,
+            fault,
+        } => {
             let dir = d.clone().unwrap_or_else(|| dir.clone());
             let node_bin = testnet::find_node_bin(node_bin.clone())?;
             if let Ok(pid) = std::fs::read_to_string(dir.join("supervisor.pid")) {
                 if pid.trim().parse().is_ok_and(testnet::alive) {
-                    bail!("a testnet is already running in {} (floe testnet down first)", dir.display());
+                    bail!(
+                        "a testnet is already running in {} (floe testnet down first)",
+                        dir.display()
+                    );
                 }
             }
-            let opts = UpOptions { dir: dir.clone(), nodes: *nodes, shards: *shards, epoch: *epoch, node_bin: node_bin.clone(), faults: parse_faults(fault)? };
+            let opts = UpOptions {
+                dir: dir.clone(),
+                nodes: *nodes,
+                shards: *shards,
+                epoch: *epoch,
+                node_bin: node_bin.clone(),
+                faults: parse_faults(fault)?,
+            };
             if *foreground {
                 let sup = testnet::Supervisor::create(&opts)?;
                 eprintln!("testnet starting in the foreground (Ctrl-C stops it)");
@@ -312,10 +403,22 @@ async fn testnet_cmd(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             std::fs::create_dir_all(&dir)?;
             let log = std::fs::File::create(dir.join("supervisor.log"))?;
             let mut cmd = std::process::Command::new(std::env::current_exe()?);
-            cmd.args(["testnet", "supervise", "--dir"]).arg(&dir)
-                .args(["--nodes", &nodes.to_string(), "--shards", &shards.to_string(), "--epoch-seconds", &epoch.as_secs().to_string()])
-                .arg("--node-bin").arg(&node_bin)
-                .env("FLOE_LOG", std::env::var("FLOE_LOG").unwrap_or_else(|_| "info".into()))
+            cmd.args(["testnet", "supervise", "--dir"])
+                .arg(&dir)
+                .args([
+                    "--nodes",
+                    &nodes.to_string(),
+                    "--shards",
+                    &shards.to_string(),
+                    "--epoch-seconds",
+                    &epoch.as_secs().to_string(),
+                ])
+                .arg("--node-bin")
+                .arg(&node_bin)
+                .env(
+                    "FLOE_LOG",
+                    std::env::var("FLOE_LOG").unwrap_or_else(|_| "info".into()),
+                )
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::from(log.try_clone()?))
                 .stderr(std::process::Stdio::from(log));
@@ -329,16 +432,38 @@ async fn testnet_cmd(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&state)?);
             } else {
-                println!("testnet up: {} nodes, {} shards, data in {}", state.nodes.len(), state.n_shards, state.dir.display());
+                println!(
+                    "testnet up: {} nodes, {} shards, data in {}",
+                    state.nodes.len(),
+                    state.n_shards,
+                    state.dir.display()
+                );
                 for n in &state.nodes {
-                    println!("  {:<7} grpc {:<21} metrics http://{}/metrics", n.name, n.grpc, n.http);
+                    println!(
+                        "  {:<7} grpc {:<21} metrics http://{}/metrics",
+                        n.name, n.grpc, n.http
+                    );
                 }
                 println!("try:  floe put FILE   ·   floe testnet status   ·   floe testnet down");
             }
             Ok(())
         }
-        TestnetCmd::Supervise { dir, nodes, shards, epoch_seconds, node_bin, fault } => {
-            let opts = UpOptions { dir: dir.clone(), nodes: *nodes, shards: *shards, epoch: Duration::from_secs(*epoch_seconds), node_bin: node_bin.clone(), faults: parse_faults(fault)? };
+        TestnetCmd::Supervise {
+            dir,
+            nodes,
+            shards,
+            epoch_seconds,
+            node_bin,
+            fault,
+        } => {
+            let opts = UpOptions {
+                dir: dir.clone(),
+                nodes: *nodes,
+                shards: *shards,
+                epoch: Duration::from_secs(*epoch_seconds),
+                node_bin: node_bin.clone(),
+                faults: parse_faults(fault)?,
+            };
             testnet::Supervisor::create(&opts)?.run().await
         }
         TestnetCmd::Status => {
@@ -355,14 +480,43 @@ async fn testnet_cmd(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
                 }));
             }
             if cli.json {
-                println!("{}", json!({"dir": state.dir, "n_shards": state.n_shards, "epoch_seconds": state.epoch_seconds, "nodes": rows}));
+                println!(
+                    "{}",
+                    json!({"dir": state.dir, "n_shards": state.n_shards, "epoch_seconds": state.epoch_seconds, "nodes": rows})
+                );
             } else {
-                println!("testnet {} · {} shards · epoch {}s", state.dir.display(), state.n_shards, state.epoch_seconds);
-                println!("{:<7} {:>7} {:<21} {:<11} {:>5} {:>6} {:>12} {:>6} {:>8} {:>8}", "NODE", "PID", "GRPC", "STATUS", "EPOCH", "SHARDS", "STORED", "BLOBS", "BACKLOG", "RESTARTS");
+                println!(
+                    "testnet {} · {} shards · epoch {}s",
+                    state.dir.display(),
+                    state.n_shards,
+                    state.epoch_seconds
+                );
+                println!(
+                    "{:<7} {:>7} {:<21} {:<11} {:>5} {:>6} {:>12} {:>6} {:>8} {:>8}",
+                    "NODE",
+                    "PID",
+                    "GRPC",
+                    "STATUS",
+                    "EPOCH",
+                    "SHARDS",
+                    "STORED",
+                    "BLOBS",
+                    "BACKLOG",
+                    "RESTARTS"
+                );
                 for r in rows {
                     println!(
                         "{:<7} {:>7} {:<21} {:<11} {:>5} {:>6} {:>12} {:>6} {:>8} {:>8}",
-                        s(&r["name"]), s(&r["pid"]), s(&r["grpc"]), s(&r["status"]), s(&r["epoch"]), s(&r["shards"]), s(&r["stored_bytes"]), s(&r["blobs"]), s(&r["recovery_backlog"]), s(&r["restarts"])
+                        s(&r["name"]),
+                        s(&r["pid"]),
+                        s(&r["grpc"]),
+                        s(&r["status"]),
+                        s(&r["epoch"]),
+                        s(&r["shards"]),
+                        s(&r["stored_bytes"]),
+                        s(&r["blobs"]),
+                        s(&r["recovery_backlog"]),
+                        s(&r["restarts"])
                     );
                 }
             }
@@ -382,11 +536,21 @@ async fn testnet_cmd(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             let deadline = Instant::now() + Duration::from_secs(30);
             while client.info().await.map(|i| i.epoch).unwrap_or(0) == 0 {
                 if Instant::now() > deadline {
-                    bail!("{node} did not come back; see {}", n.dir.join("log").display());
+                    bail!(
+                        "{node} did not come back; see {}",
+                        n.dir.join("log").display()
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            eprintln!("{node} is back{}", if *wipe { " with an empty disk; it rebuilds its slivers from peers" } else { "" });
+            eprintln!(
+                "{node} is back{}",
+                if *wipe {
+                    " with an empty disk; it rebuilds its slivers from peers"
+                } else {
+                    ""
+                }
+            );
             Ok(())
         }
         TestnetCmd::Down => {
