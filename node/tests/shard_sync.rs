@@ -68,6 +68,26 @@ async fn sync_done(node: &TestNode, epoch: u32) -> bool {
         .is_ok_and(|s| s.done && s.target_epoch == epoch)
 }
 
+/// Hand `committee` to every node in `nodes`.
+async fn publish<'a>(nodes: impl Iterator<Item = &'a TestNode>, committee: &Committee) {
+    for n in nodes {
+        n.admin()
+            .set_committee(committee)
+            .await
+            .expect("set committee");
+    }
+}
+
+/// Wait until `node` reports the sync of `epoch` done.
+async fn wait_for_sync(node: &TestNode, epoch: u32, seconds: u64) {
+    assert!(
+        wait_until_async(Duration::from_secs(seconds), || sync_done(node, epoch)).await,
+        "sync not done: {:?}\n{}",
+        node.admin().sync_status().await,
+        node.log()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gained_shards_are_pulled_from_their_previous_owner() {
     let c = TestCluster::start(4, 8, |_| vec![]).await;
@@ -75,18 +95,8 @@ async fn gained_shards_are_pulled_from_their_previous_owner() {
     let mut newcomer = TestNode::new(c.root.path(), 4, &[]);
     newcomer.start();
     let next = hand_over(&c, &newcomer, 3).await;
-    for n in c.nodes.iter().chain([&newcomer]) {
-        n.admin()
-            .set_committee(&next)
-            .await
-            .expect("set committee 2");
-    }
-    assert!(
-        wait_until_async(Duration::from_secs(60), || sync_done(&newcomer, 2)).await,
-        "sync not done: {:?}\n{}",
-        newcomer.admin().sync_status().await,
-        newcomer.log()
-    );
+    publish(c.nodes.iter().chain([&newcomer]), &next).await;
+    wait_for_sync(&newcomer, 2, 60).await;
     let status = newcomer.admin().sync_status().await.unwrap();
     assert_eq!(
         (
@@ -135,23 +145,13 @@ async fn sync_falls_back_to_recovery_when_the_previous_owner_is_gone() {
     newcomer.start();
     let next = hand_over(&c, &newcomer, 3).await;
     c.nodes[3].kill9();
-    for n in c.nodes.iter().take(3).chain([&newcomer]) {
-        n.admin()
-            .set_committee(&next)
-            .await
-            .expect("set committee 2");
-    }
+    publish(c.nodes.iter().take(3).chain([&newcomer]), &next).await;
     let early = newcomer.admin().sync_status().await.unwrap();
     assert!(
         !early.done && early.target_epoch == 2,
         "done before anything was pulled: {early:?}"
     );
-    assert!(
-        wait_until_async(Duration::from_secs(90), || sync_done(&newcomer, 2)).await,
-        "sync not done: {:?}\n{}",
-        newcomer.admin().sync_status().await,
-        newcomer.log()
-    );
+    wait_for_sync(&newcomer, 2, 90).await;
     for (id, _) in &blobs {
         assert!(node_holds_all(&newcomer, id).await, "newcomer lacks {id}");
     }
@@ -187,18 +187,8 @@ async fn a_lying_source_is_given_up_and_nothing_it_sent_is_kept() {
     let mut newcomer = TestNode::new(c.root.path(), 4, &[]);
     newcomer.start();
     let next = hand_over(&c, &newcomer, 3).await;
-    for n in c.nodes.iter().chain([&newcomer]) {
-        n.admin()
-            .set_committee(&next)
-            .await
-            .expect("set committee 2");
-    }
-    assert!(
-        wait_until_async(Duration::from_secs(90), || sync_done(&newcomer, 2)).await,
-        "sync not done: {:?}\n{}",
-        newcomer.admin().sync_status().await,
-        newcomer.log()
-    );
+    publish(c.nodes.iter().chain([&newcomer]), &next).await;
+    wait_for_sync(&newcomer, 2, 90).await;
     assert_eq!(
         newcomer.metric("floe_node_synced_slivers_total"),
         0.0,

@@ -195,3 +195,39 @@ mod tests {
         assert_eq!(serde_json::from_str::<NodeId>(&json).unwrap(), id);
     }
 }
+
+/// Deterministic keys and small committees for unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{Committee, Member, NodeId};
+    use ed25519_dalek::SigningKey;
+
+    pub fn key(i: u8) -> SigningKey {
+        SigningKey::from_bytes(&[i; 32])
+    }
+    pub fn id(i: u8) -> NodeId {
+        NodeId(key(i).verifying_key().to_bytes())
+    }
+    /// A committee of members `(key index, shards)`; n = the highest shard + 1.
+    pub fn committee(epoch: u32, owners: &[(u8, &[u16])]) -> Committee {
+        let n_shards = owners
+            .iter()
+            .flat_map(|(_, s)| s.iter())
+            .max()
+            .map_or(0, |m| m + 1);
+        let members = owners
+            .iter()
+            .map(|(k, shards)| Member {
+                node_id: id(*k),
+                address: format!("127.0.0.{k}:7070"),
+                stake: 1,
+                shards: shards.to_vec(),
+            })
+            .collect();
+        Committee {
+            epoch,
+            n_shards,
+            members,
+        }
+    }
+}

@@ -8,5 +8,7 @@ mod sync;
 pub use certificate::{
     confirmation_message, verify_certificate, Certificate, CertificateError, Confirmation,
 };
+#[cfg(test)]
+pub(crate) use committee::fixtures;
 pub use committee::{Committee, CommitteeError, Member, NodeId};
 pub use sync::{gained_shards, sync_request_message, SyncAuthError, SyncRequest};

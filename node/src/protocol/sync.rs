@@ -109,30 +109,7 @@ impl SyncRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Member;
-
-    fn key(i: u8) -> SigningKey {
-        SigningKey::from_bytes(&[i; 32])
-    }
-    fn id(i: u8) -> NodeId {
-        NodeId(key(i).verifying_key().to_bytes())
-    }
-    fn committee(epoch: u32, owners: &[(u8, &[u16])]) -> Committee {
-        let members = owners
-            .iter()
-            .map(|(k, shards)| Member {
-                node_id: id(*k),
-                address: format!("n{k}:1"),
-                stake: 1,
-                shards: shards.to_vec(),
-            })
-            .collect();
-        Committee {
-            epoch,
-            n_shards: 6,
-            members,
-        }
-    }
+    use crate::protocol::fixtures::{committee, id, key};
 
     #[test]
     fn gained_shards_are_those_another_member_held() {

@@ -393,31 +393,9 @@ fn next_sync_plan(old: &Committees, new: &Committee, me: &NodeId) -> Option<Sync
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Member;
+    use crate::protocol::fixtures::{committee, id, key};
     use clap::Parser as _;
 
-    fn key(i: u8) -> SigningKey {
-        SigningKey::from_bytes(&[i; 32])
-    }
-    fn id(i: u8) -> NodeId {
-        NodeId(key(i).verifying_key().to_bytes())
-    }
-    fn committee(epoch: u32, owners: &[(u8, &[u16])]) -> Committee {
-        let members = owners
-            .iter()
-            .map(|(k, shards)| Member {
-                node_id: id(*k),
-                address: format!("127.0.0.{k}:7070"),
-                stake: 1,
-                shards: shards.to_vec(),
-            })
-            .collect();
-        Committee {
-            epoch,
-            n_shards: 4,
-            members,
-        }
-    }
     fn pending(plan: &SyncPlan) -> Vec<(u16, Option<NodeId>)> {
         plan.pending
             .iter()
