@@ -49,7 +49,10 @@ pub fn shard_cap(n_shards: u16, members: usize) -> usize {
 
 /// D'Hondt: give the `n` seats one at a time to the member with the highest quotient
 /// `stake / (seats + 1)` among those below the cap. Members with zero stake get nothing.
-pub fn apportion(n_shards: u16, stakes: &[Stake]) -> Result<BTreeMap<NodeId, usize>, AssignmentError> {
+pub fn apportion(
+    n_shards: u16,
+    stakes: &[Stake],
+) -> Result<BTreeMap<NodeId, usize>, AssignmentError> {
     let mut eligible: Vec<Stake> = stakes.iter().copied().filter(|s| s.stake > 0).collect();
     eligible.sort_by_key(|s| s.node_id);
     eligible.dedup_by_key(|s| s.node_id);
@@ -213,7 +216,12 @@ mod tests {
             Err(AssignmentError::NoStake { n_shards: 10 })
         );
         // 20 members at cap 1 (n/10) cannot hold 19 shards? they can: 20 ≥ 19. 22 shards: 2 each.
-        assert!(assign(22, &stakes(&(1..=20).map(|b| (b, 1)).collect::<Vec<_>>()), None).is_ok());
+        assert!(assign(
+            22,
+            &stakes(&(1..=20).map(|b| (b, 1)).collect::<Vec<_>>()),
+            None
+        )
+        .is_ok());
         // 20 members with stake among 25 entries, 9 shards: n/10 = 0 per node
         let many: Vec<(u8, u64)> = (1..=20).map(|b| (b, 1)).collect();
         assert!(matches!(
@@ -226,7 +234,10 @@ mod tests {
     fn a_departed_member_s_shards_move_and_nothing_else() {
         let before = assign(12, &stakes(&[(1, 1), (2, 1), (3, 1)]), None).unwrap();
         let after = assign(12, &stakes(&[(1, 1), (2, 1)]), Some(&before)).unwrap();
-        assert_eq!(moved_shards(&before, &after), before[&id(3)].iter().copied().collect());
+        assert_eq!(
+            moved_shards(&before, &after),
+            before[&id(3)].iter().copied().collect()
+        );
         assert!(before[&id(1)].iter().all(|s| after[&id(1)].contains(s)));
     }
 

@@ -159,6 +159,9 @@ pub struct BrainState {
     pub history: Vec<EpochRecord>,
     /// Why the last planning failed, if it did (shown in the status).
     pub plan_error: Option<String>,
+    /// Someone asked for the change to start now; served after the epoch's challenge round.
+    #[serde(default)]
+    pub change_requested: bool,
 }
 
 const HISTORY: usize = 32;
@@ -191,6 +194,7 @@ impl BrainState {
             last_paid: BTreeMap::new(),
             history: Vec::new(),
             plan_error: None,
+            change_requested: false,
         }
     }
 
@@ -273,7 +277,11 @@ impl Brain {
                 if self.state.planned.is_none() && now >= mid {
                     self.plan();
                 }
-                let due = now >= self.state.deadline_ms(dur) || inputs.force_change;
+                if inputs.force_change {
+                    self.state.change_requested = true;
+                }
+                let forced = self.state.change_requested;
+                let due = now >= self.state.deadline_ms(dur) || forced;
                 if !self.state.challenge_done && (now >= self.state.challenge_at_ms || due) {
                     if let Some(c) = &self.state.committee {
                         out.push(Command::Challenge {
@@ -282,7 +290,7 @@ impl Brain {
                         });
                     }
                 } else if due {
-                    if inputs.force_change || self.state.planned.is_none() {
+                    if forced || self.state.planned.is_none() {
                         // an operator asking for the change now wants today's membership
                         self.plan();
                     }
@@ -338,7 +346,11 @@ impl Brain {
             .iter()
             .filter(|c| c.intent == Intent::Active)
             .collect();
-        if active.is_empty() || active.iter().any(|c| !inputs.reports.contains_key(&c.node_id)) {
+        if active.is_empty()
+            || active
+                .iter()
+                .any(|c| !inputs.reports.contains_key(&c.node_id))
+        {
             return; // wait for every node the body started
         }
         match self.build(1, &active, None) {
@@ -504,6 +516,7 @@ impl Brain {
             return; // planning failed: plan_error says why; retried next round
         };
         self.pay_epoch();
+        self.state.change_requested = false;
         self.state.phase = Phase::Changing {
             to: next.clone(),
             since_ms: now,
@@ -569,10 +582,9 @@ impl Brain {
             .members
             .iter()
             .filter(|m| {
-                inputs
-                    .reports
-                    .get(&m.node_id)
-                    .is_some_and(|r| r.epoch >= to.epoch && r.sync_target >= to.epoch && r.sync_done)
+                inputs.reports.get(&m.node_id).is_some_and(|r| {
+                    r.epoch >= to.epoch && r.sync_target >= to.epoch && r.sync_done
+                })
             })
             .map(|m| m.shards.len())
             .sum();
@@ -623,11 +635,9 @@ impl Brain {
         jitter: Jitter,
         out: &mut Vec<Command>,
     ) {
-        let moved = self
-            .state
-            .committee
-            .as_ref()
-            .map_or(0, |c| super::assignment::moved_shards(&shard_map(c), &shard_map(&to)).len());
+        let moved = self.state.committee.as_ref().map_or(0, |c| {
+            super::assignment::moved_shards(&shard_map(c), &shard_map(&to)).len()
+        });
         let old = self.state.committee.replace(to.clone());
         self.state.previous = old.clone();
         self.state.epoch = to.epoch;
@@ -752,7 +762,9 @@ mod tests {
     fn publishes(cmds: &[Command]) -> Vec<(NodeId, u32)> {
         cmds.iter()
             .filter_map(|c| match c {
-                Command::Publish { node, committee, .. } => Some((*node, committee.epoch)),
+                Command::Publish {
+                    node, committee, ..
+                } => Some((*node, committee.epoch)),
                 _ => None,
             })
             .collect()
@@ -806,7 +818,10 @@ mod tests {
         assert_eq!(publishes(&cmds), vec![(id(1), 1), (id(2), 1), (id(3), 1)]);
         assert_eq!((b.state.epoch, b.state.phase.clone()), (1, Phase::Stable));
         let c = b.state.committee.as_ref().unwrap();
-        assert_eq!(c.members.iter().map(|m| m.shards.len()).collect::<Vec<_>>(), vec![4, 3, 3]);
+        assert_eq!(
+            c.members.iter().map(|m| m.shards.len()).collect::<Vec<_>>(),
+            vec![4, 3, 3]
+        );
         assert_eq!(b.state.challenge_at_ms, 100 + 1000 + 1234 % 5000);
     }
 
@@ -822,12 +837,17 @@ mod tests {
         cands[2].intent = Intent::Leaving;
         let all = reports(&[1, 2, 3, 4], 1, true);
         let cmds = b.step(&inputs(5000, &cands, all.clone()), jitter);
-        assert!(matches!(cmds.as_slice(), [Command::Challenge { epoch: 1, .. }]), "{cmds:?}");
+        assert!(
+            matches!(cmds.as_slice(), [Command::Challenge { epoch: 1, .. }]),
+            "{cmds:?}"
+        );
         let planned = b.state.planned.clone().unwrap();
         assert!(planned.member(&id(3)).is_none() && planned.member(&id(4)).is_some());
         // the challenge round ends; at the deadline the change starts
         b.record_challenges(passed_round(&b));
-        assert!(b.step(&inputs(6000, &cands, all.clone()), jitter).is_empty());
+        assert!(b
+            .step(&inputs(6000, &cands, all.clone()), jitter)
+            .is_empty());
         let cmds = b.step(&inputs(10_000, &cands, all.clone()), jitter);
         assert!(matches!(b.state.phase, Phase::Changing { .. }));
         // node 4 (new) gets epoch 1 first, then 2; everybody else epoch 2
@@ -847,7 +867,10 @@ mod tests {
         let weight = |b8: u8| to.weight(&id(b8));
         r.get_mut(&id(1)).unwrap().sync_done = true;
         let cmds = b.step(&inputs(11_000, &cands, r.clone()), jitter);
-        assert!(publishes(&cmds).is_empty(), "everybody holds epoch 2 already");
+        assert!(
+            publishes(&cmds).is_empty(),
+            "everybody holds epoch 2 already"
+        );
         assert!(weight(1) < 7);
         assert!(matches!(b.state.phase, Phase::Changing { stuck: None, .. }));
         // the rest report done: stable in epoch 2, the leaver is released
@@ -886,10 +909,16 @@ mod tests {
         b.step(&inputs(3000, &cands, only1.clone()), jitter);
         assert!(matches!(b.state.phase, Phase::Changing { stuck: None, .. }));
         b.step(&inputs(5001, &cands, only1.clone()), jitter);
-        let Phase::Changing { stuck: Some(why), .. } = &b.state.phase else {
+        let Phase::Changing {
+            stuck: Some(why), ..
+        } = &b.state.phase
+        else {
             panic!("not stuck: {:?}", b.state.phase)
         };
-        assert!(why.contains("4 of 10 shards") && why.contains("quorum needs 7"), "{why}");
+        assert!(
+            why.contains("4 of 10 shards") && why.contains("quorum needs 7"),
+            "{why}"
+        );
         assert!(why.contains("node2 (3 shards)"), "{why}");
         // long past the next deadline: still epoch 2 changing, nothing new planned
         b.step(&inputs(60_000, &cands, only1), jitter);
@@ -900,7 +929,10 @@ mod tests {
         back.insert(id(1), only1_report());
         let cmds = b.step(&inputs(61_000, &cands, back), jitter);
         assert_eq!(publishes(&cmds), vec![(id(2), 2), (id(3), 2)]);
-        b.step(&inputs(62_000, &cands, reports(&[1, 2, 3], 2, true)), jitter);
+        b.step(
+            &inputs(62_000, &cands, reports(&[1, 2, 3], 2, true)),
+            jitter,
+        );
         assert_eq!((b.state.epoch, b.state.phase.clone()), (2, Phase::Stable));
     }
 
@@ -915,14 +947,23 @@ mod tests {
         b.step(&inputs(5000, &cands, reports(&[1, 2, 3], 1, true)), jitter);
         assert!(b.state.planned.is_some());
         let mut b = restart(b);
-        b.step(&inputs(10_000, &cands, reports(&[1, 2, 3], 1, true)), jitter);
+        b.step(
+            &inputs(10_000, &cands, reports(&[1, 2, 3], 1, true)),
+            jitter,
+        );
         assert!(matches!(b.state.phase, Phase::Changing { .. }));
         // changing, restarted: the commands are re-sent to nodes still on epoch 1
         let mut b = restart(b);
-        let cmds = b.step(&inputs(10_500, &cands, reports(&[1, 2, 3], 1, false)), jitter);
+        let cmds = b.step(
+            &inputs(10_500, &cands, reports(&[1, 2, 3], 1, false)),
+            jitter,
+        );
         assert_eq!(publishes(&cmds).len(), 3);
         let mut b = restart(b);
-        b.step(&inputs(11_000, &cands, reports(&[1, 2, 3], 2, true)), jitter);
+        b.step(
+            &inputs(11_000, &cands, reports(&[1, 2, 3], 2, true)),
+            jitter,
+        );
         assert_eq!(b.state.epoch, 2);
         // the ledger was persisted with the state and is not paid twice
         assert_eq!(restart(b).state.ledger.issued, 1000);
@@ -983,7 +1024,10 @@ mod tests {
         assert_eq!(b.state.last_paid[&id(2)], (1, 0));
         assert_eq!(b.state.ledger.totals.get(&id(2)), None);
         assert_eq!(b.state.ledger.issued, 1000);
-        assert_eq!(b.state.ledger.totals[&id(1)] + b.state.ledger.totals[&id(3)], 1000);
+        assert_eq!(
+            b.state.ledger.totals[&id(1)] + b.state.ledger.totals[&id(3)],
+            1000
+        );
     }
 
     #[test]
@@ -993,6 +1037,13 @@ mod tests {
         older.epoch = 0;
         assert!(check_monotonic(Some(&b.state), &older).is_err());
         assert!(check_monotonic(Some(&older), &b.state).is_ok());
-        assert!(Brain::new(b.state.clone(), Settings { n_shards: 12, ..settings() }).is_err());
+        assert!(Brain::new(
+            b.state.clone(),
+            Settings {
+                n_shards: 12,
+                ..settings()
+            }
+        )
+        .is_err());
     }
 }

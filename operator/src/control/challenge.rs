@@ -82,7 +82,9 @@ pub fn derive_items(
                 .update(&member.0)
                 .update(&j.to_le_bytes());
             let d = h.finalize();
-            let w = |k: usize| u64::from_le_bytes(d.as_bytes()[8 * k..8 * k + 8].try_into().expect("8 bytes"));
+            let w = |k: usize| {
+                u64::from_le_bytes(d.as_bytes()[8 * k..8 * k + 8].try_into().expect("8 bytes"))
+            };
             let blob = eligible.blobs[(w(0) % eligible.blobs.len() as u64) as usize];
             let shard = shards[(w(1) % shards.len() as u64) as usize] as usize;
             let rot = blob.mod_n(n);
@@ -122,7 +124,8 @@ pub fn judge(item: &Item, answer: &[u8], metadata: &BlobMetadata) -> Result<(), 
     if answer.is_empty() {
         return Err(ItemFailure::Missing);
     }
-    let sym = RecoverySymbol::from_bytes(answer).map_err(|e| ItemFailure::Malformed(e.to_string()))?;
+    let sym =
+        RecoverySymbol::from_bytes(answer).map_err(|e| ItemFailure::Malformed(e.to_string()))?;
     let n = metadata.n();
     let sliver_index = match item.axis {
         Axis::Primary => item.pair as usize,
@@ -301,7 +304,10 @@ mod tests {
             assert!(shard == 2 || shard == 5);
             assert!((it.symbol as usize) < 10);
         }
-        assert!(a.iter().any(|i| i.axis == Axis::Primary) && a.iter().any(|i| i.axis == Axis::Secondary));
+        assert!(
+            a.iter().any(|i| i.axis == Axis::Primary)
+                && a.iter().any(|i| i.axis == Axis::Secondary)
+        );
         assert!(derive_items(&[1; 32], &me, &[], 10, &e, 5).is_empty());
     }
 
@@ -313,22 +319,52 @@ mod tests {
         let md = enc.metadata().clone();
         let id = enc.blob_id();
         let shape = md.shape().unwrap();
-        let item = Item { blob: id, pair: 2, axis: Axis::Secondary, symbol: 5 };
+        let item = Item {
+            blob: id,
+            pair: 2,
+            axis: Axis::Secondary,
+            symbol: 5,
+        };
         let sliver = enc.secondary_sliver(7 - 1 - 2);
-        let good = recovery_symbols(&sliver, &shape, &[5]).unwrap().pop().unwrap();
+        let good = recovery_symbols(&sliver, &shape, &[5])
+            .unwrap()
+            .pop()
+            .unwrap();
         assert_eq!(judge(&item, &good.to_bytes(), &md), Ok(()));
         // a provable symbol of another position is not an answer
-        let other = recovery_symbols(&sliver, &shape, &[4]).unwrap().pop().unwrap();
-        assert_eq!(judge(&item, &other.to_bytes(), &md), Err(ItemFailure::WrongPosition));
+        let other = recovery_symbols(&sliver, &shape, &[4])
+            .unwrap()
+            .pop()
+            .unwrap();
+        assert_eq!(
+            judge(&item, &other.to_bytes(), &md),
+            Err(ItemFailure::WrongPosition)
+        );
         let mut bad = good.clone();
         bad.data[0] ^= 1;
-        assert!(matches!(judge(&item, &bad.to_bytes(), &md), Err(ItemFailure::BadProof(_))));
+        assert!(matches!(
+            judge(&item, &bad.to_bytes(), &md),
+            Err(ItemFailure::BadProof(_))
+        ));
         assert_eq!(judge(&item, &[], &md), Err(ItemFailure::Missing));
-        assert!(matches!(judge(&item, &[1, 2, 3], &md), Err(ItemFailure::Malformed(_))));
+        assert!(matches!(
+            judge(&item, &[1, 2, 3], &md),
+            Err(ItemFailure::Malformed(_))
+        ));
         let mds = BTreeMap::from([(id, md.clone())]);
         let out = judge_all(&[item, item], &[good.to_bytes()], &mds);
-        assert!(matches!(out, Outcome::Failed { items: 2, failed: 1, .. }));
-        assert_eq!(judge_all(&[item], &[good.to_bytes()], &mds), Outcome::Passed { items: 1 });
+        assert!(matches!(
+            out,
+            Outcome::Failed {
+                items: 2,
+                failed: 1,
+                ..
+            }
+        ));
+        assert_eq!(
+            judge_all(&[item], &[good.to_bytes()], &mds),
+            Outcome::Passed { items: 1 }
+        );
     }
 
     /// The detection target, counted: a node that dropped 1 % of its slivers, challenged over
@@ -354,7 +390,9 @@ mod tests {
         }
         let dropped: std::collections::BTreeSet<(BlobId, u16, u8)> = slivers
             .iter()
-            .filter(|(b, p, a)| blake3::hash(&[&b.0[..], &p.to_le_bytes(), &[a.as_u8()]].concat()).as_bytes()[0] < 3)
+            .filter(|(b, p, a)| {
+                blake3::hash(&[&b.0[..], &p.to_le_bytes(), &[a.as_u8()]].concat()).as_bytes()[0] < 3
+            })
             .map(|(b, p, a)| (*b, *p, a.as_u8()))
             .collect();
         let frac = dropped.len() as f64 / slivers.len() as f64;
@@ -365,7 +403,10 @@ mod tests {
         for e in 0..epochs {
             let seed = *blake3::hash(format!("epoch {e}").as_bytes()).as_bytes();
             let items = derive_items(&seed, &me, &shards, n, &eligible, k);
-            if items.iter().any(|i| dropped.contains(&(i.blob, i.pair, i.axis.as_u8()))) {
+            if items
+                .iter()
+                .any(|i| dropped.contains(&(i.blob, i.pair, i.axis.as_u8())))
+            {
                 caught += 1;
             }
         }

@@ -101,7 +101,10 @@ mod tests {
         let mut l = Ledger::default();
         l.pay(1, 1000, &[(id(1), 3), (id(2), 1)]);
         l.pay(1, 1000, &[(id(1), 3), (id(2), 1)]);
-        assert_eq!((l.issued, l.totals[&id(1)], l.totals[&id(2)]), (1000, 750, 250));
+        assert_eq!(
+            (l.issued, l.totals[&id(1)], l.totals[&id(2)]),
+            (1000, 750, 250)
+        );
         l.pay(2, 1000, &[]);
         assert_eq!((l.issued, l.withheld), (1000, 1000));
         assert!(l.balanced());
