@@ -6,7 +6,6 @@
 pub mod assignment;
 pub mod brain;
 pub mod challenge;
-pub mod committee;
 pub mod driver;
 pub mod ledger;
 pub mod metrics;
