@@ -33,7 +33,9 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
         let Some(committee) = state.committee() else {
             continue;
         };
-        if committee.member(&state.node_id).is_none() {
+        if committee.member(&state.node_id).is_none()
+            || state.config.fault == Some(super::config::Fault::NoRepair)
+        {
             continue;
         }
         let peers = peer_clients(&state, &committee, &mut clients);

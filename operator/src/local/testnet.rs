@@ -81,6 +81,9 @@ pub struct ControlOptions {
     pub reward_per_epoch: u64,
     /// A node unreachable this long loses its shards at the next epoch.
     pub unreachable_after_seconds: u64,
+    /// An epoch change not complete after this long is reported stuck.
+    #[serde(default)]
+    pub stuck_after_seconds: Option<u64>,
 }
 
 impl ControlOptions {
@@ -91,6 +94,7 @@ impl ControlOptions {
             challenge_timeout_seconds: 30,
             reward_per_epoch: 1_000_000,
             unreachable_after_seconds: (2 * epoch.as_secs()).max(10),
+            stuck_after_seconds: None,
         }
     }
     fn settings(&self, n_shards: u16) -> Settings {
@@ -100,7 +104,9 @@ impl ControlOptions {
             epoch_ms,
             unreachable_after_ms: self.unreachable_after_seconds * 1000,
             reward_per_epoch: self.reward_per_epoch,
-            stuck_after_ms: (epoch_ms / 4).max(5000),
+            stuck_after_ms: self
+                .stuck_after_seconds
+                .map_or((epoch_ms / 4).clamp(5000, 300_000), |s| s * 1000),
         }
     }
 }
@@ -330,7 +336,12 @@ impl Body for LocalBody {
     }
 
     async fn release(&mut self, node: &NodeId, name: &str) -> Result<(), BodyError> {
-        let Some(i) = self.state.nodes.iter().position(|n| n.node_id == Some(*node)) else {
+        let Some(i) = self
+            .state
+            .nodes
+            .iter()
+            .position(|n| n.node_id == Some(*node))
+        else {
             return Ok(());
         };
         self.state.nodes[i].released = true;
@@ -457,7 +468,8 @@ impl LocalBody {
                 self.spawn(i)?;
                 let id = self.wait_healthy(i, Duration::from_secs(30)).await?;
                 self.state.nodes[i].node_id = Some(id);
-            } else if exited && (self.procs[i].take().is_some() || self.state.nodes[i].pid.is_some())
+            } else if exited
+                && (self.procs[i].take().is_some() || self.state.nodes[i].pid.is_some())
             {
                 self.state.nodes[i].pid = None;
                 self.dirty = true;
@@ -615,7 +627,10 @@ impl Supervisor {
             epoch_seconds: opts.control.epoch_seconds,
             supervisor_pid: std::process::id(),
             node_bin: opts.node_bin.clone(),
-            nodes: previous.as_ref().map(|p| p.nodes.clone()).unwrap_or_default(),
+            nodes: previous
+                .as_ref()
+                .map(|p| p.nodes.clone())
+                .unwrap_or_default(),
             ready: false,
             metrics: previous.as_ref().and_then(|p| p.metrics.clone()),
             control: Some(opts.control.clone()),
@@ -626,6 +641,10 @@ impl Supervisor {
             force_change: false,
             dirty: true,
         };
+        // `up` brings every node of the network back, also those a user stopped
+        for n in body.state.nodes.iter().filter(|n| !n.released) {
+            let _ = fs::remove_file(n.stop_marker());
+        }
         // the requested node count: add nodes, or mark the highest-numbered ones leaving
         let active: Vec<usize> = (0..body.state.nodes.len())
             .filter(|&i| !body.state.nodes[i].released && !body.state.nodes[i].leaving)

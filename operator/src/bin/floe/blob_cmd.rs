@@ -32,7 +32,7 @@ fn mib(b: u64) -> f64 {
 pub fn parse_id(s: &str) -> anyhow::Result<BlobId> {
     s.trim()
         .parse()
-        .map_err(|e| anyhow::anyhow!("{s:?} is not a blob ID: {e:?}"))
+        .map_err(|e: floe_node::codec::metadata::ParseBlobIdError| anyhow::anyhow!("{e}"))
 }
 
 pub async fn put(cli: &Cli, file: &Path) -> anyhow::Result<()> {
@@ -126,17 +126,23 @@ pub async fn status(cli: &Cli, blob: Option<&str>) -> anyhow::Result<()> {
         let node = NodeClient::new(&m.address, 16 << 20)?;
         let row = match &id {
             None => match node.info().await {
-                Ok(i) => json!({"node": m.node_id.short(), "address": m.address, "status": status_name(i.status),
+                Ok(i) => {
+                    json!({"node": m.node_id.short(), "address": m.address, "status": status_name(i.status),
                     "epoch": i.epoch, "shards": i.shards.len(), "stored_bytes": i.stored_bytes, "blobs": i.blobs,
-                    "recovery_backlog": i.recovery_backlog}),
-                Err(e) => json!({"node": m.node_id.short(), "address": m.address, "status": "unreachable", "error": e.to_string()}),
+                    "recovery_backlog": i.recovery_backlog})
+                }
+                Err(e) => {
+                    json!({"node": m.node_id.short(), "address": m.address, "status": "unreachable", "error": e.to_string()})
+                }
             },
             Some(id) => match node.blob_status(id).await {
                 Ok(s) => json!({"node": m.node_id.short(), "address": m.address,
                     "state": format!("{:?}", proto::BlobState::try_from(s.state).unwrap_or(proto::BlobState::Unknown)).to_lowercase(),
                     "pairs_stored": s.pairs_stored, "pairs_owned": s.pairs_owned, "size": s.size,
                     "pairs": format!("{}/{}", s.pairs_stored, s.pairs_owned)}),
-                Err(e) => json!({"node": m.node_id.short(), "address": m.address, "state": "unreachable", "error": e.to_string()}),
+                Err(e) => {
+                    json!({"node": m.node_id.short(), "address": m.address, "state": "unreachable", "error": e.to_string()})
+                }
             },
         };
         rows.push(row);

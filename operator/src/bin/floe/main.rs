@@ -102,6 +102,9 @@ pub enum TestnetCmd {
         /// A node unreachable this long loses its shards at the next epoch [default: 2 epochs]
         #[arg(long, value_parser = parse_duration)]
         unreachable_after: Option<Duration>,
+        /// Report an epoch change as stuck after this long [default: a quarter epoch, 5 s–5 min]
+        #[arg(long, value_parser = parse_duration)]
+        stuck_after: Option<Duration>,
         /// TEST ONLY: INDEX=FAULT, e.g. 3=corrupt-slivers
         #[arg(long, hide = true)]
         fault: Vec<String>,

@@ -34,7 +34,10 @@ pub fn print(cols: &[Col], rows: &[Value]) {
         })
         .collect();
     let numeric: Vec<bool> = (0..cols.len())
-        .map(|i| rows.iter().all(|r| r[cols[i].1].is_number() || r[cols[i].1].is_null()))
+        .map(|i| {
+            rows.iter()
+                .all(|r| r[cols[i].1].is_number() || r[cols[i].1].is_null())
+        })
         .collect();
     let line = |vals: Vec<String>| {
         let parts: Vec<String> = vals

@@ -38,6 +38,7 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             challenge_timeout,
             reward_per_epoch,
             unreachable_after,
+            stuck_after,
         } => {
             let dir = d.clone().unwrap_or_else(|| dir.clone());
             let node_bin = testnet::find_node_bin(node_bin.clone())?;
@@ -55,6 +56,7 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             }
             control.challenge_timeout_seconds = challenge_timeout.as_secs().max(1);
             control.reward_per_epoch = *reward_per_epoch;
+            control.stuck_after_seconds = stuck_after.map(|d| d.as_secs());
             if let Some(u) = unreachable_after {
                 control.unreachable_after_seconds = u.as_secs();
             }
@@ -157,12 +159,20 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
         TestnetCmd::AddNode { stake } => {
             let before = TestnetState::load(dir)?.nodes.len();
             testnet::send_request(dir, &Request::AddNode { stake: *stake })?;
-            let state = wait_for(dir, Duration::from_secs(60), "the new node to start", |s, _| {
-                s.nodes.len() > before && s.nodes.last().is_some_and(|n| n.node_id.is_some())
-            })?;
+            let state = wait_for(
+                dir,
+                Duration::from_secs(60),
+                "the new node to start",
+                |s, _| {
+                    s.nodes.len() > before && s.nodes.last().is_some_and(|n| n.node_id.is_some())
+                },
+            )?;
             let n = state.nodes.last().context("node list")?;
             if cli.json {
-                println!("{}", json!({"name": n.name, "grpc": n.grpc, "node_id": n.node_id}));
+                println!(
+                    "{}",
+                    json!({"name": n.name, "grpc": n.grpc, "node_id": n.node_id})
+                );
             } else {
                 println!(
                     "{} started (grpc {}); it joins the committee at the next epoch",
@@ -177,7 +187,12 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             if n.released {
                 bail!("{node} already left the network");
             }
-            testnet::send_request(dir, &Request::RemoveNode { node: n.name.clone() })?;
+            testnet::send_request(
+                dir,
+                &Request::RemoveNode {
+                    node: n.name.clone(),
+                },
+            )?;
             eprintln!(
                 "{} leaves at the next epoch; its process stops once that change completed",
                 n.name
@@ -198,9 +213,7 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             Ok(())
         }
         TestnetCmd::NextEpoch { no_wait, timeout } => {
-            let before = TestnetState::load(dir)?
-                .control()?
-                .map_or(0, |c| c.epoch);
+            let before = TestnetState::load(dir)?.control()?.map_or(0, |c| c.epoch);
             testnet::send_request(dir, &Request::NextEpoch)?;
             if *no_wait {
                 eprintln!("requested the change to epoch {}", before + 1);
@@ -262,7 +275,10 @@ fn wait_for(
             .and_then(|p| p.trim().parse().ok())
             .is_some_and(testnet::alive)
         {
-            bail!("no supervisor is running in {} (floe testnet up)", dir.display());
+            bail!(
+                "no supervisor is running in {} (floe testnet up)",
+                dir.display()
+            );
         }
         if Instant::now() > deadline {
             bail!("timed out after {timeout:?} waiting for {what}");
@@ -275,7 +291,9 @@ fn phase_text(c: &BrainState) -> String {
     match &c.phase {
         Phase::Genesis => "genesis".into(),
         Phase::Stable => "stable".into(),
-        Phase::Changing { to, stuck: None, .. } => format!("changing to {}", to.epoch),
+        Phase::Changing {
+            to, stuck: None, ..
+        } => format!("changing to {}", to.epoch),
         Phase::Changing {
             to,
             stuck: Some(why),
