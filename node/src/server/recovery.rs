@@ -259,6 +259,15 @@ async fn recover_axis(
             .collect();
         while let Some(answer) = calls.next().await {
             let Ok(symbols) = answer else { continue };
+            let bytes: usize = symbols
+                .iter()
+                .map(|s| s.data.len() + 32 * s.proof.siblings.len())
+                .sum();
+            state
+                .metrics
+                .peer_bytes
+                .with_label_values(&["recovery"])
+                .inc_by(bytes as u64);
             for sym in symbols {
                 if let Some(b) = builders.get_mut(&sym.position) {
                     if !b.is_ready() {
