@@ -107,10 +107,35 @@ fn membership_changes_over_several_epochs() {
         blobs.push((t.put(&t.file(&format!("b{i}"), &data)), data));
     }
 
-    // two nodes join
+    // two nodes join; a client keeps writing and reading while the change runs
     t.ok(&["testnet", "add-node"]);
     t.ok(&["testnet", "add-node"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        let dir = t.dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || rounds < 3 {
+                let data = random_bytes(20_000 + rounds, 1000 + rounds as u64);
+                let f = dir.join(format!("during-{rounds}"));
+                std::fs::write(&f, &data).unwrap();
+                let out = common::floe_in(&dir, &["--json", "put", f.to_str().unwrap()]);
+                assert!(out.status.success(), "put during the change: {}", String::from_utf8_lossy(&out.stderr));
+                let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+                let id = v["blob_id"].as_str().unwrap().to_string();
+                let o = dir.join(format!("during-{rounds}.out"));
+                let out = common::floe_in(&dir, &["get", &id, "-o", o.to_str().unwrap()]);
+                assert!(out.status.success(), "get during the change: {}", String::from_utf8_lossy(&out.stderr));
+                assert_eq!(std::fs::read(&o).unwrap(), data);
+                rounds += 1;
+            }
+            rounds
+        })
+    };
     assert_eq!(next_epoch(&t), 2);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(traffic.join().expect("reads and writes work through the change") >= 3);
     let moved = check_minimal_movement(&t);
     let new: BTreeSet<String> = [node_id_of(&t, "node4"), node_id_of(&t, "node5")].into();
     assert!(!moved.is_empty());

@@ -130,6 +130,24 @@ fn crashed_node_is_restarted_by_the_supervisor() {
     let data = random_bytes(5000, 3);
     let id = t.put(&t.file("x", &data));
     assert_eq!(t.get(&id), data);
+    // one blob ID in 64 begins with '-' (URL-safe base64): find such a blob, and use its ID as
+    // pasted from `floe put`
+    let params = floe_node::codec::EncodingParams::new(10).unwrap();
+    let dashed = (0u64..10_000)
+        .map(|seed| random_bytes(100, seed))
+        .find(|d| {
+            floe_node::codec::encode(d, params)
+                .unwrap()
+                .blob_id()
+                .to_string()
+                .starts_with('-')
+        })
+        .expect("an ID beginning with '-' within 10000 tries");
+    let id = t.put(&t.file("dashed", &dashed));
+    assert!(id.starts_with('-'), "{id}");
+    assert_eq!(t.get(&id), dashed);
+    let st = t.json(&["status", &id]);
+    assert!(st["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "certified"), "{st}");
     // a second `up` in the same directory is refused while the first runs
     let out = t.floe(&["testnet", "up", "--nodes", "4", "--shards", "10"]);
     assert!(!out.status.success());

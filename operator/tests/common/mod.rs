@@ -100,6 +100,17 @@ impl Drop for Testnet {
     }
 }
 
+/// Run `floe` against the testnet in `dir` (for threads that do not own the `Testnet`).
+pub fn floe_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(floe_bin())
+        .arg("--testnet-dir")
+        .arg(dir)
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
 impl Testnet {
     /// The supervisor's control state (`DIR/control.json`).
     pub fn control(&self) -> serde_json::Value {
