@@ -62,6 +62,8 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         shards: u16,
     },
+    /// Print the StorageCluster CustomResourceDefinition (YAML), as checked in at crds/
+    Crd,
 }
 
 #[derive(Subcommand)]
@@ -172,6 +174,10 @@ fn mib(b: u64) -> f64 {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
+        Cmd::Crd => {
+            print!("{}", floe_operator::crd::crd_yaml()?);
+            Ok(())
+        }
         Cmd::Testnet { command } => testnet_cmd(&cli, command).await,
         Cmd::Put { file } => {
             let data =
