@@ -3,6 +3,8 @@
 //! ([`pdb`]).
 
 pub mod builders;
+pub mod controller;
+pub mod http;
 pub mod meta;
 pub mod pdb;
 
