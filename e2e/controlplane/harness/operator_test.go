@@ -1,0 +1,174 @@
+//go:build e2e
+
+package harness
+
+// floe-operator run the way users run it: `kubectl apply -f crds/ -f manifests/`, so
+// floe-kubelet starts the operator pod under its ServiceAccount and the ClusterRole of
+// manifests/10-rbac.yaml is exercised for real. Then a StorageCluster: the operator builds and
+// server-side-applies its objects, floe-kubelet runs the node pods it describes, status and
+// conditions are written, paused clusters are left alone, scale-up is immediate while
+// scale-down waits for the control plane's drain, and deletion runs the finalizer and
+// garbage-collects everything. (Epochs and committees arrive with the control plane's brain.)
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+type fscStatus struct {
+	Metadata struct {
+		Generation int64    `json:"generation"`
+		Finalizers []string `json:"finalizers"`
+	} `json:"metadata"`
+	Status struct {
+		ObservedGeneration int64  `json:"observedGeneration"`
+		Phase              string `json:"phase"`
+		Selector           string `json:"selector"`
+		Conditions         []struct {
+			Type   string `json:"type"`
+			Status string `json:"status"`
+			Reason string `json:"reason"`
+		} `json:"conditions"`
+	} `json:"status"`
+}
+
+func getFSC(t *testing.T, ns, name string) fscStatus {
+	t.Helper()
+	var s fscStatus
+	if err := json.Unmarshal([]byte(kubectl(t, "get", "fsc", name, "-n", ns, "-o", "json")), &s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s fscStatus) condition(typ string) (status, reason string) {
+	for _, c := range s.Status.Conditions {
+		if c.Type == typ {
+			return c.Status, c.Reason
+		}
+	}
+	return "", ""
+}
+
+// observed waits until the operator has written status for the object's current generation.
+func observed(t *testing.T, ns, name string) fscStatus {
+	t.Helper()
+	var s fscStatus
+	eventually(t, "status of generation", 60*time.Second, func() (bool, string) {
+		s = getFSC(t, ns, name)
+		return s.Status.ObservedGeneration == s.Metadata.Generation, kubectl(t, "get", "fsc", name, "-n", ns, "-o", "jsonpath={.status}")
+	})
+	return s
+}
+
+func stsField(t *testing.T, ns, path string) string {
+	out, _ := run(t, "kubectl", "get", "statefulset", "testnet", "-n", ns, "-o", "jsonpath={"+path+"}")
+	return strings.TrimSpace(out)
+}
+
+func TestOperatorRunsAsAPodAndBuildsTheCluster(t *testing.T) {
+	installCRDs(t)
+	kubectl(t, "apply", "-f", repoPath("manifests"))
+	t.Cleanup(func() {
+		_, _ = run(t, "kubectl", "delete", "deployment", "floe-operator", "-n", "floe-system", "--wait=true", "--timeout=30s")
+	})
+	// Ready means it listed StorageClusters as system:serviceaccount:floe-system:floe-operator
+	eventually(t, "operator pod Ready", 90*time.Second, func() (bool, string) {
+		return len(readyPods(t, "floe-system")) == 1, kubectl(t, "get", "pods", "-n", "floe-system", "-o", "wide")
+	})
+
+	ns := namespace(t, "op")
+	kubectl(t, "apply", "-n", ns, "-f", repoPath("manifests", "examples", "testnet.yaml"))
+
+	// every owned object, with its owner reference
+	eventually(t, "owned objects", 60*time.Second, func() (bool, string) {
+		out, err := run(t, "kubectl", "get", "statefulset/testnet", "service/testnet", "service/testnet-nodes",
+			"configmap/testnet-config", "secret/testnet-admin-token", "poddisruptionbudget/testnet", "-n", ns,
+			"-o", "jsonpath={range .items[*]}{.kind}:{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name} {end}")
+		return err == nil && strings.Count(out, ":StorageCluster/testnet") == 6, out
+	})
+	if got := stsField(t, ns, ".spec.replicas"); got != "4" {
+		t.Fatalf("StatefulSet replicas %s", got)
+	}
+	if got := stsField(t, ns, ".spec.updateStrategy.type") + "/" + stsField(t, ns, ".spec.podManagementPolicy"); got != "OnDelete/Parallel" {
+		t.Fatalf("StatefulSet strategy %s", got)
+	}
+	if got := strings.TrimSpace(kubectl(t, "get", "service", "testnet-nodes", "-n", ns, "-o", "jsonpath={.spec.publishNotReadyAddresses}")); got != "true" {
+		t.Fatalf("headless Service publishNotReadyAddresses = %q", got)
+	}
+
+	// status and finalizer
+	s := observed(t, ns, "testnet")
+	if len(s.Metadata.Finalizers) != 1 || s.Metadata.Finalizers[0] != "floe.dev/cleanup" {
+		t.Fatalf("finalizers %v", s.Metadata.Finalizers)
+	}
+	if st, _ := s.condition("Invalid"); st != "False" {
+		t.Fatalf("Invalid condition %q", st)
+	}
+	if st, reason := s.condition("Available"); st != "False" || reason != "NoCommittee" {
+		t.Fatalf("Available %s/%s (no committee without the control plane)", st, reason)
+	}
+	if !strings.Contains(s.Status.Selector, "app.kubernetes.io/instance=testnet") {
+		t.Fatalf("selector %q", s.Status.Selector)
+	}
+
+	// floe-kubelet runs the four node processes the operator's StatefulSet describes
+	eventually(t, "four node pods Running", 90*time.Second, func() (bool, string) {
+		n := 0
+		for _, p := range pods(t, ns).Items {
+			if p.Status.Phase == "Running" && p.Status.PodIP != "" {
+				n++
+			}
+		}
+		return n == 4, kubectl(t, "get", "pods", "-n", ns, "-o", "wide")
+	})
+
+	// the admin token survives reconciles of a changed spec
+	token := kubectl(t, "get", "secret", "testnet-admin-token", "-n", ns, "-o", "jsonpath={.data.token}")
+	kubectl(t, "patch", "fsc", "testnet", "-n", ns, "--type", "merge", "-p", `{"spec":{"epochDuration":"1m"}}`)
+	observed(t, ns, "testnet")
+	if again := kubectl(t, "get", "secret", "testnet-admin-token", "-n", ns, "-o", "jsonpath={.data.token}"); again != token || token == "" {
+		t.Fatalf("admin token changed or empty: %q -> %q", token, again)
+	}
+
+	// paused: a spec change is observed but not applied
+	kubectl(t, "patch", "fsc", "testnet", "-n", ns, "--type", "merge", "-p",
+		`{"spec":{"paused":true,"image":"ghcr.io/floe-dev/floe-node:0.1.1"}}`)
+	s = observed(t, ns, "testnet")
+	if st, _ := s.condition("Paused"); st != "True" || s.Status.Phase != "Paused" {
+		t.Fatalf("paused cluster: Paused=%s phase %s", st, s.Status.Phase)
+	}
+	if img := stsField(t, ns, ".spec.template.spec.containers[0].image"); img != "ghcr.io/floe-dev/floe-node:0.1.0" {
+		t.Fatalf("a paused cluster's StatefulSet was changed: image %s", img)
+	}
+	kubectl(t, "patch", "fsc", "testnet", "-n", ns, "--type", "merge", "-p", `{"spec":{"paused":false}}`)
+	observed(t, ns, "testnet")
+	if img := stsField(t, ns, ".spec.template.spec.containers[0].image"); img != "ghcr.io/floe-dev/floe-node:0.1.1" {
+		t.Fatalf("after unpausing, image %s", img)
+	}
+
+	// scale up is immediate; scale down keeps the pods until the control plane drained them
+	kubectl(t, "scale", "fsc/testnet", "-n", ns, "--replicas", "6")
+	observed(t, ns, "testnet")
+	if got := stsField(t, ns, ".spec.replicas"); got != "6" {
+		t.Fatalf("after scaling to 6: StatefulSet replicas %s", got)
+	}
+	kubectl(t, "scale", "fsc/testnet", "-n", ns, "--replicas", "4")
+	s = observed(t, ns, "testnet")
+	if got := stsField(t, ns, ".spec.replicas"); got != "6" {
+		t.Fatalf("scale-down shrank the StatefulSet to %s before any drain", got)
+	}
+	if st, reason := s.condition("Progressing"); st != "True" || reason != "ScaleDownWaitsForDrain" {
+		t.Fatalf("Progressing %s/%s during an undrained scale-down", st, reason)
+	}
+
+	// deletion: finalizer runs, owned objects are garbage-collected, node processes stop
+	kubectl(t, "delete", "fsc", "testnet", "-n", ns, "--wait=true", "--timeout=60s")
+	eventually(t, "owned objects garbage-collected", 90*time.Second, func() (bool, string) {
+		out, _ := run(t, "kubectl", "get", "statefulset,service,configmap,secret,poddisruptionbudget,pods", "-n", ns,
+			"-l", "app.kubernetes.io/instance=testnet", "-o", "name")
+		return strings.TrimSpace(out) == "", out
+	})
+}
