@@ -81,6 +81,14 @@ func TestStorageClusterCRDAcceptsTheExamples(t *testing.T) {
 			t.Fatalf("testnet %s = %q, want %q", path, got, want)
 		}
 	}
+	// a null size is dropped and defaulted, never stored (the operator could not read it back)
+	if _, err := applyYAML(t, ns, "apiVersion: floe.dev/v1alpha1\nkind: StorageCluster\nmetadata: {name: nullsize}\nspec: {nodes: 4, shards: 4, storage: {size: null}}\n"); err != nil {
+		t.Fatalf("null size: %v", err)
+	}
+	if got := fscField(t, ns, "nullsize", ".spec.storage.size"); got != "10Gi" {
+		t.Fatalf("null size stored as %q", got)
+	}
+	kubectl(t, "delete", "fsc", "nullsize", "-n", ns)
 	if got := fscField(t, ns, "mainnet", ".spec.addressing"); got != "DNS" {
 		t.Fatalf("mainnet addressing %q", got)
 	}
@@ -154,6 +162,7 @@ func TestStorageClusterCRDRefusesInvalidResources(t *testing.T) {
 		{"no nodes", "spec: {nodes: 0, shards: 4}", "greater than or equal to 1"},
 		{"bad challenge timeout", "spec: {nodes: 4, shards: 4, challenges: {timeout: soon}}", "spec.challenges.timeout must be a duration"},
 		{"bad size", "spec: {nodes: 4, shards: 4, storage: {size: lots}}", "spec.storage.size must be a positive quantity"},
+		{"numeric size", "spec: {nodes: 4, shards: 4, storage: {size: 10}}", "spec.storage.size must be a positive quantity"},
 		{"selector label", "spec: {nodes: 4, shards: 4, pod: {labels: {app.kubernetes.io/instance: x}}}", "spec.pod.labels may not set app.kubernetes.io/* labels"},
 		{"bad retention", "spec: {nodes: 4, shards: 4, storage: {retention: {onDelete: Shred}}}", "supported values: \"Retain\", \"Delete\""},
 		{"typo", "spec: {nodes: 4, shards: 4, epochDurationn: 1m}", "unknown field \"spec.epochDurationn\""},

@@ -224,6 +224,9 @@ pub struct StorageSpec {
     /// templates cannot change; volume growth is not supported yet). The node stops accepting
     /// writes at 90 % of it.
     #[serde(default = "default_size")]
+    // k8s-openapi's Quantity schema is nullable; a stored null would not deserialize here and
+    // would break the operator's watch of every StorageCluster, so the API must refuse it.
+    #[schemars(extend("nullable" = false))]
     #[x_kube(
         validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("spec.storage.size must be a positive quantity such as 10Gi or 500G"),
         validation = Rule::new("self == oldSelf").message("spec.storage.size cannot be changed after creation (volume growth is not supported yet)")
