@@ -68,7 +68,10 @@ func stsField(t *testing.T, ns, path string) string {
 	return strings.TrimSpace(out)
 }
 
-func TestOperatorRunsAsAPodAndBuildsTheCluster(t *testing.T) {
+// installOperator installs the operator as users do and waits until it is Ready; the
+// Deployment is removed when the test ends.
+func installOperator(t *testing.T) {
+	t.Helper()
 	installCRDs(t)
 	kubectl(t, "apply", "-f", repoPath("manifests"))
 	t.Cleanup(func() {
@@ -78,17 +81,35 @@ func TestOperatorRunsAsAPodAndBuildsTheCluster(t *testing.T) {
 	eventually(t, "operator pod Ready", 90*time.Second, func() (bool, string) {
 		return len(readyPods(t, "floe-system")) == 1, kubectl(t, "get", "pods", "-n", "floe-system", "-o", "wide")
 	})
+}
 
-	ns := namespace(t, "op")
-	kubectl(t, "apply", "-n", ns, "-f", repoPath("manifests", "examples", "testnet.yaml"))
-
-	// every owned object, with its owner reference
-	eventually(t, "owned objects", 60*time.Second, func() (bool, string) {
+// ownedObjects waits until all six objects of StorageCluster testnet exist in ns, each with
+// its owner reference.
+func ownedObjects(t *testing.T, ns string) {
+	t.Helper()
+	eventually(t, "owned objects in "+ns, 60*time.Second, func() (bool, string) {
 		out, err := run(t, "kubectl", "get", "statefulset/testnet", "service/testnet", "service/testnet-nodes",
 			"configmap/testnet-config", "secret/testnet-admin-token", "poddisruptionbudget/testnet", "-n", ns,
 			"-o", "jsonpath={range .items[*]}{.kind}:{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name} {end}")
 		return err == nil && strings.Count(out, ":StorageCluster/testnet") == 6, out
 	})
+}
+
+func runningPods(t *testing.T, ns string) int {
+	n := 0
+	for _, p := range pods(t, ns).Items {
+		if p.Status.Phase == "Running" && p.Status.PodIP != "" {
+			n++
+		}
+	}
+	return n
+}
+
+func TestOperatorRunsAsAPodAndBuildsTheCluster(t *testing.T) {
+	installOperator(t)
+	ns := namespace(t, "op")
+	kubectl(t, "apply", "-n", ns, "-f", repoPath("manifests", "examples", "testnet.yaml"))
+	ownedObjects(t, ns)
 	if got := stsField(t, ns, ".spec.replicas"); got != "4" {
 		t.Fatalf("StatefulSet replicas %s", got)
 	}
@@ -116,13 +137,7 @@ func TestOperatorRunsAsAPodAndBuildsTheCluster(t *testing.T) {
 
 	// floe-kubelet runs the four node processes the operator's StatefulSet describes
 	eventually(t, "four node pods Running", 90*time.Second, func() (bool, string) {
-		n := 0
-		for _, p := range pods(t, ns).Items {
-			if p.Status.Phase == "Running" && p.Status.PodIP != "" {
-				n++
-			}
-		}
-		return n == 4, kubectl(t, "get", "pods", "-n", ns, "-o", "wide")
+		return runningPods(t, ns) == 4, kubectl(t, "get", "pods", "-n", ns, "-o", "wide")
 	})
 
 	// the admin token survives reconciles of a changed spec
@@ -171,4 +186,63 @@ func TestOperatorRunsAsAPodAndBuildsTheCluster(t *testing.T) {
 			"-l", "app.kubernetes.io/instance=testnet", "-o", "name")
 		return strings.TrimSpace(out) == "", out
 	})
+}
+
+// What the API server cannot judge (an epoch shorter than the operator's minimum) becomes the
+// Invalid condition; the cluster is left alone until its spec is fixed.
+func TestOperatorLeavesAnInvalidClusterAlone(t *testing.T) {
+	installOperator(t)
+	ns := namespace(t, "op-invalid")
+	if out, err := applyYAML(t, ns, "apiVersion: floe.dev/v1alpha1\nkind: StorageCluster\nmetadata: {name: testnet}\nspec: {nodes: 4, shards: 10, epochDuration: 5s, challenges: {timeout: 2s}}\n"); err != nil {
+		t.Fatalf("the API server refused a spec only the operator can judge: %v\n%s", err, out)
+	}
+	s := observed(t, ns, "testnet")
+	if st, reason := s.condition("Invalid"); st != "True" || reason != "InvalidSpec" || s.Status.Phase != "Invalid" {
+		t.Fatalf("Invalid=%s/%s phase %s", st, reason, s.Status.Phase)
+	}
+	msg := kubectl(t, "get", "fsc", "testnet", "-n", ns, "-o", `jsonpath={.status.conditions[?(@.type=="Invalid")].message}`)
+	if !strings.Contains(msg, "spec.epochDuration \"5s\" is shorter than the minimum of 10s") {
+		t.Fatalf("Invalid message: %q", msg)
+	}
+	if out := strings.TrimSpace(kubectl(t, "get", "statefulset,service,configmap,secret", "-n", ns, "-l", "app.kubernetes.io/instance=testnet", "-o", "name")); out != "" {
+		t.Fatalf("objects built for an invalid cluster:\n%s", out)
+	}
+	kubectl(t, "patch", "fsc", "testnet", "-n", ns, "--type", "merge", "-p", `{"spec":{"epochDuration":"30s"}}`)
+	s = observed(t, ns, "testnet")
+	if st, _ := s.condition("Invalid"); st != "False" {
+		t.Fatalf("Invalid=%s after the fix", st)
+	}
+	ownedObjects(t, ns)
+}
+
+// Two clusters in two namespaces; deleting one leaves the other untouched.
+func TestOperatorKeepsClustersApart(t *testing.T) {
+	installOperator(t)
+	a, b := namespace(t, "op-a"), namespace(t, "op-b")
+	for _, ns := range []string{a, b} {
+		kubectl(t, "apply", "-n", ns, "-f", repoPath("manifests", "examples", "testnet.yaml"))
+	}
+	for _, ns := range []string{a, b} {
+		ownedObjects(t, ns)
+		observed(t, ns, "testnet")
+		eventually(t, "four node pods Running in "+ns, 90*time.Second, func() (bool, string) {
+			return runningPods(t, ns) == 4, kubectl(t, "get", "pods", "-n", ns, "-o", "wide")
+		})
+	}
+	uid := kubectl(t, "get", "statefulset", "testnet", "-n", b, "-o", "jsonpath={.metadata.uid}")
+	kubectl(t, "delete", "fsc", "testnet", "-n", a, "--wait=true", "--timeout=60s")
+	eventually(t, "cluster a garbage-collected", 90*time.Second, func() (bool, string) {
+		out, _ := run(t, "kubectl", "get", "statefulset,service,configmap,secret,poddisruptionbudget,pods", "-n", a,
+			"-l", "app.kubernetes.io/instance=testnet", "-o", "name")
+		return strings.TrimSpace(out) == "", out
+	})
+	// b: same StatefulSet, its pods still running, still reconciled
+	if again := kubectl(t, "get", "statefulset", "testnet", "-n", b, "-o", "jsonpath={.metadata.uid}"); again != uid {
+		t.Fatalf("cluster b's StatefulSet was replaced: %s -> %s", uid, again)
+	}
+	if n := runningPods(t, b); n != 4 {
+		t.Fatalf("cluster b has %d running pods", n)
+	}
+	kubectl(t, "patch", "fsc", "testnet", "-n", b, "--type", "merge", "-p", `{"spec":{"epochDuration":"1m"}}`)
+	observed(t, b, "testnet")
 }
