@@ -204,6 +204,10 @@ func TestOperatorLeavesAnInvalidClusterAlone(t *testing.T) {
 	if !strings.Contains(msg, "spec.epochDuration \"5s\" is shorter than the minimum of 10s") {
 		t.Fatalf("Invalid message: %q", msg)
 	}
+	eventually(t, "Warning Event InvalidSpec", 30*time.Second, func() (bool, string) {
+		out := kubectl(t, "get", "events", "-n", ns, "-o", "jsonpath={range .items[*]}{.type}/{.reason}/{.involvedObject.kind} {end}")
+		return strings.Contains(out, "Warning/InvalidSpec/StorageCluster"), out
+	})
 	if out := strings.TrimSpace(kubectl(t, "get", "statefulset,service,configmap,secret", "-n", ns, "-l", "app.kubernetes.io/instance=testnet", "-o", "name")); out != "" {
 		t.Fatalf("objects built for an invalid cluster:\n%s", out)
 	}

@@ -284,6 +284,44 @@ pub fn merge_conditions(
     out
 }
 
+/// A condition whose status flipped, worth an Event on the StorageCluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub type_: ConditionType,
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    /// `Invalid` or `Degraded` became `True`: a Warning Event.
+    pub warning: bool,
+}
+
+/// The vocabulary conditions whose status differs between `old` and `new`. A condition new in
+/// `new` counts only when `True` (a fresh cluster does not announce everything that is not
+/// happening).
+pub fn transitions(old: &[Condition], new: &[Condition]) -> Vec<Transition> {
+    new.iter()
+        .filter_map(|c| {
+            let t = ConditionType::from_str(&c.type_)?;
+            let before = old
+                .iter()
+                .find(|o| o.type_ == c.type_)
+                .map(|o| o.status.as_str());
+            let flipped = match before {
+                Some(b) => b != c.status,
+                None => c.status == "True",
+            };
+            flipped.then(|| Transition {
+                type_: t,
+                status: c.status.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+                warning: c.status == "True"
+                    && matches!(t, ConditionType::Invalid | ConditionType::Degraded),
+            })
+        })
+        .collect()
+}
+
 /// Is condition `t` `True` in `conditions`?
 pub fn is_true(conditions: &[Condition], t: ConditionType) -> bool {
     conditions
@@ -387,6 +425,46 @@ mod tests {
         assert_eq!(types, ["Available", "Degraded", "Paused", "SomethingElse"]);
         assert_eq!(get(&c2, ConditionType::Paused).last_transition_time, t(10));
         assert_eq!(c2[3], foreign);
+    }
+
+    #[test]
+    fn transitions_are_status_flips() {
+        let up = |ups: &[(ConditionType, bool, &str)]| {
+            ups.iter()
+                .map(|(t, s, r)| ConditionUpdate::new(*t, *s, *r, "m"))
+                .collect::<Vec<_>>()
+        };
+        use ConditionType as C;
+        let c1 = merge_conditions(
+            &[],
+            &up(&[
+                (C::Invalid, true, "InvalidSpec"),
+                (C::Paused, false, "Reconciling"),
+            ]),
+            Some(1),
+            &t(1),
+        );
+        let tr = transitions(&[], &c1);
+        assert_eq!(tr.len(), 1, "only the new True condition: {tr:?}");
+        assert_eq!((tr[0].type_, tr[0].warning), (C::Invalid, true));
+        // same statuses, other reasons: nothing to announce
+        let c2 = merge_conditions(
+            &c1,
+            &up(&[(C::Invalid, true, "StillInvalid")]),
+            Some(2),
+            &t(2),
+        );
+        assert!(transitions(&c1, &c2).is_empty());
+        // fixed: Invalid flips to False, a Normal event
+        let c3 = merge_conditions(
+            &c2,
+            &up(&[(C::Invalid, false, "SpecValid")]),
+            Some(3),
+            &t(3),
+        );
+        let tr = transitions(&c2, &c3);
+        assert_eq!(tr.len(), 1);
+        assert_eq!((tr[0].status.as_str(), tr[0].warning), ("False", false));
     }
 
     #[test]

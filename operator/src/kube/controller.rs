@@ -14,6 +14,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -24,7 +25,7 @@ use super::builders::{self, Inputs};
 use super::meta::{self, selector_string, Names, MANAGER};
 use super::pdb::{self, DisruptionState};
 use crate::crd::status::{
-    merge_conditions, phase, ConditionType, ConditionUpdate, StorageClusterStatus,
+    merge_conditions, phase, transitions, ConditionType, ConditionUpdate, StorageClusterStatus,
 };
 use crate::crd::validate::{validate, SpecError};
 use crate::crd::StorageCluster;
@@ -72,12 +73,19 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub metrics: super::http::Metrics,
+    recorder: Recorder,
     backoff: Mutex<HashMap<ObjectRef<StorageCluster>, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: super::http::Metrics) -> Self {
+    /// `instance` names this replica in the Events it publishes (its pod name).
+    pub fn new(client: Client, metrics: super::http::Metrics, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.to_string(),
+            instance,
+        };
         Context {
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
             backoff: Mutex::new(HashMap::new()),
@@ -445,6 +453,7 @@ async fn write_status(
             status.epoch = old.epoch;
         }
     }
+    let flips = transitions(current, &status.conditions);
     let patch = serde_json::json!({
         "apiVersion": "floe.dev/v1alpha1",
         "kind": "StorageCluster",
@@ -453,6 +462,30 @@ async fn write_status(
     Api::<StorageCluster>::namespaced(ctx.client.clone(), &ns)
         .patch_status(&name, &apply_params(), &Patch::Apply(&patch))
         .await?;
+    // One Event per condition that flipped, after the status that records it. Best effort: a
+    // lost Event must not fail or repeat the reconcile.
+    let reference = sc.object_ref(&());
+    for f in flips {
+        let ev = Event {
+            type_: if f.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: f.reason,
+            note: Some(format!(
+                "{} is {}: {}",
+                f.type_.as_str(),
+                f.status,
+                f.message
+            )),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+            tracing::warn!(cluster = %name, error = %e, "publishing an Event failed");
+        }
+    }
     Ok(())
 }
 

@@ -70,7 +70,8 @@ async fn main() -> anyhow::Result<()> {
     ready.store(true, Ordering::Relaxed);
     tracing::info!(addr = %args.http_addr, "floe-operator running");
 
-    controller::run(Arc::new(Context::new(client, metrics))).await;
+    let instance = std::env::var("POD_NAME").ok();
+    controller::run(Arc::new(Context::new(client, metrics, instance))).await;
     server.abort();
     tracing::info!("floe-operator stopped");
     Ok(())
