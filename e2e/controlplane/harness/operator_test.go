@@ -250,3 +250,36 @@ func TestOperatorKeepsClustersApart(t *testing.T) {
 	kubectl(t, "patch", "fsc", "testnet", "-n", b, "--type", "merge", "-p", `{"spec":{"epochDuration":"1m"}}`)
 	observed(t, b, "testnet")
 }
+
+// Two replicas: one holds the Lease and reconciles; when its pod is deleted the other takes
+// over and reconciles the next change.
+func TestOperatorReplicasElectOneLeader(t *testing.T) {
+	installOperator(t)
+	kubectl(t, "scale", "deployment", "floe-operator", "-n", "floe-system", "--replicas", "2")
+	eventually(t, "two operator pods Ready", 90*time.Second, func() (bool, string) {
+		return len(readyPods(t, "floe-system")) == 2, kubectl(t, "get", "pods", "-n", "floe-system", "-o", "wide")
+	})
+	holder := func() string {
+		out, _ := run(t, "kubectl", "get", "lease", "floe-operator", "-n", "floe-system", "-o", "jsonpath={.spec.holderIdentity}")
+		return strings.TrimSpace(out)
+	}
+	var leader string
+	eventually(t, "a leader among the replicas", 60*time.Second, func() (bool, string) {
+		leader = holder()
+		_, ok := readyPods(t, "floe-system")[leader]
+		return ok, leader
+	})
+
+	ns := namespace(t, "op-lease")
+	kubectl(t, "apply", "-n", ns, "-f", repoPath("manifests", "examples", "testnet.yaml"))
+	ownedObjects(t, ns)
+	observed(t, ns, "testnet")
+
+	kubectl(t, "delete", "pod", leader, "-n", "floe-system", "--wait=true", "--timeout=60s")
+	eventually(t, "another replica takes the Lease", 60*time.Second, func() (bool, string) {
+		h := holder()
+		return h != "" && h != leader, h
+	})
+	kubectl(t, "patch", "fsc", "testnet", "-n", ns, "--type", "merge", "-p", `{"spec":{"epochDuration":"1m"}}`)
+	observed(t, ns, "testnet")
+}

@@ -167,8 +167,11 @@ pub async fn drive_control_plane(
     BrainOutcome::not_connected()
 }
 
-/// Run the controller until SIGTERM/SIGINT.
-pub async fn run(ctx: Arc<Context>) {
+/// Run the controller until SIGTERM/SIGINT or until `stop` resolves (leadership lost).
+pub async fn run(
+    ctx: Arc<Context>,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
     // only the operator's own objects: watching every Secret of the cluster would cost memory
     let owned =
@@ -183,6 +186,7 @@ pub async fn run(ctx: Arc<Context>) {
     .owns(Api::<Secret>::all(client.clone()), owned.clone())
     .owns(Api::<PodDisruptionBudget>::all(client), owned)
     .shutdown_on_signal()
+    .graceful_shutdown_on(stop)
     .run(reconcile, error_policy, ctx)
     .for_each(|res| async move {
         match res {

@@ -26,6 +26,37 @@ struct Args {
     /// Log format: text or json
     #[arg(long, env = "FLOE_LOG_FORMAT", default_value = "json")]
     log_format: String,
+    /// Reconcile only while holding the Lease `floe-operator`, so replicas can run side by side
+    #[arg(long, env = "FLOE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the leader Lease (the operator's own)
+    #[arg(long, env = "POD_NAMESPACE", default_value = "floe-system")]
+    lease_namespace: String,
+    /// This replica's name in the Lease and in Events [default: $POD_NAME, else a random name]
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+/// Lease: taken over by a standby 15 s after the leader stops renewing (at once when the
+/// leader releases it on shutdown); renewed 5 s before it expires.
+const LEASE_NAME: &str = "floe-operator";
+const LEASE_SECONDS: u64 = 15;
+const LEASE_GRACE_SECONDS: u64 = 5;
+
+/// SIGTERM (the kubelet) or SIGINT.
+async fn signalled() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
 
 #[tokio::main]
@@ -70,9 +101,78 @@ async fn main() -> anyhow::Result<()> {
     ready.store(true, Ordering::Relaxed);
     tracing::info!(addr = %args.http_addr, "floe-operator running");
 
-    let instance = std::env::var("POD_NAME").ok();
-    controller::run(Arc::new(Context::new(client, metrics, instance))).await;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let mut b = [0u8; 8];
+        let _ = getrandom::fill(&mut b);
+        format!("floe-operator-{}", hex::encode(b))
+    });
+    let lease = if args.leader_election {
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+            .with_namespace(&args.lease_namespace)
+            .with_identity(&identity)
+            .with_duration(LEASE_SECONDS)
+            .with_grace(LEASE_GRACE_SECONDS)
+            .build()
+            .await
+            .context("setting up leader election")?;
+        let (mut leader, task) = manager.watch().await;
+        tracing::info!(%identity, namespace = %args.lease_namespace, lease = LEASE_NAME, "waiting to lead");
+        let became_leader = async {
+            while !*leader.borrow_and_update() {
+                if leader.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::select! {
+            led = became_leader => if !led { anyhow::bail!("leader election stopped") },
+            _ = signalled() => {
+                drop(leader);
+                let _ = task.await;
+                server.abort();
+                return Ok(());
+            }
+        }
+        tracing::info!(%identity, "leading");
+        Some((leader, task))
+    } else {
+        None
+    };
+
+    // leadership lost → the controller stops gracefully, then the process exits non-zero
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let lost = Arc::new(AtomicBool::new(false));
+    let watch_lease = lease.as_ref().map(|(leader, _)| {
+        let mut leader = leader.clone();
+        let lost = lost.clone();
+        tokio::spawn(async move {
+            while leader.changed().await.is_ok() {
+                if !*leader.borrow_and_update() {
+                    break;
+                }
+            }
+            lost.store(true, Ordering::Relaxed);
+            let _ = stop_tx.send(());
+        })
+    });
+    let ctx = Arc::new(Context::new(client, metrics, Some(identity)));
+    controller::run(ctx, async move {
+        let _ = stop_rx.await;
+    })
+    .await;
+    if let Some(w) = watch_lease {
+        w.abort();
+    }
+    // release the Lease so a standby takes over at once
+    if let Some((leader, task)) = lease {
+        drop(leader);
+        let _ = task.await;
+    }
     server.abort();
+    if lost.load(Ordering::Relaxed) {
+        anyhow::bail!("lost the leader Lease; exiting so this replica restarts as a standby");
+    }
     tracing::info!("floe-operator stopped");
     Ok(())
 }
