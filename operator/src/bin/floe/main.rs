@@ -59,6 +59,8 @@ pub enum Cmd {
         #[arg(allow_hyphen_values = true)]
         blob_id: Option<String>,
     },
+    /// Print the StorageCluster CRD (what crds/storagecluster.yaml holds)
+    Crd,
     /// Compute a file's blob ID offline
     BlobId {
         file: PathBuf,
@@ -177,6 +179,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
+        Cmd::Crd => {
+            print!("{}", floe_operator::crd::crd_yaml()?);
+            Ok(())
+        }
         Cmd::Testnet { command } => testnet_cmd::run(&cli, command).await,
         Cmd::Put { file } => blob_cmd::put(&cli, file).await,
         Cmd::Get { blob_id, output } => blob_cmd::get(&cli, blob_id, output.as_ref()).await,
