@@ -36,9 +36,9 @@ pub const FINALIZER: &str = "floe.dev/cleanup";
 /// Requeue of a settled cluster when nothing else wakes it (the brain will shorten this to
 /// the next epoch deadline).
 pub const SETTLED_REQUEUE: Duration = Duration::from_secs(300);
-/// Requeue while pods are starting: pod changes do not wake the controller (pods are not
-/// owned by the StorageCluster), so poll until they are Ready.
-pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(5);
+/// Requeue while pods are starting. Pod changes wake the controller anyway (node pods are
+/// watched and mapped to their cluster by label); this is only a safety net.
+pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(60);
 
 /// Errors of one reconcile. All are transient: they back off per object ([`error_policy`]).
 /// A spec that is wrong stays out of here: it becomes the `Invalid` condition.
@@ -184,7 +184,19 @@ pub async fn run(
     .owns(Api::<Service>::all(client.clone()), owned.clone())
     .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
     .owns(Api::<Secret>::all(client.clone()), owned.clone())
-    .owns(Api::<PodDisruptionBudget>::all(client), owned)
+    .owns(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        owned.clone(),
+    )
+    // node pods are owned by the StatefulSet, not the StorageCluster: map them by label
+    .watches(Api::<Pod>::all(client), owned, |pod| {
+        let ns = pod.namespace();
+        pod.labels()
+            .get(meta::LABEL_INSTANCE)
+            .cloned()
+            .zip(ns)
+            .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
+    })
     .shutdown_on_signal()
     .graceful_shutdown_on(stop)
     .run(reconcile, error_policy, ctx)
@@ -276,7 +288,7 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
                 "Paused",
                 "spec.paused is true: the operator touches nothing",
             )],
-            StorageClusterStatus::default(),
+            None,
         )
         .await?;
         return Ok(Action::await_change());
@@ -296,7 +308,7 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
                     ConditionUpdate::new(ConditionType::Invalid, true, "InvalidSpec", msg),
                     ConditionUpdate::new(ConditionType::Paused, false, "Reconciling", ""),
                 ],
-                StorageClusterStatus::default(),
+                None,
             )
             .await?;
             return Ok(Action::await_change());
@@ -419,7 +431,7 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
     updates.extend(brain.conditions.iter().cloned());
     let mut status = brain.status.clone();
     status.ready_nodes = ready;
-    write_status(sc, ctx, updates, status).await?;
+    write_status(sc, ctx, updates, Some(status)).await?;
 
     let requeue = if progressing {
         PROGRESS_REQUEUE
@@ -430,12 +442,16 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// Server-side-apply the status: observedGeneration, merged conditions, phase, selector.
+/// `status` carries what this reconcile observed; `None` (paused, invalid) keeps the last
+/// observed values: with server-side apply, a field the operator stops sending is removed,
+/// and pausing must not blank the committee table.
 async fn write_status(
     sc: &StorageCluster,
     ctx: &Context,
     updates: Vec<ConditionUpdate>,
-    mut status: StorageClusterStatus,
+    status: Option<StorageClusterStatus>,
 ) -> Result<(), Error> {
+    let mut status = status.unwrap_or_else(|| sc.status.clone().unwrap_or_default());
     let ns = sc
         .namespace()
         .ok_or(meta::MetaError::Missing("namespace"))?;
@@ -450,13 +466,6 @@ async fn write_status(
     status.phase = Some(phase(&status.conditions));
     status.observed_generation = sc.metadata.generation;
     status.selector = Some(selector_string(&name));
-    if sc.spec.paused {
-        // keep what was last observed rather than blanking the columns
-        if let Some(old) = &sc.status {
-            status.ready_nodes = old.ready_nodes;
-            status.epoch = old.epoch;
-        }
-    }
     let flips = transitions(current, &status.conditions);
     let patch = serde_json::json!({
         "apiVersion": "floe.dev/v1alpha1",
