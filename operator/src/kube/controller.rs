@@ -316,28 +316,25 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
     };
 
     let names = Names::new(&name);
+    // the three reads are independent: one round trip instead of three
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let token = match secrets
-        .get_opt(&names.admin_secret())
-        .await?
-        .as_ref()
-        .and_then(builders::existing_admin_token)
-    {
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let selector = selector_string(&name);
+    let pod_params = ListParams::default().labels(&selector);
+    let (secret_name, sts_name) = (names.admin_secret(), names.stateful_set());
+    let (secret, sts, pod_list) = futures::try_join!(
+        secrets.get_opt(&secret_name),
+        sts_api.get_opt(&sts_name),
+        pods.list(&pod_params),
+    )?;
+    let token = match secret.as_ref().and_then(builders::existing_admin_token) {
         Some(t) => t,
         None => builders::generate_admin_token().map_err(Error::Token)?,
     };
-    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-    let current = sts_api
-        .get_opt(&names.stateful_set())
-        .await?
-        .and_then(|s| s.spec)
-        .and_then(|s| s.replicas);
-
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let current = sts.and_then(|s| s.spec).and_then(|s| s.replicas);
     let observed = Observed {
-        pods: pods
-            .list(&ListParams::default().labels(&selector_string(&name)))
-            .await?
+        pods: pod_list
             .items
             .into_iter()
             .map(|p| {
@@ -373,12 +370,16 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
         replicas,
         pdb_max_unavailable: max_unavailable,
     })?;
-    ssa(client, &ns, &desired.config_map).await?;
-    ssa(client, &ns, &desired.admin_secret).await?;
-    ssa(client, &ns, &desired.headless_service).await?;
-    ssa(client, &ns, &desired.client_service).await?;
-    ssa(client, &ns, &desired.stateful_set).await?;
-    ssa(client, &ns, &desired.pdb).await?;
+    // independent objects, applied concurrently (pods wait for their ConfigMap and Secret
+    // on their own, so the order does not matter)
+    futures::try_join!(
+        ssa(client, &ns, &desired.config_map),
+        ssa(client, &ns, &desired.admin_secret),
+        ssa(client, &ns, &desired.headless_service),
+        ssa(client, &ns, &desired.client_service),
+        ssa(client, &ns, &desired.stateful_set),
+        ssa(client, &ns, &desired.pdb),
+    )?;
     let sm_api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &ns, &builders::service_monitor_resource());
     match &desired.service_monitor {
