@@ -36,9 +36,9 @@ pub const FINALIZER: &str = "floe.dev/cleanup";
 /// Requeue of a settled cluster when nothing else wakes it (the brain will shorten this to
 /// the next epoch deadline).
 pub const SETTLED_REQUEUE: Duration = Duration::from_secs(300);
-/// Requeue while pods are starting: pod changes do not wake the controller (pods are not
-/// owned by the StorageCluster), so poll until they are Ready.
-pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(5);
+/// Requeue while pods are starting. Pod changes wake the controller anyway (node pods are
+/// watched and mapped to their cluster by label); this is only a safety net.
+pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(60);
 
 /// Errors of one reconcile. All are transient: they back off per object ([`error_policy`]).
 /// A spec that is wrong stays out of here: it becomes the `Invalid` condition.
@@ -184,7 +184,19 @@ pub async fn run(
     .owns(Api::<Service>::all(client.clone()), owned.clone())
     .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
     .owns(Api::<Secret>::all(client.clone()), owned.clone())
-    .owns(Api::<PodDisruptionBudget>::all(client), owned)
+    .owns(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        owned.clone(),
+    )
+    // node pods are owned by the StatefulSet, not the StorageCluster: map them by label
+    .watches(Api::<Pod>::all(client), owned, |pod| {
+        let ns = pod.namespace();
+        pod.labels()
+            .get(meta::LABEL_INSTANCE)
+            .cloned()
+            .zip(ns)
+            .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
+    })
     .shutdown_on_signal()
     .graceful_shutdown_on(stop)
     .run(reconcile, error_policy, ctx)
@@ -276,7 +288,7 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
                 "Paused",
                 "spec.paused is true: the operator touches nothing",
             )],
-            StorageClusterStatus::default(),
+            None,
         )
         .await?;
         return Ok(Action::await_change());
@@ -296,7 +308,7 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
                     ConditionUpdate::new(ConditionType::Invalid, true, "InvalidSpec", msg),
                     ConditionUpdate::new(ConditionType::Paused, false, "Reconciling", ""),
                 ],
-                StorageClusterStatus::default(),
+                None,
             )
             .await?;
             return Ok(Action::await_change());
@@ -304,28 +316,25 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
     };
 
     let names = Names::new(&name);
+    // the three reads are independent: one round trip instead of three
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let token = match secrets
-        .get_opt(&names.admin_secret())
-        .await?
-        .as_ref()
-        .and_then(builders::existing_admin_token)
-    {
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let selector = selector_string(&name);
+    let pod_params = ListParams::default().labels(&selector);
+    let (secret_name, sts_name) = (names.admin_secret(), names.stateful_set());
+    let (secret, sts, pod_list) = futures::try_join!(
+        secrets.get_opt(&secret_name),
+        sts_api.get_opt(&sts_name),
+        pods.list(&pod_params),
+    )?;
+    let token = match secret.as_ref().and_then(builders::existing_admin_token) {
         Some(t) => t,
         None => builders::generate_admin_token().map_err(Error::Token)?,
     };
-    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-    let current = sts_api
-        .get_opt(&names.stateful_set())
-        .await?
-        .and_then(|s| s.spec)
-        .and_then(|s| s.replicas);
-
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let current = sts.and_then(|s| s.spec).and_then(|s| s.replicas);
     let observed = Observed {
-        pods: pods
-            .list(&ListParams::default().labels(&selector_string(&name)))
-            .await?
+        pods: pod_list
             .items
             .into_iter()
             .map(|p| {
@@ -361,12 +370,16 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
         replicas,
         pdb_max_unavailable: max_unavailable,
     })?;
-    ssa(client, &ns, &desired.config_map).await?;
-    ssa(client, &ns, &desired.admin_secret).await?;
-    ssa(client, &ns, &desired.headless_service).await?;
-    ssa(client, &ns, &desired.client_service).await?;
-    ssa(client, &ns, &desired.stateful_set).await?;
-    ssa(client, &ns, &desired.pdb).await?;
+    // independent objects, applied concurrently (pods wait for their ConfigMap and Secret
+    // on their own, so the order does not matter)
+    futures::try_join!(
+        ssa(client, &ns, &desired.config_map),
+        ssa(client, &ns, &desired.admin_secret),
+        ssa(client, &ns, &desired.headless_service),
+        ssa(client, &ns, &desired.client_service),
+        ssa(client, &ns, &desired.stateful_set),
+        ssa(client, &ns, &desired.pdb),
+    )?;
     let sm_api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &ns, &builders::service_monitor_resource());
     match &desired.service_monitor {
@@ -419,7 +432,7 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
     updates.extend(brain.conditions.iter().cloned());
     let mut status = brain.status.clone();
     status.ready_nodes = ready;
-    write_status(sc, ctx, updates, status).await?;
+    write_status(sc, ctx, updates, Some(status)).await?;
 
     let requeue = if progressing {
         PROGRESS_REQUEUE
@@ -430,12 +443,16 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// Server-side-apply the status: observedGeneration, merged conditions, phase, selector.
+/// `status` carries what this reconcile observed; `None` (paused, invalid) keeps the last
+/// observed values: with server-side apply, a field the operator stops sending is removed,
+/// and pausing must not blank the committee table.
 async fn write_status(
     sc: &StorageCluster,
     ctx: &Context,
     updates: Vec<ConditionUpdate>,
-    mut status: StorageClusterStatus,
+    status: Option<StorageClusterStatus>,
 ) -> Result<(), Error> {
+    let mut status = status.unwrap_or_else(|| sc.status.clone().unwrap_or_default());
     let ns = sc
         .namespace()
         .ok_or(meta::MetaError::Missing("namespace"))?;
@@ -450,13 +467,6 @@ async fn write_status(
     status.phase = Some(phase(&status.conditions));
     status.observed_generation = sc.metadata.generation;
     status.selector = Some(selector_string(&name));
-    if sc.spec.paused {
-        // keep what was last observed rather than blanking the columns
-        if let Some(old) = &sc.status {
-            status.ready_nodes = old.ready_nodes;
-            status.epoch = old.epoch;
-        }
-    }
     let flips = transitions(current, &status.conditions);
     let patch = serde_json::json!({
         "apiVersion": "floe.dev/v1alpha1",

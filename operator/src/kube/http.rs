@@ -45,7 +45,10 @@ impl Metrics {
                 "floe_operator_reconcile_duration_seconds",
                 "Reconcile latency per StorageCluster",
             )
-            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            .buckets(vec![
+                0.001, 0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15,
+                0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
             &["cluster"],
         )?;
         registry.register(Box::new(reconciles.clone()))?;

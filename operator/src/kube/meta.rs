@@ -59,6 +59,18 @@ impl Names {
     pub fn pod(&self, ordinal: u32) -> String {
         format!("{}-{ordinal}", self.cluster)
     }
+    /// Ordinal of one of this cluster's pods (`<cluster>-<ordinal>`): stake overrides and
+    /// scale-down (ordinals ≥ `spec.nodes` are leaving) are keyed by it.
+    pub fn ordinal(&self, pod: &str) -> Option<u32> {
+        let digits = pod.strip_prefix(&self.cluster)?.strip_prefix('-')?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        if digits.len() > 1 && digits.starts_with('0') {
+            return None;
+        }
+        digits.parse().ok()
+    }
     /// Headless Service (the StatefulSet's `serviceName`, per-pod DNS names).
     pub fn headless_service(&self) -> String {
         format!("{}-nodes", self.cluster)
@@ -155,5 +167,30 @@ impl ClusterMeta {
             owner_references: Some(vec![self.owner.clone()]),
             ..ObjectMeta::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinals_of_this_clusters_pods_only() {
+        let n = Names::new("alpha");
+        assert_eq!(n.ordinal(&n.pod(0)), Some(0));
+        assert_eq!(n.ordinal(&n.pod(12)), Some(12));
+        for other in [
+            "alpha",
+            "alpha-",
+            "alpha-x",
+            "alpha-01",
+            "alpha-beta-1",
+            "alphabet-1",
+            "beta-1",
+        ] {
+            assert_eq!(n.ordinal(other), None, "{other}");
+        }
+        // a cluster whose name extends another's
+        assert_eq!(Names::new("alpha-beta").ordinal("alpha-beta-3"), Some(3));
     }
 }
