@@ -81,6 +81,9 @@ pub struct Settings {
     pub reward_per_epoch: u64,
     /// A change not complete after this long is reported stuck (it keeps being retried).
     pub stuck_after_ms: u64,
+    /// The first committee waits until this many active candidates answer (a Kubernetes body
+    /// sees pods appear one by one; the first committee should hold all it asked for).
+    pub genesis_members: usize,
 }
 
 /// A command for the driver. Each carries the epoch it is for.
@@ -347,6 +350,7 @@ impl Brain {
             .filter(|c| c.intent == Intent::Active)
             .collect();
         if active.is_empty()
+            || active.len() < self.settings.genesis_members
             || active
                 .iter()
                 .any(|c| !inputs.reports.contains_key(&c.node_id))
@@ -730,6 +734,7 @@ mod tests {
             unreachable_after_ms: 5_000,
             reward_per_epoch: 1000,
             stuck_after_ms: 3_000,
+            genesis_members: 3,
         }
     }
     fn jitter() -> u64 {
@@ -814,6 +819,9 @@ mod tests {
         let cmds = b.step(&inputs(0, &cands, reports(&[1, 2], 0, false)), jitter);
         assert!(cmds.is_empty());
         assert_eq!(b.state.phase, Phase::Genesis);
+        // fewer candidates than the body asked for (pods still starting): still waiting
+        let cmds = b.step(&inputs(50, &cands[..2], reports(&[1, 2], 0, false)), jitter);
+        assert!(cmds.is_empty());
         let cmds = b.step(&inputs(100, &cands, reports(&[1, 2, 3], 0, false)), jitter);
         assert_eq!(publishes(&cmds), vec![(id(1), 1), (id(2), 1), (id(3), 1)]);
         assert_eq!((b.state.epoch, b.state.phase.clone()), (1, Phase::Stable));

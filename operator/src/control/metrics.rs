@@ -36,8 +36,18 @@ fn gauge_vec(name: &str, help: &str) -> IntGaugeVec {
 
 impl ControlMetrics {
     pub fn new() -> Self {
+        Self::with_registry(Registry::new())
+    }
+
+    /// Metrics of one cluster among many (the operator): every series carries `cluster`.
+    pub fn for_cluster(cluster: &str) -> Self {
+        let labels = std::collections::HashMap::from([("cluster".to_string(), cluster.to_string())]);
+        Self::with_registry(Registry::new_custom(None, Some(labels)).expect("valid label"))
+    }
+
+    fn with_registry(registry: Registry) -> Self {
         let m = Self {
-            registry: Registry::new(),
+            registry,
             epoch: gauge(
                 "floe_control_epoch",
                 "Current epoch (0 before the first committee)",

@@ -75,6 +75,8 @@ pub struct Context {
     pub metrics: super::http::Metrics,
     recorder: Recorder,
     backoff: Mutex<HashMap<ObjectRef<StorageCluster>, u32>>,
+    /// The control plane's brain, one driver per cluster.
+    pub brains: super::brain::Brains,
 }
 
 impl Context {
@@ -89,6 +91,7 @@ impl Context {
             client,
             metrics,
             backoff: Mutex::new(HashMap::new()),
+            brains: Default::default(),
         }
     }
 }
@@ -156,15 +159,27 @@ pub struct Observed {
     pub pods: Vec<(String, Option<String>, bool)>,
 }
 
-/// THE SEAM: one step of the control plane's brain (committees, epochs, challenges, rewards)
-/// through its trait, given what was observed. Not connected yet; epochs and committees are
-/// never faked here.
+/// THE SEAM: one round of the control plane's brain (committees, epochs, challenges,
+/// rewards) through its `Body` trait ([`super::body::KubeBody`]), given what was observed.
 pub async fn drive_control_plane(
-    _cluster: &StorageCluster,
-    _observed: &Observed,
-    _ctx: &Context,
+    cluster: &StorageCluster,
+    valid: &crate::crd::validate::ValidSpec,
+    observed: &Observed,
+    admin_token: &str,
+    current_replicas: Option<i32>,
+    ctx: &Context,
 ) -> BrainOutcome {
-    BrainOutcome::not_connected()
+    ctx.brains
+        .step(
+            cluster,
+            valid,
+            observed,
+            admin_token,
+            current_replicas,
+            &ctx.client,
+            &ctx.metrics,
+        )
+        .await
 }
 
 /// Run the controller until SIGTERM/SIGINT or until `stop` resolves (leadership lost).
@@ -219,7 +234,7 @@ async fn reconcile(sc: Arc<StorageCluster>, ctx: Arc<Context>) -> Result<Action,
     let result = finalizer(&api, FINALIZER, sc.clone(), |event| async {
         match event {
             Finalizer::Apply(sc) => apply(&sc, &ctx).await,
-            Finalizer::Cleanup(sc) => cleanup(&sc).await,
+            Finalizer::Cleanup(sc) => cleanup(&sc, &ctx).await,
         }
     })
     .await
@@ -349,7 +364,7 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
     };
     let ready = observed.pods.iter().filter(|p| p.2).count() as i32;
 
-    let brain = drive_control_plane(sc, &observed, ctx).await;
+    let brain = drive_control_plane(sc, &valid, &observed, &token, current, ctx).await;
 
     let replicas = stateful_set_replicas(sc.spec.nodes, current, brain.drained_to);
     let state = if brain.busy || ready < replicas {
@@ -434,11 +449,13 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
     status.ready_nodes = ready;
     write_status(sc, ctx, updates, Some(status)).await?;
 
-    let requeue = if progressing {
+    // the brain's deadline (epoch end, challenge, a running change) wins over the safety nets
+    let fallback = if progressing {
         PROGRESS_REQUEUE
     } else {
-        brain.next_deadline.unwrap_or(SETTLED_REQUEUE)
+        SETTLED_REQUEUE
     };
+    let requeue = brain.next_deadline.map_or(fallback, |d| d.min(fallback));
     Ok(Action::requeue(requeue))
 }
 
@@ -506,8 +523,9 @@ async fn write_status(
 /// Deletion: owned objects go by garbage collection (owner references), volumes by the
 /// StatefulSet's retention policy. Nothing else to undo yet; the brain will stop its epoch
 /// work for the cluster here.
-async fn cleanup(sc: &StorageCluster) -> Result<Action, Error> {
-    tracing::info!(cluster = %sc.name_any(), "StorageCluster deleted; owned objects are garbage-collected");
+async fn cleanup(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
+    ctx.brains.remove(sc, &ctx.metrics).await;
+    tracing::info!(cluster = %sc.name_any(), "StorageCluster deleted; its epochs stop, owned objects are garbage-collected");
     Ok(Action::await_change())
 }
 

@@ -18,6 +18,8 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Each cluster's control-plane metrics (`floe_control_*{cluster=…}`), merged on render.
+    clusters: Arc<std::sync::Mutex<std::collections::BTreeMap<String, Registry>>>,
     reconciles: IntCounterVec,
     errors: IntCounterVec,
     duration: HistogramVec,
@@ -56,6 +58,7 @@ impl Metrics {
         registry.register(Box::new(duration.clone()))?;
         Ok(Metrics {
             registry,
+            clusters: Default::default(),
             reconciles,
             errors,
             duration,
@@ -72,10 +75,46 @@ impl Metrics {
         }
     }
 
+    /// Serve a cluster's control-plane metrics (replacing any earlier registry of it).
+    pub fn add_cluster(&self, cluster: &str, registry: Registry) {
+        if let Ok(mut c) = self.clusters.lock() {
+            c.insert(cluster.to_string(), registry);
+        }
+    }
+
+    pub fn remove_cluster(&self, cluster: &str) {
+        if let Ok(mut c) = self.clusters.lock() {
+            c.remove(cluster);
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
+        // one family per name: the clusters' series are merged into the families they share
+        let mut families: std::collections::BTreeMap<String, prometheus::proto::MetricFamily> =
+            std::collections::BTreeMap::new();
+        let regs: Vec<Registry> = self
+            .clusters
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        for fam in std::iter::once(self.registry.gather())
+            .chain(regs.iter().map(Registry::gather))
+            .flatten()
+        {
+            match families.get_mut(fam.name()) {
+                Some(f) => {
+                    let mut fam = fam;
+                    f.mut_metric().extend(fam.take_metric());
+                }
+                None => {
+                    families.insert(fam.name().to_string(), fam);
+                }
+            }
+        }
+        let families: Vec<_> = families.into_values().collect();
         // encoding into a Vec cannot fail on I/O; a metric family error would be a bug here
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        let _ = TextEncoder::new().encode(&families, &mut buf);
         String::from_utf8_lossy(&buf).into_owned()
     }
 }

@@ -2,6 +2,8 @@
 //! their names, labels and owner references ([`meta`]), and the PodDisruptionBudget sizing
 //! ([`pdb`]).
 
+pub mod body;
+pub mod brain;
 pub mod builders;
 pub mod controller;
 pub mod http;

@@ -97,7 +97,7 @@ impl ControlOptions {
             stuck_after_seconds: None,
         }
     }
-    fn settings(&self, n_shards: u16) -> Settings {
+    fn settings(&self, n_shards: u16, nodes: usize) -> Settings {
         let epoch_ms = self.epoch_seconds * 1000;
         Settings {
             n_shards,
@@ -107,6 +107,7 @@ impl ControlOptions {
             stuck_after_ms: self
                 .stuck_after_seconds
                 .map_or((epoch_ms / 4).clamp(5000, 300_000), |s| s * 1000),
+            genesis_members: nodes,
         }
     }
 }
@@ -668,7 +669,7 @@ impl Supervisor {
         }
         let stored = load_control(&dir)?;
         let brain_state = stored.unwrap_or_else(|| BrainState::new(opts.shards));
-        let brain = Brain::new(brain_state, opts.control.settings(opts.shards))?;
+        let brain = Brain::new(brain_state, opts.control.settings(opts.shards, opts.nodes))?;
         let members = Members::new(&body.state.admin_token()?);
         let challenges = ChallengeSettings {
             samples: opts.control.challenge_samples,
