@@ -121,12 +121,20 @@ fn membership_changes_over_several_epochs() {
                 let f = dir.join(format!("during-{rounds}"));
                 std::fs::write(&f, &data).unwrap();
                 let out = common::floe_in(&dir, &["--json", "put", f.to_str().unwrap()]);
-                assert!(out.status.success(), "put during the change: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "put during the change: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 let v: Value = serde_json::from_slice(&out.stdout).unwrap();
                 let id = v["blob_id"].as_str().unwrap().to_string();
                 let o = dir.join(format!("during-{rounds}.out"));
                 let out = common::floe_in(&dir, &["get", &id, "-o", o.to_str().unwrap()]);
-                assert!(out.status.success(), "get during the change: {}", String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "get during the change: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 assert_eq!(std::fs::read(&o).unwrap(), data);
                 rounds += 1;
             }
@@ -135,7 +143,12 @@ fn membership_changes_over_several_epochs() {
     };
     assert_eq!(next_epoch(&t), 2);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert!(traffic.join().expect("reads and writes work through the change") >= 3);
+    assert!(
+        traffic
+            .join()
+            .expect("reads and writes work through the change")
+            >= 3
+    );
     let moved = check_minimal_movement(&t);
     let new: BTreeSet<String> = [node_id_of(&t, "node4"), node_id_of(&t, "node5")].into();
     assert!(!moved.is_empty());

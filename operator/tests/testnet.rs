@@ -147,7 +147,14 @@ fn crashed_node_is_restarted_by_the_supervisor() {
     assert!(id.starts_with('-'), "{id}");
     assert_eq!(t.get(&id), dashed);
     let st = t.json(&["status", &id]);
-    assert!(st["nodes"].as_array().unwrap().iter().all(|n| n["state"] == "certified"), "{st}");
+    assert!(
+        st["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["state"] == "certified"),
+        "{st}"
+    );
     // a second `up` in the same directory is refused while the first runs
     let out = t.floe(&["testnet", "up", "--nodes", "4", "--shards", "10"]);
     assert!(!out.status.success());

@@ -60,6 +60,8 @@ pub struct Members {
 
 /// How long one observation may take before the member counts as unreachable this round.
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long handing a committee to one member may take (retried next round).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -137,8 +139,8 @@ impl Members {
             .collect()
     }
 
-    pub async fn publish(&mut self, address: &str, c: &Committee) -> Result<(), String> {
-        let client = self.client(address).ok_or("bad address")?;
+    /// Hand committee `c` to one member (admin `SetCommittee`).
+    pub async fn publish_with(client: &NodeClient, c: &Committee) -> Result<(), String> {
         match client.set_committee(c).await {
             Ok(()) => Ok(()),
             // the node is already past this epoch: nothing to do (stale command dropped)
@@ -157,7 +159,9 @@ impl Members {
         let mut out = BTreeMap::new();
         let mut after = None;
         for _ in 0..10_000 {
-            let Ok((certs, more)) = client.list_certified(after, 1000).await else {
+            let Ok(Ok((certs, more))) =
+                tokio::time::timeout(OBSERVE_TIMEOUT * 3, client.list_certified(after, 1000)).await
+            else {
                 break;
             };
             let last = certs.last().map(|c| c.blob_id);
@@ -387,17 +391,46 @@ impl<B: Body> Driver<B> {
         let epoch_before = self.brain.state.epoch;
         let was_changing = matches!(self.brain.state.phase, super::brain::Phase::Changing { .. });
         let commands = self.brain.step(&inputs, os_jitter);
+        // committees go out concurrently, one queue per node (a joiner gets epoch e, then e+1),
+        // each call bounded: a member that hangs cannot hold the round up
+        let mut publishes: BTreeMap<NodeId, (String, Vec<Committee>)> = BTreeMap::new();
+        let mut rest = Vec::new();
         for cmd in commands {
             match cmd {
                 Command::Publish {
                     node,
                     address,
                     committee,
-                } => {
-                    if let Err(e) = self.members.publish(&address, &committee).await {
-                        tracing::warn!(node = %node.short(), epoch = committee.epoch, error = %e, "publishing the committee failed; retried next round");
+                } => publishes
+                    .entry(node)
+                    .or_insert_with(|| (address, Vec::new()))
+                    .1
+                    .push(committee),
+                other => rest.push(other),
+            }
+        }
+        let jobs: Vec<_> = publishes
+            .into_iter()
+            .filter_map(|(node, (address, committees))| {
+                let client = self.members.client(&address)?;
+                Some(async move {
+                    for c in committees {
+                        let r = tokio::time::timeout(PUBLISH_TIMEOUT, Members::publish_with(&client, &c)).await;
+                        let err = match r {
+                            Ok(Ok(())) => continue,
+                            Ok(Err(e)) => e,
+                            Err(_) => format!("no answer within {PUBLISH_TIMEOUT:?}"),
+                        };
+                        tracing::warn!(node = %node.short(), epoch = c.epoch, error = %err, "publishing the committee failed; retried next round");
+                        break;
                     }
-                }
+                })
+            })
+            .collect();
+        join_all(jobs).await;
+        for cmd in rest {
+            match cmd {
+                Command::Publish { .. } => {}
                 Command::Challenge { epoch, committee } => {
                     tracing::info!(epoch, "challenge round");
                     let round = self

@@ -41,7 +41,8 @@ impl ControlMetrics {
 
     /// Metrics of one cluster among many (the operator): every series carries `cluster`.
     pub fn for_cluster(cluster: &str) -> Self {
-        let labels = std::collections::HashMap::from([("cluster".to_string(), cluster.to_string())]);
+        let labels =
+            std::collections::HashMap::from([("cluster".to_string(), cluster.to_string())]);
         Self::with_registry(Registry::new_custom(None, Some(labels)).expect("valid label"))
     }
 

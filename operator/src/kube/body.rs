@@ -83,18 +83,28 @@ impl KubeBody {
     }
 
     /// The brain's stored state, if the cluster has one.
-    pub async fn load(client: &Client, ns: &str, cluster: &str) -> Result<Option<BrainState>, BodyError> {
+    pub async fn load(
+        client: &Client,
+        ns: &str,
+        cluster: &str,
+    ) -> Result<Option<BrainState>, BodyError> {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
         let cm = api
             .get_opt(&control_config_map(cluster))
             .await
             .map_err(|e| BodyError(format!("reading the control state: {e}")))?;
-        let Some(text) = cm.and_then(|c| c.data).and_then(|d| d.get(STATE_KEY).cloned()) else {
+        let Some(text) = cm
+            .and_then(|c| c.data)
+            .and_then(|d| d.get(STATE_KEY).cloned())
+        else {
             return Ok(None);
         };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| BodyError(format!("the control state in {} does not parse: {e}", control_config_map(cluster))))
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            BodyError(format!(
+                "the control state in {} does not parse: {e}",
+                control_config_map(cluster)
+            ))
+        })
     }
 
     pub fn pods(&self) -> &[PodView] {
@@ -164,7 +174,8 @@ impl Body for KubeBody {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.meta.namespace);
         let name = control_config_map(&self.meta.names.cluster);
         // never store an older epoch than the one stored (a stale replica must not regress it)
-        let stored = Self::load(&self.client, &self.meta.namespace, &self.meta.names.cluster).await?;
+        let stored =
+            Self::load(&self.client, &self.meta.namespace, &self.meta.names.cluster).await?;
         crate::control::brain::check_monotonic(stored.as_ref(), state)
             .map_err(|e| BodyError(e.to_string()))?;
         let cm = ConfigMap {
@@ -175,9 +186,13 @@ impl Body for KubeBody {
             )])),
             ..Default::default()
         };
-        api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&cm))
-            .await
-            .map_err(|e| BodyError(format!("writing the control state: {e}")))?;
+        api.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&cm),
+        )
+        .await
+        .map_err(|e| BodyError(format!("writing the control state: {e}")))?;
         Ok(())
     }
 
@@ -203,7 +218,11 @@ pub fn drained_to(state: &BrainState, cluster: &str, nodes: u32, replicas: u32) 
         match rec {
             // a pod the brain knows: gone only when released and out of the committee
             Some((id, r)) => {
-                r.released && state.committee.as_ref().is_none_or(|c| c.member(id).is_none())
+                r.released
+                    && state
+                        .committee
+                        .as_ref()
+                        .is_none_or(|c| c.member(id).is_none())
             }
             // a pod that never joined holds nothing
             None => true,

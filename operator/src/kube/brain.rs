@@ -19,8 +19,8 @@ use crate::control::challenge::Outcome;
 use crate::control::driver::{now_ms, ChallengeSettings, Driver, Members};
 use crate::control::metrics::ControlMetrics;
 use crate::crd::status::{
-    ChallengeOutcome, ChallengeResult, CommitteeMember, ConditionType, ConditionUpdate,
-    EpochState, MemberState, StorageClusterStatus,
+    ChallengeOutcome, ChallengeResult, CommitteeMember, ConditionType, ConditionUpdate, EpochState,
+    MemberState, StorageClusterStatus,
 };
 use crate::crd::validate::ValidSpec;
 use crate::crd::StorageCluster;
@@ -137,7 +137,13 @@ impl Brains {
         d.challenges.samples = sc.spec.challenges.samples as usize;
         d.challenges.timeout = valid.challenge_timeout;
         let round = d.round().await;
-        let mut out = outcome(&d.brain.state, sc, &pods, current_replicas, &d.brain.settings);
+        let mut out = outcome(
+            &d.brain.state,
+            sc,
+            &pods,
+            current_replicas,
+            &d.brain.settings,
+        );
         if let Err(e) = round {
             out.conditions.push(ConditionUpdate::new(
                 ConditionType::Degraded,
@@ -200,7 +206,12 @@ pub fn outcome(
         return o;
     };
     // shards per ordinal, members by pod
-    let max_ordinal = pods.iter().map(|p| p.ordinal + 1).max().unwrap_or(0).max(replicas);
+    let max_ordinal = pods
+        .iter()
+        .map(|p| p.ordinal + 1)
+        .max()
+        .unwrap_or(0)
+        .max(replicas);
     let mut member_shards = vec![0u32; max_ordinal as usize];
     let names = Names::new(&sc.name_any());
     let mut rows = Vec::new();
@@ -239,7 +250,9 @@ pub fn outcome(
         let in_next = changing_to.is_some_and(|t| t.member(id).is_some());
         let state = if !up {
             MemberState::Down
-        } else if ordinal.is_some_and(|o| o >= nodes) || r.intent == crate::control::brain::Intent::Leaving {
+        } else if ordinal.is_some_and(|o| o >= nodes)
+            || r.intent == crate::control::brain::Intent::Leaving
+        {
             MemberState::Leaving
         } else if shards == 0 && !in_next {
             MemberState::Joining
@@ -308,11 +321,17 @@ pub fn outcome(
     conditions.push(ConditionUpdate::new(
         ConditionType::Degraded,
         down_shards > 0,
-        if down_shards > 0 { "MembersDown" } else { "AllMembersUp" },
+        if down_shards > 0 {
+            "MembersDown"
+        } else {
+            "AllMembersUp"
+        },
         down_pods.join(", "),
     ));
     let (changing, change_reason, change_msg) = match &s.phase {
-        Phase::Changing { to, stuck: None, .. } => (true, "Changing", format!("moving to epoch {}", to.epoch)),
+        Phase::Changing {
+            to, stuck: None, ..
+        } => (true, "Changing", format!("moving to epoch {}", to.epoch)),
         Phase::Changing {
             to,
             stuck: Some(why),
@@ -329,7 +348,11 @@ pub fn outcome(
     conditions.push(ConditionUpdate::new(
         ConditionType::Recovering,
         !recovering.is_empty(),
-        if recovering.is_empty() { "NothingToRecover" } else { "Rebuilding" },
+        if recovering.is_empty() {
+            "NothingToRecover"
+        } else {
+            "Rebuilding"
+        },
         recovering.join(", "),
     ));
     let deadline = s.deadline_ms(settings.epoch_ms);
@@ -351,7 +374,11 @@ pub fn outcome(
     let busy = changing || !recovering.is_empty();
     let status = StorageClusterStatus {
         epoch: Some(s.epoch as u64),
-        epoch_state: Some(if changing { EpochState::Changing } else { EpochState::Stable }),
+        epoch_state: Some(if changing {
+            EpochState::Changing
+        } else {
+            EpochState::Stable
+        }),
         next_deadline: time_of(deadline),
         committee: rows,
         blobs: Some(blobs),
