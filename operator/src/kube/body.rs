@@ -42,6 +42,7 @@ pub struct PodView {
     pub name: String,
     pub ordinal: u32,
     pub ip: Option<String>,
+    pub uid: String,
 }
 
 pub struct KubeBody {
@@ -50,8 +51,9 @@ pub struct KubeBody {
     /// The cluster as of this reconcile (spec and annotations).
     cluster: StorageCluster,
     pods: Vec<PodView>,
-    /// Node IDs learned from the pods, by address (a pod back on a new IP is asked again).
-    ids: HashMap<String, NodeId>,
+    /// Node IDs learned from the pods, by (pod UID, address): a pod back on a new IP, or a new
+    /// pod on an IP another pod had, is asked again.
+    ids: HashMap<(String, String), NodeId>,
     /// The last `floe.dev/next-epoch` value acted on.
     forced_token: Option<String>,
     pending_force: bool,
@@ -129,7 +131,7 @@ impl Body for KubeBody {
             let Some(address) = member_address(&self.cluster, &p.name, ip) else {
                 continue;
             };
-            if let Some(id) = self.ids.get(&address) {
+            if let Some(id) = self.ids.get(&(p.uid.clone(), address.clone())) {
                 out.push((p.clone(), address, *id));
             } else {
                 asks.push((p.clone(), address));
@@ -150,7 +152,7 @@ impl Body for KubeBody {
         .await;
         for (p, address, id) in answers {
             if let Some(id) = id {
-                self.ids.insert(address.clone(), id);
+                self.ids.insert((p.uid.clone(), address.clone()), id);
                 out.push((p, address, id));
             }
         }

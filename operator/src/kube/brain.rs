@@ -129,6 +129,7 @@ impl Brains {
                     ordinal: names.ordinal(name)?,
                     name: name.clone(),
                     ip: ip.clone(),
+                    uid: observed.uids.get(name).cloned().unwrap_or_default(),
                 })
             })
             .collect();

@@ -157,6 +157,9 @@ impl BrainOutcome {
 pub struct Observed {
     /// (pod name, pod IP, Ready) of every node pod.
     pub pods: Vec<(String, Option<String>, bool)>,
+    /// Pod name → UID: a pod recreated under the same name (and maybe the same IP) is another
+    /// pod, whose node identity must be asked again.
+    pub uids: HashMap<String, String>,
 }
 
 /// THE SEAM: one round of the control plane's brain (committees, epochs, challenges,
@@ -348,7 +351,13 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
         None => builders::generate_admin_token().map_err(Error::Token)?,
     };
     let current = sts.and_then(|s| s.spec).and_then(|s| s.replicas);
+    let uids = pod_list
+        .items
+        .iter()
+        .map(|p| (p.name_any(), p.metadata.uid.clone().unwrap_or_default()))
+        .collect();
     let observed = Observed {
+        uids,
         pods: pod_list
             .items
             .into_iter()
