@@ -291,4 +291,46 @@ func TestOperatorRunsEpochsOnKubernetes(t *testing.T) {
 		return !old && len(pods) == 1 && v.Status.Epoch == before+1 && v.Status.EpochState == "Stable", kubectl(t, "get", "fsc", "testnet", "-n", ns, "-o", "jsonpath={.status}")
 	})
 	readBack(t, ns, blobs)
+
+	// an upgrade (new image): the StatefulSet is OnDelete, the operator rolls the pods itself,
+	// highest ordinal first, one at a time, each only once the previous one is back and the
+	// cluster idle
+	patched := time.Now().Add(-time.Second)
+	kubectl(t, "patch", "fsc", "testnet", "-n", ns, "--type", "merge", "-p", `{"spec":{"image":"ghcr.io/floe-dev/floe-node:0.1.1"}}`)
+	type podMeta struct {
+		Items []struct {
+			Metadata struct {
+				Name              string            `json:"name"`
+				CreationTimestamp time.Time         `json:"creationTimestamp"`
+				Labels            map[string]string `json:"labels"`
+			} `json:"metadata"`
+		} `json:"items"`
+	}
+	var pm podMeta
+	eventually(t, "every pod rolled onto the new revision, the cluster Available", 300*time.Second, func() (bool, string) {
+		rev := stsField(t, ns, ".status.updateRevision")
+		if err := json.Unmarshal([]byte(kubectl(t, "get", "pods", "-n", ns, "-l", "app.kubernetes.io/instance=testnet", "-o", "json")), &pm); err != nil {
+			return false, err.Error()
+		}
+		done := len(pm.Items) == 4
+		for _, p := range pm.Items {
+			done = done && p.Metadata.Labels["controller-revision-hash"] == rev
+		}
+		v = view(t, ns)
+		return done && v.Status.Phase == "Available", fmt.Sprintf("revision %s, phase %s", rev, v.Status.Phase)
+	})
+	created := map[string]time.Time{}
+	for _, p := range pm.Items {
+		if p.Metadata.CreationTimestamp.Before(patched) {
+			t.Fatalf("%s was not recreated", p.Metadata.Name)
+		}
+		created[p.Metadata.Name] = p.Metadata.CreationTimestamp
+	}
+	for i := 3; i > 0; i-- {
+		a, b := created[fmt.Sprintf("testnet-%d", i)], created[fmt.Sprintf("testnet-%d", i-1)]
+		if !a.Before(b) {
+			t.Fatalf("pods not rolled highest first, one at a time: %v", created)
+		}
+	}
+	readBack(t, ns, blobs)
 }

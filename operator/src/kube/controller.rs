@@ -115,6 +115,30 @@ pub fn stateful_set_replicas(nodes: i32, current: Option<i32>, drained_to: Optio
     }
 }
 
+/// The pod to delete next in a rolling update (the StatefulSet is `OnDelete`): the
+/// highest-numbered pod not on `update_revision`, but only when nothing is `busy` (epoch change,
+/// sync, recovery, members down) and all `replicas` pods are Ready — the previous one is back
+/// and serving. One pod at a time; pure.
+pub fn pod_to_roll(
+    names: &Names,
+    revisions: &[(String, Option<String>)],
+    ready: &[&str],
+    update_revision: Option<&str>,
+    busy: bool,
+    replicas: i32,
+) -> Option<String> {
+    let target = update_revision?;
+    if busy || (ready.len() as i32) < replicas || revisions.len() as i32 != replicas {
+        return None;
+    }
+    revisions
+        .iter()
+        .filter(|(_, r)| r.as_deref() != Some(target))
+        .filter_map(|(pod, _)| names.ordinal(pod).map(|o| (o, pod)))
+        .max_by_key(|(o, _)| *o)
+        .map(|(_, pod)| pod.clone())
+}
+
 /// What the brain decides for one reconcile. Today [`drive_control_plane`] returns
 /// [`BrainOutcome::not_connected`]; the brain fills every field.
 #[derive(Debug, Clone, PartialEq)]
@@ -350,7 +374,21 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
         Some(t) => t,
         None => builders::generate_admin_token().map_err(Error::Token)?,
     };
+    let update_revision = sts
+        .as_ref()
+        .and_then(|s| s.status.as_ref())
+        .and_then(|s| s.update_revision.clone());
     let current = sts.and_then(|s| s.spec).and_then(|s| s.replicas);
+    let revisions: Vec<(String, Option<String>)> = pod_list
+        .items
+        .iter()
+        .map(|p| {
+            (
+                p.name_any(),
+                p.labels().get("controller-revision-hash").cloned(),
+            )
+        })
+        .collect();
     let uids = pod_list
         .items
         .iter()
@@ -404,6 +442,30 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
         ssa(client, &ns, &desired.stateful_set),
         ssa(client, &ns, &desired.pdb),
     )?;
+    // rolling update (the StatefulSet is OnDelete): one outdated pod at a time, only while
+    // the cluster is idle and every pod is back and serving
+    let members_down = brain.conditions.iter().any(|c| {
+        c.type_ == ConditionType::Degraded && c.status == crate::crd::status::ConditionStatus::True
+    });
+    let ready_names: Vec<&str> = observed
+        .pods
+        .iter()
+        .filter(|p| p.2)
+        .map(|p| p.0.as_str())
+        .collect();
+    if let Some(pod) = pod_to_roll(
+        &names,
+        &revisions,
+        &ready_names,
+        update_revision.as_deref(),
+        brain.busy || members_down || brain.member_shards.is_none(),
+        replicas,
+    ) {
+        tracing::info!(cluster = %name, %pod, "rolling the pod onto the StatefulSet's new revision");
+        Api::<Pod>::namespaced(client.clone(), &ns)
+            .delete(&pod, &Default::default())
+            .await?;
+    }
     let sm_api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &ns, &builders::service_monitor_resource());
     match &desired.service_monitor {
@@ -542,6 +604,38 @@ async fn cleanup(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
 mod tests {
     use super::*;
     use crate::crd::status::ConditionStatus;
+
+    #[test]
+    fn rolling_takes_one_outdated_pod_at_a_time_and_only_when_idle() {
+        let names = Names::new("c");
+        let revs = |v: &[(&str, &str)]| -> Vec<(String, Option<String>)> {
+            v.iter()
+                .map(|(p, r)| (p.to_string(), Some(r.to_string())))
+                .collect()
+        };
+        let all = ["c-0", "c-1", "c-2"];
+        let r = revs(&[("c-0", "old"), ("c-1", "old"), ("c-2", "new")]);
+        assert_eq!(
+            pod_to_roll(&names, &r, &all, Some("new"), false, 3),
+            Some("c-1".into())
+        );
+        assert_eq!(
+            pod_to_roll(&names, &r, &all, Some("new"), true, 3),
+            None,
+            "busy"
+        );
+        assert_eq!(
+            pod_to_roll(&names, &r, &["c-0", "c-2"], Some("new"), false, 3),
+            None,
+            "a pod is not back yet"
+        );
+        let done = revs(&[("c-0", "new"), ("c-1", "new"), ("c-2", "new")]);
+        assert_eq!(
+            pod_to_roll(&names, &done, &all, Some("new"), false, 3),
+            None
+        );
+        assert_eq!(pod_to_roll(&names, &r, &all, None, false, 3), None);
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {
