@@ -8,13 +8,20 @@
 //!              extended (primary code)
 //! ```
 //! Primary sliver i is row i of `[D; P]`, secondary sliver j is column j of `[D | Q]`.
-//! `R` is only ever needed for the sliver hashes, so it is hashed batch by batch and never
-//! kept. The two ways to get `R` agree because both codes are linear and systematic; this one is
-//! the cheaper (it extends `f` columns instead of `2f` rows).
+//! `R` is only ever needed for the sliver hashes. The two ways to get `R` agree because both
+//! codes are linear and systematic; this one is the cheaper (it extends `f` columns instead of
+//! `2f` rows).
+//!
+//! Sliver hashes (type 2, PROTOCOL.md §3): with symbols of more than 32 bytes every symbol's
+//! leaf hash is shared by its row tree and its column tree, so the `n × n` leaf matrix is hashed
+//! once (`R` batch by batch, never kept) and reduced along rows and along columns. With symbols
+//! of at most 32 bytes leaves are packed chunks, which differ between a row and a column, so
+//! the encoder packs a row-leaf and a column-leaf matrix (small: such blobs are at most
+//! `32·k_p·k_s` bytes) and reduces each.
 
 use rayon::prelude::*;
 
-use super::merkle::{leaf_hashes, root_of_leaves, Hash};
+use super::merkle::{column_roots, leaf_hashes_into, leaves_of_parts, root_of_leaves, Hash, CHUNK, ZERO};
 use super::metadata::{BlobId, BlobMetadata, ENCODING_RS2};
 use super::params::{EncodingParams, SymbolShape};
 use super::rs;
@@ -43,39 +50,19 @@ pub fn encode(blob: &[u8], params: EncodingParams) -> Result<EncodedBlob, CodecE
         parity_rows,
         parity_cols,
     } = extend_source(blob, params)?;
-    let (n, f, kp, ks, s) = (
-        params.n(),
-        params.f(),
-        params.k_primary(),
-        params.k_secondary(),
-        shape.symbol_size,
-    );
-
-    // Leaf hashes of the whole expanded matrix, n × n, row-major.
-    let mut leaves = vec![[0u8; 32]; n * n];
-    leaves.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-        let (left, right) = row.split_at_mut(ks);
-        if i < kp {
-            left.copy_from_slice(&leaf_hashes(&data[i * ks * s..(i + 1) * ks * s], s));
-            right.copy_from_slice(&leaf_hashes(&parity_cols[i * f * s..(i + 1) * f * s], s));
-        } else {
-            let r = i - kp;
-            left.copy_from_slice(&leaf_hashes(&parity_rows[r * ks * s..(r + 1) * ks * s], s));
-        }
-    });
-    let q_rows: Vec<&[u8]> = parity_cols.chunks(f * s).collect();
-    let r_hashes =
-        rs::map_column_parity(&q_rows, s, 2 * f, |c0, j, row| (c0, j, leaf_hashes(row, s)))?;
-    for (c0, j, hashes) in r_hashes.into_iter().flatten() {
-        let at = (kp + j) * n + ks + c0;
-        leaves[at..at + hashes.len()].copy_from_slice(&hashes);
-    }
-
-    let primary: Vec<Hash> = leaves.par_chunks(n).map(root_of_leaves).collect();
-    let secondary: Vec<Hash> = transpose(&leaves, n)
-        .par_chunks(n)
-        .map(root_of_leaves)
-        .collect();
+    let n = params.n();
+    let m = Matrices {
+        params,
+        s: shape.symbol_size,
+        data: &data,
+        parity_rows: &parity_rows,
+        parity_cols: &parity_cols,
+    };
+    let (primary, secondary) = if shape.symbol_size <= CHUNK {
+        m.packed_roots()?
+    } else {
+        m.hashed_roots()?
+    };
     let pair_hashes = (0..n).map(|p| (primary[p], secondary[n - 1 - p])).collect();
     let metadata = BlobMetadata {
         encoding_type: ENCODING_RS2,
@@ -91,26 +78,6 @@ pub fn encode(blob: &[u8], params: EncodingParams) -> Result<EncodedBlob, CodecE
         parity_rows,
         parity_cols,
     })
-}
-
-/// Transpose an `n × n` matrix of hashes in column strips, so that every read touches a few
-/// contiguous cache lines instead of one line per page.
-fn transpose(m: &[Hash], n: usize) -> Vec<Hash> {
-    const STRIP: usize = 16;
-    let mut t = vec![[0u8; 32]; n * n];
-    t.par_chunks_mut(n * STRIP)
-        .enumerate()
-        .for_each(|(strip, out)| {
-            let j0 = strip * STRIP;
-            let width = out.len() / n;
-            for i in 0..n {
-                let row = &m[i * n + j0..i * n + j0 + width];
-                for (dj, h) in row.iter().enumerate() {
-                    out[dj * n + i] = *h;
-                }
-            }
-        });
-    t
 }
 
 impl EncodedBlob {
@@ -229,4 +196,132 @@ pub fn reed_solomon_floor(blob: &[u8], params: EncodingParams) -> Result<usize, 
     let q_rows: Vec<&[u8]> = parity_cols.chunks(f * s).collect();
     let r = rs::map_column_parity(&q_rows, s, 2 * f, |_, _, row| row[0] as usize)?;
     Ok(r.into_iter().flatten().sum::<usize>() + parity_rows[0] as usize)
+}
+
+/// The four blocks of the expanded matrix, as the encoder holds them.
+struct Matrices<'a> {
+    params: EncodingParams,
+    s: usize,
+    data: &'a [u8],
+    parity_rows: &'a [u8],
+    parity_cols: &'a [u8],
+}
+
+impl Matrices<'_> {
+    /// Row `i` of `[D | Q]` or `[P | R]` as its left (`k_s` symbols) and right (`f`) parts.
+    fn row<'b>(&'b self, i: usize, r_block: &'b [u8]) -> [&'b [u8]; 2] {
+        let (kp, ks, f, s) = (
+            self.params.k_primary(),
+            self.params.k_secondary(),
+            self.params.f(),
+            self.s,
+        );
+        if i < kp {
+            [
+                &self.data[i * ks * s..(i + 1) * ks * s],
+                &self.parity_cols[i * f * s..(i + 1) * f * s],
+            ]
+        } else {
+            let r = i - kp;
+            [
+                &self.parity_rows[r * ks * s..(r + 1) * ks * s],
+                &r_block[r * f * s..(r + 1) * f * s],
+            ]
+        }
+    }
+
+    /// Sliver hashes for `s > 32`: one keyed leaf hash per symbol of the expanded matrix,
+    /// reduced along rows (primary) and columns (secondary).
+    fn hashed_roots(&self) -> Result<(Vec<Hash>, Vec<Hash>), CodecError> {
+        let (n, f, kp, ks, s) = (
+            self.params.n(),
+            self.params.f(),
+            self.params.k_primary(),
+            self.params.k_secondary(),
+            self.s,
+        );
+        let mut leaves = vec![ZERO; n * n];
+        leaves.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+            let (left, right) = row.split_at_mut(ks);
+            if i < kp {
+                leaf_hashes_into(&self.data[i * ks * s..(i + 1) * ks * s], s, left);
+                leaf_hashes_into(&self.parity_cols[i * f * s..(i + 1) * f * s], s, right);
+            } else {
+                let r = i - kp;
+                leaf_hashes_into(&self.parity_rows[r * ks * s..(r + 1) * ks * s], s, left);
+            }
+        });
+        // R = the columns of Q extended: hashed batch by batch straight into the leaf matrix.
+        let q_rows: Vec<&[u8]> = self.parity_cols.chunks(f * s).collect();
+        let r_hashes = rs::map_column_parity(&q_rows, s, 2 * f, |c0, j, row| {
+            let mut h = vec![ZERO; row.len() / s];
+            leaf_hashes_into(row, s, &mut h);
+            (c0, j, h)
+        })?;
+        for (c0, j, hashes) in r_hashes.into_iter().flatten() {
+            let at = (kp + j) * n + ks + c0;
+            leaves[at..at + hashes.len()].copy_from_slice(&hashes);
+        }
+        let primary = leaves.par_chunks(n).map(root_of_leaves).collect();
+        let secondary = column_roots(&leaves, n);
+        Ok((primary, secondary))
+    }
+
+    /// Sliver hashes for `s ≤ 32`: chunks of a row's symbols are its tree's leaves, chunks of
+    /// `c` vertically adjacent symbols are a column tree's leaves.
+    fn packed_roots(&self) -> Result<(Vec<Hash>, Vec<Hash>), CodecError> {
+        let (n, f, s) = (self.params.n(), self.params.f(), self.s);
+        let c = CHUNK / s;
+        let mut r_block = vec![0u8; 2 * f * f * s];
+        let q_rows: Vec<&[u8]> = self.parity_cols.chunks(f * s).collect();
+        rs::extend_columns(&q_rows, s, 2 * f, &mut r_block)?;
+        let primary = (0..n)
+            .into_par_iter()
+            .map(|i| root_of_leaves(&leaves_of_parts(&self.row(i, &r_block), s)))
+            .collect();
+        // column leaves: chunk row T holds rows T·c … T·c+c−1 of every column
+        let chunk_rows = n.div_ceil(c);
+        let mut col_leaves = vec![ZERO; chunk_rows * n];
+        let ks = self.params.k_secondary();
+        col_leaves
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(t, out)| {
+                for q in 0..c.min(n - t * c) {
+                    let [left, right] = self.row(t * c + q, &r_block);
+                    let (lo, hi) = out.split_at_mut(ks);
+                    scatter(left, s, lo, q * s);
+                    scatter(right, s, hi, q * s);
+                }
+            });
+        let secondary = column_roots(&col_leaves, n);
+        Ok((primary, secondary))
+    }
+}
+
+/// `dst[j][off..off + s] = symbol j of src`: one row of symbols into a row of chunks. Sized
+/// copies per symbol size, so each is a couple of moves rather than a `memcpy` call.
+fn scatter(src: &[u8], s: usize, dst: &mut [Hash], off: usize) {
+    fn go<const S: usize>(src: &[u8], dst: &mut [Hash], off: usize) {
+        for (sym, d) in src.chunks_exact(S).zip(dst) {
+            let sym: &[u8; S] = sym.try_into().expect("S bytes");
+            let to: &mut [u8; S] = (&mut d[off..off + S]).try_into().expect("S bytes");
+            *to = *sym;
+        }
+    }
+    match s {
+        2 => go::<2>(src, dst, off),
+        4 => go::<4>(src, dst, off),
+        6 => go::<6>(src, dst, off),
+        8 => go::<8>(src, dst, off),
+        10 => go::<10>(src, dst, off),
+        12 => go::<12>(src, dst, off),
+        14 => go::<14>(src, dst, off),
+        16 => go::<16>(src, dst, off),
+        _ => {
+            for (sym, d) in src.chunks_exact(s).zip(dst) {
+                d[off..off + s].copy_from_slice(sym);
+            }
+        }
+    }
 }

@@ -20,7 +20,7 @@ pub mod wire;
 pub use decode::{decode, decode_verified, ConsistencyCheck};
 pub use encode::{encode, reed_solomon_floor, EncodedBlob};
 pub use error::CodecError;
-pub use merkle::{Hash, MerkleProof, MerkleTree};
+pub use merkle::{Hash, MerkleProof, MerkleTree, ProofError, TreeShape};
 pub use metadata::{BlobId, BlobMetadata, ENCODING_RS2};
 pub use params::{EncodingParams, SymbolShape};
 pub use recovery::{
