@@ -16,11 +16,19 @@ fn id(blob: &[u8], n: usize) -> String {
 fn protocol_vectors() {
     assert_eq!(id(&[], 4), "JljCHB4pCTtTFvRaptKm-2GEASTUe4Bx_VWblSfHpHE");
     assert_eq!(id(&[], 1000), "HKNKJ3kRbJzpeMEU6tGkRv2AWsvkg77hjrVRoz7Cz0w");
-    assert_eq!(id(&[0x2a], 10), "Omdc3qQpwUavaB5hxMYQ0_J_MMvr2s2-FGrwRs2Q-gE");
+    assert_eq!(
+        id(&[0x2a], 10),
+        "Omdc3qQpwUavaB5hxMYQ0_J_MMvr2s2-FGrwRs2Q-gE"
+    );
     let ramp: Vec<u8> = (0..1000u32).map(|i| (i % 256) as u8).collect();
     assert_eq!(id(&ramp, 7), "9UbdVlzpcsRDHVTViLpB5_Kjy5twh6LTPfe6g_JqB5c");
-    let mib: Vec<u8> = (0..1u32 << 20).map(|i| ((i * 31 + 7) % 251) as u8).collect();
-    assert_eq!(id(&mib, 1000), "klORYToixP2GpRtlGJU61gwJEqfK84r1_b5OJKXFQus");
+    let mib: Vec<u8> = (0..1u32 << 20)
+        .map(|i| ((i * 31 + 7) % 251) as u8)
+        .collect();
+    assert_eq!(
+        id(&mib, 1000),
+        "klORYToixP2GpRtlGJU61gwJEqfK84r1_b5OJKXFQus"
+    );
 }
 
 fn input() -> Vec<u8> {
@@ -48,7 +56,11 @@ fn own_vectors_at_symbol_size_boundaries() {
         let blob: Vec<u8> = input().into_iter().cycle().take(len).collect();
         assert_eq!(id(&blob, n), want, "n={n} len={len}");
         if n <= 13 {
-            assert_eq!(reference_blob_id(&blob, n), want, "reference n={n} len={len}");
+            assert_eq!(
+                reference_blob_id(&blob, n),
+                want,
+                "reference n={n} len={len}"
+            );
         }
     }
 }

@@ -21,7 +21,9 @@
 
 use rayon::prelude::*;
 
-use super::merkle::{column_roots, leaf_hashes_into, leaves_of_parts, root_of_leaves, Hash, CHUNK, ZERO};
+use super::merkle::{
+    column_roots, leaf_hashes_into, leaves_of_parts, root_of_leaves, Hash, CHUNK, ZERO,
+};
 use super::metadata::{BlobId, BlobMetadata, ENCODING_RS2};
 use super::params::{EncodingParams, SymbolShape};
 use super::rs;

@@ -65,11 +65,9 @@ impl Engine {
     pub fn best() -> Self {
         static BEST: OnceLock<Engine> = OnceLock::new();
         *BEST.get_or_init(|| {
-            let forced = std::env::var("FLOE_HASH_ENGINE").ok().and_then(|v| {
-                Self::available()
-                    .into_iter()
-                    .find(|e| e.name() == v.trim())
-            });
+            let forced = std::env::var("FLOE_HASH_ENGINE")
+                .ok()
+                .and_then(|v| Self::available().into_iter().find(|e| e.name() == v.trim()));
             forced.unwrap_or_else(|| *Self::available().last().expect("portable"))
         })
     }
@@ -711,7 +709,11 @@ mod tests {
                 let mut out = vec![[0u8; 32]; count];
                 node_pairs_with(e, &key, &level[..2 * count], &mut out);
                 for (i, o) in out.iter().enumerate() {
-                    assert_eq!(*o, join(&level[2 * i], &level[2 * i + 1]), "{e:?} pairs {i}");
+                    assert_eq!(
+                        *o,
+                        join(&level[2 * i], &level[2 * i + 1]),
+                        "{e:?} pairs {i}"
+                    );
                 }
                 let (l, r) = (&level[..count], &level[33..33 + count]);
                 node_rows_with(e, &key, l, r, &mut out);

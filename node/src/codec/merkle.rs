@@ -265,7 +265,12 @@ pub fn column_roots(leaves: &[Hash], width: usize) -> Vec<Hash> {
                             let right = &level[(2 * r + 1) * w..(2 * r + 2) * w];
                             hash_lanes::node_rows(&K_NODE, left, right, &mut row[..w]);
                         } else {
-                            hash_lanes::node_rows(&K_NODE, left, &[ZERO; STRIP][..w], &mut row[..w]);
+                            hash_lanes::node_rows(
+                                &K_NODE,
+                                left,
+                                &[ZERO; STRIP][..w],
+                                &mut row[..w],
+                            );
                         }
                     }
                     level[r * w..(r + 1) * w].copy_from_slice(&row[..w]);
@@ -414,7 +419,7 @@ impl MerkleProof {
         let mut h = leaf;
         let mut i = t / c;
         for sib in &self.siblings {
-            h = if i % 2 == 0 {
+            h = if i.is_multiple_of(2) {
                 node_hash(&h, sib)
             } else {
                 node_hash(sib, &h)
