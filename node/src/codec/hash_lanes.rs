@@ -149,7 +149,15 @@ pub(crate) fn node_rows_with(
 fn nodes_with<'a>(e: Engine, key: &Hash, get: impl Fn(usize) -> [&'a Hash; 2], out: &mut [Hash]) {
     match e {
         #[cfg(target_arch = "x86_64")]
-        Engine::Avx512 => nodes::<16>(avx512::compress_entry, key, get, out),
+        Engine::Avx512 => {
+            let kw = key_words(key);
+            let count = out.len();
+            for (g, outs) in out.chunks_mut(16).enumerate() {
+                let msg: Msg<'a, 16> = std::array::from_fn(|l| get((g * 16 + l).min(count - 1)));
+                // SAFETY: `Engine::Avx512` is only chosen when the CPU has AVX-512F.
+                unsafe { avx512::nodes_entry(&kw, &msg, outs) };
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         Engine::Avx2 => nodes::<8>(avx2::compress_entry, key, get, out),
         _ => nodes::<8>(portable_compress::<8>, key, get, out),
@@ -531,34 +539,40 @@ mod avx512 {
     //! lanes, native 32-bit rotations.
     use std::arch::x86_64::*;
 
-    use super::{Cv, Msg, IV, SCHEDULE};
+    use super::{Cv, Msg, CHUNK_END, CHUNK_START, IV, KEYED_HASH, ROOT, SCHEDULE};
 
     const W: usize = 16;
 
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn g(st: &mut [__m512i; 16], a: usize, b: usize, c: usize, d: usize, x: __m512i, y: __m512i) {
-        st[a] = _mm512_add_epi32(_mm512_add_epi32(st[a], st[b]), x);
-        st[d] = _mm512_ror_epi32::<16>(_mm512_xor_si512(st[d], st[a]));
-        st[c] = _mm512_add_epi32(st[c], st[d]);
-        st[b] = _mm512_ror_epi32::<12>(_mm512_xor_si512(st[b], st[c]));
-        st[a] = _mm512_add_epi32(_mm512_add_epi32(st[a], st[b]), y);
-        st[d] = _mm512_ror_epi32::<8>(_mm512_xor_si512(st[d], st[a]));
-        st[c] = _mm512_add_epi32(st[c], st[d]);
-        st[b] = _mm512_ror_epi32::<7>(_mm512_xor_si512(st[b], st[c]));
+    /// One quarter-round on four state words (a macro, so that it is always expanded inside
+    /// an `avx512f` function: a helper function without the feature would turn every
+    /// intrinsic into a call).
+    macro_rules! g {
+        ($st:ident, $a:expr, $b:expr, $c:expr, $d:expr, $x:expr, $y:expr) => {
+            $st[$a] = _mm512_add_epi32(_mm512_add_epi32($st[$a], $st[$b]), $x);
+            $st[$d] = _mm512_ror_epi32::<16>(_mm512_xor_si512($st[$d], $st[$a]));
+            $st[$c] = _mm512_add_epi32($st[$c], $st[$d]);
+            $st[$b] = _mm512_ror_epi32::<12>(_mm512_xor_si512($st[$b], $st[$c]));
+            $st[$a] = _mm512_add_epi32(_mm512_add_epi32($st[$a], $st[$b]), $y);
+            $st[$d] = _mm512_ror_epi32::<8>(_mm512_xor_si512($st[$d], $st[$a]));
+            $st[$c] = _mm512_add_epi32($st[$c], $st[$d]);
+            $st[$b] = _mm512_ror_epi32::<7>(_mm512_xor_si512($st[$b], $st[$c]));
+        };
     }
 
+    /// The seven rounds.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn round(st: &mut [__m512i; 16], m: &[__m512i; 16], sc: &[usize; 16]) {
-        g(st, 0, 4, 8, 12, m[sc[0]], m[sc[1]]);
-        g(st, 1, 5, 9, 13, m[sc[2]], m[sc[3]]);
-        g(st, 2, 6, 10, 14, m[sc[4]], m[sc[5]]);
-        g(st, 3, 7, 11, 15, m[sc[6]], m[sc[7]]);
-        g(st, 0, 5, 10, 15, m[sc[8]], m[sc[9]]);
-        g(st, 1, 6, 11, 12, m[sc[10]], m[sc[11]]);
-        g(st, 2, 7, 8, 13, m[sc[12]], m[sc[13]]);
-        g(st, 3, 4, 9, 14, m[sc[14]], m[sc[15]]);
+    fn rounds(st: &mut [__m512i; 16], m: &[__m512i; 16]) {
+        for sc in &SCHEDULE {
+            g!(st, 0, 4, 8, 12, m[sc[0]], m[sc[1]]);
+            g!(st, 1, 5, 9, 13, m[sc[2]], m[sc[3]]);
+            g!(st, 2, 6, 10, 14, m[sc[4]], m[sc[5]]);
+            g!(st, 3, 7, 11, 15, m[sc[6]], m[sc[7]]);
+            g!(st, 0, 5, 10, 15, m[sc[8]], m[sc[9]]);
+            g!(st, 1, 6, 11, 12, m[sc[10]], m[sc[11]]);
+            g!(st, 2, 7, 8, 13, m[sc[12]], m[sc[13]]);
+            g!(st, 3, 4, 9, 14, m[sc[14]], m[sc[15]]);
+        }
     }
 
     /// One lane's 64-byte block from its two halves.
@@ -575,46 +589,59 @@ mod avx512 {
         _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
     }
 
-    /// 16 rows (lane l's 16 message words) → 16 columns (word w of every lane).
+    /// The message words of 16 lanes: lane rows loaded, then transposed to word columns.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn transpose(r: [__m512i; 16]) -> [__m512i; 16] {
+    fn load_msg(msg: &Msg<'_, W>) -> [__m512i; 16] {
+        let mut rows = [_mm512_setzero_si512(); 16];
+        for (r, m) in rows.iter_mut().zip(msg) {
+            *r = load_block(m);
+        }
+        transpose(&rows)
+    }
+
+    /// 16 rows (e.g. lane l's 16 message words) → 16 columns (word w of every lane).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn transpose(r: &[__m512i; 16]) -> [__m512i; 16] {
         // within 128-bit blocks: pairs of lanes interleaved
-        let t: [__m512i; 16] = std::array::from_fn(|i| {
-            let (a, b) = (r[i & !1], r[i | 1]);
-            if i % 2 == 0 {
-                _mm512_unpacklo_epi32(a, b)
-            } else {
-                _mm512_unpackhi_epi32(a, b)
-            }
-        });
-        // v[g][j]: block q holds word 4q+j of lanes 4g..4g+3
-        let v: [[__m512i; 4]; 4] = std::array::from_fn(|g| {
+        let mut t = [_mm512_setzero_si512(); 16];
+        let mut i = 0;
+        while i < 16 {
+            t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+            i += 2;
+        }
+        // v[4g + j]: block q holds word 4q+j of lanes 4g..4g+3
+        let mut v = [_mm512_setzero_si512(); 16];
+        let mut g = 0;
+        while g < 4 {
             let (t0, t1, t2, t3) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
-            [
-                _mm512_unpacklo_epi64(t0, t2),
-                _mm512_unpackhi_epi64(t0, t2),
-                _mm512_unpacklo_epi64(t1, t3),
-                _mm512_unpackhi_epi64(t1, t3),
-            ]
-        });
+            v[4 * g] = _mm512_unpacklo_epi64(t0, t2);
+            v[4 * g + 1] = _mm512_unpackhi_epi64(t0, t2);
+            v[4 * g + 2] = _mm512_unpacklo_epi64(t1, t3);
+            v[4 * g + 3] = _mm512_unpackhi_epi64(t1, t3);
+            g += 1;
+        }
         let mut out = [_mm512_setzero_si512(); 16];
-        for j in 0..4 {
-            let x0 = _mm512_shuffle_i32x4::<0x44>(v[0][j], v[1][j]);
-            let x1 = _mm512_shuffle_i32x4::<0xEE>(v[0][j], v[1][j]);
-            let x2 = _mm512_shuffle_i32x4::<0x44>(v[2][j], v[3][j]);
-            let x3 = _mm512_shuffle_i32x4::<0xEE>(v[2][j], v[3][j]);
+        let mut j = 0;
+        while j < 4 {
+            let x0 = _mm512_shuffle_i32x4::<0x44>(v[j], v[4 + j]);
+            let x1 = _mm512_shuffle_i32x4::<0xEE>(v[j], v[4 + j]);
+            let x2 = _mm512_shuffle_i32x4::<0x44>(v[8 + j], v[12 + j]);
+            let x3 = _mm512_shuffle_i32x4::<0xEE>(v[8 + j], v[12 + j]);
             out[j] = _mm512_shuffle_i32x4::<0x88>(x0, x2);
             out[4 + j] = _mm512_shuffle_i32x4::<0xDD>(x0, x2);
             out[8 + j] = _mm512_shuffle_i32x4::<0x88>(x1, x3);
             out[12 + j] = _mm512_shuffle_i32x4::<0xDD>(x1, x3);
+            j += 1;
         }
         out
     }
 
     #[target_feature(enable = "avx512f")]
     fn compress(cv: &mut Cv<W>, msg: &Msg<'_, W>, counter: u64, block_len: u32, flags: u32) {
-        let mw = transpose(std::array::from_fn(|l| load_block(&msg[l])));
+        let mw = load_msg(msg);
         // SAFETY: cv[w] is 16 × u32 = 64 readable bytes.
         let c: [__m512i; 8] =
             std::array::from_fn(|w| unsafe { _mm512_loadu_si512(cv[w].as_ptr().cast()) });
@@ -636,14 +663,56 @@ mod avx512 {
             _mm512_set1_epi32(block_len as i32),
             _mm512_set1_epi32(flags as i32),
         ];
-        for sc in &SCHEDULE {
-            round(&mut st, &mw, sc);
-        }
+        rounds(&mut st, &mw);
         for i in 0..8 {
             let v = _mm512_xor_si512(st[i], st[i + 8]);
             // SAFETY: cv[i] is 64 writable bytes; storeu has no alignment requirement.
             unsafe { _mm512_storeu_si512(cv[i].as_mut_ptr().cast(), v) };
         }
+    }
+
+    /// Keyed hashes of 16 single-block (64-byte) inputs, written straight to `out` (up to 16
+    /// hashes): the inner-node case, kept in registers from the loads to the stores.
+    #[target_feature(enable = "avx512f")]
+    fn nodes(kw: &[u32; 8], msg: &Msg<'_, W>, out: &mut [[u8; 32]]) {
+        let mw = load_msg(msg);
+        let mut st: [__m512i; 16] = [
+            _mm512_set1_epi32(kw[0] as i32),
+            _mm512_set1_epi32(kw[1] as i32),
+            _mm512_set1_epi32(kw[2] as i32),
+            _mm512_set1_epi32(kw[3] as i32),
+            _mm512_set1_epi32(kw[4] as i32),
+            _mm512_set1_epi32(kw[5] as i32),
+            _mm512_set1_epi32(kw[6] as i32),
+            _mm512_set1_epi32(kw[7] as i32),
+            _mm512_set1_epi32(IV[0] as i32),
+            _mm512_set1_epi32(IV[1] as i32),
+            _mm512_set1_epi32(IV[2] as i32),
+            _mm512_set1_epi32(IV[3] as i32),
+            _mm512_setzero_si512(),
+            _mm512_setzero_si512(),
+            _mm512_set1_epi32(64),
+            _mm512_set1_epi32((CHUNK_START | CHUNK_END | ROOT | KEYED_HASH) as i32),
+        ];
+        rounds(&mut st, &mw);
+        // words → lanes: the same 16×16 transpose, with the upper eight rows empty
+        let mut h = [_mm512_setzero_si512(); 16];
+        for i in 0..8 {
+            h[i] = _mm512_xor_si512(st[i], st[i + 8]);
+        }
+        let lanes = transpose(&h);
+        for (o, v) in out.iter_mut().zip(lanes) {
+            // SAFETY: `o` is 32 writable bytes; storeu has no alignment requirement.
+            unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), _mm512_castsi512_si256(v)) };
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F; `out` holds at most 16 hashes.
+    pub(super) unsafe fn nodes_entry(kw: &[u32; 8], msg: &Msg<'_, W>, out: &mut [[u8; 32]]) {
+        debug_assert!(out.len() <= W);
+        // SAFETY: the caller checked AVX-512F.
+        unsafe { nodes(kw, msg, out) }
     }
 
     /// # Safety

@@ -169,11 +169,21 @@ fn pack_parts(parts: &[&[u8]], s: usize, out: &mut [Hash]) {
         let rest = syms.remainder().len();
         let body = &p[p.len() - rest - syms.len() * s..p.len() - rest];
         let whole = body.len() / (c * s);
-        for (dst, src) in out[k / c..k / c + whole]
-            .iter_mut()
-            .zip(body.chunks_exact(c * s))
-        {
-            dst[..c * s].copy_from_slice(src);
+        // Fixed 32-byte loads masked down to the chunk's c·s bytes (no variable-length copy
+        // per chunk), while 32 bytes remain readable.
+        let mut mask = [0u8; CHUNK];
+        mask[..c * s].fill(0xff);
+        for (i, dst) in out[k / c..k / c + whole].iter_mut().enumerate() {
+            let at = i * c * s;
+            match body.get(at..at + CHUNK) {
+                Some(src) => {
+                    let src: &[u8; CHUNK] = src.try_into().expect("32 bytes");
+                    for b in 0..CHUNK {
+                        dst[b] = src[b] & mask[b];
+                    }
+                }
+                None => dst[..c * s].copy_from_slice(&body[at..at + c * s]),
+            }
         }
         k += whole * c;
         for sym in body[whole * c * s..].chunks_exact(s) {

@@ -27,3 +27,10 @@ pub use recovery::{
     recovery_symbols, InconsistencyProof, RebuildError, RecoverySymbol, SliverRebuilder,
 };
 pub use sliver::{Axis, Sliver, SliverPair};
+
+/// Name of the BLAKE3 lane engine this process hashes with (`avx512`, `avx2` or `portable`),
+/// for benchmark reports.
+#[doc(hidden)]
+pub fn hash_engine() -> &'static str {
+    hash_lanes::Engine::best().name()
+}
