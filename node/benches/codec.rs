@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use floe_node::codec::{
-    decode, encode, reed_solomon_floor, ConsistencyCheck, EncodingParams, Sliver,
+    decode, encode, merkle, reed_solomon_floor, ConsistencyCheck, EncodingParams, Sliver,
 };
 use floe_node::testing::random_bytes;
 
@@ -245,6 +245,26 @@ fn print_bounds(one: &rayon::ThreadPool, cases: &[(usize, usize, usize, Duration
         "Type-2 lower bound on one core: the protocol's BLAKE3 compressions at blake3's peak rate here ({:.0} M compressions/s, {:.0} MiB/s), plus the RS floor",
         per_second / 1e6,
         mibps(big.len(), t)
+    );
+    // this codec's own engine on the two shapes it hashes most: 64-byte inner nodes and leaves
+    // (a level of 64 Ki nodes, hashed 16 times: in cache, as the encoder's strips are)
+    let level: Vec<[u8; 32]> = big[..64 * 65_536]
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("32"))
+        .collect();
+    let tn = best(3, || {
+        one.install(|| (0..16).map(|_| merkle::parent_level(&level)).count())
+    }) / 16;
+    let tn = tn.mul_f64(1e6 / 65_536.0);
+    let mut leaves = vec![[0u8; 32]; 50_000];
+    let tl = best(3, || {
+        one.install(|| merkle::leaf_hashes_into(&big[..1206 * 50_000], 1206, &mut leaves))
+    });
+    println!(
+        "This codec's engine ({}): inner nodes at {:.0} M compressions/s, 1206-byte leaves at {:.0} M compressions/s",
+        floe_node::codec::hash_engine(),
+        1e6 / tn.as_secs_f64() / 1e6,
+        (50_000 * compressions(1206)) as f64 / tl.as_secs_f64() / 1e6
     );
     println!("| n | blob | s | compressions | hashing at peak | RS floor | bound | best possible | encode 1T | encode/bound | encode/floor |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");

@@ -559,20 +559,44 @@ mod avx512 {
         };
     }
 
-    /// The seven rounds.
+    /// One round; `$r` is a literal, so every message index is a constant (an index read from
+    /// the schedule at run time would need a bounds check, and the possible panic forces the
+    /// state out to memory after every step).
+    macro_rules! round {
+        ($st:ident, $m:ident, $r:literal) => {
+            g!($st, 0, 4, 8, 12, $m[SCHEDULE[$r][0]], $m[SCHEDULE[$r][1]]);
+            g!($st, 1, 5, 9, 13, $m[SCHEDULE[$r][2]], $m[SCHEDULE[$r][3]]);
+            g!($st, 2, 6, 10, 14, $m[SCHEDULE[$r][4]], $m[SCHEDULE[$r][5]]);
+            g!($st, 3, 7, 11, 15, $m[SCHEDULE[$r][6]], $m[SCHEDULE[$r][7]]);
+            g!($st, 0, 5, 10, 15, $m[SCHEDULE[$r][8]], $m[SCHEDULE[$r][9]]);
+            g!(
+                $st,
+                1,
+                6,
+                11,
+                12,
+                $m[SCHEDULE[$r][10]],
+                $m[SCHEDULE[$r][11]]
+            );
+            g!($st, 2, 7, 8, 13, $m[SCHEDULE[$r][12]], $m[SCHEDULE[$r][13]]);
+            g!($st, 3, 4, 9, 14, $m[SCHEDULE[$r][14]], $m[SCHEDULE[$r][15]]);
+        };
+    }
+
+    /// The seven rounds, on a local copy of the state (kept in registers).
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn rounds(st: &mut [__m512i; 16], m: &[__m512i; 16]) {
-        for sc in &SCHEDULE {
-            g!(st, 0, 4, 8, 12, m[sc[0]], m[sc[1]]);
-            g!(st, 1, 5, 9, 13, m[sc[2]], m[sc[3]]);
-            g!(st, 2, 6, 10, 14, m[sc[4]], m[sc[5]]);
-            g!(st, 3, 7, 11, 15, m[sc[6]], m[sc[7]]);
-            g!(st, 0, 5, 10, 15, m[sc[8]], m[sc[9]]);
-            g!(st, 1, 6, 11, 12, m[sc[10]], m[sc[11]]);
-            g!(st, 2, 7, 8, 13, m[sc[12]], m[sc[13]]);
-            g!(st, 3, 4, 9, 14, m[sc[14]], m[sc[15]]);
-        }
+    fn rounds(state: &mut [__m512i; 16], m: &[__m512i; 16]) {
+        let mut st = *state;
+        let m = *m;
+        round!(st, m, 0);
+        round!(st, m, 1);
+        round!(st, m, 2);
+        round!(st, m, 3);
+        round!(st, m, 4);
+        round!(st, m, 5);
+        round!(st, m, 6);
+        *state = st;
     }
 
     /// One lane's 64-byte block from its two halves.
