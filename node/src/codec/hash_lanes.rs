@@ -80,7 +80,9 @@ impl Engine {
             if std::arch::is_x86_feature_detected!("avx2") {
                 v.push(Engine::Avx2);
             }
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
                 v.push(Engine::Avx512);
             }
         }
@@ -121,7 +123,18 @@ pub(crate) fn keyed_hash_many_with(
     assert_eq!(bodies.len(), out.len() * len, "bodies of equal length");
     match e {
         #[cfg(target_arch = "x86_64")]
-        Engine::Avx512 => many::<16>(avx512::compress_entry, key, bodies, len, out),
+        Engine::Avx512 => {
+            let kw = key_words(key);
+            let count = out.len();
+            for (g, outs) in out.chunks_mut(16).enumerate() {
+                let inputs: [&[u8]; 16] = std::array::from_fn(|l| {
+                    let i = (g * 16 + l).min(count - 1);
+                    &bodies[i * len..(i + 1) * len]
+                });
+                // SAFETY: `Engine::Avx512` is only chosen when the CPU has AVX-512F and BW.
+                unsafe { avx512::many_entry(&kw, &inputs, outs) };
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         Engine::Avx2 => many::<8>(avx2::compress_entry, key, bodies, len, out),
         _ => many::<8>(portable_compress::<8>, key, bodies, len, out),
@@ -416,30 +429,41 @@ mod avx2 {
         _mm256_or_si256(_mm256_srli_epi32(x, 7), _mm256_slli_epi32(x, 25))
     }
 
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn g(st: &mut [__m256i; 16], a: usize, b: usize, c: usize, d: usize, x: __m256i, y: __m256i) {
-        st[a] = _mm256_add_epi32(_mm256_add_epi32(st[a], st[b]), x);
-        st[d] = rot16(_mm256_xor_si256(st[d], st[a]));
-        st[c] = _mm256_add_epi32(st[c], st[d]);
-        st[b] = rot12(_mm256_xor_si256(st[b], st[c]));
-        st[a] = _mm256_add_epi32(_mm256_add_epi32(st[a], st[b]), y);
-        st[d] = rot8(_mm256_xor_si256(st[d], st[a]));
-        st[c] = _mm256_add_epi32(st[c], st[d]);
-        st[b] = rot7(_mm256_xor_si256(st[b], st[c]));
+    /// One quarter-round (a macro: expanded inside the `avx2` function, see the AVX-512
+    /// engine).
+    macro_rules! g {
+        ($st:ident, $a:expr, $b:expr, $c:expr, $d:expr, $x:expr, $y:expr) => {
+            $st[$a] = _mm256_add_epi32(_mm256_add_epi32($st[$a], $st[$b]), $x);
+            $st[$d] = rot16(_mm256_xor_si256($st[$d], $st[$a]));
+            $st[$c] = _mm256_add_epi32($st[$c], $st[$d]);
+            $st[$b] = rot12(_mm256_xor_si256($st[$b], $st[$c]));
+            $st[$a] = _mm256_add_epi32(_mm256_add_epi32($st[$a], $st[$b]), $y);
+            $st[$d] = rot8(_mm256_xor_si256($st[$d], $st[$a]));
+            $st[$c] = _mm256_add_epi32($st[$c], $st[$d]);
+            $st[$b] = rot7(_mm256_xor_si256($st[$b], $st[$c]));
+        };
     }
 
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn round(st: &mut [__m256i; 16], m: &[__m256i; 16], sc: &[usize; 16]) {
-        g(st, 0, 4, 8, 12, m[sc[0]], m[sc[1]]);
-        g(st, 1, 5, 9, 13, m[sc[2]], m[sc[3]]);
-        g(st, 2, 6, 10, 14, m[sc[4]], m[sc[5]]);
-        g(st, 3, 7, 11, 15, m[sc[6]], m[sc[7]]);
-        g(st, 0, 5, 10, 15, m[sc[8]], m[sc[9]]);
-        g(st, 1, 6, 11, 12, m[sc[10]], m[sc[11]]);
-        g(st, 2, 7, 8, 13, m[sc[12]], m[sc[13]]);
-        g(st, 3, 4, 9, 14, m[sc[14]], m[sc[15]]);
+    /// One round with constant message indices (no bounds checks, see the AVX-512 engine).
+    macro_rules! round {
+        ($st:ident, $m:ident, $r:literal) => {
+            g!($st, 0, 4, 8, 12, $m[SCHEDULE[$r][0]], $m[SCHEDULE[$r][1]]);
+            g!($st, 1, 5, 9, 13, $m[SCHEDULE[$r][2]], $m[SCHEDULE[$r][3]]);
+            g!($st, 2, 6, 10, 14, $m[SCHEDULE[$r][4]], $m[SCHEDULE[$r][5]]);
+            g!($st, 3, 7, 11, 15, $m[SCHEDULE[$r][6]], $m[SCHEDULE[$r][7]]);
+            g!($st, 0, 5, 10, 15, $m[SCHEDULE[$r][8]], $m[SCHEDULE[$r][9]]);
+            g!(
+                $st,
+                1,
+                6,
+                11,
+                12,
+                $m[SCHEDULE[$r][10]],
+                $m[SCHEDULE[$r][11]]
+            );
+            g!($st, 2, 7, 8, 13, $m[SCHEDULE[$r][12]], $m[SCHEDULE[$r][13]]);
+            g!($st, 3, 4, 9, 14, $m[SCHEDULE[$r][14]], $m[SCHEDULE[$r][15]]);
+        };
     }
 
     #[inline]
@@ -509,9 +533,13 @@ mod avx2 {
             _mm256_set1_epi32(block_len as i32),
             _mm256_set1_epi32(flags as i32),
         ];
-        for sc in &SCHEDULE {
-            round(&mut st, &mw, sc);
-        }
+        round!(st, mw, 0);
+        round!(st, mw, 1);
+        round!(st, mw, 2);
+        round!(st, mw, 3);
+        round!(st, mw, 4);
+        round!(st, mw, 5);
+        round!(st, mw, 6);
         for i in 0..8 {
             let v = _mm256_xor_si256(st[i], st[i + 8]);
             // SAFETY: cv[i] is 32 writable bytes; storeu has no alignment requirement.
@@ -539,7 +567,7 @@ mod avx512 {
     //! lanes, native 32-bit rotations.
     use std::arch::x86_64::*;
 
-    use super::{Cv, Msg, CHUNK_END, CHUNK_START, IV, KEYED_HASH, ROOT, SCHEDULE};
+    use super::{Msg, CHUNK_END, CHUNK_START, IV, KEYED_HASH, PARENT, ROOT, SCHEDULE};
 
     const W: usize = 16;
 
@@ -663,38 +691,6 @@ mod avx512 {
         out
     }
 
-    #[target_feature(enable = "avx512f")]
-    fn compress(cv: &mut Cv<W>, msg: &Msg<'_, W>, counter: u64, block_len: u32, flags: u32) {
-        let mw = load_msg(msg);
-        // SAFETY: cv[w] is 16 × u32 = 64 readable bytes.
-        let c: [__m512i; 8] =
-            std::array::from_fn(|w| unsafe { _mm512_loadu_si512(cv[w].as_ptr().cast()) });
-        let mut st: [__m512i; 16] = [
-            c[0],
-            c[1],
-            c[2],
-            c[3],
-            c[4],
-            c[5],
-            c[6],
-            c[7],
-            _mm512_set1_epi32(IV[0] as i32),
-            _mm512_set1_epi32(IV[1] as i32),
-            _mm512_set1_epi32(IV[2] as i32),
-            _mm512_set1_epi32(IV[3] as i32),
-            _mm512_set1_epi32(counter as u32 as i32),
-            _mm512_set1_epi32((counter >> 32) as u32 as i32),
-            _mm512_set1_epi32(block_len as i32),
-            _mm512_set1_epi32(flags as i32),
-        ];
-        rounds(&mut st, &mw);
-        for i in 0..8 {
-            let v = _mm512_xor_si512(st[i], st[i + 8]);
-            // SAFETY: cv[i] is 64 writable bytes; storeu has no alignment requirement.
-            unsafe { _mm512_storeu_si512(cv[i].as_mut_ptr().cast(), v) };
-        }
-    }
-
     /// Keyed hashes of 16 single-block (64-byte) inputs, written straight to `out` (up to 16
     /// hashes): the inner-node case, kept in registers from the loads to the stores.
     #[target_feature(enable = "avx512f")]
@@ -731,25 +727,146 @@ mod avx512 {
         }
     }
 
+    /// Keyed hashes of 16 inputs of one length, the whole BLAKE3 tree in registers: full
+    /// blocks are loaded straight from the inputs, a last partial block with a masked load
+    /// (no copy into a padded buffer), chunk chaining values are merged on a stack of
+    /// word-major vectors (a parent's message needs no transpose), and the 16 hashes are
+    /// transposed out in registers.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn many(kw: &[u32; 8], inputs: &[&[u8]; W], out: &mut [[u8; 32]]) {
+        const CHUNK: usize = 1024;
+        let len = inputs[0].len();
+        let chunks = len.div_ceil(CHUNK).max(1);
+        let key: [__m512i; 8] = std::array::from_fn(|w| _mm512_set1_epi32(kw[w] as i32));
+        // chaining values of completed subtrees (at most log2(64 chunks) + 1 deep)
+        let mut stack = [[_mm512_setzero_si512(); 8]; 8];
+        let mut depth = 0;
+        let mut cv = key;
+        for c in 0..chunks {
+            let start = c * CHUNK;
+            let end = (start + CHUNK).min(len);
+            let blocks = (end - start).div_ceil(64).max(1);
+            cv = key;
+            for b in 0..blocks {
+                let at = start + b * 64;
+                let block_len = (end - at).min(64);
+                let mut rows = [_mm512_setzero_si512(); 16];
+                if block_len == 64 {
+                    for (r, input) in rows.iter_mut().zip(inputs) {
+                        // SAFETY: at + 64 <= len: 64 readable bytes.
+                        *r = unsafe { _mm512_loadu_si512(input.as_ptr().add(at).cast()) };
+                    }
+                } else {
+                    let mask: u64 = (1u64 << block_len) - 1;
+                    for (r, input) in rows.iter_mut().zip(inputs) {
+                        // SAFETY: at <= len, and the mask reads only the block_len bytes that
+                        // remain (masked-out bytes are never accessed).
+                        *r =
+                            unsafe { _mm512_maskz_loadu_epi8(mask, input.as_ptr().add(at).cast()) };
+                    }
+                }
+                let m = transpose(&rows);
+                let mut flags = KEYED_HASH;
+                if b == 0 {
+                    flags |= CHUNK_START;
+                }
+                if b == blocks - 1 {
+                    flags |= CHUNK_END;
+                    if chunks == 1 {
+                        flags |= ROOT;
+                    }
+                }
+                cv = compress_words(&cv, &m, c as u64, block_len as u32, flags);
+            }
+            if c + 1 < chunks {
+                // more chunks follow: merge every subtree this chunk completes
+                let mut total = c + 1;
+                while total % 2 == 0 {
+                    depth -= 1;
+                    cv = parent(&stack[depth], &cv, kw, false);
+                    total /= 2;
+                }
+                stack[depth] = cv;
+                depth += 1;
+            }
+        }
+        while depth > 0 {
+            depth -= 1;
+            cv = parent(&stack[depth], &cv, kw, depth == 0);
+        }
+        let mut h = [_mm512_setzero_si512(); 16];
+        h[..8].copy_from_slice(&cv);
+        let lanes = transpose(&h);
+        for (o, v) in out.iter_mut().zip(lanes) {
+            // SAFETY: `o` is 32 writable bytes; storeu has no alignment requirement.
+            unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), _mm512_castsi512_si256(v)) };
+        }
+    }
+
+    /// One compression of word-major message `m` into chaining value `cv`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn compress_words(
+        cv: &[__m512i; 8],
+        m: &[__m512i; 16],
+        counter: u64,
+        block_len: u32,
+        flags: u32,
+    ) -> [__m512i; 8] {
+        let mut st: [__m512i; 16] = [
+            cv[0],
+            cv[1],
+            cv[2],
+            cv[3],
+            cv[4],
+            cv[5],
+            cv[6],
+            cv[7],
+            _mm512_set1_epi32(IV[0] as i32),
+            _mm512_set1_epi32(IV[1] as i32),
+            _mm512_set1_epi32(IV[2] as i32),
+            _mm512_set1_epi32(IV[3] as i32),
+            _mm512_set1_epi32(counter as u32 as i32),
+            _mm512_set1_epi32((counter >> 32) as u32 as i32),
+            _mm512_set1_epi32(block_len as i32),
+            _mm512_set1_epi32(flags as i32),
+        ];
+        rounds(&mut st, m);
+        std::array::from_fn(|i| _mm512_xor_si512(st[i], st[i + 8]))
+    }
+
+    /// A parent node: its message is the two children's chaining values, already word-major.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn parent(
+        left: &[__m512i; 8],
+        right: &[__m512i; 8],
+        kw: &[u32; 8],
+        root: bool,
+    ) -> [__m512i; 8] {
+        let mut m = [_mm512_setzero_si512(); 16];
+        m[..8].copy_from_slice(left);
+        m[8..].copy_from_slice(right);
+        let key: [__m512i; 8] = std::array::from_fn(|w| _mm512_set1_epi32(kw[w] as i32));
+        let flags = KEYED_HASH | PARENT | if root { ROOT } else { 0 };
+        compress_words(&key, &m, 0, 64, flags)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX-512BW; the inputs have one length; `out` holds at
+    /// most 16 hashes.
+    pub(super) unsafe fn many_entry(kw: &[u32; 8], inputs: &[&[u8]; W], out: &mut [[u8; 32]]) {
+        debug_assert!(out.len() <= W && inputs.iter().all(|i| i.len() == inputs[0].len()));
+        // SAFETY: the caller checked AVX-512F and BW.
+        unsafe { many(kw, inputs, out) }
+    }
+
     /// # Safety
     /// The CPU must support AVX-512F; `out` holds at most 16 hashes.
     pub(super) unsafe fn nodes_entry(kw: &[u32; 8], msg: &Msg<'_, W>, out: &mut [[u8; 32]]) {
         debug_assert!(out.len() <= W);
         // SAFETY: the caller checked AVX-512F.
         unsafe { nodes(kw, msg, out) }
-    }
-
-    /// # Safety
-    /// The CPU must support AVX-512F.
-    pub(super) unsafe fn compress_entry(
-        cv: &mut Cv<W>,
-        msg: &Msg<'_, W>,
-        counter: u64,
-        block_len: u32,
-        flags: u32,
-    ) {
-        // SAFETY: the caller checked AVX-512F.
-        unsafe { compress(cv, msg, counter, block_len, flags) }
     }
 }
 
@@ -759,6 +876,25 @@ mod tests {
 
     fn data(len: usize) -> Vec<u8> {
         (0..len as u32).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    /// Inputs of up to 64 chunks (the largest symbol) merge subtrees several levels deep.
+    #[test]
+    fn every_engine_matches_blake3_for_long_inputs() {
+        let d = data(3 * 65_534);
+        let key = [5u8; 32];
+        for e in Engine::available() {
+            for len in [8192usize, 9 * 1024 + 7, 31 * 1024, 65_534] {
+                for count in [1usize, 3] {
+                    let mut out = vec![[0u8; 32]; count];
+                    keyed_hash_many_with(e, &key, &d[..count * len], len, &mut out);
+                    for (i, o) in out.iter().enumerate() {
+                        let want = blake3::keyed_hash(&key, &d[i * len..(i + 1) * len]);
+                        assert_eq!(o, want.as_bytes(), "{e:?} len={len} i={i}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
