@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use floe_node::codec::{
-    decode, encode, merkle, reed_solomon_floor, ConsistencyCheck, EncodingParams, Sliver,
+    decode, encode, encode_metadata, merkle, reed_solomon_floor, ConsistencyCheck,
+    EncodingParams, Sliver,
 };
 use floe_node::testing::random_bytes;
 
@@ -99,24 +100,32 @@ fn main() {
         "Floe codec benchmark (encoding type 2): {cores} cores, hash engine {}, input MiB/s, best of several runs",
         floe_node::codec::hash_engine()
     );
-    println!("encode = metadata + blob ID + the compact form (D, P, Q); +pairs = also every sliver pair materialised, as the uploading client does");
+    println!("encode = metadata + blob ID + the compact form (D, P, Q); +pairs = also every sliver pair materialised, as the uploading client does; metadata-only = `encode_metadata` (P hashed batch by batch, never kept); peak mem counts the input blob");
     println!(
-        "| n | blob | s | encode 1T | +pairs 1T | +pairs {cores}T | speedup | RS floor 1T | encode/floor | decode sys 1T | decode parity 1T | peak mem |"
+        "| n | blob | s | encode 1T | +pairs 1T | +pairs {cores}T | speedup | RS floor 1T | encode/floor | decode sys 1T | decode parity 1T | peak mem | metadata-only 1T | its peak mem |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut bounds = Vec::new();
     for &n in &ns {
         let params = EncodingParams::new(n).expect("n");
         for &mib in &sizes {
             let len = (mib * MIB).min(params.max_blob_size() as usize);
             let data = random_bytes(len, 0x243F_6A88);
-            let reps = if len <= 16 * MIB { 5 } else { 2 };
+            let reps = if len <= 16 * MIB { 5 } else { 3 };
             let shape = params.symbol_shape(len as u64).expect("shape");
             // peak memory of one encode (compact form), relative to the blob
             let base = CURRENT.load(Ordering::Relaxed);
             PEAK.store(base, Ordering::Relaxed);
             let enc = one.install(|| encode(&data, params)).expect("encode");
             let peak = PEAK.load(Ordering::Relaxed) - base + len;
+            drop(enc);
+            // peak memory and time of the metadata-only encoder (`floe blob-id`)
+            let base = CURRENT.load(Ordering::Relaxed);
+            PEAK.store(base, Ordering::Relaxed);
+            one.install(|| encode_metadata(&data, params)).expect("metadata");
+            let peak_md = PEAK.load(Ordering::Relaxed) - base + len;
+            let t_md = best(reps, || one.install(|| encode_metadata(&data, params).expect("md")));
+            let enc = one.install(|| encode(&data, params)).expect("encode");
             let full = |pool: &rayon::ThreadPool| {
                 pool.install(|| {
                     use rayon::prelude::*;
@@ -154,7 +163,7 @@ fn main() {
                 one.install(|| decode(&md, &par, ConsistencyCheck::Default).expect("decode"))
             });
             println!(
-                "| {n} | {:.0} MiB | {} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.2} | {:.0} | {:.0} | {:.2}× |",
+                "| {n} | {:.0} MiB | {} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.2} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.2}× |",
                 len as f64 / MIB as f64,
                 shape.symbol_size,
                 mibps(len, t_enc),
@@ -166,6 +175,8 @@ fn main() {
                 mibps(len, dsys),
                 mibps(len, dpar),
                 peak as f64 / len as f64,
+                mibps(len, t_md),
+                peak_md as f64 / len as f64,
             );
             bounds.push((n, len, shape.symbol_size, floor, t_enc));
         }

@@ -1,8 +1,8 @@
 //! Property tests of the Red Stuff codec (PROTOCOL.md §2, §3, §5).
 
 use floe_node::codec::{
-    decode, decode_verified, encode, recovery_symbols, Axis, BlobMetadata, CodecError,
-    ConsistencyCheck, EncodingParams, ProofError, RebuildError, RecoverySymbol, Sliver,
+    decode, decode_verified, encode, encode_metadata, recovery_symbols, Axis, BlobMetadata,
+    CodecError, ConsistencyCheck, EncodingParams, ProofError, RebuildError, RecoverySymbol, Sliver,
     SliverRebuilder,
 };
 use floe_node::testing::random_bytes as blob;
@@ -414,4 +414,30 @@ fn packed_symbol_must_match_its_chunk() {
         sym.verify(enc.metadata()),
         Err(CodecError::BadProof(ProofError::SymbolNotInChunk))
     );
+}
+
+/// The metadata-only encoder (P hashed batch by batch, the blob read in place) commits to
+/// exactly what the full encoder does, whether the blob fills its last row or not.
+#[test]
+fn metadata_only_encoder_matches_full_encoder() {
+    for n in [4usize, 7, 10, 13, 31, 100] {
+        let p = EncodingParams::new(n).unwrap();
+        let per = p.source_symbols();
+        let row = p.k_secondary();
+        for len in [
+            0,
+            1,
+            40 * per,
+            40 * per - 1,
+            34 * per + 1,
+            100 * per - 3 * row,
+            64 * per + 7 * row,
+        ] {
+            let data = blob(len, (n + len) as u64);
+            let enc = encode(&data, p).unwrap();
+            let (md, id) = encode_metadata(&data, p).unwrap();
+            assert_eq!(&md, enc.metadata(), "n={n} len={len}");
+            assert_eq!(id, enc.blob_id());
+        }
+    }
 }

@@ -153,6 +153,84 @@ impl EncodedBlob {
     }
 }
 
+/// The metadata and blob ID of `blob`, without keeping its expansion: what `floe blob-id` and
+/// any caller that only needs the commitment want. With symbols of more than 32 bytes the blob
+/// is read in place (only its last, partial rows are copied and padded), `P` is produced column
+/// batch by column batch and hashed straight away, and only `Q` (half the blob at n = 1000) and
+/// the n² leaf matrix are held: the peak is about 1.7× the blob at 256 MiB (with the blob)
+/// instead of the 4.7× of [`encode`]. Costs the same hashing as [`encode`]; small blobs
+/// (`s ≤ 32`, at most `32·k_p·k_s` bytes) simply go through [`encode`].
+pub fn encode_metadata(
+    blob: &[u8],
+    params: EncodingParams,
+) -> Result<(BlobMetadata, BlobId), CodecError> {
+    let shape = params.symbol_shape(blob.len() as u64)?;
+    let s = shape.symbol_size;
+    if s <= CHUNK {
+        let e = encode(blob, params)?;
+        return Ok((e.metadata, e.blob_id));
+    }
+    let (n, f, kp, ks) = (
+        params.n(),
+        params.f(),
+        params.k_primary(),
+        params.k_secondary(),
+    );
+    let row = ks * s;
+    let full = (blob.len() / row).min(kp);
+    let mut tail = vec![0u8; (kp - full) * row];
+    tail[..blob.len() - full * row].copy_from_slice(&blob[full * row..]);
+    let d_rows: Vec<&[u8]> = blob[..full * row]
+        .chunks(row)
+        .chain(tail.chunks(row))
+        .collect();
+    let mut q = vec![0u8; kp * f * s];
+    let (q_full, q_tail) = q.split_at_mut(full * f * s);
+    rs::extend_rows(&blob[..full * row], ks, s, f, q_full)?;
+    rs::extend_rows(&tail, ks, s, f, q_tail)?;
+
+    let mut leaves = vec![ZERO; n * n];
+    leaves[..kp * n]
+        .par_chunks_mut(n)
+        .enumerate()
+        .for_each(|(i, r)| {
+            let (left, right) = r.split_at_mut(ks);
+            leaf_hashes_into(d_rows[i], s, left);
+            leaf_hashes_into(&q[i * f * s..(i + 1) * f * s], s, right);
+        });
+    // P = the columns of D extended, hashed batch by batch and dropped
+    let hash_batch = |c0: usize, j: usize, seg: &[u8]| {
+        let mut h = vec![ZERO; seg.len() / s];
+        leaf_hashes_into(seg, s, &mut h);
+        (c0, j, h)
+    };
+    for (c0, j, h) in rs::map_column_parity(&d_rows, s, 2 * f, hash_batch)?
+        .into_iter()
+        .flatten()
+    {
+        let at = (kp + j) * n + c0;
+        leaves[at..at + h.len()].copy_from_slice(&h);
+    }
+    // R = the columns of Q extended, likewise
+    let q_rows: Vec<&[u8]> = q.chunks(f * s).collect();
+    for (c0, j, h) in rs::map_column_parity(&q_rows, s, 2 * f, hash_batch)?
+        .into_iter()
+        .flatten()
+    {
+        let at = (kp + j) * n + ks + c0;
+        leaves[at..at + h.len()].copy_from_slice(&h);
+    }
+    let primary: Vec<Hash> = leaves.par_chunks(n).map(root_of_leaves).collect();
+    let secondary = column_roots(&leaves, n);
+    let metadata = BlobMetadata {
+        encoding_type: ENCODING_RS2,
+        len: blob.len() as u64,
+        pair_hashes: (0..n).map(|p| (primary[p], secondary[n - 1 - p])).collect(),
+    };
+    let id = metadata.blob_id();
+    Ok((metadata, id))
+}
+
 /// D (the padded blob), P (its columns extended) and Q (its rows extended).
 struct Extended {
     shape: SymbolShape,

@@ -18,7 +18,7 @@ pub mod sliver;
 pub mod wire;
 
 pub use decode::{decode, decode_verified, ConsistencyCheck};
-pub use encode::{encode, reed_solomon_floor, EncodedBlob};
+pub use encode::{encode, encode_metadata, reed_solomon_floor, EncodedBlob};
 pub use error::CodecError;
 pub use merkle::{Hash, MerkleProof, MerkleTree, ProofError, TreeShape};
 pub use metadata::{BlobId, BlobMetadata, ENCODING_RS2};
