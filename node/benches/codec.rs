@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use floe_node::codec::{
-    decode, encode, encode_metadata, merkle, reed_solomon_floor, ConsistencyCheck,
-    EncodingParams, Sliver,
+    decode, encode, encode_metadata, merkle, reed_solomon_floor, ConsistencyCheck, EncodingParams,
+    Sliver,
 };
 use floe_node::testing::random_bytes;
 
@@ -122,9 +122,12 @@ fn main() {
             // peak memory and time of the metadata-only encoder (`floe blob-id`)
             let base = CURRENT.load(Ordering::Relaxed);
             PEAK.store(base, Ordering::Relaxed);
-            one.install(|| encode_metadata(&data, params)).expect("metadata");
+            one.install(|| encode_metadata(&data, params))
+                .expect("metadata");
             let peak_md = PEAK.load(Ordering::Relaxed) - base + len;
-            let t_md = best(reps, || one.install(|| encode_metadata(&data, params).expect("md")));
+            let t_md = best(reps, || {
+                one.install(|| encode_metadata(&data, params).expect("md"))
+            });
             let enc = one.install(|| encode(&data, params)).expect("encode");
             let full = |pool: &rayon::ThreadPool| {
                 pool.install(|| {
@@ -264,7 +267,11 @@ fn print_bounds(one: &rayon::ThreadPool, cases: &[(usize, usize, usize, Duration
         .map(|c| c.try_into().expect("32"))
         .collect();
     let tn = best(3, || {
-        one.install(|| (0..16).map(|_| merkle::parent_level(&level)).count())
+        one.install(|| {
+            for _ in 0..16 {
+                std::hint::black_box(merkle::parent_level(&level));
+            }
+        })
     }) / 16;
     let tn = tn.mul_f64(1e6 / 65_536.0);
     let mut leaves = vec![[0u8; 32]; 50_000];
