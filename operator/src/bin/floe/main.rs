@@ -49,13 +49,18 @@ enum Cmd {
     Put { file: PathBuf },
     /// Read a blob back
     Get {
+        /// Blob ID (URL-safe base64: one in 64 starts with '-', taken as the ID, not a flag)
+        #[arg(allow_hyphen_values = true)]
         blob_id: String,
         /// Write here instead of standard output
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
     /// Network status, or one blob's status on every node
-    Status { blob_id: Option<String> },
+    Status {
+        #[arg(allow_hyphen_values = true)]
+        blob_id: Option<String>,
+    },
     /// Compute a file's blob ID offline
     BlobId {
         file: PathBuf,
