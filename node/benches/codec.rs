@@ -102,9 +102,9 @@ fn main() {
     );
     println!("encode = metadata + blob ID + the compact form (D, P, Q); +pairs = also every sliver pair materialised, as the uploading client does; metadata-only = `encode_metadata` (P hashed batch by batch, never kept); peak mem counts the input blob");
     println!(
-        "| n | blob | s | encode 1T | +pairs 1T | +pairs {cores}T | speedup | RS floor 1T | encode/floor | decode sys 1T | decode parity 1T | peak mem | metadata-only 1T | its peak mem |"
+        "| n | blob | s | encode 1T | +pairs 1T | +pairs {cores}T | speedup | RS floor 1T | encode/floor | decode sys 1T | decode parity 1T | peak mem | metadata-only 1T | its peak mem | verify a pair 1T |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut bounds = Vec::new();
     for &n in &ns {
         let params = EncodingParams::new(n).expect("n");
@@ -158,6 +158,14 @@ fn main() {
             let sys: Vec<Sliver> = (0..kp).map(|i| enc.primary_sliver(i)).collect();
             let par: Vec<Sliver> = (n - kp..n).map(|i| enc.primary_sliver(i)).collect();
             let md = enc.metadata().clone();
+            // what a node pays to check one received pair (both slivers: expand, hash, root)
+            let pair = enc.pair(n / 2);
+            let t_verify = best(reps, || {
+                one.install(|| {
+                    pair.primary.verify(&md).expect("verify");
+                    pair.secondary.verify(&md).expect("verify");
+                })
+            });
             drop(enc);
             let dsys = best(reps, || {
                 one.install(|| decode(&md, &sys, ConsistencyCheck::Default).expect("decode"))
@@ -166,7 +174,7 @@ fn main() {
                 one.install(|| decode(&md, &par, ConsistencyCheck::Default).expect("decode"))
             });
             println!(
-                "| {n} | {:.0} MiB | {} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.2} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.2}× |",
+                "| {n} | {:.0} MiB | {} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.2} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.2}× | {:.2} ms |",
                 len as f64 / MIB as f64,
                 shape.symbol_size,
                 mibps(len, t_enc),
@@ -180,6 +188,7 @@ fn main() {
                 peak as f64 / len as f64,
                 mibps(len, t_md),
                 peak_md as f64 / len as f64,
+                t_verify.as_secs_f64() * 1e3,
             );
             bounds.push((n, len, shape.symbol_size, floor, t_enc));
         }
