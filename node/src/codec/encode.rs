@@ -190,35 +190,30 @@ pub fn encode_metadata(
     rs::extend_rows(&tail, ks, s, f, q_tail)?;
 
     let mut leaves = vec![ZERO; n * n];
-    leaves[..kp * n]
-        .par_chunks_mut(n)
-        .enumerate()
-        .for_each(|(i, r)| {
-            let (left, right) = r.split_at_mut(ks);
-            leaf_hashes_into(d_rows[i], s, left);
-            leaf_hashes_into(&q[i * f * s..(i + 1) * f * s], s, right);
-        });
-    // P = the columns of D extended, hashed batch by batch and dropped
-    let hash_batch = |c0: usize, j: usize, seg: &[u8]| {
-        let mut h = vec![ZERO; seg.len() / s];
-        leaf_hashes_into(seg, s, &mut h);
-        (c0, j, h)
-    };
-    for (c0, j, h) in rs::map_column_parity(&d_rows, s, 2 * f, hash_batch)?
-        .into_iter()
-        .flatten()
-    {
-        let at = (kp + j) * n + c0;
-        leaves[at..at + h.len()].copy_from_slice(&h);
+    place_leaves(
+        &mut leaves,
+        n,
+        0,
+        0,
+        ks,
+        &hash_block(&blob[..full * row], s),
+    );
+    place_leaves(&mut leaves, n, full, 0, ks, &hash_block(&tail, s));
+    place_leaves(&mut leaves, n, 0, ks, f, &hash_block(&q, s));
+    // P = the columns of D extended, R = the columns of Q extended: hashed batch by batch and
+    // dropped
+    let p = rs::map_column_parity_batches(&d_rows, s, 2 * f, |c0, w, rows| {
+        (c0, w, hash_block(rows, s))
+    })?;
+    for (c0, w, h) in p {
+        place_leaves(&mut leaves, n, kp, c0, w, &h);
     }
-    // R = the columns of Q extended, likewise
     let q_rows: Vec<&[u8]> = q.chunks(f * s).collect();
-    for (c0, j, h) in rs::map_column_parity(&q_rows, s, 2 * f, hash_batch)?
-        .into_iter()
-        .flatten()
-    {
-        let at = (kp + j) * n + ks + c0;
-        leaves[at..at + h.len()].copy_from_slice(&h);
+    let r = rs::map_column_parity_batches(&q_rows, s, 2 * f, |c0, w, rows| {
+        (c0, w, hash_block(rows, s))
+    })?;
+    for (c0, w, h) in r {
+        place_leaves(&mut leaves, n, kp, ks + c0, w, &h);
     }
     let primary: Vec<Hash> = leaves.par_chunks(n).map(root_of_leaves).collect();
     let secondary = column_roots(&leaves, n);
@@ -321,26 +316,16 @@ impl Matrices<'_> {
             self.s,
         );
         let mut leaves = vec![ZERO; n * n];
-        leaves.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-            let (left, right) = row.split_at_mut(ks);
-            if i < kp {
-                leaf_hashes_into(&self.data[i * ks * s..(i + 1) * ks * s], s, left);
-                leaf_hashes_into(&self.parity_cols[i * f * s..(i + 1) * f * s], s, right);
-            } else {
-                let r = i - kp;
-                leaf_hashes_into(&self.parity_rows[r * ks * s..(r + 1) * ks * s], s, left);
-            }
-        });
+        place_leaves(&mut leaves, n, 0, 0, ks, &hash_block(self.data, s));
+        place_leaves(&mut leaves, n, 0, ks, f, &hash_block(self.parity_cols, s));
+        place_leaves(&mut leaves, n, kp, 0, ks, &hash_block(self.parity_rows, s));
         // R = the columns of Q extended: hashed batch by batch straight into the leaf matrix.
         let q_rows: Vec<&[u8]> = self.parity_cols.chunks(f * s).collect();
-        let r_hashes = rs::map_column_parity(&q_rows, s, 2 * f, |c0, j, row| {
-            let mut h = vec![ZERO; row.len() / s];
-            leaf_hashes_into(row, s, &mut h);
-            (c0, j, h)
+        let r = rs::map_column_parity_batches(&q_rows, s, 2 * f, |c0, w, rows| {
+            (c0, w, hash_block(rows, s))
         })?;
-        for (c0, j, hashes) in r_hashes.into_iter().flatten() {
-            let at = (kp + j) * n + ks + c0;
-            leaves[at..at + hashes.len()].copy_from_slice(&hashes);
+        for (c0, w, h) in r {
+            place_leaves(&mut leaves, n, kp, ks + c0, w, &h);
         }
         let primary = leaves.par_chunks(n).map(root_of_leaves).collect();
         let secondary = column_roots(&leaves, n);
@@ -376,6 +361,32 @@ impl Matrices<'_> {
             });
         let secondary = column_roots(&col_leaves, n);
         Ok((primary, secondary))
+    }
+}
+
+/// Keyed leaf hashes of every symbol of a block, in one run: lane groups stay full however
+/// narrow the block's rows are.
+fn hash_block(symbols: &[u8], s: usize) -> Vec<Hash> {
+    let mut h = vec![ZERO; symbols.len() / s];
+    leaf_hashes_into(symbols, s, &mut h);
+    h
+}
+
+/// Copy a row-major block of hashes, `width` wide, into the n-wide leaf matrix at (row0, col0).
+fn place_leaves(
+    leaves: &mut [Hash],
+    n: usize,
+    row0: usize,
+    col0: usize,
+    width: usize,
+    block: &[Hash],
+) {
+    if width == 0 {
+        return;
+    }
+    for (r, src) in block.chunks(width).enumerate() {
+        let at = (row0 + r) * n + col0;
+        leaves[at..at + width].copy_from_slice(src);
     }
 }
 
