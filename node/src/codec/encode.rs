@@ -21,9 +21,7 @@
 
 use rayon::prelude::*;
 
-use super::merkle::{
-    column_roots, leaf_hashes_into, leaves_of_parts, root_of_leaves, Hash, CHUNK, ZERO,
-};
+use super::merkle::{column_roots, leaf_hashes_into, pack_parts, row_roots, Hash, CHUNK, ZERO};
 use super::metadata::{BlobId, BlobMetadata, ENCODING_RS2};
 use super::params::{EncodingParams, SymbolShape};
 use super::rs;
@@ -215,7 +213,7 @@ pub fn encode_metadata(
     for (c0, w, h) in r {
         place_leaves(&mut leaves, n, kp, ks + c0, w, &h);
     }
-    let primary: Vec<Hash> = leaves.par_chunks(n).map(root_of_leaves).collect();
+    let primary = row_roots(&leaves, n);
     let secondary = column_roots(&leaves, n);
     let metadata = BlobMetadata {
         encoding_type: ENCODING_RS2,
@@ -327,7 +325,7 @@ impl Matrices<'_> {
         for (c0, w, h) in r {
             place_leaves(&mut leaves, n, kp, ks + c0, w, &h);
         }
-        let primary = leaves.par_chunks(n).map(root_of_leaves).collect();
+        let primary = row_roots(&leaves, n);
         let secondary = column_roots(&leaves, n);
         Ok((primary, secondary))
     }
@@ -340,10 +338,13 @@ impl Matrices<'_> {
         let mut r_block = vec![0u8; 2 * f * f * s];
         let q_rows: Vec<&[u8]> = self.parity_cols.chunks(f * s).collect();
         rs::extend_columns(&q_rows, s, 2 * f, &mut r_block)?;
-        let primary = (0..n)
-            .into_par_iter()
-            .map(|i| root_of_leaves(&leaves_of_parts(&self.row(i, &r_block), s)))
-            .collect();
+        let width = n.div_ceil(c);
+        let mut row_leaves = vec![ZERO; n * width];
+        row_leaves
+            .par_chunks_mut(width)
+            .enumerate()
+            .for_each(|(i, out)| pack_parts(&self.row(i, &r_block), s, out));
+        let primary = row_roots(&row_leaves, width);
         // column leaves: chunk row T holds rows T·c … T·c+c−1 of every column
         let chunk_rows = n.div_ceil(c);
         let mut col_leaves = vec![ZERO; chunk_rows * n];

@@ -150,7 +150,7 @@ pub fn leaf_hashes_into(symbols: &[u8], s: usize, out: &mut [Hash]) {
 }
 
 /// Pack the symbols of `parts` (in order) into 32-byte chunks; `out` is zeroed, one per chunk.
-fn pack_parts(parts: &[&[u8]], s: usize, out: &mut [Hash]) {
+pub fn pack_parts(parts: &[&[u8]], s: usize, out: &mut [Hash]) {
     let c = CHUNK / s;
     let mut k = 0;
     for p in parts {
@@ -230,6 +230,34 @@ pub fn root_of_leaves(leaves: &[Hash]) -> Hash {
         level = parent_level(&level);
     }
     level[0]
+}
+
+/// Roots of the trees over every row of a row-major matrix of leaves (`rows × width`),
+/// computed level by level over the whole matrix: an odd width is padded with a zero column
+/// (which is what padding every row's odd level with the zero node is), so no pair straddles two
+/// rows and every level is one long run of 64-byte nodes. Per-row trees would leave most lanes
+/// idle in their narrow top levels.
+pub fn row_roots(leaves: &[Hash], width: usize) -> Vec<Hash> {
+    let rows = leaves.len() / width.max(1);
+    // one level up, padding an odd width with a zero column first
+    let step = |level: &[Hash], w: usize| -> (Vec<Hash>, usize) {
+        let mut next = vec![ZERO; rows * w.div_ceil(2)];
+        if w % 2 == 1 {
+            let mut padded = vec![ZERO; rows * (w + 1)];
+            for (dst, src) in padded.chunks_mut(w + 1).zip(level.chunks(w)) {
+                dst[..w].copy_from_slice(src);
+            }
+            parent_level_into(&padded, &mut next);
+        } else {
+            parent_level_into(level, &mut next);
+        }
+        (next, w.div_ceil(2))
+    };
+    let (mut level, mut w) = step(leaves, width);
+    while w > 1 {
+        (level, w) = step(&level, w);
+    }
+    level
 }
 
 /// Roots of the trees over every column of a row-major matrix of leaves (`rows × width`),
@@ -511,6 +539,27 @@ mod tests {
             for split in [0usize, 1, 3, 5, 16, 39, 40] {
                 let (a, b) = data.split_at(split * s);
                 assert_eq!(leaves_of_parts(&[a, b], s), leaves(&data, s), "s={s}");
+            }
+        }
+    }
+
+    #[test]
+    fn row_roots_equal_roots_of_rows() {
+        for (rows, width) in [
+            (1usize, 1usize),
+            (3, 1),
+            (2, 5),
+            (7, 70),
+            (13, 130),
+            (9, 200),
+        ] {
+            let m: Vec<Hash> = (0..rows * width)
+                .map(|i| blake3::hash(&i.to_le_bytes()).into())
+                .collect();
+            let roots = row_roots(&m, width);
+            for r in 0..rows {
+                let row = &m[r * width..(r + 1) * width];
+                assert_eq!(roots[r], root_of_leaves(row), "rows={rows} r={r}");
             }
         }
     }
