@@ -213,7 +213,7 @@ pub fn encode_metadata(
     for (c0, w, h) in r {
         place_leaves(&mut leaves, n, kp, ks + c0, w, &h);
     }
-    let primary = row_roots(&leaves, n);
+    let primary = row_roots_blocked(&leaves, n);
     let secondary = column_roots(&leaves, n);
     let metadata = BlobMetadata {
         encoding_type: ENCODING_RS2,
@@ -325,7 +325,7 @@ impl Matrices<'_> {
         for (c0, w, h) in r {
             place_leaves(&mut leaves, n, kp, ks + c0, w, &h);
         }
-        let primary = row_roots(&leaves, n);
+        let primary = row_roots_blocked(&leaves, n);
         let secondary = column_roots(&leaves, n);
         Ok((primary, secondary))
     }
@@ -338,13 +338,21 @@ impl Matrices<'_> {
         let mut r_block = vec![0u8; 2 * f * f * s];
         let q_rows: Vec<&[u8]> = self.parity_cols.chunks(f * s).collect();
         rs::extend_columns(&q_rows, s, 2 * f, &mut r_block)?;
+        // row trees 16 rows at a time: full lane groups, and the block stays in cache
         let width = n.div_ceil(c);
-        let mut row_leaves = vec![ZERO; n * width];
-        row_leaves
-            .par_chunks_mut(width)
-            .enumerate()
-            .for_each(|(i, out)| pack_parts(&self.row(i, &r_block), s, out));
-        let primary = row_roots(&row_leaves, width);
+        let primary: Vec<Hash> = (0..n)
+            .step_by(ROW_BLOCK)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .flat_map_iter(|r0| {
+                let r1 = (r0 + ROW_BLOCK).min(n);
+                let mut block = vec![ZERO; (r1 - r0) * width];
+                for (k, out) in block.chunks_mut(width).enumerate() {
+                    pack_parts(&self.row(r0 + k, &r_block), s, out);
+                }
+                row_roots(&block, width)
+            })
+            .collect();
         // column leaves: chunk row T holds rows T·c … T·c+c−1 of every column
         let chunk_rows = n.div_ceil(c);
         let mut col_leaves = vec![ZERO; chunk_rows * n];
@@ -363,6 +371,18 @@ impl Matrices<'_> {
         let secondary = column_roots(&col_leaves, n);
         Ok((primary, secondary))
     }
+}
+
+/// Rows of the leaf matrix reduced together per [`ROW_BLOCK`] rows.
+const ROW_BLOCK: usize = 16;
+
+/// Roots of the rows of the `n`-wide leaf matrix, [`ROW_BLOCK`] rows at a time (a block's
+/// levels stay in cache; whole-matrix levels would stream through memory).
+fn row_roots_blocked(leaves: &[Hash], n: usize) -> Vec<Hash> {
+    leaves
+        .par_chunks(ROW_BLOCK * n)
+        .flat_map_iter(|block| row_roots(block, n))
+        .collect()
 }
 
 /// Keyed leaf hashes of every symbol of a block, in one run: lane groups stay full however
