@@ -10,10 +10,12 @@ REPO="$(cd "$E2E/.." && pwd)"
 export FLOE_E2E_STATE="${FLOE_E2E_STATE:-/tmp/floe-e2e-$$}"
 export FLOE_BIN_DIR="${FLOE_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO/target}/debug}"
 
-if [[ ! -x "$FLOE_BIN_DIR/floe-node" ]]; then
-  echo "run-k8s-tests: $FLOE_BIN_DIR/floe-node is missing; build it first (cargo build -p floe-node) or set FLOE_BIN_DIR" >&2
-  exit 1
-fi
+for bin in floe-node floe-operator; do
+  if [[ ! -x "$FLOE_BIN_DIR/$bin" ]]; then
+    echo "run-k8s-tests: $FLOE_BIN_DIR/$bin is missing; build it first (cargo build -p floe-node -p floe-operator) or set FLOE_BIN_DIR" >&2
+    exit 1
+  fi
+done
 
 status=0
 # shellcheck disable=SC2317  # called from the EXIT trap

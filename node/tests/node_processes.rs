@@ -89,10 +89,26 @@ async fn kill9_during_large_write_leaves_nothing_partial() {
     let mut c = TestCluster::start(4, 100, |_| vec![]).await;
     let client = c.blob_client();
     let data = random_bytes(40 << 20, 9);
-    let write = tokio::spawn(async move { client.write(data, None).await });
-    // let the upload get going, then pull the plug on node 0 mid-write
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // pull the plug on node 0 once a quarter of the slivers are stored (a progress event)
+    let (tx, rx) = tokio::sync::oneshot::channel::<(u64, u64)>();
+    let tx = std::sync::Mutex::new(Some(tx));
+    let progress: floe_node::client::ProgressFn =
+        std::sync::Arc::new(move |p: floe_node::client::Progress| {
+            if let floe_node::client::Progress::Bytes { done, total } = p {
+                if done * 4 >= total {
+                    if let Some(tx) = tx.lock().unwrap().take() {
+                        let _ = tx.send((done, total));
+                    }
+                }
+            }
+        });
+    let write = tokio::spawn(async move { client.write(data, Some(progress)).await });
+    let (done_at_kill, total) = rx.await.expect("the upload reports progress");
     c.nodes[0].kill9();
+    assert!(
+        !write.is_finished() && done_at_kill < total,
+        "the kill must land mid-upload ({done_at_kill} of {total} bytes)"
+    );
     let outcome = write.await.unwrap();
     c.nodes[0].start();
     let node = &c.nodes[0];
@@ -114,6 +130,10 @@ async fn kill9_during_large_write_leaves_nothing_partial() {
     {
         // 3 of 4 nodes hold 75 of 100 shards: the write reaches quorum without node 0
         let out = outcome.expect("write reaches quorum without the killed node");
+        assert_eq!(
+            out.confirmed_shards, 75,
+            "node 0 (25 shards) was killed before it could confirm"
+        );
         let id = out.blob_id;
         let md: BlobMetadata = c.nodes[1].client().get_metadata(&id).await.unwrap();
         for pair in pairs_of(&c, 0, &id) {
@@ -431,12 +451,22 @@ async fn challenges_are_answered_with_provable_symbols() {
         .await
         .unwrap();
     assert_eq!(answers.len(), 3);
-    for (a, want_pair) in answers[..2].iter().zip([mine[0], mine[1]]) {
+    let n = md.n() as u16;
+    // exactly the challenged positions: primary sliver of pair mine[0] at 9, secondary sliver
+    // of pair mine[1] (index n − 1 − pair) at 0
+    let wanted = [
+        (Axis::Primary, mine[0], 9u16),
+        (Axis::Secondary, n - 1 - mine[1], 0u16),
+    ];
+    for (a, (axis, sliver, pos)) in answers[..2].iter().zip(wanted) {
         let sym = RecoverySymbol::from_bytes(a).unwrap();
         sym.verify(&md)
             .expect("challenge answer proves against the metadata");
-        let n = md.n() as u16;
-        assert!(sym.sliver_index == want_pair || sym.sliver_index == n - 1 - want_pair);
+        assert_eq!(
+            (sym.proven_axis, sym.sliver_index, sym.position),
+            (axis, sliver, pos),
+            "the answer is the challenged symbol"
+        );
     }
     assert!(
         answers[2].is_empty(),

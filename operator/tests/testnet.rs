@@ -2,103 +2,11 @@
 //! the CLI exactly as a user would.
 
 use floe_node::testing::random_bytes;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Testnet {
-    dir: tempfile::TempDir,
-}
-
-fn floe_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_floe"))
-}
-
-/// floe-node is a binary of another package: build it if this test run did not.
-fn ensure_node_bin() {
-    let beside = floe_bin().parent().unwrap().join("floe-node");
-    if !beside.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-p", "floe-node", "--bin", "floe-node"])
-            .status()
-            .unwrap();
-        assert!(st.success(), "building floe-node failed");
-    }
-}
-
-impl Testnet {
-    fn up(args: &[&str]) -> Self {
-        ensure_node_bin();
-        let dir = tempfile::tempdir().unwrap();
-        let t = Self { dir };
-        let out = t.floe(&[&["testnet", "up"], args].concat());
-        assert!(
-            out.status.success(),
-            "testnet up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        t
-    }
-    fn floe(&self, args: &[&str]) -> Output {
-        Command::new(floe_bin())
-            .arg("--testnet-dir")
-            .arg(self.dir.path())
-            .args(args)
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.floe(args);
-        assert!(
-            out.status.success(),
-            "floe {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&[&["--json"], args].concat())).unwrap()
-    }
-    fn put(&self, path: &Path) -> String {
-        self.json(&["put", path.to_str().unwrap()])["blob_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-    fn get(&self, id: &str) -> Vec<u8> {
-        let out = self.dir.path().join(format!("{id}.out"));
-        self.ok(&["get", id, "-o", out.to_str().unwrap()]);
-        std::fs::read(out).unwrap()
-    }
-    fn file(&self, name: &str, data: &[u8]) -> PathBuf {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, data).unwrap();
-        p
-    }
-    /// Every node's (stored, owned) pairs of a blob.
-    fn pairs(&self, id: &str) -> Vec<(u64, u64)> {
-        let v = self.json(&["status", id]);
-        v["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| {
-                (
-                    n["pairs_stored"].as_u64().unwrap_or(0),
-                    n["pairs_owned"].as_u64().unwrap_or(u64::MAX),
-                )
-            })
-            .collect()
-    }
-}
-
-impl Drop for Testnet {
-    fn drop(&mut self) {
-        let _ = self.floe(&["testnet", "down"]);
-    }
-}
+mod common;
+use common::Testnet;
 
 #[test]
 fn default_testnet_put_get_through_node_failures() {
@@ -222,6 +130,31 @@ fn crashed_node_is_restarted_by_the_supervisor() {
     let data = random_bytes(5000, 3);
     let id = t.put(&t.file("x", &data));
     assert_eq!(t.get(&id), data);
+    // one blob ID in 64 begins with '-' (URL-safe base64): find such a blob, and use its ID as
+    // pasted from `floe put`
+    let params = floe_node::codec::EncodingParams::new(10).unwrap();
+    let dashed = (0u64..10_000)
+        .map(|seed| random_bytes(100, seed))
+        .find(|d| {
+            floe_node::codec::encode(d, params)
+                .unwrap()
+                .blob_id()
+                .to_string()
+                .starts_with('-')
+        })
+        .expect("an ID beginning with '-' within 10000 tries");
+    let id = t.put(&t.file("dashed", &dashed));
+    assert!(id.starts_with('-'), "{id}");
+    assert_eq!(t.get(&id), dashed);
+    let st = t.json(&["status", &id]);
+    assert!(
+        st["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["state"] == "certified"),
+        "{st}"
+    );
     // a second `up` in the same directory is refused while the first runs
     let out = t.floe(&["testnet", "up", "--nodes", "4", "--shards", "10"]);
     assert!(!out.status.success());

@@ -117,51 +117,104 @@ pub struct WriteOutcome {
     pub total_time: Duration,
 }
 
-/// Reads and writes blobs against one committee.
-pub struct BlobClient {
+/// The committee a client writes to, the one before it (reads of blobs whose shards are still
+/// moving fall back to their previous owners, PROTOCOL.md §6), and a connection per member.
+struct View {
     committee: Committee,
+    previous: Option<Committee>,
     nodes: HashMap<NodeId, NodeClient>,
+}
+
+impl View {
+    fn new(
+        committee: Committee,
+        previous: Option<Committee>,
+        max_message: usize,
+    ) -> Result<Self, ClientError> {
+        let mut nodes = HashMap::new();
+        for m in committee
+            .members
+            .iter()
+            .chain(previous.iter().flat_map(|p| p.members.iter()))
+        {
+            if let std::collections::hash_map::Entry::Vacant(e) = nodes.entry(m.node_id) {
+                e.insert(NodeClient::new(&m.address, max_message)?);
+            }
+        }
+        Ok(Self {
+            committee,
+            previous,
+            nodes,
+        })
+    }
+    fn node(&self, m: &Member) -> &NodeClient {
+        &self.nodes[&m.node_id]
+    }
+}
+
+/// Reads and writes blobs. It follows the network's epochs: when a node says the committee
+/// moved on (or a write cannot reach a quorum), it fetches the newest committee and retries.
+pub struct BlobClient {
+    view: std::sync::RwLock<Arc<View>>,
+    /// Addresses to learn the committee from, besides the members'.
+    seeds: Vec<String>,
     config: ClientConfig,
 }
 
+/// Writes retried against a newer committee before giving up.
+const EPOCH_RETRIES: usize = 3;
+
 impl BlobClient {
     pub fn new(committee: Committee, config: ClientConfig) -> Result<Self, ClientError> {
-        let nodes = committee
-            .members
-            .iter()
-            .map(|m| Ok((m.node_id, NodeClient::new(&m.address, config.max_message)?)))
-            .collect::<Result<_, ClientError>>()?;
+        let view = View::new(committee, None, config.max_message)?;
         Ok(Self {
-            committee,
-            nodes,
+            view: std::sync::RwLock::new(Arc::new(view)),
+            seeds: Vec::new(),
             config,
         })
     }
 
-    /// Learn the committee from any of `addresses` and build a client for it.
+    /// Learn the newest committee that any of `addresses` knows and build a client for it.
     pub async fn connect(addresses: &[String], config: ClientConfig) -> Result<Self, ClientError> {
-        let mut last = None;
-        for a in addresses {
-            match NodeClient::new(a, config.max_message)?.committee().await {
-                Ok(c) => return Self::new(c, config),
-                Err(e) => last = Some(e),
-            }
+        let (c, prev) = newest_committee(addresses, config.max_message).await?;
+        let view = View::new(c, prev, config.max_message)?;
+        Ok(Self {
+            view: std::sync::RwLock::new(Arc::new(view)),
+            seeds: addresses.to_vec(),
+            config,
+        })
+    }
+
+    fn view(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The committee this client writes to.
+    pub fn committee(&self) -> Committee {
+        self.view().committee.clone()
+    }
+
+    /// Fetch the newest committee from the seeds and the members; true if it is newer than the
+    /// one held.
+    pub async fn refresh(&self) -> Result<bool, ClientError> {
+        let view = self.view();
+        let mut addresses = self.seeds.clone();
+        addresses.extend(view.committee.members.iter().map(|m| m.address.clone()));
+        addresses.sort();
+        addresses.dedup();
+        let (c, prev) = newest_committee(&addresses, self.config.max_message).await?;
+        if c.epoch <= view.committee.epoch && c == view.committee {
+            return Ok(false);
         }
-        Err(last.unwrap_or_else(|| ClientError::Address {
-            address: String::new(),
-            message: "no node address given".into(),
-        }))
+        let newer = c.epoch > view.committee.epoch;
+        let prev = prev.or_else(|| newer.then(|| view.committee.clone()));
+        let next = Arc::new(View::new(c, prev, self.config.max_message)?);
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(true)
     }
 
-    pub fn committee(&self) -> &Committee {
-        &self.committee
-    }
-
-    fn node(&self, m: &Member) -> &NodeClient {
-        &self.nodes[&m.node_id]
-    }
-
-    /// Encode, upload, collect confirmations to a quorum, certify.
+    /// Encode, upload, collect confirmations to a quorum, certify. When the network moved to a
+    /// newer epoch meanwhile, the upload is repeated against the new committee.
     pub async fn write(
         &self,
         data: Vec<u8>,
@@ -173,7 +226,7 @@ impl BlobClient {
                 f(p)
             }
         };
-        let params = self.committee.params();
+        let params = self.view().committee.params();
         let size = data.len() as u64;
         let enc: Arc<EncodedBlob> = Arc::new(
             tokio::task::spawn_blocking(move || codec::encode(&data, params))
@@ -188,19 +241,63 @@ impl BlobClient {
             encoded_bytes: encoded_size,
             elapsed: encode_time,
         });
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let view = self.view();
+            match self
+                .upload(&view, &enc, start, encode_time, size, progress.clone())
+                .await
+            {
+                Err(e @ WriteError::NoQuorum { .. }) if attempt < EPOCH_RETRIES => {
+                    match self.refresh().await {
+                        Ok(true) => {
+                            tracing::info!(
+                                epoch = self.view().committee.epoch,
+                                "the committee changed during the write; uploading again"
+                            );
+                            continue;
+                        }
+                        _ => return Err(e),
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One upload of an encoded blob to the committee of `view`.
+    async fn upload(
+        &self,
+        view: &View,
+        enc: &Arc<EncodedBlob>,
+        start: Instant,
+        encode_time: Duration,
+        size: u64,
+        progress: Option<ProgressFn>,
+    ) -> Result<WriteOutcome, WriteError> {
+        let report = |p: Progress| {
+            if let Some(f) = &progress {
+                f(p)
+            }
+        };
+        let params = view.committee.params();
+        let shape = *enc.shape();
+        let n = params.n();
+        let encoded_size = (n * (shape.primary_sliver_len() + shape.secondary_sliver_len())) as u64;
         let id = enc.blob_id();
         let rot = id.mod_n(n);
 
         let budget = Arc::new(Semaphore::new(self.config.max_in_flight_bytes.max(1) >> 10));
         let done_bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let upload_start = Instant::now();
-        let mut tasks: FuturesUnordered<_> = self
+        let mut tasks: FuturesUnordered<_> = view
             .committee
             .members
             .iter()
             .filter(|m| !m.shards.is_empty())
             .map(|m| {
-                let node = self.node(m).clone();
+                let node = view.node(m).clone();
                 let pairs: Vec<u16> = m
                     .shards
                     .iter()
@@ -251,7 +348,7 @@ impl BlobClient {
                 break;
             };
             match result {
-                Ok(conf) if conf.epoch == self.committee.epoch => {
+                Ok(conf) if conf.epoch == view.committee.epoch => {
                     confirmations.push(conf);
                     confirmed += weight;
                     report(Progress::Confirmed {
@@ -266,7 +363,7 @@ impl BlobClient {
                     "{}: confirmed epoch {} instead of {}",
                     node.address(),
                     conf.epoch,
-                    self.committee.epoch
+                    view.committee.epoch
                 )),
                 Err(e) => failures.push(e.to_string()),
             }
@@ -281,14 +378,14 @@ impl BlobClient {
             });
         }
         let cert = Certificate {
-            epoch: self.committee.epoch,
+            epoch: view.committee.epoch,
             blob_id: id,
             signers: confirmations
                 .iter()
                 .map(|c| (c.node_id, c.signature))
                 .collect(),
         };
-        let certified_nodes = futures::future::join_all(self.nodes.values().map(|node| {
+        let certified_nodes = futures::future::join_all(view.nodes.values().map(|node| {
             let cert = &cert;
             async move {
                 retry(self.config.attempts, || node.put_certificate(cert))
@@ -307,7 +404,7 @@ impl BlobClient {
             blob_id: id,
             size,
             encoded_size,
-            epoch: self.committee.epoch,
+            epoch: view.committee.epoch,
             confirmed_shards: confirmed,
             quorum,
             certified_nodes,
@@ -319,11 +416,18 @@ impl BlobClient {
 
     /// Metadata of `id` from the first node that has it (verified against the ID).
     pub async fn metadata(&self, id: &BlobId) -> Result<BlobMetadata, ReadError> {
-        let mut calls: FuturesUnordered<_> =
-            self.nodes.values().map(|n| n.get_metadata(id)).collect();
-        while let Some(r) = calls.next().await {
-            if let Ok(md) = r {
-                return Ok(md);
+        for round in 0..2 {
+            let view = self.view();
+            let mut calls: FuturesUnordered<_> =
+                view.nodes.values().map(|n| n.get_metadata(id)).collect();
+            while let Some(r) = calls.next().await {
+                if let Ok(md) = r {
+                    return Ok(md);
+                }
+            }
+            // nobody we know has it: maybe the network moved on since we learned the committee
+            if round == 0 && !matches!(self.refresh().await, Ok(true)) {
+                break;
             }
         }
         Err(ReadError::NotFound(*id))
@@ -446,7 +550,9 @@ impl BlobClient {
         let params = md.params()?;
         let (n, kp) = (params.n(), params.k_primary());
         let rot = id.mod_n(n);
-        let owners = self.committee.shard_owners();
+        let view = self.view();
+        let owners = view.committee.shard_owners();
+        let prev_owners = view.previous.as_ref().map(|p| p.shard_owners());
         let sliver_bytes = md.shape()?.primary_sliver_len() as u64;
         let mut candidates = (0..n as u16).collect::<Vec<_>>().into_iter();
         let mut inflight = FuturesUnordered::new();
@@ -455,24 +561,44 @@ impl BlobClient {
         let mut invalid_votes = 0usize;
         let fetch = |pair: u16| {
             let shard = params.shard_for_pair(pair as usize, rot);
-            let member = owners
-                .get(shard)
-                .copied()
-                .flatten()
-                .map(|i| &self.committee.members[i]);
-            let node = member.map(|m| self.node(m).clone());
+            // the owner now, then (shards still moving) the owner in the previous epoch
+            let mut holders: Vec<NodeClient> = Vec::new();
+            if let Some(m) = owners.get(shard).copied().flatten() {
+                holders.push(view.node(&view.committee.members[m]).clone());
+            }
+            if let (Some(prev), Some(po)) = (&view.previous, &prev_owners) {
+                if let Some(m) = po.get(shard).copied().flatten() {
+                    let node = view.node(&prev.members[m]).clone();
+                    if holders.iter().all(|h| h.address() != node.address()) {
+                        holders.push(node);
+                    }
+                }
+            }
             let md = md.clone();
             let id = *id;
             async move {
-                let node = node.ok_or_else(|| format!("shard {shard} has no owner"))?;
-                let sliver = node
-                    .get_sliver(&id, pair, Axis::Primary)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tokio::task::spawn_blocking(move || sliver.verify(&md).map(|()| sliver))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("{}: sliver {pair} rejected: {e}", node.address()))
+                if holders.is_empty() {
+                    return Err(format!("shard {shard} has no owner"));
+                }
+                let mut last = String::new();
+                for node in holders {
+                    let sliver = match node.get_sliver(&id, pair, Axis::Primary).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            last = e.to_string();
+                            continue;
+                        }
+                    };
+                    let md = md.clone();
+                    match tokio::task::spawn_blocking(move || sliver.verify(&md).map(|()| sliver))
+                        .await
+                        .map_err(|e| e.to_string())?
+                    {
+                        Ok(s) => return Ok(s),
+                        Err(e) => last = format!("{}: sliver {pair} rejected: {e}", node.address()),
+                    }
+                }
+                Err(last)
             }
         };
         for pair in candidates
@@ -535,6 +661,42 @@ async fn decode_blocking(
             CodecError::InconsistentEncoding => ReadError::Invalid(id),
             other => ReadError::Codec(other),
         })
+}
+
+/// The committee of the highest epoch any of `addresses` reports, and the one before it if the
+/// node that reported it still knows it.
+async fn newest_committee(
+    addresses: &[String],
+    max_message: usize,
+) -> Result<(Committee, Option<Committee>), ClientError> {
+    let clients: Vec<NodeClient> = addresses
+        .iter()
+        .map(|a| NodeClient::new(a, max_message))
+        .collect::<Result<_, _>>()?;
+    let answers = futures::future::join_all(clients.iter().map(|c| c.committee())).await;
+    let mut best: Option<(Committee, &NodeClient)> = None;
+    let mut last = None;
+    for (a, c) in answers.into_iter().zip(&clients) {
+        match a {
+            Ok(com) if best.as_ref().is_none_or(|(b, _)| com.epoch > b.epoch) => {
+                best = Some((com, c))
+            }
+            Ok(_) => {}
+            Err(e) => last = Some(e),
+        }
+    }
+    let Some((c, from)) = best else {
+        return Err(last.unwrap_or_else(|| ClientError::Address {
+            address: String::new(),
+            message: "no node address given".into(),
+        }));
+    };
+    let prev = if c.epoch > 1 {
+        from.committee_of(c.epoch - 1).await.ok()
+    } else {
+        None
+    };
+    Ok((c, prev))
 }
 
 /// Retry `f` with exponential backoff (100 ms, 200 ms, …) on errors that may pass.

@@ -118,11 +118,17 @@ impl NodeClient {
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
+    /// The committee the node follows now.
     pub async fn committee(&self) -> Result<Committee, ClientError> {
+        self.committee_of(0).await
+    }
+
+    /// Committee `epoch` (0: the current one), if the node still knows it.
+    pub async fn committee_of(&self, epoch: u32) -> Result<Committee, ClientError> {
         let r = self
             .storage
             .clone()
-            .get_committee(self.req(proto::GetCommitteeRequest {}, Duration::from_secs(5)))
+            .get_committee(self.req(proto::GetCommitteeRequest { epoch }, Duration::from_secs(5)))
             .await;
         let c = r.map_err(|s| self.err(s))?.into_inner();
         Committee::try_from(c).map_err(|e| self.invalid(e))

@@ -129,12 +129,9 @@ impl Admin for AdminService {
             blocking(move || {
                 let epoch = st.committee().map_or(0, |c| c.epoch);
                 let plan = st.sync_plan().unwrap_or_default();
-                // counted afresh, not from the recovery loop's last round: "done" must never be
-                // reported for work that is not finished
-                let backlog: u64 = super::recovery::missing_work(&st)
-                    .iter()
-                    .map(|(_, w)| w.len() as u64)
-                    .sum();
+                // an exact count, not the recovery loop's last round: "done" must never be
+                // reported for work that is not finished (cached until the store changes)
+                let backlog = st.recovery_backlog_exact();
                 let to_pull: u64 = plan
                     .pending
                     .values()

@@ -73,7 +73,10 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
+    /// Serve slivers with flipped bits (a lying node).
     CorruptSlivers,
+    /// Never scrub or recover: data lost under it stays lost (a lazy node, for challenges).
+    NoRepair,
 }
 
 /// `123`, `64KiB`, `10MB`, `2GiB`…

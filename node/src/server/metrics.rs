@@ -24,6 +24,9 @@ pub struct Metrics {
     pub synced_blobs: IntCounter,
     pub synced_slivers: IntCounter,
     pub sync_fallbacks: IntCounter,
+    /// Sliver and symbol bytes received from peers, by purpose (sync, recovery): what an epoch
+    /// change or a recovery costs the network.
+    pub peer_bytes: IntCounterVec,
     pub up: Gauge,
 }
 
@@ -114,6 +117,17 @@ impl Metrics {
             "Gained shards handed to recovery because their previous owner was gone, stalled or lied",
         )
         .expect("metric");
+        let peer_bytes = IntCounterVec::new(
+            Opts::new(
+                "floe_node_peer_bytes_received_total",
+                "Sliver and recovery-symbol bytes received from peers, by purpose",
+            ),
+            &["purpose"],
+        )
+        .expect("metric");
+        for p in ["sync", "recovery"] {
+            peer_bytes.with_label_values(&[p]);
+        }
         let up = Gauge::with_opts(
             Opts::new("floe_node_build_info", "Build information")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -136,6 +150,7 @@ impl Metrics {
             Box::new(sync_shards_pending.clone()),
             Box::new(synced_blobs.clone()),
             Box::new(synced_slivers.clone()),
+            Box::new(peer_bytes.clone()),
             Box::new(sync_fallbacks.clone()),
             Box::new(up.clone()),
         ] {
@@ -158,6 +173,7 @@ impl Metrics {
             sync_shards_pending,
             synced_blobs,
             synced_slivers,
+            peer_bytes,
             sync_fallbacks,
             up,
         }

@@ -33,7 +33,9 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
         let Some(committee) = state.committee() else {
             continue;
         };
-        if committee.member(&state.node_id).is_none() {
+        if committee.member(&state.node_id).is_none()
+            || state.config.fault == Some(super::config::Fault::NoRepair)
+        {
             continue;
         }
         let peers = peer_clients(&state, &committee, &mut clients);
@@ -257,6 +259,15 @@ async fn recover_axis(
             .collect();
         while let Some(answer) = calls.next().await {
             let Ok(symbols) = answer else { continue };
+            let bytes: usize = symbols
+                .iter()
+                .map(|s| s.data.len() + 32 * s.proof.siblings.len())
+                .sum();
+            state
+                .metrics
+                .peer_bytes
+                .with_label_values(&["recovery"])
+                .inc_by(bytes as u64);
             for sym in symbols {
                 if let Some(b) = builders.get_mut(&sym.position) {
                     if !b.is_ready() {

@@ -63,6 +63,19 @@ pub struct NodeState {
     pub recovery_wakeup: tokio::sync::Notify,
     pub recovery_backlog: AtomicU64,
     pub sync_wakeup: tokio::sync::Notify,
+    /// The last full count of the recovery backlog and what it was counted against.
+    backlog_cache: std::sync::Mutex<Option<(BacklogKey, u64)>>,
+    /// (store generation, epoch) of the last per-shard count: a scrape recounts only after a change.
+    shard_gauges_at: std::sync::Mutex<Option<(u64, u32)>>,
+}
+
+/// A backlog count stays valid while the store, the committee and the syncing shards are the
+/// same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BacklogKey {
+    generation: u64,
+    epoch: u32,
+    syncing: Vec<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +123,8 @@ impl NodeState {
             recovery_wakeup: tokio::sync::Notify::new(),
             recovery_backlog: AtomicU64::new(0),
             sync_wakeup: tokio::sync::Notify::new(),
+            backlog_cache: std::sync::Mutex::new(None),
+            shard_gauges_at: std::sync::Mutex::new(None),
         };
         state
             .metrics
@@ -150,11 +165,19 @@ impl NodeState {
                 });
             }
             if new.epoch == cur.epoch {
-                return if **cur == new {
-                    Ok(())
-                } else {
-                    Err(CommitteeUpdateError::Conflict(new.epoch))
-                };
+                if **cur == new {
+                    return Ok(());
+                }
+                // a member restarted on a new address (a pod's new IP): the same committee with
+                // other addresses is accepted; any other difference is a conflict
+                if !same_but_addresses(cur, &new) {
+                    return Err(CommitteeUpdateError::Conflict(new.epoch));
+                }
+                let mut next = guard.clone();
+                next.current = Some(Arc::new(new));
+                self.persist(&next)?;
+                *guard = next;
+                return Ok(());
             }
             if cur.n_shards != new.n_shards {
                 return Err(CommitteeUpdateError::ShardCount {
@@ -281,6 +304,34 @@ impl NodeState {
             .collect()
     }
 
+    /// Slivers of certified blobs this node owns but lacks (what recovery still has to do),
+    /// counted exactly. Cost: O(1) while nothing changed since the last count (the control plane
+    /// polls this every round); after a change, one pass over the in-memory index (certified
+    /// blobs × owned pairs, no disk access).
+    pub fn recovery_backlog_exact(&self) -> u64 {
+        let key = |s: &Self| BacklogKey {
+            generation: s.store.generation(),
+            epoch: s.committee().map_or(0, |c| c.epoch),
+            syncing: s.syncing_shards().into_iter().collect(),
+        };
+        let before = key(self);
+        let mut cache = self.backlog_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, v)) = cache.as_ref() {
+            if *k == before {
+                return *v;
+            }
+        }
+        let count: u64 = super::recovery::missing_work(self)
+            .iter()
+            .map(|(_, w)| w.len() as u64)
+            .sum();
+        // cached only if nothing changed while counting (else the next call counts again)
+        if key(self) == before {
+            *cache = Some((before, count));
+        }
+        count
+    }
+
     pub fn status(&self) -> NodeStatus {
         match self.committee() {
             Some(c) if c.member(&self.node_id).is_some() => {
@@ -306,6 +357,15 @@ impl NodeState {
             .recovery_backlog
             .set(self.recovery_backlog.load(Ordering::Relaxed) as i64);
         if let Some(c) = self.committee() {
+            let at = Some((self.store.generation(), c.epoch));
+            let mut last = self
+                .shard_gauges_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if *last == at {
+                return;
+            }
+            *last = at;
             let n = c.n_shards as usize;
             let mine = self.my_shards();
             let mut per_shard = std::collections::BTreeMap::new();
@@ -332,6 +392,17 @@ impl NodeState {
             }
         }
     }
+}
+
+/// Equal committees up to the members' addresses.
+fn same_but_addresses(a: &Committee, b: &Committee) -> bool {
+    a.epoch == b.epoch
+        && a.n_shards == b.n_shards
+        && a.members.len() == b.members.len()
+        && a.members
+            .iter()
+            .zip(&b.members)
+            .all(|(x, y)| x.node_id == y.node_id && x.stake == y.stake && x.shards == y.shards)
 }
 
 /// The sync implied by installing `new` over `old`: shards this node gains from another member of
@@ -443,6 +514,35 @@ mod tests {
             pending(&next_sync_plan(&none, &c3, &id(3)).unwrap()),
             vec![(0, None), (1, None)]
         );
+    }
+
+    #[test]
+    fn a_same_epoch_update_may_change_addresses_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = super::super::config::Args::try_parse_from([
+            "floe-node",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .unwrap();
+        let config = args.resolve().unwrap();
+        let state = NodeState::open(config.clone(), key(3)).unwrap();
+        let c1 = committee(1, &[(1, &[0, 1]), (3, &[2, 3])]);
+        state.set_committee(c1.clone()).unwrap();
+        let mut moved = c1.clone();
+        moved.members[0].address = "10.0.0.9:7070".into();
+        state.set_committee(moved.clone()).unwrap();
+        let mut reshuffled = moved.clone();
+        reshuffled.members[0].shards = vec![0];
+        reshuffled.members[1].shards = vec![1, 2, 3];
+        assert!(matches!(
+            state.set_committee(reshuffled),
+            Err(CommitteeUpdateError::Conflict(1))
+        ));
+        drop(state);
+        let state = NodeState::open(config, key(3)).unwrap();
+        assert_eq!(*state.committee().unwrap(), moved, "persisted");
+        assert!(state.sync_plan().is_none());
     }
 
     #[test]

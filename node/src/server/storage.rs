@@ -121,13 +121,19 @@ impl Storage for StorageService {
 
     async fn get_committee(
         &self,
-        _: Request<proto::GetCommitteeRequest>,
+        req: Request<proto::GetCommitteeRequest>,
     ) -> Result<Response<proto::Committee>, Status> {
         metered(&self.state, "GetCommittee", async {
-            let c = self
-                .state
-                .committee()
-                .ok_or_else(|| Status::failed_precondition("node has no committee yet"))?;
+            let epoch = req.into_inner().epoch;
+            let c = if epoch == 0 {
+                self.state
+                    .committee()
+                    .ok_or_else(|| Status::failed_precondition("node has no committee yet"))?
+            } else {
+                self.state.committee_of(epoch).ok_or_else(|| {
+                    Status::not_found(format!("this node does not know committee {epoch}"))
+                })?
+            };
             Ok(proto::Committee::from(c.as_ref()))
         })
         .await

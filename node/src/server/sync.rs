@@ -130,6 +130,16 @@ async fn sync_shard(
             return Err(SyncError::Lying("a cursor that does not advance".into()));
         }
         let blobs = page.items.len() as u64;
+        let bytes: usize = page
+            .items
+            .iter()
+            .map(|i| i.metadata.len() + i.primary.len() + i.secondary.len())
+            .sum();
+        state
+            .metrics
+            .peer_bytes
+            .with_label_values(&["sync"])
+            .inc_by(bytes as u64);
         let st = state.clone();
         let slivers = tokio::task::spawn_blocking(move || store_page(&st, shard, page.items))
             .await

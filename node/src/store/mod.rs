@@ -114,6 +114,9 @@ pub struct BlobStore {
     capacity: Option<u64>,
     used: AtomicU64,
     index: RwLock<BTreeMap<BlobId, BlobEntry>>,
+    /// Bumped on every change of the index: lets counts derived from the whole index (the
+    /// recovery backlog) be cached until something changed.
+    generation: AtomicU64,
 }
 
 fn sliver_file(pair: u16, axis: AxisKey) -> String {
@@ -186,6 +189,7 @@ impl BlobStore {
             blobs_dir,
             capacity,
             used: AtomicU64::new(used),
+            generation: AtomicU64::new(0),
             index: RwLock::new(index),
         })
     }
@@ -221,7 +225,14 @@ impl BlobStore {
         self.index.read().unwrap_or_else(|p| p.into_inner())
     }
     fn index_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<BlobId, BlobEntry>> {
-        self.index.write().unwrap_or_else(|p| p.into_inner())
+        let guard = self.index.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        guard
+    }
+
+    /// Changes whenever the index may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// Store verified metadata. Returns true when it was already there.

@@ -139,16 +139,22 @@ impl TestNode {
             .map(|(_, b)| b)
             .unwrap_or_default()
     }
-    /// Value of a metric without labels.
+    /// Value of a metric without labels. Panics when the node does not export it, so that a
+    /// renamed metric fails the test instead of reading as 0.
     pub fn metric(&self, name: &str) -> f64 {
-        self.metrics()
-            .lines()
+        let all = self.metrics();
+        all.lines()
             .find_map(|l| {
                 l.strip_prefix(name)
                     .and_then(|r| r.strip_prefix(' '))
                     .and_then(|v| v.trim().parse().ok())
             })
-            .unwrap_or(0.0)
+            .unwrap_or_else(|| {
+                panic!(
+                    "metric {name} is not exported by {}:\n{all}",
+                    self.dir.display()
+                )
+            })
     }
 
     pub fn log(&self) -> String {
@@ -260,9 +266,13 @@ impl TestCluster {
         c
     }
 
+    /// Hand the committee to every node; a node that refuses fails the test.
     pub async fn publish_committee(&self) {
         for n in &self.nodes {
-            if let Ok(()) = n.admin().set_committee(&self.committee).await {}
+            n.admin()
+                .set_committee(&self.committee)
+                .await
+                .unwrap_or_else(|e| panic!("{} refused the committee: {e}", n.dir.display()));
         }
     }
 

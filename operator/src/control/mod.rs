@@ -1,3 +1,11 @@
-//! The brain: pure decisions about committees (and, later, epochs, recovery and challenges).
+//! The brain: every decision of the control plane, free of Kubernetes and of processes
+//! (PROTOCOL.md §6–§7). `assignment`, `challenge`, `ledger` and `brain` are pure; `driver` runs
+//! the brain against real members through the [`driver::Body`] a body implements (the local
+//! testnet in `crate::local`, the Kubernetes operator later).
 
-pub mod committee;
+pub mod assignment;
+pub mod brain;
+pub mod challenge;
+pub mod driver;
+pub mod ledger;
+pub mod metrics;

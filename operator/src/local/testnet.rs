@@ -1,17 +1,21 @@
-//! A testnet of real `floe-node` processes on 127.0.0.1, kept alive by a supervisor process.
+//! A testnet of real `floe-node` processes on 127.0.0.1, kept alive by a supervisor process
+//! that runs the control plane's brain (epochs, committees, challenges, rewards) against them.
 //!
 //! Everything lives under one directory:
 //! ```text
-//! DIR/testnet.json        state written by the supervisor (nodes, ports, pids, committee)
+//! DIR/testnet.json        written by the supervisor (nodes, ports, pids, stakes, metrics address)
+//! DIR/control.json        the brain's persisted state (epoch, committees, challenges, ledger)
+//! DIR/requests/*.json     membership requests from the CLI, applied by the supervisor in order
 //! DIR/supervisor.pid|log  the supervisor process
-//! DIR/admin.token         admin bearer token shared by the nodes
+//! DIR/admin.token         admin bearer token shared by the nodes (0600)
 //! DIR/nodeI/data          node I's data directory;  DIR/nodeI/node.key its identity
 //! DIR/nodeI/log           its output;  DIR/nodeI/stopped  present = keep it down
 //! ```
-//! The CLI never talks to the supervisor directly: it reads `testnet.json`, drops or removes
-//! `stopped` markers and signals processes; the supervisor converges every 500 ms.
+//! The CLI never talks to the supervisor directly: it reads the state files, drops requests and
+//! `stopped` markers, and signals processes; the supervisor converges every 500 ms.
 
 use std::fs;
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,12 +23,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use floe_node::client::NodeClient;
-use floe_node::protocol::{Committee, NodeId};
+use floe_node::protocol::NodeId;
 use serde::{Deserialize, Serialize};
 
-use crate::control::committee::{initial_committee, Candidate};
+use crate::control::brain::{Brain, BrainState, Candidate, Intent, Settings};
+use crate::control::challenge::default_sample_size;
+use crate::control::driver::{Body, BodyError, ChallengeSettings, Driver, Members};
+use crate::control::metrics::ControlMetrics;
 
 pub const STATE_FILE: &str = "testnet.json";
+pub const CONTROL_FILE: &str = "control.json";
+const REQUESTS_DIR: &str = "requests";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeEntry {
@@ -37,6 +46,18 @@ pub struct NodeEntry {
     pub restarts: u32,
     /// Test-only fault switched on in this node (`floe-node --fault`).
     pub fault: Option<String>,
+    #[serde(default = "one")]
+    pub stake: u64,
+    /// Asked to leave: it gets no shards from the next epoch on.
+    #[serde(default)]
+    pub leaving: bool,
+    /// Left the committee and the change completed: its process is stopped for good.
+    #[serde(default)]
+    pub released: bool,
+}
+
+fn one() -> u64 {
+    1
 }
 
 impl NodeEntry {
@@ -47,7 +68,47 @@ impl NodeEntry {
         self.dir.join("stopped")
     }
     pub fn wants_stopped(&self) -> bool {
-        self.stop_marker().exists()
+        self.released || self.stop_marker().exists()
+    }
+}
+
+/// Settings of the testnet's control plane (`floe testnet up` options).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlOptions {
+    pub epoch_seconds: u64,
+    pub challenge_samples: usize,
+    pub challenge_timeout_seconds: u64,
+    pub reward_per_epoch: u64,
+    /// A node unreachable this long loses its shards at the next epoch.
+    pub unreachable_after_seconds: u64,
+    /// An epoch change not complete after this long is reported stuck.
+    #[serde(default)]
+    pub stuck_after_seconds: Option<u64>,
+}
+
+impl ControlOptions {
+    pub fn new(epoch: Duration) -> Self {
+        Self {
+            epoch_seconds: epoch.as_secs().max(1),
+            challenge_samples: default_sample_size(),
+            challenge_timeout_seconds: 30,
+            reward_per_epoch: 1_000_000,
+            unreachable_after_seconds: (2 * epoch.as_secs()).max(10),
+            stuck_after_seconds: None,
+        }
+    }
+    fn settings(&self, n_shards: u16, nodes: usize) -> Settings {
+        let epoch_ms = self.epoch_seconds * 1000;
+        Settings {
+            n_shards,
+            epoch_ms,
+            unreachable_after_ms: self.unreachable_after_seconds * 1000,
+            reward_per_epoch: self.reward_per_epoch,
+            stuck_after_ms: self
+                .stuck_after_seconds
+                .map_or((epoch_ms / 4).clamp(5000, 300_000), |s| s * 1000),
+            genesis_members: nodes,
+        }
     }
 }
 
@@ -59,9 +120,22 @@ pub struct TestnetState {
     pub supervisor_pid: u32,
     pub node_bin: PathBuf,
     pub nodes: Vec<NodeEntry>,
-    pub committee: Option<Committee>,
-    /// Set once every node is up and holds the committee.
+    /// Set once every node is up and holds the first committee.
     pub ready: bool,
+    /// Where the supervisor serves the control plane's `/metrics`.
+    #[serde(default)]
+    pub metrics: Option<String>,
+    #[serde(default)]
+    pub control: Option<ControlOptions>,
+}
+
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(name))?;
+    fs::File::open(dir)?.sync_all()
 }
 
 impl TestnetState {
@@ -76,13 +150,16 @@ impl TestnetState {
         serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
     }
     fn save(&self) -> anyhow::Result<()> {
-        let tmp = self.dir.join(".testnet.json.tmp");
-        fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        fs::rename(&tmp, self.dir.join(STATE_FILE))?;
+        write_atomic(&self.dir, STATE_FILE, &serde_json::to_vec_pretty(self)?)?;
         Ok(())
     }
+    /// Addresses of every node that is not gone for good.
     pub fn addresses(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| n.grpc.clone()).collect()
+        self.nodes
+            .iter()
+            .filter(|n| !n.released)
+            .map(|n| n.grpc.clone())
+            .collect()
     }
     pub fn admin_token(&self) -> anyhow::Result<String> {
         Ok(fs::read_to_string(self.dir.join("admin.token"))?
@@ -91,28 +168,71 @@ impl TestnetState {
     }
     /// Node by name (`node3`) or index (`3`).
     pub fn node(&self, which: &str) -> anyhow::Result<&NodeEntry> {
-        let name = if which.chars().all(|c| c.is_ascii_digit()) {
-            format!("node{which}")
-        } else {
-            which.to_string()
-        };
+        let name = node_name(which);
         self.nodes
             .iter()
             .find(|n| n.name == name)
             .with_context(|| format!("no node {which:?} in this testnet"))
     }
+    /// The brain's state, if the supervisor has written one.
+    pub fn control(&self) -> anyhow::Result<Option<BrainState>> {
+        load_control(&self.dir)
+    }
+}
+
+fn node_name(which: &str) -> String {
+    if which.chars().all(|c| c.is_ascii_digit()) {
+        format!("node{which}")
+    } else {
+        which.to_string()
+    }
+}
+
+pub fn load_control(dir: &Path) -> anyhow::Result<Option<BrainState>> {
+    match fs::read(dir.join(CONTROL_FILE)) {
+        Ok(b) => Ok(Some(
+            serde_json::from_slice(&b).context("reading the control state")?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A membership request from the CLI, applied by the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    AddNode { stake: u64 },
+    RemoveNode { node: String },
+    SetStake { node: String, stake: u64 },
+    NextEpoch,
+}
+
+/// Queue a request for the supervisor (atomically; applied in the order written).
+pub fn send_request(dir: &Path, req: &Request) -> anyhow::Result<()> {
+    let rdir = dir.join(REQUESTS_DIR);
+    fs::create_dir_all(&rdir)?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    write_atomic(
+        &rdir,
+        &format!("{stamp:024}-{}.json", std::process::id()),
+        &serde_json::to_vec(req)?,
+    )?;
+    Ok(())
 }
 
 /// Options of `floe testnet up`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpOptions {
     pub dir: PathBuf,
     pub nodes: usize,
     pub shards: u16,
-    pub epoch: Duration,
     pub node_bin: PathBuf,
     /// (node index, fault name)
     pub faults: Vec<(usize, String)>,
+    pub control: ControlOptions,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -154,72 +274,111 @@ pub fn find_node_bin(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     bail!("floe-node not found: build it (cargo build --release -p floe-node) or pass --node-bin")
 }
 
-/// The supervisor: start the nodes, hand out the first committee, keep them running.
-pub struct Supervisor {
-    state: TestnetState,
-    children: Vec<Option<Child>>,
+/// A node process: started by this supervisor, or found running from an earlier one (a
+/// supervisor killed with -9 leaves its nodes running; the next one adopts them).
+enum Proc {
+    Child(Child),
+    Adopted(u32),
 }
 
-impl Supervisor {
-    pub fn create(opts: &UpOptions) -> anyhow::Result<Self> {
-        if opts.nodes == 0 || opts.nodes > opts.shards as usize {
-            bail!("--nodes must be between 1 and --shards ({})", opts.shards);
+impl Proc {
+    fn pid(&self) -> u32 {
+        match self {
+            Proc::Child(c) => c.id(),
+            Proc::Adopted(p) => *p,
         }
-        floe_node::codec::EncodingParams::new(opts.shards as usize)?;
-        fs::create_dir_all(&opts.dir)?;
-        let dir = fs::canonicalize(&opts.dir)?;
-        let token_file = dir.join("admin.token");
-        if !token_file.exists() {
-            let mut t = [0u8; 24];
-            getrandom::fill(&mut t).map_err(|e| anyhow::anyhow!("random token: {e}"))?;
-            fs::write(&token_file, hex::encode(t))?;
+    }
+    fn exited(&mut self) -> bool {
+        match self {
+            Proc::Child(c) => c.try_wait().ok().flatten().is_some(),
+            Proc::Adopted(p) => !alive(*p),
         }
-        // Reuse ports and identities of an earlier run in the same directory.
-        let previous = TestnetState::load(&dir).ok();
-        let mut nodes = Vec::new();
-        for i in 0..opts.nodes {
-            let name = format!("node{i}");
-            let prev = previous
-                .as_ref()
-                .and_then(|p| p.nodes.iter().find(|n| n.name == name));
-            let node_dir = dir.join(&name);
-            fs::create_dir_all(&node_dir)?;
-            let _ = fs::remove_file(node_dir.join("stopped"));
-            nodes.push(NodeEntry {
-                name,
-                grpc: prev.map_or(
-                    Ok::<_, anyhow::Error>(format!("127.0.0.1:{}", free_port()?)),
-                    |p| Ok(p.grpc.clone()),
-                )?,
-                http: prev.map_or(
-                    Ok::<_, anyhow::Error>(format!("127.0.0.1:{}", free_port()?)),
-                    |p| Ok(p.http.clone()),
-                )?,
-                dir: node_dir,
-                node_id: None,
-                pid: None,
-                restarts: 0,
-                fault: opts
-                    .faults
-                    .iter()
-                    .find(|(n, _)| *n == i)
-                    .map(|(_, f)| f.clone()),
-            });
-        }
-        let state = TestnetState {
-            dir,
-            n_shards: opts.shards,
-            epoch_seconds: opts.epoch.as_secs(),
-            supervisor_pid: std::process::id(),
-            node_bin: opts.node_bin.clone(),
-            nodes,
-            committee: previous
-                .and_then(|p| p.committee)
-                .filter(|c| c.n_shards == opts.shards),
-            ready: false,
+    }
+}
+
+/// The body of the local testnet: its processes, its files.
+pub struct LocalBody {
+    state: TestnetState,
+    procs: Vec<Option<Proc>>,
+    force_change: bool,
+    dirty: bool,
+}
+
+impl Body for LocalBody {
+    async fn candidates(&mut self) -> Result<Vec<Candidate>, BodyError> {
+        Ok(self
+            .state
+            .nodes
+            .iter()
+            .filter(|n| !n.released)
+            .filter_map(|n| {
+                n.node_id.map(|id| Candidate {
+                    node_id: id,
+                    name: n.name.clone(),
+                    address: n.grpc.clone(),
+                    stake: n.stake,
+                    intent: if n.leaving {
+                        Intent::Leaving
+                    } else {
+                        Intent::Active
+                    },
+                })
+            })
+            .collect())
+    }
+
+    async fn save(&mut self, state: &BrainState) -> Result<(), BodyError> {
+        let stored = load_control(&self.state.dir).map_err(|e| BodyError(e.to_string()))?;
+        crate::control::brain::check_monotonic(stored.as_ref(), state)
+            .map_err(|e| BodyError(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(state).map_err(|e| BodyError(e.to_string()))?;
+        write_atomic(&self.state.dir, CONTROL_FILE, &bytes)
+            .map_err(|e| BodyError(format!("writing the control state: {e}")))
+    }
+
+    async fn release(&mut self, node: &NodeId, name: &str) -> Result<(), BodyError> {
+        let Some(i) = self
+            .state
+            .nodes
+            .iter()
+            .position(|n| n.node_id == Some(*node))
+        else {
+            return Ok(());
         };
-        let children = (0..state.nodes.len()).map(|_| None).collect();
-        Ok(Self { state, children })
+        self.state.nodes[i].released = true;
+        if let Some(p) = self.procs[i].take() {
+            signal(p.pid(), "TERM");
+        }
+        self.state.nodes[i].pid = None;
+        self.dirty = true;
+        tracing::info!(node = name, "released: process stopped, data kept");
+        Ok(())
+    }
+
+    fn take_force_change(&mut self) -> bool {
+        std::mem::take(&mut self.force_change)
+    }
+}
+
+impl LocalBody {
+    fn new_entry(&self, i: usize, stake: u64) -> anyhow::Result<NodeEntry> {
+        let name = format!("node{i}");
+        let dir = self.state.dir.join(&name);
+        fs::create_dir_all(&dir)?;
+        let _ = fs::remove_file(dir.join("stopped"));
+        Ok(NodeEntry {
+            name,
+            grpc: format!("127.0.0.1:{}", free_port()?),
+            http: format!("127.0.0.1:{}", free_port()?),
+            dir,
+            node_id: None,
+            pid: None,
+            restarts: 0,
+            fault: None,
+            stake,
+            leaving: false,
+            released: false,
+        })
     }
 
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
@@ -247,8 +406,26 @@ impl Supervisor {
             .spawn()
             .with_context(|| format!("starting {}", self.state.node_bin.display()))?;
         self.state.nodes[i].pid = Some(child.id());
-        self.children[i] = Some(child);
+        self.procs[i] = Some(Proc::Child(child));
+        self.dirty = true;
         Ok(())
+    }
+
+    /// A node process of an earlier supervisor still running with this node's data directory.
+    fn adopt(&mut self, i: usize) -> bool {
+        let n = &self.state.nodes[i];
+        let Some(pid) = n.pid.filter(|p| alive(*p)) else {
+            return false;
+        };
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let data = n.data_dir();
+        let ours = String::from_utf8_lossy(&cmdline)
+            .split('\0')
+            .any(|a| Path::new(a) == data);
+        if ours {
+            self.procs[i] = Some(Proc::Adopted(pid));
+        }
+        ours
     }
 
     async fn wait_healthy(&self, i: usize, timeout: Duration) -> anyhow::Result<NodeId> {
@@ -268,123 +445,133 @@ impl Supervisor {
         }
     }
 
-    async fn publish(&self, i: usize) -> anyhow::Result<()> {
-        let Some(c) = &self.state.committee else {
-            return Ok(());
-        };
-        let n = &self.state.nodes[i];
-        let client =
-            NodeClient::new(&n.grpc, 16 << 20)?.with_admin_token(&self.state.admin_token()?);
-        client
-            .set_committee(c)
-            .await
-            .with_context(|| format!("handing the committee to {}", n.name))
-    }
-
-    /// Start everything, publish the first committee, then supervise until SIGTERM/SIGINT.
-    pub async fn run(mut self) -> anyhow::Result<()> {
-        fs::write(
-            self.state.dir.join("supervisor.pid"),
-            std::process::id().to_string(),
-        )?;
-        for i in 0..self.state.nodes.len() {
+    /// Start (or adopt) node `i` and learn its identity.
+    async fn bring_up(&mut self, i: usize) -> anyhow::Result<()> {
+        if !self.adopt(i) {
             self.spawn(i)?;
         }
-        let mut candidates = Vec::new();
-        for i in 0..self.state.nodes.len() {
-            let id = self.wait_healthy(i, Duration::from_secs(30)).await?;
-            self.state.nodes[i].node_id = Some(id);
-            candidates.push(Candidate {
-                node_id: id,
-                address: self.state.nodes[i].grpc.clone(),
-                stake: 1,
-            });
-        }
-        let same_members = self.state.committee.as_ref().is_some_and(|c| {
-            c.members.len() == candidates.len()
-                && candidates
-                    .iter()
-                    .all(|k| c.member(&k.node_id).is_some_and(|m| m.address == k.address))
-        });
-        if !same_members {
-            self.state.committee = Some(initial_committee(1, self.state.n_shards, candidates)?);
-        }
-        for i in 0..self.state.nodes.len() {
-            self.publish(i).await?;
-        }
-        self.state.ready = true;
-        self.state.save()?;
-        tracing::info!(
-            nodes = self.state.nodes.len(),
-            shards = self.state.n_shards,
-            "testnet up"
-        );
-
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = tokio::signal::ctrl_c() => break,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-            if let Err(e) = self.converge().await {
-                tracing::warn!(error = %e, "supervision round failed");
-            }
-        }
-        self.shutdown();
+        let id = self.wait_healthy(i, Duration::from_secs(30)).await?;
+        self.state.nodes[i].node_id = Some(id);
+        self.dirty = true;
         Ok(())
     }
 
-    /// Restart crashed nodes (unless marked stopped) and re-hand the committee to any node that
-    /// lost it (a wiped disk).
+    /// Restart crashed nodes (unless marked stopped), forget stopped ones.
     async fn converge(&mut self) -> anyhow::Result<()> {
-        let mut changed = false;
         for i in 0..self.state.nodes.len() {
-            let exited = match self.children[i].as_mut() {
-                Some(c) => c.try_wait()?.is_some(),
-                None => true,
-            };
+            let exited = self.procs[i].as_mut().is_none_or(|p| p.exited());
             let stopped = self.state.nodes[i].wants_stopped();
             if exited && !stopped {
-                if self.children[i].is_some() {
+                if self.procs[i].is_some() {
                     tracing::warn!(node = %self.state.nodes[i].name, "node exited; restarting it");
                     self.state.nodes[i].restarts += 1;
                 }
                 self.spawn(i)?;
-                self.wait_healthy(i, Duration::from_secs(30)).await?;
-                changed = true;
-            } else if exited {
-                if self.children[i].take().is_some() || self.state.nodes[i].pid.is_some() {
-                    self.state.nodes[i].pid = None;
-                    changed = true;
-                }
-                continue;
-            }
-            if let Some(c) = &self.state.committee {
-                let client = NodeClient::new(&self.state.nodes[i].grpc, 16 << 20)?;
-                if client.info().await.is_ok_and(|info| info.epoch < c.epoch) {
-                    self.publish(i).await?;
-                }
+                let id = self.wait_healthy(i, Duration::from_secs(30)).await?;
+                self.state.nodes[i].node_id = Some(id);
+            } else if exited
+                && (self.procs[i].take().is_some() || self.state.nodes[i].pid.is_some())
+            {
+                self.state.nodes[i].pid = None;
+                self.dirty = true;
             }
         }
-        if changed {
+        Ok(())
+    }
+
+    /// Apply the CLI's queued requests, oldest first.
+    async fn apply_requests(&mut self) -> anyhow::Result<()> {
+        let rdir = self.state.dir.join(REQUESTS_DIR);
+        let Ok(rd) = fs::read_dir(&rdir) else {
+            return Ok(());
+        };
+        let mut files: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        for f in files {
+            let req: Result<Request, _> = fs::read(&f)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| serde_json::from_slice(&b).map_err(Into::into));
+            match req {
+                Ok(r) => {
+                    if let Err(e) = self.apply(&r).await {
+                        tracing::warn!(request = ?r, error = %e, "request refused");
+                    } else {
+                        tracing::info!(request = ?r, "request applied");
+                    }
+                }
+                Err(e) => tracing::warn!(file = %f.display(), error = %e, "unreadable request"),
+            }
+            let _ = fs::remove_file(&f);
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, r: &Request) -> anyhow::Result<()> {
+        match r {
+            Request::AddNode { stake } => {
+                let next = self
+                    .state
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.name.strip_prefix("node")?.parse::<usize>().ok())
+                    .max()
+                    .map_or(0, |m| m + 1);
+                let entry = self.new_entry(next, *stake)?;
+                self.state.nodes.push(entry);
+                self.procs.push(None);
+                let i = self.state.nodes.len() - 1;
+                self.bring_up(i).await?;
+            }
+            Request::RemoveNode { node } => {
+                let i = self.index(node)?;
+                self.state.nodes[i].leaving = true;
+            }
+            Request::SetStake { node, stake } => {
+                let i = self.index(node)?;
+                self.state.nodes[i].stake = *stake;
+            }
+            Request::NextEpoch => self.force_change = true,
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn index(&self, which: &str) -> anyhow::Result<usize> {
+        let name = node_name(which);
+        self.state
+            .nodes
+            .iter()
+            .position(|n| n.name == name && !n.released)
+            .with_context(|| format!("no node {which:?} in this testnet"))
+    }
+
+    fn save_state(&mut self) -> anyhow::Result<()> {
+        if self.dirty {
             self.state.save()?;
+            self.dirty = false;
         }
         Ok(())
     }
 
     fn shutdown(&mut self) {
         tracing::info!("stopping nodes");
-        for c in self.children.iter().flatten() {
-            signal(c.id(), "TERM");
+        for p in self.procs.iter().flatten() {
+            signal(p.pid(), "TERM");
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        for c in self.children.iter_mut().flatten() {
-            while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
+        for p in self.procs.iter_mut().flatten() {
+            while Instant::now() < deadline && !p.exited() {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let _ = c.kill();
-            let _ = c.wait();
+            if !p.exited() {
+                signal(p.pid(), "KILL");
+            }
+            if let Proc::Child(c) = p {
+                let _ = c.wait();
+            }
         }
         for n in &mut self.state.nodes {
             n.pid = None;
@@ -392,6 +579,195 @@ impl Supervisor {
         self.state.ready = false;
         let _ = self.state.save();
         let _ = fs::remove_file(self.state.dir.join("supervisor.pid"));
+    }
+}
+
+/// The supervisor: nodes as processes, the brain driving them.
+pub struct Supervisor {
+    driver: Driver<LocalBody>,
+}
+
+impl Supervisor {
+    /// Set up the directory, or resume the testnet already in it. A different shard count is
+    /// refused (shards are fixed at creation); a different node count becomes a membership change
+    /// at the next epoch (more: new nodes join; fewer: the highest-numbered nodes leave, drained).
+    pub fn create(opts: &UpOptions) -> anyhow::Result<Self> {
+        if opts.nodes == 0 || opts.nodes > opts.shards as usize {
+            bail!("--nodes must be between 1 and --shards ({})", opts.shards);
+        }
+        floe_node::codec::EncodingParams::new(opts.shards as usize)?;
+        fs::create_dir_all(&opts.dir)?;
+        let dir = fs::canonicalize(&opts.dir)?;
+        let token_file = dir.join("admin.token");
+        if !token_file.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut t = [0u8; 24];
+            getrandom::fill(&mut t).map_err(|e| anyhow::anyhow!("random token: {e}"))?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&token_file)?;
+            f.write_all(hex::encode(t).as_bytes())?;
+        }
+        let previous = TestnetState::load(&dir).ok();
+        if let Some(p) = &previous {
+            if p.n_shards != opts.shards {
+                bail!(
+                    "the testnet in {} has {} shards; shards are fixed when a network is created. \
+                     Use --shards {} (or another --dir for a new network)",
+                    dir.display(),
+                    p.n_shards,
+                    p.n_shards
+                );
+            }
+        }
+        let state = TestnetState {
+            dir: dir.clone(),
+            n_shards: opts.shards,
+            epoch_seconds: opts.control.epoch_seconds,
+            supervisor_pid: std::process::id(),
+            node_bin: opts.node_bin.clone(),
+            nodes: previous
+                .as_ref()
+                .map(|p| p.nodes.clone())
+                .unwrap_or_default(),
+            ready: false,
+            metrics: previous.as_ref().and_then(|p| p.metrics.clone()),
+            control: Some(opts.control.clone()),
+        };
+        let mut body = LocalBody {
+            procs: (0..state.nodes.len()).map(|_| None).collect(),
+            state,
+            force_change: false,
+            dirty: true,
+        };
+        // `up` brings every node of the network back, also those a user stopped
+        for n in body.state.nodes.iter().filter(|n| !n.released) {
+            let _ = fs::remove_file(n.stop_marker());
+        }
+        // the requested node count: add nodes, or mark the highest-numbered ones leaving
+        let active: Vec<usize> = (0..body.state.nodes.len())
+            .filter(|&i| !body.state.nodes[i].released && !body.state.nodes[i].leaving)
+            .collect();
+        if active.len() < opts.nodes {
+            let start = body.state.nodes.len();
+            for i in start..start + (opts.nodes - active.len()) {
+                let e = body.new_entry(i, 1)?;
+                body.state.nodes.push(e);
+                body.procs.push(None);
+            }
+        } else {
+            for &i in active.iter().skip(opts.nodes) {
+                body.state.nodes[i].leaving = true;
+            }
+        }
+        for (i, f) in &opts.faults {
+            if let Some(n) = body.state.nodes.get_mut(*i) {
+                n.fault = Some(f.clone());
+            }
+        }
+        let stored = load_control(&dir)?;
+        let brain_state = stored.unwrap_or_else(|| BrainState::new(opts.shards));
+        let brain = Brain::new(brain_state, opts.control.settings(opts.shards, opts.nodes))?;
+        let members = Members::new(&body.state.admin_token()?);
+        let challenges = ChallengeSettings {
+            samples: opts.control.challenge_samples,
+            timeout: Duration::from_secs(opts.control.challenge_timeout_seconds),
+        };
+        Ok(Self {
+            driver: Driver::new(brain, body, members, challenges, ControlMetrics::new()),
+        })
+    }
+
+    async fn serve_metrics(&mut self) -> anyhow::Result<()> {
+        let wanted = self.driver.body.state.metrics.clone();
+        let listener = match wanted.as_deref().map(tokio::net::TcpListener::bind) {
+            Some(f) => match f.await {
+                Ok(l) => l,
+                Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+            },
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        };
+        self.driver.body.state.metrics = Some(listener.local_addr()?.to_string());
+        let metrics = self.driver.metrics.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = metrics.clone();
+                async move { m.render() }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(())
+    }
+
+    /// Start everything, run the brain until every node holds the first committee, then keep
+    /// supervising until SIGTERM/SIGINT.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let dir = self.driver.body.state.dir.clone();
+        fs::write(dir.join("supervisor.pid"), std::process::id().to_string())?;
+        self.serve_metrics().await?;
+        for i in 0..self.driver.body.state.nodes.len() {
+            if !self.driver.body.state.nodes[i].wants_stopped() {
+                self.driver.body.bring_up(i).await?;
+            }
+        }
+        self.driver.body.save_state()?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            if let Err(e) = self.round().await {
+                tracing::warn!(error = %e, "supervision round failed");
+            }
+            if !self.driver.body.state.ready && self.first_committee_everywhere().await {
+                self.driver.body.state.ready = true;
+                self.driver.body.dirty = true;
+                self.driver.body.save_state()?;
+                tracing::info!(
+                    nodes = self.driver.body.state.nodes.len(),
+                    shards = self.driver.body.state.n_shards,
+                    epoch = self.driver.brain.state.epoch,
+                    "testnet up"
+                );
+            }
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        self.driver.body.shutdown();
+        Ok(())
+    }
+
+    async fn round(&mut self) -> anyhow::Result<()> {
+        self.driver.body.converge().await?;
+        self.driver.body.apply_requests().await?;
+        self.driver.round().await?;
+        self.driver.body.save_state()?;
+        Ok(())
+    }
+
+    /// Every running member holds at least the brain's epoch (so `up` returns a usable network).
+    async fn first_committee_everywhere(&self) -> bool {
+        let s = &self.driver.brain.state;
+        let Some(c) = &s.committee else {
+            return false;
+        };
+        for m in &c.members {
+            let Some(r) = s.members.get(&m.node_id) else {
+                return false;
+            };
+            let Ok(client) = NodeClient::new(&r.address, 16 << 20) else {
+                return false;
+            };
+            if !client.info().await.is_ok_and(|i| i.epoch >= c.epoch) {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -410,16 +786,10 @@ pub fn wait_ready(
         }
         if !alive(supervisor_pid) {
             let log = fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
             bail!(
                 "the testnet supervisor exited:\n{}",
-                log.lines()
-                    .rev()
-                    .take(15)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
         if Instant::now() > deadline {
@@ -446,6 +816,9 @@ pub fn kill_node(state: &TestnetState, which: &str) -> anyhow::Result<()> {
 /// Let the supervisor start node `which` again (optionally with an empty data directory).
 pub fn restart_node(state: &TestnetState, which: &str, wipe: bool) -> anyhow::Result<()> {
     let n = state.node(which)?;
+    if n.released {
+        bail!("{which} left the network; add a new node with `floe testnet add-node`");
+    }
     fs::write(n.stop_marker(), b"")?;
     if let Some(pid) = TestnetState::load(&state.dir)?.node(which)?.pid {
         signal(pid, "KILL");
@@ -464,12 +837,26 @@ pub fn restart_node(state: &TestnetState, which: &str, wipe: bool) -> anyhow::Re
     Ok(())
 }
 
-/// Stop the supervisor (which stops the nodes) and wait for it.
+/// Stop the supervisor (which stops the nodes) and wait for it. Nodes left running by a
+/// supervisor that was killed are stopped too.
 pub fn down(dir: &Path, timeout: Duration) -> anyhow::Result<bool> {
     let Ok(pid) = fs::read_to_string(dir.join("supervisor.pid")) else {
         return Ok(false);
     };
     let pid: u32 = pid.trim().parse()?;
+    if !alive(pid) {
+        let mut stopped = false;
+        if let Ok(s) = TestnetState::load(dir) {
+            for n in s.nodes.iter().filter(|n| !n.released) {
+                if let Some(p) = n.pid.filter(|p| alive(*p)) {
+                    signal(p, "TERM");
+                    stopped = true;
+                }
+            }
+        }
+        let _ = fs::remove_file(dir.join("supervisor.pid"));
+        return Ok(stopped);
+    }
     signal(pid, "TERM");
     let deadline = Instant::now() + timeout;
     while alive(pid) {

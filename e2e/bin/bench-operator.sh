@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Operator benchmark on the tier-3 control plane (DESIGN.md "Performance targets", issue 10
+# "Targets"): floe-operator installed from manifests/ as a pod, then
+#   - its RSS with 1, 10 and 50 StorageClusters (one active 4-node testnet, the rest paused),
+#     each measured once every cluster's status records its current generation;
+#   - reconcile latency of the settled active cluster (p50/p99 over N reconciles triggered by
+#     annotating it), from the operator's own histogram
+#     floe_operator_reconcile_duration_seconds (interpolated within buckets, as Prometheus'
+#     histogram_quantile does).
+# Needs a running control plane: e2e/bin/controlplane-up.sh && source $FLOE_E2E_STATE/env.
+# Usage: e2e/bin/bench-operator.sh [reconciles, default 200]
+set -euo pipefail
+
+E2E="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO="$(cd "$E2E/.." && pwd)"
+N_RECONCILES="${1:-200}"
+NS=floe-bench
+
+log() { echo "bench-operator: $*" >&2; }
+
+# wait_until DESC TIMEOUT_S CMD...: poll CMD until it succeeds
+wait_until() {
+  local what=$1 timeout=$2
+  shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS > deadline)); then
+      log "timed out waiting for $what"
+      exit 1
+    fi
+    sleep 0.3
+  done
+}
+
+kubectl apply -f "$REPO/crds/" >/dev/null
+kubectl wait --for condition=Established crd/storageclusters.floe.dev --timeout=60s >/dev/null
+kubectl apply -f "$REPO/manifests/" >/dev/null
+wait_until "the operator pod" 90 kubectl wait pod -n floe-system -l app.kubernetes.io/name=floe-operator --for condition=Ready --timeout=1s
+OP_IP=$(kubectl get pod -n floe-system -l app.kubernetes.io/name=floe-operator -o jsonpath='{.items[0].status.podIP}')
+OP_PID=$(pgrep -f -- "floe-operator --http-addr=$OP_IP:8080" | head -n1)
+[[ -n "$OP_PID" ]] || { log "no floe-operator process for $OP_IP"; exit 1; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$OP_PID/status"; }
+metrics() { curl -sf "http://$OP_IP:8080/metrics"; }
+
+kubectl create namespace "$NS" >/dev/null 2>&1 || true
+trap 'kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true' EXIT
+
+# every StorageCluster in $NS has status.observedGeneration == metadata.generation
+all_observed() {
+  local want=$1
+  kubectl get fsc -n "$NS" -o jsonpath='{range .items[*]}{.metadata.generation} {.status.observedGeneration}{"\n"}{end}' |
+    awk -v want="$want" '$1 == $2 {ok++} END {exit !(ok == want)}'
+}
+
+paused_cluster() {
+  printf 'apiVersion: floe.dev/v1alpha1\nkind: StorageCluster\nmetadata: {name: %s}\nspec: {nodes: 4, shards: 10, paused: true}\n' "$1"
+}
+
+log "RSS at start (no StorageCluster): $(rss_kib) KiB"
+kubectl apply -n "$NS" -f "$REPO/manifests/examples/testnet.yaml" >/dev/null
+have=1
+declare -A RSS
+for n in 1 10 50; do
+  while ((have < n)); do
+    paused_cluster "paused-$have" | kubectl apply -n "$NS" -f - >/dev/null
+    have=$((have + 1))
+  done
+  wait_until "$n clusters observed" 120 all_observed "$n"
+  RSS[$n]=$(rss_kib)
+  log "$n StorageClusters: RSS ${RSS[$n]} KiB"
+done
+
+# reconcile latency of the active cluster
+count() { metrics | awk -v m="floe_operator_reconcile_duration_seconds_count{cluster=\"$NS/testnet\"}" '$1 == m {print $2}'; }
+buckets() { metrics | awk -v p="floe_operator_reconcile_duration_seconds_bucket{cluster=\"$NS/testnet\",le=" 'index($1, p) == 1 {le = substr($1, length(p) + 2); sub(/"}$/, "", le); print le, $2}'; }
+before_count=$(count)
+buckets >/tmp/bench-operator-before.$$
+for i in $(seq 1 "$N_RECONCILES"); do
+  kubectl annotate fsc testnet -n "$NS" --overwrite "bench.floe.dev/touch=$i" >/dev/null
+  # one reconcile per annotation: wait for it before the next
+  want=$((before_count + i))
+  wait_until "reconcile $i" 30 bash -c "[[ \$(curl -sf http://$OP_IP:8080/metrics | awk '\$1 == \"floe_operator_reconcile_duration_seconds_count{cluster=\\\"$NS/testnet\\\"}\" {print \$2}') -ge $want ]]"
+done
+buckets >/tmp/bench-operator-after.$$
+read -r p50 p99 < <(paste /tmp/bench-operator-before.$$ /tmp/bench-operator-after.$$ | awk '
+  { le[NR] = $1; c[NR] = $4 - $2 } END {
+    total = c[NR]
+    for (q = 1; q <= 2; q++) {
+      target = (q == 1 ? 0.5 : 0.99) * total; prev_le = 0; prev_c = 0
+      for (i = 1; i <= NR; i++) {
+        if (c[i] >= target) {
+          if (le[i] == "+Inf") { v = prev_le } else { v = prev_le + (le[i] - prev_le) * (target - prev_c) / (c[i] - prev_c) }
+          out = out sprintf("%.1f ", v * 1000); break
+        }
+        prev_le = le[i]; prev_c = c[i]
+      }
+    }
+    print out
+  }')
+rm -f /tmp/bench-operator-before.$$ /tmp/bench-operator-after.$$
+
+echo "| StorageClusters (1 active, rest paused) | operator RSS |"
+echo "|---|---|"
+for n in 1 10 50; do echo "| $n | $((RSS[$n] / 1024)) MiB (${RSS[$n]} KiB) |"; done
+echo
+echo "| settled 4-node cluster, $N_RECONCILES reconciles | p50 | p99 |"
+echo "|---|---|---|"
+echo "| reconcile (body only: no control plane yet) | ${p50} ms | ${p99} ms |"

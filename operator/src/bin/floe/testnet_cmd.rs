@@ -1,0 +1,416 @@
+//! `floe testnet …`: start, inspect and change a local network of node processes.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use floe_node::client::NodeClient;
+use floe_operator::control::brain::{BrainState, Phase};
+use floe_operator::control::driver::now_ms;
+use floe_operator::local::testnet::{self, ControlOptions, Request, TestnetState, UpOptions};
+use serde_json::json;
+
+use crate::blob_cmd::status_name;
+use crate::table::{self, Col};
+use crate::{Cli, TestnetCmd};
+
+fn parse_faults(f: &[String]) -> anyhow::Result<Vec<(usize, String)>> {
+    f.iter()
+        .map(|s| {
+            let (i, f) = s.split_once('=').context("--fault wants INDEX=FAULT")?;
+            Ok((i.parse()?, f.to_string()))
+        })
+        .collect()
+}
+
+pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
+    let dir = &cli.testnet_dir;
+    match cmd {
+        TestnetCmd::Up {
+            nodes,
+            shards,
+            dir: d,
+            epoch,
+            foreground,
+            node_bin,
+            fault,
+            challenge_samples,
+            challenge_timeout,
+            reward_per_epoch,
+            unreachable_after,
+            stuck_after,
+        } => {
+            let dir = d.clone().unwrap_or_else(|| dir.clone());
+            let node_bin = testnet::find_node_bin(node_bin.clone())?;
+            if let Ok(pid) = std::fs::read_to_string(dir.join("supervisor.pid")) {
+                if pid.trim().parse().is_ok_and(testnet::alive) {
+                    bail!(
+                        "a testnet is already running in {} (floe testnet down first)",
+                        dir.display()
+                    );
+                }
+            }
+            let mut control = ControlOptions::new(*epoch);
+            if let Some(s) = challenge_samples {
+                control.challenge_samples = *s;
+            }
+            control.challenge_timeout_seconds = challenge_timeout.as_secs().max(1);
+            control.reward_per_epoch = *reward_per_epoch;
+            control.stuck_after_seconds = stuck_after.map(|d| d.as_secs());
+            if let Some(u) = unreachable_after {
+                control.unreachable_after_seconds = u.as_secs();
+            }
+            let opts = UpOptions {
+                dir: dir.clone(),
+                nodes: *nodes,
+                shards: *shards,
+                node_bin,
+                faults: parse_faults(fault)?,
+                control,
+            };
+            // refuse a bad directory or shard count here, before detaching
+            drop(testnet::Supervisor::create(&opts)?);
+            if *foreground {
+                eprintln!("testnet starting in the foreground (Ctrl-C stops it)");
+                return testnet::Supervisor::create(&opts)?.run().await;
+            }
+            let log = std::fs::File::create(dir.join("supervisor.log"))?;
+            let mut cmd = std::process::Command::new(std::env::current_exe()?);
+            cmd.args(["testnet", "supervise", "--options"])
+                .arg(serde_json::to_string(&opts)?)
+                .env(
+                    "FLOE_LOG",
+                    std::env::var("FLOE_LOG").unwrap_or_else(|_| "info".into()),
+                )
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::from(log.try_clone()?))
+                .stderr(std::process::Stdio::from(log));
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0); // detached: survives this shell's Ctrl-C
+            let child = cmd.spawn().context("starting the testnet supervisor")?;
+            let state = testnet::wait_ready(&dir, child.id(), Duration::from_secs(90))?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&state)?);
+            } else {
+                println!(
+                    "testnet up: {} nodes, {} shards, epochs of {}s, data in {}",
+                    state.nodes.iter().filter(|n| !n.released).count(),
+                    state.n_shards,
+                    state.epoch_seconds,
+                    state.dir.display()
+                );
+                for n in state.nodes.iter().filter(|n| !n.released) {
+                    println!(
+                        "  {:<7} grpc {:<21} metrics http://{}/metrics",
+                        n.name, n.grpc, n.http
+                    );
+                }
+                if let Some(m) = &state.metrics {
+                    println!("  control plane metrics http://{m}/metrics");
+                }
+                println!("try:  floe put FILE   ·   floe testnet status   ·   floe testnet down");
+            }
+            Ok(())
+        }
+        TestnetCmd::Supervise { options } => {
+            let opts: UpOptions = serde_json::from_str(options)?;
+            testnet::Supervisor::create(&opts)?.run().await
+        }
+        TestnetCmd::Status => status(cli, dir).await,
+        TestnetCmd::Kill { node } => {
+            let state = TestnetState::load(dir)?;
+            testnet::kill_node(&state, node)?;
+            eprintln!("killed {node} (SIGKILL); `floe testnet restart {node}` brings it back");
+            Ok(())
+        }
+        TestnetCmd::Restart { node, wipe } => {
+            let state = TestnetState::load(dir)?;
+            testnet::restart_node(&state, node, *wipe)?;
+            let n = state.node(node)?;
+            let client = NodeClient::new(&n.grpc, 16 << 20)?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while client.info().await.map(|i| i.epoch).unwrap_or(0) == 0 {
+                if Instant::now() > deadline {
+                    bail!(
+                        "{node} did not come back; see {}",
+                        n.dir.join("log").display()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            eprintln!(
+                "{node} is back{}",
+                if *wipe {
+                    " with an empty disk; it rebuilds its slivers from peers"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        TestnetCmd::Down => {
+            if testnet::down(dir, Duration::from_secs(30))? {
+                eprintln!("testnet stopped; its data stays in {}", dir.display());
+            } else {
+                eprintln!("no testnet running in {}", dir.display());
+            }
+            Ok(())
+        }
+        TestnetCmd::AddNode { stake } => {
+            let before = TestnetState::load(dir)?.nodes.len();
+            testnet::send_request(dir, &Request::AddNode { stake: *stake })?;
+            let state = wait_for(
+                dir,
+                Duration::from_secs(60),
+                "the new node to start",
+                |s, _| {
+                    s.nodes.len() > before && s.nodes.last().is_some_and(|n| n.node_id.is_some())
+                },
+            )?;
+            let n = state.nodes.last().context("node list")?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"name": n.name, "grpc": n.grpc, "node_id": n.node_id})
+                );
+            } else {
+                println!(
+                    "{} started (grpc {}); it joins the committee at the next epoch",
+                    n.name, n.grpc
+                );
+            }
+            Ok(())
+        }
+        TestnetCmd::RemoveNode { node } => {
+            let state = TestnetState::load(dir)?;
+            let n = state.node(node)?;
+            if n.released {
+                bail!("{node} already left the network");
+            }
+            testnet::send_request(
+                dir,
+                &Request::RemoveNode {
+                    node: n.name.clone(),
+                },
+            )?;
+            eprintln!(
+                "{} leaves at the next epoch; its process stops once that change completed",
+                n.name
+            );
+            Ok(())
+        }
+        TestnetCmd::SetStake { node, stake } => {
+            let state = TestnetState::load(dir)?;
+            let n = state.node(node)?;
+            testnet::send_request(
+                dir,
+                &Request::SetStake {
+                    node: n.name.clone(),
+                    stake: *stake,
+                },
+            )?;
+            eprintln!("{}: stake {stake} from the next epoch", n.name);
+            Ok(())
+        }
+        TestnetCmd::NextEpoch { no_wait, timeout } => {
+            let before = TestnetState::load(dir)?.control()?.map_or(0, |c| c.epoch);
+            testnet::send_request(dir, &Request::NextEpoch)?;
+            if *no_wait {
+                eprintln!("requested the change to epoch {}", before + 1);
+                return Ok(());
+            }
+            let r = wait_for(dir, *timeout, "the epoch change", |_, c| {
+                c.is_some_and(|c| c.epoch > before && c.phase == Phase::Stable)
+            });
+            match r {
+                Ok(s) => {
+                    let c = s.control()?.context("control state")?;
+                    let h = c.history.last();
+                    if cli.json {
+                        println!(
+                            "{}",
+                            json!({"epoch": c.epoch, "change_ms": h.map(|h| h.change_ms), "moved_shards": h.map(|h| h.moved_shards)})
+                        );
+                    } else {
+                        println!(
+                            "epoch {} ({} shards moved, change took {:.1}s)",
+                            c.epoch,
+                            h.map_or(0, |h| h.moved_shards),
+                            h.map_or(0, |h| h.change_ms) as f64 / 1000.0
+                        );
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    let why = TestnetState::load(dir)?
+                        .control()?
+                        .and_then(|c| match c.phase {
+                            Phase::Changing { stuck, .. } => stuck,
+                            _ => c.plan_error,
+                        })
+                        .unwrap_or_default();
+                    bail!("{e}. {why}")
+                }
+            }
+        }
+    }
+}
+
+/// Poll the state files until `done` holds.
+fn wait_for(
+    dir: &Path,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&TestnetState, Option<&BrainState>) -> bool,
+) -> anyhow::Result<TestnetState> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = TestnetState::load(dir)?;
+        let c = s.control().ok().flatten();
+        if done(&s, c.as_ref()) {
+            return Ok(s);
+        }
+        if !std::fs::read_to_string(dir.join("supervisor.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .is_some_and(testnet::alive)
+        {
+            bail!(
+                "no supervisor is running in {} (floe testnet up)",
+                dir.display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn phase_text(c: &BrainState) -> String {
+    match &c.phase {
+        Phase::Genesis => "genesis".into(),
+        Phase::Stable => "stable".into(),
+        Phase::Changing {
+            to, stuck: None, ..
+        } => format!("changing to {}", to.epoch),
+        Phase::Changing {
+            to,
+            stuck: Some(why),
+            ..
+        } => format!("stuck changing to {}: {why}", to.epoch),
+    }
+}
+
+/// `floe testnet status`: the control plane's view and every node's own.
+async fn status(cli: &Cli, dir: &PathBuf) -> anyhow::Result<()> {
+    let state = TestnetState::load(dir)?;
+    let control = state.control()?;
+    let epoch_ms = state.epoch_seconds * 1000;
+    let mut rows = Vec::new();
+    for n in &state.nodes {
+        let info = if n.released {
+            None
+        } else {
+            NodeClient::new(&n.grpc, 16 << 20)?.info().await.ok()
+        };
+        let rec = control
+            .as_ref()
+            .and_then(|c| n.node_id.and_then(|id| c.members.get(&id)));
+        let shards = control.as_ref().and_then(|c| {
+            let id = n.node_id?;
+            c.committee.as_ref().map(|com| com.weight(&id))
+        });
+        let report = rec.and_then(|r| r.last_report.as_ref());
+        let challenge = control.as_ref().and_then(|c| {
+            let r = c.last_round.as_ref()?;
+            let res = r.results.get(&n.node_id?)?;
+            Some(format!("{} (e{})", res.outcome.label(), r.epoch))
+        });
+        let rewards = control
+            .as_ref()
+            .and_then(|c| n.node_id.map(|id| *c.ledger.totals.get(&id).unwrap_or(&0)));
+        let status = if n.released {
+            "released".to_string()
+        } else {
+            match &info {
+                Some(i) => status_name(i.status).to_string(),
+                None if n.wants_stopped() => "stopped".into(),
+                None => "down".into(),
+            }
+        };
+        rows.push(json!({
+            "name": n.name, "node_id": n.node_id.map(|i| i.to_string()), "pid": n.pid, "grpc": n.grpc,
+            "status": status, "leaving": n.leaving, "released": n.released,
+            "epoch": info.as_ref().map(|i| i.epoch), "shards": shards, "stake": n.stake,
+            "sync": report.map(|r| format!("{}/{}{}", r.blobs_synced, r.blobs_to_sync,
+                if r.shards_pending > 0 { format!(" ({} pending)", r.shards_pending) } else { String::new() })),
+            "shards_pending": report.map(|r| r.shards_pending),
+            "stored_bytes": info.as_ref().map(|i| i.stored_bytes), "blobs": info.as_ref().map(|i| i.blobs),
+            "recovery_backlog": info.as_ref().map(|i| i.recovery_backlog),
+            "challenge": challenge, "rewards": rewards, "restarts": n.restarts,
+        }));
+    }
+    let deadline = control.as_ref().map(|c| c.deadline_ms(epoch_ms));
+    if cli.json {
+        println!(
+            "{}",
+            json!({
+                "dir": state.dir, "n_shards": state.n_shards, "epoch_seconds": state.epoch_seconds,
+                "metrics": state.metrics,
+                "epoch": control.as_ref().map(|c| c.epoch),
+                "phase": control.as_ref().map(|c| c.phase_name()),
+                "phase_detail": control.as_ref().map(phase_text),
+                "next_deadline_ms": deadline,
+                "plan_error": control.as_ref().and_then(|c| c.plan_error.clone()),
+                "ledger": control.as_ref().map(|c| json!({"issued": c.ledger.issued, "withheld": c.ledger.withheld, "balanced": c.ledger.balanced()})),
+                "last_round": control.as_ref().and_then(|c| c.last_round.clone()),
+                "history": control.as_ref().map(|c| c.history.clone()),
+                "nodes": rows,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "testnet {} · {} shards · epochs of {}s{}",
+        state.dir.display(),
+        state.n_shards,
+        state.epoch_seconds,
+        state
+            .metrics
+            .as_ref()
+            .map_or(String::new(), |m| format!(" · metrics http://{m}/metrics"))
+    );
+    if let Some(c) = &control {
+        let left = deadline.unwrap_or(0).saturating_sub(now_ms()) / 1000;
+        println!(
+            "epoch {} · {} · next epoch in {}s · rewards issued {}{}",
+            c.epoch,
+            phase_text(c),
+            left,
+            c.ledger.issued,
+            c.plan_error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" · cannot plan: {e}"))
+        );
+    }
+    table::print(
+        &[
+            Col("NODE", "name"),
+            Col("PID", "pid"),
+            Col("GRPC", "grpc"),
+            Col("STATUS", "status"),
+            Col("EPOCH", "epoch"),
+            Col("SHARDS", "shards"),
+            Col("STAKE", "stake"),
+            Col("SYNC", "sync"),
+            Col("BACKLOG", "recovery_backlog"),
+            Col("CHALLENGE", "challenge"),
+            Col("REWARDS", "rewards"),
+            Col("STORED", "stored_bytes"),
+            Col("RESTARTS", "restarts"),
+        ],
+        &rows,
+    );
+    Ok(())
+}

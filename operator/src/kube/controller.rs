@@ -1,0 +1,577 @@
+//! The reconcile of `floe-operator`: a kube-runtime `Controller` over `StorageCluster` that
+//! builds the owned objects with the pure builders, server-side-applies them under one field
+//! manager, observes the pods and writes status. Epochs and committees belong to the control
+//! plane's brain (`crate::control`); the one place it will be called is [`drive_control_plane`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+
+use super::builders::{self, Inputs};
+use super::meta::{self, selector_string, Names, MANAGER};
+use super::pdb::{self, DisruptionState};
+use crate::crd::status::{
+    merge_conditions, phase, transitions, ConditionType, ConditionUpdate, StorageClusterStatus,
+};
+use crate::crd::validate::{validate, SpecError};
+use crate::crd::StorageCluster;
+
+/// Finalizer on every StorageCluster the operator manages: deletion waits for [`cleanup`].
+pub const FINALIZER: &str = "floe.dev/cleanup";
+
+/// Requeue of a settled cluster when nothing else wakes it (the brain will shorten this to
+/// the next epoch deadline).
+pub const SETTLED_REQUEUE: Duration = Duration::from_secs(300);
+/// Requeue while pods are starting. Pod changes wake the controller anyway (node pods are
+/// watched and mapped to their cluster by label); this is only a safety net.
+pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(60);
+
+/// Errors of one reconcile. All are transient: they back off per object ([`error_policy`]).
+/// A spec that is wrong stays out of here: it becomes the `Invalid` condition.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Meta(#[from] meta::MetaError),
+    #[error("generating the admin token: {0}")]
+    Token(getrandom::Error),
+    #[error("spec.serviceMonitor.enabled, but the monitoring.coreos.com/v1 ServiceMonitor CRD is not installed")]
+    ServiceMonitorCrdMissing,
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// Short, stable name for the metrics label.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Meta(_) => "metadata",
+            Error::Token(_) => "token",
+            Error::ServiceMonitorCrdMissing => "servicemonitor_crd_missing",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub metrics: super::http::Metrics,
+    recorder: Recorder,
+    backoff: Mutex<HashMap<ObjectRef<StorageCluster>, u32>>,
+    /// The control plane's brain, one driver per cluster.
+    pub brains: super::brain::Brains,
+}
+
+impl Context {
+    /// `instance` names this replica in the Events it publishes (its pod name).
+    pub fn new(client: Client, metrics: super::http::Metrics, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.to_string(),
+            instance,
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            backoff: Mutex::new(HashMap::new()),
+            brains: Default::default(),
+        }
+    }
+}
+
+/// Delay after the `failures`-th consecutive failure of one cluster: 2 s doubling to 5 min.
+/// kube-runtime has no per-object backoff of its own.
+pub fn backoff_delay(failures: u32) -> Duration {
+    let secs = 2u64.saturating_mul(1u64 << failures.saturating_sub(1).min(16));
+    Duration::from_secs(secs.min(300))
+}
+
+/// StatefulSet replicas for `spec.nodes`, given the StatefulSet's current replicas.
+///
+/// Scaling up is immediate (new pods join the committee at the next epoch). Scaling down is
+/// not: a StatefulSet removes its highest-numbered pods, and those may hold shards. Until the
+/// brain reports them drained (`drained_to`), the current replicas stay.
+pub fn stateful_set_replicas(nodes: i32, current: Option<i32>, drained_to: Option<i32>) -> i32 {
+    match current {
+        Some(c) if c > nodes => drained_to.map_or(c, |d| d.clamp(nodes, c)),
+        _ => nodes,
+    }
+}
+
+/// What the brain decides for one reconcile. Today [`drive_control_plane`] returns
+/// [`BrainOutcome::not_connected`]; the brain fills every field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrainOutcome {
+    /// Shards per StatefulSet ordinal in the current committee; `None` before the first one.
+    pub member_shards: Option<Vec<u32>>,
+    /// Epoch change, sync or recovery running (PDB allows nothing then).
+    pub busy: bool,
+    /// Replicas the scale-down has drained to (pods at or above it hold no shards).
+    pub drained_to: Option<i32>,
+    /// The conditions the brain owns: Available, Degraded, EpochChanging, Recovering.
+    pub conditions: Vec<ConditionUpdate>,
+    /// Epoch, epoch state, deadline, committee table, blobs and bytes.
+    pub status: StorageClusterStatus,
+    /// When the brain must act next (epoch end, sync deadline).
+    pub next_deadline: Option<Duration>,
+}
+
+impl BrainOutcome {
+    /// No brain: no committee, nothing drained, and `Available` says why.
+    pub fn not_connected() -> Self {
+        BrainOutcome {
+            member_shards: None,
+            busy: false,
+            drained_to: None,
+            conditions: vec![ConditionUpdate::new(
+                ConditionType::Available,
+                false,
+                "NoCommittee",
+                "no committee yet: the control plane is not connected to floe-operator",
+            )],
+            status: StorageClusterStatus::default(),
+            next_deadline: None,
+        }
+    }
+}
+
+/// What the body observed this reconcile, for the brain.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// (pod name, pod IP, Ready) of every node pod.
+    pub pods: Vec<(String, Option<String>, bool)>,
+}
+
+/// THE SEAM: one round of the control plane's brain (committees, epochs, challenges,
+/// rewards) through its `Body` trait ([`super::body::KubeBody`]), given what was observed.
+pub async fn drive_control_plane(
+    cluster: &StorageCluster,
+    valid: &crate::crd::validate::ValidSpec,
+    observed: &Observed,
+    admin_token: &str,
+    current_replicas: Option<i32>,
+    ctx: &Context,
+) -> BrainOutcome {
+    ctx.brains
+        .step(
+            cluster,
+            valid,
+            observed,
+            admin_token,
+            current_replicas,
+            &ctx.client,
+            &ctx.metrics,
+        )
+        .await
+}
+
+/// Run the controller until SIGTERM/SIGINT or until `stop` resolves (leadership lost).
+pub async fn run(
+    ctx: Arc<Context>,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    // only the operator's own objects: watching every Secret of the cluster would cost memory
+    let owned =
+        watcher::Config::default().labels(&format!("{}={}", meta::LABEL_MANAGED_BY, MANAGER));
+    Controller::new(
+        Api::<StorageCluster>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
+    .owns(Api::<Service>::all(client.clone()), owned.clone())
+    .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
+    .owns(Api::<Secret>::all(client.clone()), owned.clone())
+    .owns(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        owned.clone(),
+    )
+    // node pods are owned by the StatefulSet, not the StorageCluster: map them by label
+    .watches(Api::<Pod>::all(client), owned, |pod| {
+        let ns = pod.namespace();
+        pod.labels()
+            .get(meta::LABEL_INSTANCE)
+            .cloned()
+            .zip(ns)
+            .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
+    })
+    .shutdown_on_signal()
+    .graceful_shutdown_on(stop)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|res| async move {
+        match res {
+            Ok((obj, _)) => tracing::debug!(cluster = %obj, "reconciled"),
+            Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+        }
+    })
+    .await;
+}
+
+async fn reconcile(sc: Arc<StorageCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let key = format!("{}/{}", sc.namespace().unwrap_or_default(), sc.name_any());
+    let ns = sc
+        .namespace()
+        .ok_or(meta::MetaError::Missing("namespace"))?;
+    let api: Api<StorageCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, sc.clone(), |event| async {
+        match event {
+            Finalizer::Apply(sc) => apply(&sc, &ctx).await,
+            Finalizer::Cleanup(sc) => cleanup(&sc, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.observe_reconcile(
+        &key,
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    if result.is_ok() {
+        if let Ok(mut b) = ctx.backoff.lock() {
+            b.remove(&ObjectRef::from_obj(&*sc));
+        }
+    }
+    result
+}
+
+/// Count the failure and back off this object alone; the next success resets it.
+fn error_policy(sc: Arc<StorageCluster>, err: &Error, ctx: Arc<Context>) -> Action {
+    let failures = match ctx.backoff.lock() {
+        Ok(mut b) => {
+            let n = b.entry(ObjectRef::from_obj(&*sc)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        }
+        Err(_) => 1,
+    };
+    let delay = backoff_delay(failures);
+    tracing::warn!(cluster = %sc.name_any(), error = %err, failures, ?delay, "reconcile failed; backing off");
+    Action::requeue(delay)
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+async fn ssa<K>(client: &Client, ns: &str, obj: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(&name, &apply_params(), &Patch::Apply(obj))
+        .await?;
+    Ok(())
+}
+
+async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
+    let ns = sc
+        .namespace()
+        .ok_or(meta::MetaError::Missing("namespace"))?;
+    let name = sc.name_any();
+    let client = &ctx.client;
+
+    if sc.spec.paused {
+        write_status(
+            sc,
+            ctx,
+            vec![ConditionUpdate::new(
+                ConditionType::Paused,
+                true,
+                "Paused",
+                "spec.paused is true: the operator touches nothing",
+            )],
+            None,
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    let valid = match validate(&sc.spec) {
+        Ok(v) => v,
+        Err(errors) => {
+            let msg = errors
+                .iter()
+                .map(SpecError::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            write_status(
+                sc,
+                ctx,
+                vec![
+                    ConditionUpdate::new(ConditionType::Invalid, true, "InvalidSpec", msg),
+                    ConditionUpdate::new(ConditionType::Paused, false, "Reconciling", ""),
+                ],
+                None,
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    let names = Names::new(&name);
+    // the three reads are independent: one round trip instead of three
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let selector = selector_string(&name);
+    let pod_params = ListParams::default().labels(&selector);
+    let (secret_name, sts_name) = (names.admin_secret(), names.stateful_set());
+    let (secret, sts, pod_list) = futures::try_join!(
+        secrets.get_opt(&secret_name),
+        sts_api.get_opt(&sts_name),
+        pods.list(&pod_params),
+    )?;
+    let token = match secret.as_ref().and_then(builders::existing_admin_token) {
+        Some(t) => t,
+        None => builders::generate_admin_token().map_err(Error::Token)?,
+    };
+    let current = sts.and_then(|s| s.spec).and_then(|s| s.replicas);
+    let observed = Observed {
+        pods: pod_list
+            .items
+            .into_iter()
+            .map(|p| {
+                let ready = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                (p.name_any(), p.status.and_then(|s| s.pod_ip), ready)
+            })
+            .collect(),
+    };
+    let ready = observed.pods.iter().filter(|p| p.2).count() as i32;
+
+    let brain = drive_control_plane(sc, &valid, &observed, &token, current, ctx).await;
+
+    let replicas = stateful_set_replicas(sc.spec.nodes, current, brain.drained_to);
+    let state = if brain.busy || ready < replicas {
+        DisruptionState::Busy
+    } else {
+        DisruptionState::Healthy
+    };
+    let max_unavailable = pdb::max_unavailable(
+        sc.spec.shards as u32,
+        brain.member_shards.as_deref(),
+        replicas.max(0) as u32,
+        state,
+    );
+    let desired = builders::build(&Inputs {
+        cluster: sc,
+        valid: &valid,
+        admin_token: &token,
+        replicas,
+        pdb_max_unavailable: max_unavailable,
+    })?;
+    // independent objects, applied concurrently (pods wait for their ConfigMap and Secret
+    // on their own, so the order does not matter)
+    futures::try_join!(
+        ssa(client, &ns, &desired.config_map),
+        ssa(client, &ns, &desired.admin_secret),
+        ssa(client, &ns, &desired.headless_service),
+        ssa(client, &ns, &desired.client_service),
+        ssa(client, &ns, &desired.stateful_set),
+        ssa(client, &ns, &desired.pdb),
+    )?;
+    let sm_api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &builders::service_monitor_resource());
+    match &desired.service_monitor {
+        Some(sm) => {
+            sm_api
+                .patch(&names.service_monitor(), &apply_params(), &Patch::Apply(sm))
+                .await?;
+        }
+        None if sc.spec.service_monitor.enabled => {}
+        // switched off: remove ours if there is one (and the CRD may not even exist)
+        None => match sm_api
+            .delete(&names.service_monitor(), &Default::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        },
+    }
+
+    let (progressing, reason, message) = if replicas > sc.spec.nodes {
+        (
+            true,
+            "ScaleDownWaitsForDrain",
+            format!(
+                "{} pods stay until the control plane has moved the shards of pods {}..{} away",
+                replicas,
+                sc.spec.nodes,
+                replicas - 1
+            ),
+        )
+    } else if ready < replicas {
+        (
+            true,
+            "PodsStarting",
+            format!("{ready} of {replicas} node pods Ready"),
+        )
+    } else {
+        (
+            false,
+            "PodsReady",
+            format!("{ready} of {replicas} node pods Ready"),
+        )
+    };
+    let mut updates = vec![
+        ConditionUpdate::new(ConditionType::Paused, false, "Reconciling", ""),
+        ConditionUpdate::new(ConditionType::Invalid, false, "SpecValid", ""),
+        ConditionUpdate::new(ConditionType::Progressing, progressing, reason, message),
+    ];
+    updates.extend(brain.conditions.iter().cloned());
+    let mut status = brain.status.clone();
+    status.ready_nodes = ready;
+    write_status(sc, ctx, updates, Some(status)).await?;
+
+    // the brain's deadline (epoch end, challenge, a running change) wins over the safety nets
+    let fallback = if progressing {
+        PROGRESS_REQUEUE
+    } else {
+        SETTLED_REQUEUE
+    };
+    let requeue = brain.next_deadline.map_or(fallback, |d| d.min(fallback));
+    Ok(Action::requeue(requeue))
+}
+
+/// Server-side-apply the status: observedGeneration, merged conditions, phase, selector.
+/// `status` carries what this reconcile observed; `None` (paused, invalid) keeps the last
+/// observed values: with server-side apply, a field the operator stops sending is removed,
+/// and pausing must not blank the committee table.
+async fn write_status(
+    sc: &StorageCluster,
+    ctx: &Context,
+    updates: Vec<ConditionUpdate>,
+    status: Option<StorageClusterStatus>,
+) -> Result<(), Error> {
+    let mut status = status.unwrap_or_else(|| sc.status.clone().unwrap_or_default());
+    let ns = sc
+        .namespace()
+        .ok_or(meta::MetaError::Missing("namespace"))?;
+    let name = sc.name_any();
+    let current = sc
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    status.conditions = merge_conditions(current, &updates, sc.metadata.generation, &now);
+    status.phase = Some(phase(&status.conditions));
+    status.observed_generation = sc.metadata.generation;
+    status.selector = Some(selector_string(&name));
+    let flips = transitions(current, &status.conditions);
+    let patch = serde_json::json!({
+        "apiVersion": "floe.dev/v1alpha1",
+        "kind": "StorageCluster",
+        "status": status,
+    });
+    Api::<StorageCluster>::namespaced(ctx.client.clone(), &ns)
+        .patch_status(&name, &apply_params(), &Patch::Apply(&patch))
+        .await?;
+    // One Event per condition that flipped, after the status that records it. Best effort: a
+    // lost Event must not fail or repeat the reconcile.
+    let reference = sc.object_ref(&());
+    for f in flips {
+        let ev = Event {
+            type_: if f.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: f.reason,
+            note: Some(format!(
+                "{} is {}: {}",
+                f.type_.as_str(),
+                f.status,
+                f.message
+            )),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+            tracing::warn!(cluster = %name, error = %e, "publishing an Event failed");
+        }
+    }
+    Ok(())
+}
+
+/// Deletion: owned objects go by garbage collection (owner references), volumes by the
+/// StatefulSet's retention policy. Nothing else to undo yet; the brain will stop its epoch
+/// work for the cluster here.
+async fn cleanup(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
+    ctx.brains.remove(sc, &ctx.metrics).await;
+    tracing::info!(cluster = %sc.name_any(), "StorageCluster deleted; its epochs stop, owned objects are garbage-collected");
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::status::ConditionStatus;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff_delay(1), Duration::from_secs(2));
+        assert_eq!(backoff_delay(2), Duration::from_secs(4));
+        assert_eq!(backoff_delay(5), Duration::from_secs(32));
+        assert_eq!(backoff_delay(9), Duration::from_secs(300));
+        assert_eq!(backoff_delay(u32::MAX), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn scale_up_is_immediate_scale_down_waits_for_the_drain() {
+        assert_eq!(stateful_set_replicas(4, None, None), 4);
+        assert_eq!(stateful_set_replicas(6, Some(4), None), 6);
+        assert_eq!(
+            stateful_set_replicas(4, Some(6), None),
+            6,
+            "no drain reported: pods stay"
+        );
+        assert_eq!(
+            stateful_set_replicas(4, Some(6), Some(5)),
+            5,
+            "one pod drained"
+        );
+        assert_eq!(
+            stateful_set_replicas(4, Some(6), Some(2)),
+            4,
+            "never below spec.nodes"
+        );
+        assert_eq!(stateful_set_replicas(4, Some(4), None), 4);
+    }
+
+    #[test]
+    fn without_the_brain_nothing_is_faked() {
+        let b = BrainOutcome::not_connected();
+        assert_eq!(b.member_shards, None);
+        assert_eq!(b.status.epoch, None);
+        assert!(b.status.committee.is_empty());
+        assert_eq!(b.conditions[0].type_, ConditionType::Available);
+        assert_eq!(b.conditions[0].status, ConditionStatus::False);
+    }
+}

@@ -1,0 +1,14 @@
+//! The Kubernetes body: pure builders of the objects a `StorageCluster` owns ([`builders`]),
+//! their names, labels and owner references ([`meta`]), and the PodDisruptionBudget sizing
+//! ([`pdb`]).
+
+pub mod body;
+pub mod brain;
+pub mod builders;
+pub mod controller;
+pub mod http;
+pub mod meta;
+pub mod pdb;
+
+#[cfg(test)]
+mod builders_tests;
