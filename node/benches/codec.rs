@@ -1,7 +1,8 @@
 //! Codec benchmark: prints one table (README "Benchmarks").
 //!
 //! `cargo bench -p floe-node --bench codec` runs the full matrix; `-- --quick` runs a small
-//! smoke version; `-- --n 1000 --mib 64` picks one case.
+//! smoke version; `-- --n 1000 --mib 64` picks one case; `-- --n 1000 --mib 1
+//! --profile-encode 100` only encodes (one thread), for `perf record`.
 //! Throughputs are input MiB per second (the unencoded blob size); "floor" is the bare
 //! Reed–Solomon work on the same matrix, so `encode / floor` is a ratio measured in one run.
 
@@ -10,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use floe_node::codec::{
-    decode, encode, reed_solomon_floor, ConsistencyCheck, EncodingParams, Sliver,
+    decode, encode, encode_metadata, merkle, reed_solomon_floor, ConsistencyCheck, EncodingParams,
+    Sliver,
 };
 use floe_node::testing::random_bytes;
 
@@ -79,27 +81,54 @@ fn main() {
         None if quick => vec![1, 4],
         None => vec![1, 16, 64, 256],
     };
+    if let Some(times) = arg("--profile-encode") {
+        // for `perf record`: only encodes of the first case, on one thread
+        let params = EncodingParams::new(ns[0]).expect("n");
+        let data = random_bytes(sizes[0] * MIB, 1);
+        let times: usize = times.parse().expect("--profile-encode");
+        pool(1).install(|| {
+            for _ in 0..times {
+                std::hint::black_box(encode(&data, params).expect("encode"));
+            }
+        });
+        return;
+    }
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let one = pool(1);
     let all = pool(cores);
-    println!("Floe codec benchmark: {cores} cores, input MiB/s, best of several runs");
     println!(
-        "| n | blob | s | encode 1T | encode {cores}T | speedup | RS floor 1T | encode/floor | decode sys 1T | decode parity 1T | peak mem |"
+        "Floe codec benchmark (encoding type 2): {cores} cores, hash engine {}, input MiB/s, best of several runs",
+        floe_node::codec::hash_engine()
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("encode = metadata + blob ID + the compact form (D, P, Q); +pairs = also every sliver pair materialised, as the uploading client does; metadata-only = `encode_metadata` (P hashed batch by batch, never kept); peak mem counts the input blob");
+    println!(
+        "| n | blob | s | encode 1T | +pairs 1T | +pairs {cores}T | speedup | RS floor 1T | encode/floor | decode sys 1T | decode parity 1T | peak mem | metadata-only 1T | its peak mem | verify a pair 1T |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut bounds = Vec::new();
     for &n in &ns {
         let params = EncodingParams::new(n).expect("n");
         for &mib in &sizes {
             let len = (mib * MIB).min(params.max_blob_size() as usize);
             let data = random_bytes(len, 0x243F_6A88);
-            let reps = if len <= 16 * MIB { 3 } else { 1 };
+            let reps = if len <= 16 * MIB { 5 } else { 3 };
             let shape = params.symbol_shape(len as u64).expect("shape");
-            // peak memory of one full encode producing every sliver pair, relative to the blob
+            // peak memory of one encode (compact form), relative to the blob
             let base = CURRENT.load(Ordering::Relaxed);
             PEAK.store(base, Ordering::Relaxed);
             let enc = one.install(|| encode(&data, params)).expect("encode");
             let peak = PEAK.load(Ordering::Relaxed) - base + len;
+            drop(enc);
+            // peak memory and time of the metadata-only encoder (`floe blob-id`)
+            let base = CURRENT.load(Ordering::Relaxed);
+            PEAK.store(base, Ordering::Relaxed);
+            one.install(|| encode_metadata(&data, params))
+                .expect("metadata");
+            let peak_md = PEAK.load(Ordering::Relaxed) - base + len;
+            let t_md = best(reps, || {
+                one.install(|| encode_metadata(&data, params).expect("md"))
+            });
+            let enc = one.install(|| encode(&data, params)).expect("encode");
             let full = |pool: &rayon::ThreadPool| {
                 pool.install(|| {
                     use rayon::prelude::*;
@@ -112,15 +141,31 @@ fn main() {
                         .sum::<usize>()
                 })
             };
+            // the RS floor and the encode alternate, so that drift hits both alike
+            let mut t_enc = Duration::MAX;
+            let mut floor = Duration::MAX;
+            for _ in 0..reps {
+                floor = floor.min(best(1, || {
+                    one.install(|| reed_solomon_floor(&data, params).expect("floor"))
+                }));
+                t_enc = t_enc.min(best(1, || {
+                    one.install(|| encode(&data, params).expect("encode"))
+                }));
+            }
             let t1 = best(reps, || full(&one));
             let tn = best(reps, || full(&all));
-            let floor = best(reps, || {
-                one.install(|| reed_solomon_floor(&data, params).expect("floor"))
-            });
             let kp = params.k_primary();
             let sys: Vec<Sliver> = (0..kp).map(|i| enc.primary_sliver(i)).collect();
             let par: Vec<Sliver> = (n - kp..n).map(|i| enc.primary_sliver(i)).collect();
             let md = enc.metadata().clone();
+            // what a node pays to check one received pair (both slivers: expand, hash, root)
+            let pair = enc.pair(n / 2);
+            let t_verify = best(reps, || {
+                one.install(|| {
+                    pair.primary.verify(&md).expect("verify");
+                    pair.secondary.verify(&md).expect("verify");
+                })
+            });
             drop(enc);
             let dsys = best(reps, || {
                 one.install(|| decode(&md, &sys, ConsistencyCheck::Default).expect("decode"))
@@ -129,22 +174,50 @@ fn main() {
                 one.install(|| decode(&md, &par, ConsistencyCheck::Default).expect("decode"))
             });
             println!(
-                "| {n} | {:.0} MiB | {} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.2} | {:.0} | {:.0} | {:.2}× |",
+                "| {n} | {:.0} MiB | {} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.2} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.2}× | {:.2} ms |",
                 len as f64 / MIB as f64,
                 shape.symbol_size,
+                mibps(len, t_enc),
                 mibps(len, t1),
                 mibps(len, tn),
                 t1.as_secs_f64() / tn.as_secs_f64(),
                 mibps(len, floor),
-                t1.as_secs_f64() / floor.as_secs_f64(),
+                t_enc.as_secs_f64() / floor.as_secs_f64(),
                 mibps(len, dsys),
                 mibps(len, dpar),
                 peak as f64 / len as f64,
+                mibps(len, t_md),
+                peak_md as f64 / len as f64,
+                t_verify.as_secs_f64() * 1e3,
             );
-            bounds.push((n, len, shape.symbol_size, floor, t1));
+            bounds.push((n, len, shape.symbol_size, floor, t_enc));
         }
     }
     print_bounds(&one, &bounds);
+    print_copy_bandwidth();
+}
+
+/// Single-thread and all-core memory-copy bandwidth of this machine in this run: what bounds
+/// the encoder's scaling once hashing and RS run from memory rather than cache.
+fn print_copy_bandwidth() {
+    let src = random_bytes(256 * MIB, 3);
+    let mut dst = vec![0u8; src.len()];
+    let t1 = best(3, || dst.copy_from_slice(&src));
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let tn = best(3, || {
+        use rayon::prelude::*;
+        pool(cores).install(|| {
+            dst.par_chunks_mut(4 * MIB)
+                .zip(src.par_chunks(4 * MIB))
+                .for_each(|(d, s)| d.copy_from_slice(s))
+        })
+    });
+    println!();
+    println!(
+        "memcpy of 256 MiB: {:.1} GB/s on one core, {:.1} GB/s on {cores} (bytes copied per second; each byte is read once and written once)",
+        src.len() as f64 / t1.as_secs_f64() / 1e9,
+        src.len() as f64 / tn.as_secs_f64() / 1e9,
+    );
 }
 
 /// BLAKE3 compressions of one input of `len` bytes: 16 per full 1 KiB chunk, one per 64-byte
@@ -155,17 +228,35 @@ fn compressions(len: usize) -> usize {
     (chunks - 1) * 16 + last.div_ceil(64).max(1) + (chunks - 1)
 }
 
-/// Inner nodes of a Merkle tree over `leaves` leaves, odd levels padded.
-fn inner_nodes(mut leaves: usize) -> usize {
+/// Inner nodes of a type-2 tree over `leaves` leaves: a single leaf is paired with the zero
+/// node (one node), odd levels are padded.
+fn inner_nodes(leaves: usize) -> usize {
     let mut count = 0;
-    while leaves > 1 {
-        leaves = leaves.div_ceil(2);
-        count += leaves;
+    let mut w = leaves;
+    loop {
+        w = w.div_ceil(2);
+        count += w;
+        if w <= 1 {
+            return count;
+        }
     }
-    count
 }
 
-/// What PROTOCOL.md §3 makes every encoder hash, priced at the `blake3` crate's own peak rate on
+/// The BLAKE3 compressions PROTOCOL.md §3 (type 2) makes every encoder of an `n`-shard blob
+/// with `s`-byte symbols compute: leaves cost nothing when packed (`s ≤ 32`, `⌈n/c⌉` chunk
+/// leaves per sliver tree), else one keyed hash per symbol of the n × n matrix, shared by its
+/// row and column trees; one compression per inner node of the 2n sliver trees; the blob tree
+/// (n leaves of 64 bytes: one compression each, plus its inner nodes) and the blob ID.
+fn type2_compressions(n: usize, s: usize) -> usize {
+    let sliver_trees = if s <= 32 {
+        2 * n * inner_nodes(n.div_ceil(32 / s))
+    } else {
+        n * n * compressions(s) + 2 * n * inner_nodes(n)
+    };
+    sliver_trees + n * compressions(64) + inner_nodes(n) + compressions(1 + 8 + 32)
+}
+
+/// What the protocol makes every encoder hash, priced at the `blake3` crate's own peak rate on
 /// this machine (one big input: all SIMD lanes busy, no per-input cost), plus the measured RS
 /// floor: a bound no implementation of the protocol beats on one core of this machine.
 fn print_bounds(one: &rayon::ThreadPool, cases: &[(usize, usize, usize, Duration, Duration)]) {
@@ -174,29 +265,42 @@ fn print_bounds(one: &rayon::ThreadPool, cases: &[(usize, usize, usize, Duration
     let per_second = (big.len() / 64) as f64 / t.as_secs_f64();
     println!();
     println!(
-        "Lower bound on one core: the protocol's BLAKE3 compressions at blake3's peak rate here ({:.0} M compressions/s, {:.0} MiB/s), plus the RS floor",
+        "Type-2 lower bound on one core: the protocol's BLAKE3 compressions at blake3's peak rate here ({:.0} M compressions/s, {:.0} MiB/s), plus the RS floor",
         per_second / 1e6,
         mibps(big.len(), t)
     );
-    println!("| n | blob | compressions | hashing at peak | RS floor | bound | best possible | measured encode 1T | Walrus target |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    // this codec's own engine on the two shapes it hashes most: 64-byte inner nodes and leaves
+    // (a level of 64 Ki nodes, hashed 16 times: in cache, as the encoder's strips are)
+    let level: Vec<[u8; 32]> = big[..64 * 65_536]
+        .chunks_exact(32)
+        .map(|c| c.try_into().expect("32"))
+        .collect();
+    let tn = best(3, || {
+        one.install(|| {
+            for _ in 0..16 {
+                std::hint::black_box(merkle::parent_level(&level));
+            }
+        })
+    }) / 16;
+    let tn = tn.mul_f64(1e6 / 65_536.0);
+    let mut leaves = vec![[0u8; 32]; 50_000];
+    let tl = best(3, || {
+        one.install(|| merkle::leaf_hashes_into(&big[..1206 * 50_000], 1206, &mut leaves))
+    });
+    println!(
+        "This codec's engine ({}): inner nodes at {:.0} M compressions/s, 1206-byte leaves at {:.0} M compressions/s",
+        floe_node::codec::hash_engine(),
+        1e6 / tn.as_secs_f64() / 1e6,
+        (50_000 * compressions(1206)) as f64 / tl.as_secs_f64() / 1e6
+    );
+    println!("| n | blob | s | compressions | hashing at peak | RS floor | bound | best possible | encode 1T | encode/bound | encode/floor |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for &(n, len, s, floor, t1) in cases {
-        // n² leaves (each symbol hashed once, shared by its row and column tree), 2n sliver
-        // trees of 65-byte inner nodes, the blob tree over n 65-byte leaves
-        let count = n * n * compressions(1 + s)
-            + 2 * n * inner_nodes(n) * compressions(65)
-            + (n + inner_nodes(n)) * compressions(65);
+        let count = type2_compressions(n, s);
         let hashing = count as f64 / per_second;
         let bound = hashing + floor.as_secs_f64();
-        // the targets at n = 1000: 20× Walrus's 0.6 s at 1 MiB, 4× its 57 MiB/s at 64 MiB, 3× its 87 MiB/s at 256 MiB
-        let target = match (n, len / MIB) {
-            (1000, 1) => format!("{:.0} ms", 600.0 / 20.0),
-            (1000, 64) => format!("{:.0} MiB/s", 57.0 * 4.0),
-            (1000, 256) => format!("{:.0} MiB/s", 87.0 * 3.0),
-            _ => "-".to_string(),
-        };
         println!(
-            "| {n} | {:.0} MiB | {:.1} M | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} MiB/s | {:.0} ms, {:.0} MiB/s | {target} |",
+            "| {n} | {:.0} MiB | {s} | {:.2} M | {:.1} ms | {:.1} ms | {:.1} ms | {:.0} MiB/s | {:.1} ms, {:.0} MiB/s | {:.2} | {:.2} |",
             len as f64 / MIB as f64,
             count as f64 / 1e6,
             hashing * 1e3,
@@ -205,6 +309,8 @@ fn print_bounds(one: &rayon::ThreadPool, cases: &[(usize, usize, usize, Duration
             len as f64 / MIB as f64 / bound,
             t1.as_secs_f64() * 1e3,
             mibps(len, t1),
+            t1.as_secs_f64() / bound,
+            t1.as_secs_f64() / floor.as_secs_f64(),
         );
     }
 }

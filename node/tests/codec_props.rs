@@ -1,8 +1,9 @@
 //! Property tests of the Red Stuff codec (PROTOCOL.md §2, §3, §5).
 
 use floe_node::codec::{
-    decode, decode_verified, encode, recovery_symbols, Axis, BlobMetadata, CodecError,
-    ConsistencyCheck, EncodingParams, RebuildError, RecoverySymbol, Sliver, SliverRebuilder,
+    decode, decode_verified, encode, encode_metadata, recovery_symbols, Axis, BlobMetadata,
+    CodecError, ConsistencyCheck, EncodingParams, ProofError, RebuildError, RecoverySymbol, Sliver,
+    SliverRebuilder,
 };
 use floe_node::testing::random_bytes as blob;
 use proptest::prelude::*;
@@ -279,4 +280,164 @@ fn n_1000_round_trip_and_recovery() {
         .unwrap();
     }
     assert_eq!(rb.rebuild().unwrap(), enc.secondary_sliver(17));
+}
+
+/// A blob of `n` shards whose symbols are exactly `s` bytes.
+fn blob_with_symbol_size(n: usize, s: usize, seed: u64) -> Vec<u8> {
+    let p = EncodingParams::new(n).unwrap();
+    let len = s * p.source_symbols() - 1;
+    assert_eq!(p.symbol_shape(len as u64).unwrap().symbol_size, s);
+    blob(len, seed)
+}
+
+/// Every symbol of an expanded sliver is provable, on both axes: for packed symbols that is
+/// every position within a chunk and every symbol of the last, partly filled chunk (n is not a
+/// multiple of c for most of these shapes).
+#[test]
+fn proofs_for_every_position_of_every_chunk() {
+    for n in [4usize, 7, 10, 13, 31] {
+        for s in [2usize, 4, 6, 10, 14, 16, 22, 30, 32, 34, 64] {
+            let enc = encode(
+                &blob_with_symbol_size(n, s, s as u64),
+                EncodingParams::new(n).unwrap(),
+            )
+            .unwrap();
+            let shape = *enc.shape();
+            let all: Vec<u16> = (0..n as u16).collect();
+            for helper in [enc.primary_sliver(n - 1), enc.secondary_sliver(0)] {
+                let syms = recovery_symbols(&helper, &shape, &all).unwrap();
+                let full = helper.expand(&shape).unwrap();
+                for (t, sym) in syms.iter().enumerate() {
+                    assert_eq!(sym.data, full[t * s..(t + 1) * s]);
+                    assert_eq!(sym.proof.chunk.is_some(), s <= 32, "n={n} s={s}");
+                    let back = RecoverySymbol::from_bytes(&sym.to_bytes()).unwrap();
+                    assert_eq!(back.verify(enc.metadata()), Ok(()), "n={n} s={s} t={t}");
+                    // the same proof does not prove a neighbour's position
+                    let mut moved = back.clone();
+                    moved.position = ((t + 1) % n) as u16;
+                    assert!(moved.verify(enc.metadata()).is_err(), "n={n} s={s} t={t}");
+                }
+            }
+        }
+    }
+}
+
+/// A chunk whose padding is not zero is refused, even when everything else is consistent.
+#[test]
+fn proof_with_non_zero_chunk_padding_is_refused() {
+    // s = 6: c = 5 symbols per chunk, so every chunk ends in 2 bytes of padding; at n = 7 the
+    // last chunk holds only symbols 5 and 6 (20 bytes of padding).
+    for (n, t) in [(10usize, 3usize), (7, 6), (7, 0)] {
+        let enc = encode(
+            &blob_with_symbol_size(n, 6, 1),
+            EncodingParams::new(n).unwrap(),
+        )
+        .unwrap();
+        let shape = *enc.shape();
+        let sym = recovery_symbols(&enc.primary_sliver(0), &shape, &[t as u16])
+            .unwrap()
+            .remove(0);
+        assert_eq!(sym.verify(enc.metadata()), Ok(()));
+        let mut bad = sym.clone();
+        let chunk = bad.proof.chunk.as_mut().unwrap();
+        chunk[31] = 1;
+        assert_eq!(
+            bad.verify(enc.metadata()),
+            Err(CodecError::BadProof(ProofError::NonZeroPadding)),
+            "n={n} t={t}"
+        );
+    }
+}
+
+/// Proofs must have exactly the length the tree's shape gives, and carry a chunk exactly when
+/// symbols are packed.
+#[test]
+fn proofs_of_the_wrong_length_or_form_are_refused() {
+    for s in [6usize, 32, 34, 100] {
+        let n = 13;
+        let enc = encode(
+            &blob_with_symbol_size(n, s, 2),
+            EncodingParams::new(n).unwrap(),
+        )
+        .unwrap();
+        let shape = *enc.shape();
+        let sym = recovery_symbols(&enc.secondary_sliver(4), &shape, &[5])
+            .unwrap()
+            .remove(0);
+        assert_eq!(sym.verify(enc.metadata()), Ok(()));
+        let mut long = sym.clone();
+        long.proof.siblings.push([0; 32]);
+        assert!(matches!(
+            long.verify(enc.metadata()),
+            Err(CodecError::BadProof(ProofError::Length { .. }))
+        ));
+        let mut short = sym.clone();
+        short.proof.siblings.pop();
+        assert!(matches!(
+            short.verify(enc.metadata()),
+            Err(CodecError::BadProof(ProofError::Length { .. }))
+        ));
+        let mut flipped = sym.clone();
+        flipped.proof.chunk = match flipped.proof.chunk {
+            Some(_) => None,
+            None => Some([0; 32]),
+        };
+        assert!(matches!(
+            flipped.verify(enc.metadata()),
+            Err(CodecError::BadProof(ProofError::ChunkPresence { .. }))
+        ));
+        // and through the wire: a truncated proof does not parse into a valid one
+        let bytes = sym.to_bytes();
+        for cut in 1..40 {
+            if let Ok(parsed) = RecoverySymbol::from_bytes(&bytes[..bytes.len() - cut]) {
+                assert!(parsed.verify(enc.metadata()).is_err());
+            }
+        }
+    }
+}
+
+/// A packed symbol that differs from its place in the chunk is refused.
+#[test]
+fn packed_symbol_must_match_its_chunk() {
+    let n = 10;
+    let enc = encode(
+        &blob_with_symbol_size(n, 4, 9),
+        EncodingParams::new(n).unwrap(),
+    )
+    .unwrap();
+    let shape = *enc.shape();
+    let mut sym = recovery_symbols(&enc.primary_sliver(2), &shape, &[3])
+        .unwrap()
+        .remove(0);
+    sym.data[0] ^= 1;
+    assert_eq!(
+        sym.verify(enc.metadata()),
+        Err(CodecError::BadProof(ProofError::SymbolNotInChunk))
+    );
+}
+
+/// The metadata-only encoder (P hashed batch by batch, the blob read in place) commits to
+/// exactly what the full encoder does, whether the blob fills its last row or not.
+#[test]
+fn metadata_only_encoder_matches_full_encoder() {
+    for n in [4usize, 7, 10, 13, 31, 100] {
+        let p = EncodingParams::new(n).unwrap();
+        let per = p.source_symbols();
+        let row = p.k_secondary();
+        for len in [
+            0,
+            1,
+            40 * per,
+            40 * per - 1,
+            34 * per + 1,
+            100 * per - 3 * row,
+            64 * per + 7 * row,
+        ] {
+            let data = blob(len, (n + len) as u64);
+            let enc = encode(&data, p).unwrap();
+            let (md, id) = encode_metadata(&data, p).unwrap();
+            assert_eq!(&md, enc.metadata(), "n={n} len={len}");
+            assert_eq!(id, enc.blob_id());
+        }
+    }
 }

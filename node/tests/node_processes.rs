@@ -269,6 +269,21 @@ async fn malformed_requests_and_wrong_tokens_are_refused_and_the_node_stays_up()
         code(raw.put_metadata(wrong).await),
         tonic::Code::InvalidArgument
     );
+    // metadata of the retired encoding type 1, under its own (type-1-computed) ID: refused
+    // with a message that names the type
+    let mut old = enc.metadata().clone();
+    old.encoding_type = 1;
+    let old_req = proto::PutMetadataRequest {
+        blob_id: old.blob_id().as_bytes().to_vec(),
+        metadata: old.to_bytes(),
+    };
+    let status = raw.put_metadata(old_req).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("unsupported encoding type 1"),
+        "{}",
+        status.message()
+    );
     // a sliver that does not match its metadata
     let id = enc.blob_id();
     raw.put_metadata(proto::PutMetadataRequest {

@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::encode::encode;
-use super::merkle::{leaf_hashes, root_of_leaves, Hash};
+use super::merkle::{leaves_of_parts, root_of_leaves, Hash};
 use super::metadata::BlobMetadata;
 use super::rs;
 use super::sliver::{Axis, Sliver};
@@ -101,9 +101,9 @@ pub(crate) fn primary_row_hashes(
     Ok((0..count)
         .into_par_iter()
         .map(|r| {
-            let mut leaves = leaf_hashes(&rows[r * k * s..(r + 1) * k * s], s);
-            leaves.extend(leaf_hashes(&parity[r * f * s..(r + 1) * f * s], s));
-            root_of_leaves(&leaves)
+            let data = &rows[r * k * s..(r + 1) * k * s];
+            let parity = &parity[r * f * s..(r + 1) * f * s];
+            root_of_leaves(&leaves_of_parts(&[data, parity], s))
         })
         .collect())
 }

@@ -8,13 +8,20 @@
 //!              extended (primary code)
 //! ```
 //! Primary sliver i is row i of `[D; P]`, secondary sliver j is column j of `[D | Q]`.
-//! `R` is only ever needed for the sliver hashes, so it is hashed batch by batch and never
-//! kept. The two ways to get `R` agree because both codes are linear and systematic; this one is
-//! the cheaper (it extends `f` columns instead of `2f` rows).
+//! `R` is only ever needed for the sliver hashes. The two ways to get `R` agree because both
+//! codes are linear and systematic; this one is the cheaper (it extends `f` columns instead of
+//! `2f` rows).
+//!
+//! Sliver hashes (type 2, PROTOCOL.md §3): with symbols of more than 32 bytes every symbol's
+//! leaf hash is shared by its row tree and its column tree, so the `n × n` leaf matrix is hashed
+//! once (`R` batch by batch, never kept) and reduced along rows and along columns. With symbols
+//! of at most 32 bytes leaves are packed chunks, which differ between a row and a column, so
+//! the encoder packs a row-leaf and a column-leaf matrix (small: such blobs are at most
+//! `32·k_p·k_s` bytes) and reduces each.
 
 use rayon::prelude::*;
 
-use super::merkle::{leaf_hashes, root_of_leaves, Hash};
+use super::merkle::{column_roots, leaf_hashes_into, pack_parts, row_roots, Hash, CHUNK, ZERO};
 use super::metadata::{BlobId, BlobMetadata, ENCODING_RS2};
 use super::params::{EncodingParams, SymbolShape};
 use super::rs;
@@ -43,39 +50,19 @@ pub fn encode(blob: &[u8], params: EncodingParams) -> Result<EncodedBlob, CodecE
         parity_rows,
         parity_cols,
     } = extend_source(blob, params)?;
-    let (n, f, kp, ks, s) = (
-        params.n(),
-        params.f(),
-        params.k_primary(),
-        params.k_secondary(),
-        shape.symbol_size,
-    );
-
-    // Leaf hashes of the whole expanded matrix, n × n, row-major.
-    let mut leaves = vec![[0u8; 32]; n * n];
-    leaves.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-        let (left, right) = row.split_at_mut(ks);
-        if i < kp {
-            left.copy_from_slice(&leaf_hashes(&data[i * ks * s..(i + 1) * ks * s], s));
-            right.copy_from_slice(&leaf_hashes(&parity_cols[i * f * s..(i + 1) * f * s], s));
-        } else {
-            let r = i - kp;
-            left.copy_from_slice(&leaf_hashes(&parity_rows[r * ks * s..(r + 1) * ks * s], s));
-        }
-    });
-    let q_rows: Vec<&[u8]> = parity_cols.chunks(f * s).collect();
-    let r_hashes =
-        rs::map_column_parity(&q_rows, s, 2 * f, |c0, j, row| (c0, j, leaf_hashes(row, s)))?;
-    for (c0, j, hashes) in r_hashes.into_iter().flatten() {
-        let at = (kp + j) * n + ks + c0;
-        leaves[at..at + hashes.len()].copy_from_slice(&hashes);
-    }
-
-    let primary: Vec<Hash> = leaves.par_chunks(n).map(root_of_leaves).collect();
-    let secondary: Vec<Hash> = transpose(&leaves, n)
-        .par_chunks(n)
-        .map(root_of_leaves)
-        .collect();
+    let n = params.n();
+    let m = Matrices {
+        params,
+        s: shape.symbol_size,
+        data: &data,
+        parity_rows: &parity_rows,
+        parity_cols: &parity_cols,
+    };
+    let (primary, secondary) = if shape.symbol_size <= CHUNK {
+        m.packed_roots()?
+    } else {
+        m.hashed_roots()?
+    };
     let pair_hashes = (0..n).map(|p| (primary[p], secondary[n - 1 - p])).collect();
     let metadata = BlobMetadata {
         encoding_type: ENCODING_RS2,
@@ -91,26 +78,6 @@ pub fn encode(blob: &[u8], params: EncodingParams) -> Result<EncodedBlob, CodecE
         parity_rows,
         parity_cols,
     })
-}
-
-/// Transpose an `n × n` matrix of hashes in column strips, so that every read touches a few
-/// contiguous cache lines instead of one line per page.
-fn transpose(m: &[Hash], n: usize) -> Vec<Hash> {
-    const STRIP: usize = 16;
-    let mut t = vec![[0u8; 32]; n * n];
-    t.par_chunks_mut(n * STRIP)
-        .enumerate()
-        .for_each(|(strip, out)| {
-            let j0 = strip * STRIP;
-            let width = out.len() / n;
-            for i in 0..n {
-                let row = &m[i * n + j0..i * n + j0 + width];
-                for (dj, h) in row.iter().enumerate() {
-                    out[dj * n + i] = *h;
-                }
-            }
-        });
-    t
 }
 
 impl EncodedBlob {
@@ -184,6 +151,79 @@ impl EncodedBlob {
     }
 }
 
+/// The metadata and blob ID of `blob`, without keeping its expansion: what `floe blob-id` and
+/// any caller that only needs the commitment want. With symbols of more than 32 bytes the blob
+/// is read in place (only its last, partial rows are copied and padded), `P` is produced column
+/// batch by column batch and hashed straight away, and only `Q` (half the blob at n = 1000) and
+/// the n² leaf matrix are held: the peak is about 1.7× the blob at 256 MiB (with the blob)
+/// instead of the 4.7× of [`encode`]. Costs the same hashing as [`encode`]; small blobs
+/// (`s ≤ 32`, at most `32·k_p·k_s` bytes) simply go through [`encode`].
+pub fn encode_metadata(
+    blob: &[u8],
+    params: EncodingParams,
+) -> Result<(BlobMetadata, BlobId), CodecError> {
+    let shape = params.symbol_shape(blob.len() as u64)?;
+    let s = shape.symbol_size;
+    if s <= CHUNK {
+        let e = encode(blob, params)?;
+        return Ok((e.metadata, e.blob_id));
+    }
+    let (n, f, kp, ks) = (
+        params.n(),
+        params.f(),
+        params.k_primary(),
+        params.k_secondary(),
+    );
+    let row = ks * s;
+    let full = (blob.len() / row).min(kp);
+    let mut tail = vec![0u8; (kp - full) * row];
+    tail[..blob.len() - full * row].copy_from_slice(&blob[full * row..]);
+    let d_rows: Vec<&[u8]> = blob[..full * row]
+        .chunks(row)
+        .chain(tail.chunks(row))
+        .collect();
+    let mut q = vec![0u8; kp * f * s];
+    let (q_full, q_tail) = q.split_at_mut(full * f * s);
+    rs::extend_rows(&blob[..full * row], ks, s, f, q_full)?;
+    rs::extend_rows(&tail, ks, s, f, q_tail)?;
+
+    let mut leaves = vec![ZERO; n * n];
+    place_leaves(
+        &mut leaves,
+        n,
+        0,
+        0,
+        ks,
+        &hash_block(&blob[..full * row], s),
+    );
+    place_leaves(&mut leaves, n, full, 0, ks, &hash_block(&tail, s));
+    place_leaves(&mut leaves, n, 0, ks, f, &hash_block(&q, s));
+    // P = the columns of D extended, R = the columns of Q extended: hashed batch by batch and
+    // dropped
+    let p = rs::map_column_parity_batches(&d_rows, s, 2 * f, |c0, w, rows| {
+        (c0, w, hash_block(rows, s))
+    })?;
+    for (c0, w, h) in p {
+        place_leaves(&mut leaves, n, kp, c0, w, &h);
+    }
+    let q_rows: Vec<&[u8]> = q.chunks(f * s).collect();
+    let r = rs::map_column_parity_batches(&q_rows, s, 2 * f, |c0, w, rows| {
+        (c0, w, hash_block(rows, s))
+    })?;
+    for (c0, w, h) in r {
+        place_leaves(&mut leaves, n, kp, ks + c0, w, &h);
+    }
+    let primary = row_roots_blocked(&leaves, n);
+    let secondary = column_roots(&leaves, n);
+    let metadata = BlobMetadata {
+        encoding_type: ENCODING_RS2,
+        len: blob.len() as u64,
+        pair_hashes: (0..n).map(|p| (primary[p], secondary[n - 1 - p])).collect(),
+    };
+    let id = metadata.blob_id();
+    Ok((metadata, id))
+}
+
 /// D (the padded blob), P (its columns extended) and Q (its rows extended).
 struct Extended {
     shape: SymbolShape,
@@ -229,4 +269,171 @@ pub fn reed_solomon_floor(blob: &[u8], params: EncodingParams) -> Result<usize, 
     let q_rows: Vec<&[u8]> = parity_cols.chunks(f * s).collect();
     let r = rs::map_column_parity(&q_rows, s, 2 * f, |_, _, row| row[0] as usize)?;
     Ok(r.into_iter().flatten().sum::<usize>() + parity_rows[0] as usize)
+}
+
+/// The four blocks of the expanded matrix, as the encoder holds them.
+struct Matrices<'a> {
+    params: EncodingParams,
+    s: usize,
+    data: &'a [u8],
+    parity_rows: &'a [u8],
+    parity_cols: &'a [u8],
+}
+
+impl Matrices<'_> {
+    /// Row `i` of `[D | Q]` or `[P | R]` as its left (`k_s` symbols) and right (`f`) parts.
+    fn row<'b>(&'b self, i: usize, r_block: &'b [u8]) -> [&'b [u8]; 2] {
+        let (kp, ks, f, s) = (
+            self.params.k_primary(),
+            self.params.k_secondary(),
+            self.params.f(),
+            self.s,
+        );
+        if i < kp {
+            [
+                &self.data[i * ks * s..(i + 1) * ks * s],
+                &self.parity_cols[i * f * s..(i + 1) * f * s],
+            ]
+        } else {
+            let r = i - kp;
+            [
+                &self.parity_rows[r * ks * s..(r + 1) * ks * s],
+                &r_block[r * f * s..(r + 1) * f * s],
+            ]
+        }
+    }
+
+    /// Sliver hashes for `s > 32`: one keyed leaf hash per symbol of the expanded matrix,
+    /// reduced along rows (primary) and columns (secondary).
+    fn hashed_roots(&self) -> Result<(Vec<Hash>, Vec<Hash>), CodecError> {
+        let (n, f, kp, ks, s) = (
+            self.params.n(),
+            self.params.f(),
+            self.params.k_primary(),
+            self.params.k_secondary(),
+            self.s,
+        );
+        let mut leaves = vec![ZERO; n * n];
+        place_leaves(&mut leaves, n, 0, 0, ks, &hash_block(self.data, s));
+        place_leaves(&mut leaves, n, 0, ks, f, &hash_block(self.parity_cols, s));
+        place_leaves(&mut leaves, n, kp, 0, ks, &hash_block(self.parity_rows, s));
+        // R = the columns of Q extended: hashed batch by batch straight into the leaf matrix.
+        let q_rows: Vec<&[u8]> = self.parity_cols.chunks(f * s).collect();
+        let r = rs::map_column_parity_batches(&q_rows, s, 2 * f, |c0, w, rows| {
+            (c0, w, hash_block(rows, s))
+        })?;
+        for (c0, w, h) in r {
+            place_leaves(&mut leaves, n, kp, ks + c0, w, &h);
+        }
+        let primary = row_roots_blocked(&leaves, n);
+        let secondary = column_roots(&leaves, n);
+        Ok((primary, secondary))
+    }
+
+    /// Sliver hashes for `s ≤ 32`: chunks of a row's symbols are its tree's leaves, chunks of
+    /// `c` vertically adjacent symbols are a column tree's leaves.
+    fn packed_roots(&self) -> Result<(Vec<Hash>, Vec<Hash>), CodecError> {
+        let (n, f, s) = (self.params.n(), self.params.f(), self.s);
+        let c = CHUNK / s;
+        let mut r_block = vec![0u8; 2 * f * f * s];
+        let q_rows: Vec<&[u8]> = self.parity_cols.chunks(f * s).collect();
+        rs::extend_columns(&q_rows, s, 2 * f, &mut r_block)?;
+        // row trees 16 rows at a time: full lane groups, and the block stays in cache
+        let width = n.div_ceil(c);
+        let primary: Vec<Hash> = (0..n)
+            .step_by(ROW_BLOCK)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .flat_map_iter(|r0| {
+                let r1 = (r0 + ROW_BLOCK).min(n);
+                let mut block = vec![ZERO; (r1 - r0) * width];
+                for (k, out) in block.chunks_mut(width).enumerate() {
+                    pack_parts(&self.row(r0 + k, &r_block), s, out);
+                }
+                row_roots(&block, width)
+            })
+            .collect();
+        // column leaves: chunk row T holds rows T·c … T·c+c−1 of every column
+        let chunk_rows = n.div_ceil(c);
+        let mut col_leaves = vec![ZERO; chunk_rows * n];
+        let ks = self.params.k_secondary();
+        col_leaves
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(t, out)| {
+                for q in 0..c.min(n - t * c) {
+                    let [left, right] = self.row(t * c + q, &r_block);
+                    let (lo, hi) = out.split_at_mut(ks);
+                    scatter(left, s, lo, q * s);
+                    scatter(right, s, hi, q * s);
+                }
+            });
+        let secondary = column_roots(&col_leaves, n);
+        Ok((primary, secondary))
+    }
+}
+
+/// Rows of the leaf matrix reduced together per [`ROW_BLOCK`] rows.
+const ROW_BLOCK: usize = 16;
+
+/// Roots of the rows of the `n`-wide leaf matrix, [`ROW_BLOCK`] rows at a time (a block's
+/// levels stay in cache; whole-matrix levels would stream through memory).
+fn row_roots_blocked(leaves: &[Hash], n: usize) -> Vec<Hash> {
+    leaves
+        .par_chunks(ROW_BLOCK * n)
+        .flat_map_iter(|block| row_roots(block, n))
+        .collect()
+}
+
+/// Keyed leaf hashes of every symbol of a block, in one run: lane groups stay full however
+/// narrow the block's rows are.
+fn hash_block(symbols: &[u8], s: usize) -> Vec<Hash> {
+    let mut h = vec![ZERO; symbols.len() / s];
+    leaf_hashes_into(symbols, s, &mut h);
+    h
+}
+
+/// Copy a row-major block of hashes, `width` wide, into the n-wide leaf matrix at (row0, col0).
+fn place_leaves(
+    leaves: &mut [Hash],
+    n: usize,
+    row0: usize,
+    col0: usize,
+    width: usize,
+    block: &[Hash],
+) {
+    if width == 0 {
+        return;
+    }
+    for (r, src) in block.chunks(width).enumerate() {
+        let at = (row0 + r) * n + col0;
+        leaves[at..at + width].copy_from_slice(src);
+    }
+}
+
+/// `dst[j][off..off + s] = symbol j of src`: one row of symbols into a row of chunks. Sized
+/// copies per symbol size, so each is a couple of moves rather than a `memcpy` call.
+fn scatter(src: &[u8], s: usize, dst: &mut [Hash], off: usize) {
+    fn go<const S: usize>(src: &[u8], dst: &mut [Hash], off: usize) {
+        for (sym, d) in src.chunks_exact(S).zip(dst) {
+            let sym: &[u8; S] = sym.try_into().expect("S bytes");
+            let to: &mut [u8; S] = (&mut d[off..off + S]).try_into().expect("S bytes");
+            *to = *sym;
+        }
+    }
+    match s {
+        2 => go::<2>(src, dst, off),
+        4 => go::<4>(src, dst, off),
+        6 => go::<6>(src, dst, off),
+        8 => go::<8>(src, dst, off),
+        10 => go::<10>(src, dst, off),
+        12 => go::<12>(src, dst, off),
+        14 => go::<14>(src, dst, off),
+        16 => go::<16>(src, dst, off),
+        _ => {
+            for (sym, d) in src.chunks_exact(s).zip(dst) {
+                d[off..off + s].copy_from_slice(sym);
+            }
+        }
+    }
 }

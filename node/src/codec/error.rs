@@ -30,6 +30,10 @@ pub enum CodecError {
     InconsistentEncoding,
     #[error("malformed bytes: {0}")]
     Malformed(#[from] WireError),
+    #[error("unsupported encoding type {found}: this version reads only encoding type {supported} (PROTOCOL.md §3; type 1 is retired)")]
+    UnsupportedEncoding { found: u8, supported: u8 },
+    #[error("bad proof: {0}")]
+    BadProof(#[from] super::merkle::ProofError),
     #[error("reed-solomon: {0}")]
     ReedSolomon(String),
 }

@@ -6,13 +6,15 @@ use std::str::FromStr;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-use super::merkle::{leaf_hash, root_of_leaves, Hash};
+use super::merkle::{leaves, root_of_leaves, Hash};
 use super::params::{EncodingParams, SymbolShape, MAX_SHARDS};
 use super::wire::{Kind, Reader, WireError, Writer};
 use super::CodecError;
 
-/// Encoding type byte of Floe's Red Stuff with Reed–Solomon on both axes.
-pub const ENCODING_RS2: u8 = 1;
+/// Encoding type byte of Floe's Red Stuff with Reed–Solomon on both axes and the type-2
+/// commitments of PROTOCOL.md §3 (packed chunk leaves, keyed one-compression inner nodes).
+/// Type 1 is retired; every other value is refused.
+pub const ENCODING_RS2: u8 = 2;
 
 /// A blob's identity: `H(type ‖ L as u64 LE ‖ root)`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,19 +87,14 @@ impl BlobMetadata {
     pub fn shape(&self) -> Result<SymbolShape, CodecError> {
         self.params()?.symbol_shape(self.len)
     }
-    /// Merkle root over the pair hashes.
+    /// Merkle root over the n entries `primary_hash ‖ secondary_hash` (symbols of 64 bytes).
     pub fn root(&self) -> Hash {
-        let leaves: Vec<Hash> = self
+        let entries: Vec<u8> = self
             .pair_hashes
             .iter()
-            .map(|(p, s)| {
-                let mut b = [0u8; 64];
-                b[..32].copy_from_slice(p);
-                b[32..].copy_from_slice(s);
-                leaf_hash(&b)
-            })
+            .flat_map(|(p, s)| p.iter().chain(s.iter()).copied())
             .collect();
-        root_of_leaves(&leaves)
+        root_of_leaves(&leaves(&entries, 64))
     }
     pub fn blob_id(&self) -> BlobId {
         let mut h = blake3::Hasher::new();
@@ -108,13 +105,7 @@ impl BlobMetadata {
     }
     /// Check that this metadata belongs to `id` and describes an encodable blob.
     pub fn verify(&self, id: &BlobId) -> Result<(), CodecError> {
-        if self.encoding_type != ENCODING_RS2 {
-            return Err(WireError::Invalid {
-                field: "encoding type",
-                value: self.encoding_type as u64,
-            }
-            .into());
-        }
+        check_encoding_type(self.encoding_type)?;
         self.shape()?;
         if &self.blob_id() != id {
             return Err(CodecError::HashMismatch(
@@ -144,6 +135,7 @@ impl BlobMetadata {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CodecError> {
         let mut r = Reader::new(bytes, Kind::Metadata)?;
         let encoding_type = r.u8()?;
+        check_encoding_type(encoding_type)?;
         let len = r.u64()?;
         let n = r.u16()? as usize;
         if n > MAX_SHARDS {
@@ -160,6 +152,18 @@ impl BlobMetadata {
         };
         m.shape()?;
         Ok(m)
+    }
+}
+
+/// Refuse every encoding type but [`ENCODING_RS2`], before anything else is read or hashed.
+fn check_encoding_type(t: u8) -> Result<(), CodecError> {
+    if t == ENCODING_RS2 {
+        Ok(())
+    } else {
+        Err(CodecError::UnsupportedEncoding {
+            found: t,
+            supported: ENCODING_RS2,
+        })
     }
 }
 
@@ -187,5 +191,36 @@ mod tests {
             // (2^256 - 1) mod 1000 computed by hand: 2^256 mod 1000 = 936
             935
         });
+    }
+}
+
+#[cfg(test)]
+mod type_tests {
+    use super::*;
+
+    #[test]
+    fn other_encoding_types_are_refused_with_a_clear_error() {
+        let md = BlobMetadata {
+            encoding_type: ENCODING_RS2,
+            len: 5,
+            pair_hashes: vec![([1; 32], [2; 32]); 4],
+        };
+        assert_eq!(BlobMetadata::from_bytes(&md.to_bytes()).unwrap(), md);
+        for t in [0u8, 1, 3, 255] {
+            let old = BlobMetadata {
+                encoding_type: t,
+                ..md.clone()
+            };
+            let err = BlobMetadata::from_bytes(&old.to_bytes()).unwrap_err();
+            assert_eq!(
+                err,
+                CodecError::UnsupportedEncoding {
+                    found: t,
+                    supported: 2
+                }
+            );
+            assert!(err.to_string().contains(&format!("encoding type {t}")));
+            assert_eq!(old.verify(&old.blob_id()), Err(err));
+        }
     }
 }

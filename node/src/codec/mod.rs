@@ -18,12 +18,19 @@ pub mod sliver;
 pub mod wire;
 
 pub use decode::{decode, decode_verified, ConsistencyCheck};
-pub use encode::{encode, reed_solomon_floor, EncodedBlob};
+pub use encode::{encode, encode_metadata, reed_solomon_floor, EncodedBlob};
 pub use error::CodecError;
-pub use merkle::{Hash, MerkleProof, MerkleTree};
+pub use merkle::{Hash, MerkleProof, MerkleTree, ProofError, TreeShape};
 pub use metadata::{BlobId, BlobMetadata, ENCODING_RS2};
 pub use params::{EncodingParams, SymbolShape};
 pub use recovery::{
     recovery_symbols, InconsistencyProof, RebuildError, RecoverySymbol, SliverRebuilder,
 };
 pub use sliver::{Axis, Sliver, SliverPair};
+
+/// Name of the BLAKE3 lane engine this process hashes with (`avx512`, `avx2` or `portable`),
+/// for benchmark reports.
+#[doc(hidden)]
+pub fn hash_engine() -> &'static str {
+    hash_lanes::Engine::best().name()
+}

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::merkle::{leaf_hash, tree_depth, MerkleProof};
+use super::merkle::{tree_depth, MerkleProof, TreeShape};
 use super::metadata::BlobMetadata;
 use super::params::{SymbolShape, MAX_SHARDS, MAX_SYMBOL_SIZE};
 use super::rs;
@@ -72,19 +72,16 @@ impl RecoverySymbol {
             Axis::Secondary => metadata.secondary_hash(i),
         }
         .ok_or(CodecError::IndexOutOfRange { index: i, n })?;
-        if !self
-            .proof
-            .verify(root, &leaf_hash(&self.data), self.position as usize, n)
-        {
-            return Err(CodecError::HashMismatch("recovery symbol proof"));
-        }
+        let tree = TreeShape::new(n, shape.symbol_size);
+        self.proof
+            .verify(root, &self.data, self.position as usize, tree)?;
         Ok(())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new(
             Kind::RecoverySymbol,
-            16 + self.data.len() + 32 * self.proof.siblings.len(),
+            17 + self.data.len() + 32 * (self.proof.siblings.len() + 1),
         );
         self.write_body(&mut w);
         w.finish()
@@ -94,6 +91,10 @@ impl RecoverySymbol {
             .u16(self.sliver_index)
             .u16(self.position)
             .bytes(&self.data);
+        match &self.proof.chunk {
+            Some(chunk) => w.u8(1).raw(chunk),
+            None => w.u8(0),
+        };
         w.hashes(&self.proof.siblings);
     }
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CodecError> {
@@ -107,13 +108,24 @@ impl RecoverySymbol {
         let sliver_index = r.u16()?;
         let position = r.u16()?;
         let data = r.bytes("symbol length", MAX_SYMBOL_SIZE)?.to_vec();
+        let chunk = match r.u8()? {
+            0 => None,
+            1 => Some(r.hash()?),
+            v => {
+                return Err(WireError::Invalid {
+                    field: "proof chunk flag",
+                    value: v as u64,
+                }
+                .into())
+            }
+        };
         let siblings = r.hashes("proof length", tree_depth(MAX_SHARDS))?;
         Ok(Self {
             proven_axis,
             sliver_index,
             position,
             data,
-            proof: MerkleProof { siblings },
+            proof: MerkleProof { chunk, siblings },
         })
     }
 }

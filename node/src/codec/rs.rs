@@ -174,6 +174,35 @@ pub(crate) fn map_column_parity<T: Send>(
         .collect()
 }
 
+/// Like [`map_column_parity`], but hands each batch whole to `f(c0, w, rows)`: all `m` parity
+/// rows restricted to the batch's `w` columns, row-major, per-symbol layout. Lets the caller
+/// hash a batch's `m·w` symbols in one run (full SIMD lane groups even when `w` is 1).
+pub(crate) fn map_column_parity_batches<T: Send>(
+    src: &[&[u8]],
+    s: usize,
+    m: usize,
+    f: impl Fn(usize, usize, &[u8]) -> T + Sync,
+) -> Result<Vec<T>, CodecError> {
+    let cols = src[0].len() / s;
+    let b = batch_size(s, cols);
+    (0..cols)
+        .step_by(b)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|c0| {
+            let w = b.min(cols - c0);
+            let layout = BatchLayout::new(s);
+            encode_column_batch(src, s, m, c0, w, |rec| {
+                let mut out = vec![0u8; m * w * s];
+                for (seg, r) in out.chunks_mut(w * s).zip(rec) {
+                    layout.get_many(r, 0, seg);
+                }
+                f(c0, w, &out)
+            })
+        })
+        .collect()
+}
+
 /// Extend every row of a row-major matrix (`rows × k` symbols in `src`) with `m` parity
 /// symbols, writing them row-major into `out` (`rows × m` symbols).
 pub(crate) fn extend_rows(

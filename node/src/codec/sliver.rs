@@ -1,6 +1,6 @@
 //! Slivers: rows (primary) and columns (secondary) of the expanded matrix, and their checks.
 
-use super::merkle::{leaf_hashes, root_of_leaves, Hash, MerkleTree};
+use super::merkle::{leaves_of_parts, root_of_leaves, Hash, MerkleTree};
 use super::metadata::BlobMetadata;
 use super::params::{SymbolShape, MAX_SHARDS, MAX_SYMBOL_SIZE};
 use super::rs;
@@ -99,18 +99,17 @@ impl Sliver {
     /// Merkle tree over the expanded sliver's symbols; its root is the sliver hash.
     pub fn tree(&self, shape: &SymbolShape) -> Result<(Vec<u8>, MerkleTree), CodecError> {
         let full = self.expand(shape)?;
-        let tree = MerkleTree::from_leaf_hashes(leaf_hashes(&full, shape.symbol_size));
+        let tree = MerkleTree::new(&full, shape.symbol_size);
         Ok((full, tree))
     }
 
-    /// The sliver hash committed to in the metadata. Hashes the source symbols in place and
-    /// only the computed parity separately (no copy of the expanded sliver).
+    /// The sliver hash committed to in the metadata. Takes the source symbols in place and
+    /// the computed parity separately (no copy of the expanded sliver).
     pub fn hash(&self, shape: &SymbolShape) -> Result<Hash, CodecError> {
         self.check_shape(shape)?;
         let k = self.axis.source_symbols(shape);
         let parity = rs::encode_one(&self.data, shape.symbol_size, shape.params.n() - k)?;
-        let mut leaves = leaf_hashes(&self.data, shape.symbol_size);
-        leaves.extend(leaf_hashes(&parity, shape.symbol_size));
+        let leaves = leaves_of_parts(&[&self.data, &parity], shape.symbol_size);
         Ok(root_of_leaves(&leaves))
     }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use floe_node::client::{BlobClient, ClientConfig, NodeClient};
-use floe_node::codec::{encode, BlobId, EncodingParams};
+use floe_node::codec::{encode_metadata, BlobId, EncodingParams};
 use floe_node::proto;
 use floe_operator::local::testnet::TestnetState;
 use serde_json::json;
@@ -190,14 +190,15 @@ pub async fn status(cli: &Cli, blob: Option<&str>) -> anyhow::Result<()> {
 
 pub fn blob_id(cli: &Cli, file: &Path, shards: u16) -> anyhow::Result<()> {
     let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let enc = encode(&data, EncodingParams::new(shards as usize)?)?;
+    // metadata only: the expansion is hashed batch by batch, never held
+    let (_, id) = encode_metadata(&data, EncodingParams::new(shards as usize)?)?;
     if cli.json {
         println!(
             "{}",
-            json!({"blob_id": enc.blob_id().to_string(), "size": data.len(), "shards": shards})
+            json!({"blob_id": id.to_string(), "size": data.len(), "shards": shards})
         );
     } else {
-        println!("{}", enc.blob_id());
+        println!("{id}");
     }
     Ok(())
 }
