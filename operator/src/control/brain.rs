@@ -830,7 +830,8 @@ mod tests {
             c.members.iter().map(|m| m.shards.len()).collect::<Vec<_>>(),
             vec![4, 3, 3]
         );
-        assert_eq!(b.state.challenge_at_ms, 100 + 1000 + 1234 % 5000);
+        // start + 10 % of the epoch + jitter mod half the epoch
+        assert_eq!(b.state.challenge_at_ms, 100 + 1000 + 1234);
     }
 
     #[test]

@@ -104,7 +104,8 @@ impl Brains {
         Ok(d)
     }
 
-    /// One round of the brain for `sc`.
+    /// One round of the brain for `sc` (the reconcile's inputs, passed through as they are).
+    #[allow(clippy::too_many_arguments)]
     pub async fn step(
         &self,
         sc: &StorageCluster,

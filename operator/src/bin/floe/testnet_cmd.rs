@@ -303,7 +303,7 @@ fn phase_text(c: &BrainState) -> String {
 }
 
 /// `floe testnet status`: the control plane's view and every node's own.
-async fn status(cli: &Cli, dir: &PathBuf) -> anyhow::Result<()> {
+async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
     let state = TestnetState::load(dir)?;
     let control = state.control()?;
     let epoch_ms = state.epoch_seconds * 1000;
