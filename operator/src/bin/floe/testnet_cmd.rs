@@ -1,6 +1,6 @@
 //! `floe testnet …`: start, inspect and change a local network of node processes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
