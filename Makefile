@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test test-rust test-k8s test-chart bench images
+.PHONY: demo test test-rust test-k8s test-chart test-images bench images
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 FLOE := $(TARGET_DIR)/release/floe
@@ -59,3 +59,9 @@ images:
 	    --build-arg REVISION=$$(git rev-parse --short HEAD) $(IMAGE_BUILD_ARGS) \
 	    -t $(IMAGE_REPO)/$$t:$(IMAGE_TAG) . || exit 1; \
 	done
+
+# Builds both images with podman on a locally made base and runs the node image read-only and
+# non-root (needs root for podman; installs podman and runc from Debian's packages if missing).
+test-images:
+	$(CARGO) build -p floe-node -p floe-operator
+	FLOE_BIN_DIR=$(TARGET_DIR)/debug e2e/images/test-images.sh
