@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds both images of images/Dockerfile with podman (runc, cgroupfs) and runs the node image
 # the way Kubernetes runs it: non-root, read-only root filesystem, data on a volume; checks that
-# /healthz answers and that the images carry their OCI labels and no HEALTHCHECK.
+# /healthz answers and that the images carry their OCI labels and no HEALTHCHECK; then a put and
+# a get through a testnet of four node containers (floe testnet up --node-bin: a wrapper that
+# runs each node as a non-root, read-only container).
 #
 # No registry is reachable here, so the base image is made locally: a minimal root filesystem
 # with exactly the shared libraries the binaries need (ldd), /etc/passwd with the nonroot user
@@ -107,6 +109,44 @@ curl -fsS "http://127.0.0.1:$http_port/healthz" >/dev/null || { podman logs "$ci
 curl -fsS "http://127.0.0.1:$http_port/metrics" | grep -q '^floe_node_build_info' || die "/metrics lacks floe_node_build_info"
 [[ -f "$work/data/node.key" ]] || die "the node wrote no key into its volume"
 log "floe-node:$TAG runs non-root with a read-only root filesystem; /healthz answers"
+podman rm -f "$cid" >/dev/null
+cid=""
+
+# ---- a put and a get against four containers of the node image ----
+# `floe testnet up --node-bin` runs this wrapper in place of floe-node: each node is a container
+# (non-root, read-only root, its node directory and the admin token mounted at the same paths).
+tn="$work/testnet"
+mkdir -p "$tn"
+wrapper="$work/floe-node-container"
+cat >"$wrapper" <<WRAPPER
+#!/usr/bin/env bash
+set -euo pipefail
+data=""
+prev=""
+for a in "\$@"; do
+  [[ "\$prev" == --data-dir ]] && data="\$a"
+  prev="\$a"
+done
+node_dir="\$(dirname "\$data")"
+mkdir -p "\$data"
+chown -R 65532:65532 "\$node_dir"
+chmod 0644 "$tn/admin.token" 2>/dev/null || true
+exec podman --runtime runc --cgroup-manager cgroupfs run --rm --read-only --user 65532:65532 --network host \\
+  --cap-drop ALL --security-opt no-new-privileges ${ULIMITS[*]} \\
+  -v "\$node_dir:\$node_dir" -v "$tn/admin.token:$tn/admin.token:ro" "localhost/floe-node:$TAG" "\$@"
+WRAPPER
+chmod +x "$wrapper"
+stop_testnet() { "$BIN_DIR/floe" --testnet-dir "$tn" testnet down >/dev/null 2>&1 || true; }
+trap 'stop_testnet; cleanup' EXIT
+"$BIN_DIR/floe" --testnet-dir "$tn" testnet up --nodes 4 --shards 10 --node-bin "$wrapper" >&2 \
+  || { cat "$tn/supervisor.log" >&2 || true; die "floe testnet up with node containers failed"; }
+head -c 1000000 /dev/urandom >"$work/blob"
+blob_id="$("$BIN_DIR/floe" --testnet-dir "$tn" --json put "$work/blob" | sed -n 's/.*"blob_id": *"\([^"]*\)".*/\1/p')"
+[[ -n "$blob_id" ]] || die "floe put against the node containers printed no blob ID"
+"$BIN_DIR/floe" --testnet-dir "$tn" get "$blob_id" -o "$work/back" >/dev/null
+cmp "$work/blob" "$work/back" || die "the blob read back from the node containers differs"
+log "put and get of a 1 MB blob through four floe-node:$TAG containers"
+stop_testnet
 podman run --rm "${ULIMITS[@]}" --read-only --network host "localhost/floe-operator:$TAG" --version
 podman run --rm "${ULIMITS[@]}" --read-only --network host --entrypoint /usr/local/bin/floe "localhost/floe-operator:$TAG" --version
 log "ok: localhost/floe-node:$TAG and localhost/floe-operator:$TAG"
