@@ -27,7 +27,7 @@ demo:
 	$(FLOE) --testnet-dir $(DEMO_DIR) testnet status
 	@echo "demo: the testnet keeps running; stop it with: $(FLOE) --testnet-dir $(DEMO_DIR) testnet down"
 
-test: test-rust test-chart test-k8s
+test: test-rust test-chart test-k8s test-images
 
 # The chart's dashboard against Grafana's dashboard schema; shellcheck over every shell script.
 test-chart:
@@ -62,6 +62,6 @@ images:
 
 # Builds both images with podman on a locally made base and runs the node image read-only and
 # non-root (needs root for podman; installs podman and runc from Debian's packages if missing).
-test-images:
+test-images: test-rust
 	$(CARGO) build -p floe-node -p floe-operator
 	FLOE_BIN_DIR=$(TARGET_DIR)/debug e2e/images/test-images.sh

@@ -43,6 +43,8 @@ work="$(mktemp -d)"
 cid=""
 cleanup() {
   [[ -n "$cid" ]] && podman rm -f "$cid" >/dev/null 2>&1
+  # the build's intermediate stages, so that repeated runs do not fill the disk
+  podman image prune -f >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -70,6 +72,10 @@ fi
 rm -rf "$REPO/images/prebuilt"
 mkdir -p "$REPO/images/prebuilt"
 cp "$BIN_DIR/floe-node" "$BIN_DIR/floe-operator" "$BIN_DIR/floe" "$REPO/images/prebuilt/"
+# debug builds carry hundreds of MB of debug info; the images do not need it
+if command -v strip >/dev/null; then
+  strip --strip-debug "$REPO/images/prebuilt/"*
+fi
 for target in floe-node floe-operator; do
   log "building $target:$TAG on $BASE"
   podman build "${ULIMITS[@]}" -f "$REPO/images/Dockerfile" --target "$target" \
