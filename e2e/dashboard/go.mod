@@ -1,5 +1,5 @@
-// Checks charts/floe/dashboards/*.json against the Grafana dashboard schema, as generated into
-// Go by Grafana's foundation SDK (strict decoding: unknown or missing fields are errors).
+// Checks the Grafana dashboards and alerts of charts/floe: against Grafana's dashboard schema
+// (foundation SDK, strict decoding) and with Prometheus' own PromQL parser and rules loader.
 module floe.dev/e2e/dashboard
 
 go 1.26.7
