@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test test-rust test-k8s bench
+.PHONY: demo test test-rust test-k8s test-chart test-images bench images
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 FLOE := $(TARGET_DIR)/release/floe
@@ -27,7 +27,12 @@ demo:
 	$(FLOE) --testnet-dir $(DEMO_DIR) testnet status
 	@echo "demo: the testnet keeps running; stop it with: $(FLOE) --testnet-dir $(DEMO_DIR) testnet down"
 
-test: test-rust test-k8s
+test: test-rust test-chart test-k8s test-images
+
+# The chart's dashboard against Grafana's dashboard schema; shellcheck over every shell script.
+test-chart:
+	cd e2e/dashboard && GOFLAGS=-mod=mod go test -count=1 ./...
+	e2e/bin/shellcheck-all.sh
 
 test-rust:
 	$(CARGO) test --workspace --locked
@@ -38,3 +43,25 @@ test-k8s: test-rust
 
 bench:
 	$(CARGO) bench -p floe-node --bench codec
+
+# Container images (images/Dockerfile): floe-node and floe-operator, tagged $(IMAGE_TAG). The
+# binaries are compiled in a Rust builder stage; BASE is the runtime base (a public distroless
+# image by default). DOCKER=podman works too. e2e/images/test-images.sh builds them without a
+# registry (local base, prebuilt binaries) and runs the node image read-only and non-root.
+DOCKER ?= docker
+IMAGE_REPO ?= ghcr.io/floe-dev
+VERSION ?= $(shell awk -F'"' '/^version = / {print $$2; exit}' Cargo.toml)
+IMAGE_TAG ?= $(VERSION)
+IMAGE_BUILD_ARGS ?=
+images:
+	for t in floe-node floe-operator; do \
+	  $(DOCKER) build -f images/Dockerfile --target $$t --build-arg VERSION=$(VERSION) \
+	    --build-arg REVISION=$$(git rev-parse --short HEAD) $(IMAGE_BUILD_ARGS) \
+	    -t $(IMAGE_REPO)/$$t:$(IMAGE_TAG) . || exit 1; \
+	done
+
+# Builds both images with podman on a locally made base and runs the node image read-only and
+# non-root (needs root for podman; installs podman and runc from Debian's packages if missing).
+test-images: test-rust
+	$(CARGO) build -p floe-node -p floe-operator
+	FLOE_BIN_DIR=$(TARGET_DIR)/debug e2e/images/test-images.sh

@@ -295,13 +295,3 @@ func TestNonFloeImagesAreRefusedByTheAgent(t *testing.T) {
 	// a pod the agent refused is still finished by its deletion
 	kubectl(t, "delete", "pod", "nginx", "-n", ns, "--wait=true", "--timeout=30s")
 }
-
-func TestHelmLintsTheProductChart(t *testing.T) {
-	chart := filepath.Join("..", "..", "..", "charts", "floe")
-	if _, err := os.Stat(filepath.Join(chart, "Chart.yaml")); err != nil {
-		t.Skip("charts/floe has no Chart.yaml yet (it arrives with the operator)")
-	}
-	if out, err := run(t, helm(t), "lint", chart); err != nil {
-		t.Fatalf("helm lint charts/floe: %v\n%s", err, out)
-	}
-}

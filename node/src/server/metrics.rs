@@ -153,6 +153,8 @@ impl Metrics {
             Box::new(peer_bytes.clone()),
             Box::new(sync_fallbacks.clone()),
             Box::new(up.clone()),
+            // process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, …
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry.register(c).expect("unique metric");
         }

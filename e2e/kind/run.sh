@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# Tier 4 (DESIGN.md): Floe end to end on kind, written to run unchanged in a user's CI.
+# Creates a kind cluster, builds the images (images/Dockerfile) and loads them into it, installs
+# charts/floe-crds and charts/floe with a testnet, waits for Available, writes and reads a blob,
+# deletes a node pod and checks recovery, scales up and down through epoch changes, checks the
+# metrics endpoints, collects logs on failure, deletes the cluster.
+#
+#   e2e/kind/run.sh [--k8s-version v1.33.4] [--nodes 2] [--storage-nodes 4] [--shards 10] ...
+#   e2e/kind/run.sh --render DIR [...]     # no Docker: write the kind config, the Helm values and
+#                                          # the rendered manifests it would apply, then exit
+# Needs docker, kind, kubectl, helm (and curl) in PATH; --render needs only helm.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HELM="${HELM:-helm}"
+
+usage() {
+  cat <<USAGE
+usage: e2e/kind/run.sh [options]
+  --k8s-version VERSION   Kubernetes version of the kind node image kindest/node:VERSION (default v1.33.4)
+  --nodes N               kind worker nodes, besides the control-plane node (default 2, 0-10)
+  --storage-nodes N       storage nodes of the testnet (default 4)
+  --shards N              shards of the testnet (default 10, 4-1000, >= storage nodes + 2 for the scale-up)
+  --epoch DURATION        epoch duration of the testnet (default 30s)
+  --cluster NAME          kind cluster name (default floe-e2e)
+  --namespace NS          namespace of the release and the testnet (default floe-system)
+  --tag TAG               tag of the images built and loaded (default kind)
+  --skip-build            use images floe-node:TAG and floe-operator:TAG already in Docker
+  --keep                  keep the cluster at the end (it is always deleted otherwise)
+  --artifacts DIR         where logs go on failure (default ./kind-artifacts)
+  --render DIR            write the kind config, the Helm values and the rendered manifests to DIR
+                          and exit (no Docker, no cluster)
+  -h, --help              this text
+USAGE
+}
+
+die() { echo "kind-e2e: $*" >&2; exit 2; }
+log() { echo "kind-e2e: $(date -u +%H:%M:%S) $*" >&2; }
+
+K8S_VERSION=v1.33.4
+NODES=2
+STORAGE_NODES=4
+SHARDS=10
+EPOCH=30s
+CLUSTER=floe-e2e
+NAMESPACE=floe-system
+TAG=kind
+SKIP_BUILD=false
+KEEP=false
+ARTIFACTS=./kind-artifacts
+RENDER=""
+
+need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --k8s-version) need_value "$@"; K8S_VERSION="$2"; shift 2 ;;
+    --nodes) need_value "$@"; NODES="$2"; shift 2 ;;
+    --storage-nodes) need_value "$@"; STORAGE_NODES="$2"; shift 2 ;;
+    --shards) need_value "$@"; SHARDS="$2"; shift 2 ;;
+    --epoch) need_value "$@"; EPOCH="$2"; shift 2 ;;
+    --cluster) need_value "$@"; CLUSTER="$2"; shift 2 ;;
+    --namespace) need_value "$@"; NAMESPACE="$2"; shift 2 ;;
+    --tag) need_value "$@"; TAG="$2"; shift 2 ;;
+    --artifacts) need_value "$@"; ARTIFACTS="$2"; shift 2 ;;
+    --render) need_value "$@"; RENDER="$2"; shift 2 ;;
+    --skip-build) SKIP_BUILD=true; shift ;;
+    --keep) KEEP=true; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+done
+
+[[ "$K8S_VERSION" =~ ^v1\.[0-9]+\.[0-9]+$ ]] || die "--k8s-version must look like v1.33.4, got '$K8S_VERSION'"
+# in_range VALUE LO HI: VALUE is a whole number in [LO, HI]
+in_range() { [[ "$1" =~ ^[0-9]+$ ]] && (("$1" >= $2 && "$1" <= $3)); }
+in_range "$NODES" 0 10 || die "--nodes must be a number of worker nodes 0-10, got '$NODES'"
+in_range "$STORAGE_NODES" 1 998 || die "--storage-nodes must be 1-998, got '$STORAGE_NODES'"
+in_range "$SHARDS" 4 1000 || die "--shards must be 4-1000, got '$SHARDS'"
+((STORAGE_NODES + 2 <= SHARDS)) || die "--shards ($SHARDS) must be at least --storage-nodes + 2 ($((STORAGE_NODES + 2))): the suite scales up by two nodes"
+[[ "$EPOCH" =~ ^([0-9]+[smhd])+$ ]] || die "--epoch must be a duration like 30s or 2m, got '$EPOCH'"
+[[ "$CLUSTER" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || die "--cluster must be a DNS label, got '$CLUSTER'"
+[[ "$NAMESPACE" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || die "--namespace must be a DNS label, got '$NAMESPACE'"
+[[ "$TAG" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "--tag must be an image tag, got '$TAG'"
+
+NODE_IMAGE="floe-node:$TAG"
+OPERATOR_IMAGE="floe-operator:$TAG"
+KUBECTL=(kubectl --context "kind-$CLUSTER")
+
+# ---- what the suite applies (also written by --render) ----
+kind_config() {
+  echo "kind: Cluster"
+  echo "apiVersion: kind.x-k8s.io/v1alpha4"
+  echo "nodes:"
+  echo "  - role: control-plane"
+  echo "    image: kindest/node:$K8S_VERSION"
+  for _ in $(seq 1 "$NODES"); do
+    echo "  - role: worker"
+    echo "    image: kindest/node:$K8S_VERSION"
+  done
+}
+
+values() {
+  cat <<VALUES
+image:
+  repository: floe-operator
+  tag: "$TAG"
+  pullPolicy: Never
+testnet:
+  enabled: true
+  name: testnet
+  nodes: $STORAGE_NODES
+  shards: $SHARDS
+  epochDuration: "$EPOCH"
+  image: "$NODE_IMAGE"
+  imagePullPolicy: Never
+  retention: Delete
+monitoring:
+  dashboard:
+    enabled: true
+VALUES
+}
+
+render() {
+  local dir="$1"
+  mkdir -p "$dir"
+  kind_config >"$dir/kind-config.yaml"
+  values >"$dir/values.yaml"
+  "$HELM" template floe-crds "$REPO/charts/floe-crds" >"$dir/floe-crds.yaml"
+  "$HELM" template floe "$REPO/charts/floe" -n "$NAMESPACE" -f "$dir/values.yaml" >"$dir/floe.yaml"
+}
+
+if [[ -n "$RENDER" ]]; then
+  render "$RENDER"
+  log "rendered into $RENDER: kind-config.yaml values.yaml floe-crds.yaml floe.yaml"
+  exit 0
+fi
+
+for tool in docker kind kubectl "$HELM" curl; do
+  command -v "$tool" >/dev/null || die "$tool is not in PATH"
+done
+
+# ---- cluster lifetime, logs on failure ----
+WORK="$(mktemp -d)"
+PF_PIDS=()
+# shellcheck disable=SC2317  # called from the EXIT trap
+collect_logs() {
+  mkdir -p "$ARTIFACTS"
+  log "collecting logs into $ARTIFACTS"
+  "${KUBECTL[@]}" get all,fsc,pvc,events -A -o wide >"$ARTIFACTS/objects.txt" 2>&1 || true
+  "${KUBECTL[@]}" get fsc -A -o yaml >"$ARTIFACTS/storageclusters.yaml" 2>&1 || true
+  for pod in $("${KUBECTL[@]}" get pods -n "$NAMESPACE" -o name 2>/dev/null); do
+    "${KUBECTL[@]}" logs -n "$NAMESPACE" "$pod" --all-containers --prefix >"$ARTIFACTS/$(basename "$pod").log" 2>&1 || true
+    "${KUBECTL[@]}" logs -n "$NAMESPACE" "$pod" --all-containers --previous >"$ARTIFACTS/$(basename "$pod").previous.log" 2>/dev/null || true
+  done
+  kind export logs "$ARTIFACTS/kind" --name "$CLUSTER" >/dev/null 2>&1 || true
+}
+# shellcheck disable=SC2317  # called from the EXIT trap
+finish() {
+  local status=$?
+  for pid in "${PF_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if [[ $status -ne 0 ]]; then
+    log "FAILED (exit $status)"
+    collect_logs
+  fi
+  if [[ "$KEEP" == true ]]; then
+    log "keeping cluster kind-$CLUSTER (kind delete cluster --name $CLUSTER)"
+  else
+    kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$WORK"
+  exit $status
+}
+trap finish EXIT
+
+render "$WORK"
+log "creating kind cluster $CLUSTER (Kubernetes $K8S_VERSION, $NODES workers)"
+kind create cluster --name "$CLUSTER" --config "$WORK/kind-config.yaml" --wait 5m
+
+if [[ "$SKIP_BUILD" != true ]]; then
+  log "building images $NODE_IMAGE and $OPERATOR_IMAGE"
+  make -C "$REPO" images IMAGE_REPO=localhost IMAGE_TAG="$TAG" >&2
+  docker tag "localhost/floe-node:$TAG" "$NODE_IMAGE"
+  docker tag "localhost/floe-operator:$TAG" "$OPERATOR_IMAGE"
+fi
+kind load docker-image --name "$CLUSTER" "$NODE_IMAGE" "$OPERATOR_IMAGE"
+
+# ---- install ----
+log "helm install floe-crds, then floe with a $STORAGE_NODES-node testnet"
+"$HELM" --kube-context "kind-$CLUSTER" install floe-crds "$REPO/charts/floe-crds" --wait
+"$HELM" --kube-context "kind-$CLUSTER" install floe "$REPO/charts/floe" -n "$NAMESPACE" --create-namespace \
+  -f "$WORK/values.yaml" --wait --timeout 5m
+fsc() { "${KUBECTL[@]}" -n "$NAMESPACE" get fsc testnet -o "jsonpath={$1}"; }
+wait_available() {
+  "${KUBECTL[@]}" -n "$NAMESPACE" wait fsc/testnet --for=condition=Available --timeout="${1:-10m}"
+}
+wait_available
+"${KUBECTL[@]}" -n "$NAMESPACE" get fsc testnet >&2
+
+# ---- a blob in, a blob out ----
+# The client runs in the cluster: with PodIP addressing (the default) the committee lists pod IPs,
+# which a port-forward to one Service cannot reach; the operator image carries the floe CLI.
+client() {
+  local name="client-$RANDOM"
+  "${KUBECTL[@]}" -n "$NAMESPACE" apply -f - >/dev/null <<POD
+apiVersion: v1
+kind: Pod
+metadata: {name: $name, labels: {app.kubernetes.io/name: floe-e2e-client}}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsNonRoot: true, runAsUser: 65532}
+  containers:
+    - name: floe
+      image: $OPERATOR_IMAGE
+      imagePullPolicy: Never
+      command: ["/usr/local/bin/floe", "--json", "--connect", "testnet.$NAMESPACE.svc:7070"]
+      args: [$(printf '"%s",' "$@" | sed 's/,$//')]
+      volumeMounts: [{name: tmp, mountPath: /tmp}]
+      securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false}
+  volumes: [{name: tmp, emptyDir: {}}]
+POD
+  "${KUBECTL[@]}" -n "$NAMESPACE" wait "pod/$name" --for=jsonpath='{.status.phase}'=Succeeded --timeout=3m >/dev/null \
+    || { "${KUBECTL[@]}" -n "$NAMESPACE" logs "$name" >&2; return 1; }
+  "${KUBECTL[@]}" -n "$NAMESPACE" logs "$name"
+  "${KUBECTL[@]}" -n "$NAMESPACE" delete pod "$name" --wait=false >/dev/null
+}
+# the blob: the floe binary of the image itself (a few MiB, known size)
+blob_id="$(client put /usr/local/bin/floe | sed -n 's/.*"blob_id": *"\([^"]*\)".*/\1/p')"
+[[ -n "$blob_id" ]] || die "floe put printed no blob ID"
+log "stored blob $blob_id"
+read_back() { client get "$blob_id" -o /tmp/blob | grep -q "\"blob_id\": *\"$blob_id\"" || die "floe get $blob_id failed ($1)"; }
+read_back "after the put"
+
+# ---- a node pod dies; the cluster recovers ----
+log "deleting pod testnet-1"
+"${KUBECTL[@]}" -n "$NAMESPACE" delete pod testnet-1 --wait=true
+"${KUBECTL[@]}" -n "$NAMESPACE" wait pod/testnet-1 --for=condition=Ready --timeout=5m
+"${KUBECTL[@]}" -n "$NAMESPACE" wait fsc/testnet --for=jsonpath='{.status.conditions[?(@.type=="Recovering")].status}'=False --timeout=10m
+wait_available
+read_back "after a node pod was deleted"
+
+# ---- scale up and down through epoch changes ----
+scale() {
+  local nodes="$1" epoch
+  epoch="$(fsc .status.epoch)"
+  log "scaling to $nodes storage nodes (epoch $epoch)"
+  "$HELM" --kube-context "kind-$CLUSTER" upgrade floe "$REPO/charts/floe" -n "$NAMESPACE" --reuse-values \
+    --set "testnet.nodes=$nodes" --wait --timeout 5m
+  for _ in $(seq 1 120); do
+    if [[ "$(fsc .status.epoch)" -gt "$epoch" && "$("${KUBECTL[@]}" -n "$NAMESPACE" get statefulset testnet -o jsonpath='{.status.readyReplicas}')" == "$nodes" \
+      && "$("${KUBECTL[@]}" -n "$NAMESPACE" get statefulset testnet -o jsonpath='{.spec.replicas}')" == "$nodes" ]]; then
+      wait_available 5m
+      log "epoch $(fsc .status.epoch) with $nodes nodes"
+      return 0
+    fi
+    sleep 5
+  done
+  die "no epoch change to $nodes nodes within 10 minutes (epoch $(fsc .status.epoch))"
+}
+scale $((STORAGE_NODES + 2))
+read_back "after scaling up"
+scale "$STORAGE_NODES"
+read_back "after scaling down"
+
+# ---- metrics endpoints ----
+port_forward() {
+  local target="$1" port="$2" local_port
+  local_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)))"
+  "${KUBECTL[@]}" -n "$NAMESPACE" port-forward "$target" "$local_port:$port" >/dev/null 2>&1 &
+  PF_PIDS+=($!)
+  for _ in $(seq 1 50); do
+    curl -fsS "http://127.0.0.1:$local_port/healthz" >/dev/null 2>&1 && { echo "$local_port"; return 0; }
+    sleep 0.2
+  done
+  die "port-forward to $target:$port did not answer /healthz"
+}
+op_port="$(port_forward deploy/floe-operator 8080)"
+node_port="$(port_forward pod/testnet-0 7071)"
+curl -fsS "http://127.0.0.1:$op_port/metrics" >"$WORK/operator.prom"
+curl -fsS "http://127.0.0.1:$node_port/metrics" >"$WORK/node.prom"
+for m in floe_operator_reconciles_total process_resident_memory_bytes floe_control_epoch; do
+  grep -q "^$m" "$WORK/operator.prom" || die "the operator's /metrics lacks $m"
+done
+for m in floe_node_build_info floe_node_stored_bytes floe_node_grpc_requests_total process_open_fds; do
+  grep -q "^$m" "$WORK/node.prom" || die "testnet-0's /metrics lacks $m"
+done
+log "metrics endpoints ok"
+
+# ---- uninstall ----
+"$HELM" --kube-context "kind-$CLUSTER" uninstall floe -n "$NAMESPACE" --wait --timeout 5m
+if "${KUBECTL[@]}" -n "$NAMESPACE" get fsc testnet >/dev/null 2>&1; then
+  die "helm uninstall left StorageCluster testnet"
+fi
+log "ok: Kubernetes $K8S_VERSION, $NODES workers, $STORAGE_NODES storage nodes"
