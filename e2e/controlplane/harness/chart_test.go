@@ -27,11 +27,6 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// brainConnected switches on the assertions that need the control plane inside the operator
-// (Available, an epoch change after helm upgrade, floe put/get through the testnet). Until the
-// brain is wired into operator/src/kube/controller.rs the cluster stays Available=False
-// (NoCommittee). FLOE_E2E_BRAIN=1 switches them on without an edit.
-var brainConnected = os.Getenv("FLOE_E2E_BRAIN") == "1"
 
 // every monitoring value switched on, so that every template renders
 var allMonitoring = []string{
@@ -259,14 +254,14 @@ func TestHelmInstallUpgradeUninstallATestnet(t *testing.T) {
 		}
 		return n == 4, kubectl(t, "get", "pods", "-n", ns, "-o", "wide")
 	})
-	if brainConnected {
-		eventually(t, "StorageCluster Available", 3*time.Minute, func() (bool, string) {
-			st, reason := getFSC(t, ns, "testnet").condition("Available")
-			return st == "True", st + "/" + reason
-		})
-	} else if st, reason := s.condition("Available"); st != "False" || reason != "NoCommittee" {
-		t.Fatalf("Available %s/%s: the brain is connected? run with FLOE_E2E_BRAIN=1", st, reason)
-	}
+	// the control plane inside the operator forms the committee; a blob round-trips through
+	// the testnet's pods
+	eventually(t, "StorageCluster Available", 3*time.Minute, func() (bool, string) {
+		st, reason := getFSC(t, ns, "testnet").condition("Available")
+		return st == "True", st + "/" + reason
+	})
+	blobs := []blob{putBlob(t, ns, 150_000)}
+	readBack(t, ns, blobs)
 	if n := kubectl(t, "get", "configmap", "-n", ns, "-l", "grafana_dashboard=1", "-o", "name"); !strings.Contains(n, "dashboard") {
 		t.Fatalf("dashboard ConfigMap: %q", n)
 	}
@@ -284,14 +279,12 @@ func TestHelmInstallUpgradeUninstallATestnet(t *testing.T) {
 	if got := stsField(t, ns, ".spec.replicas"); got != "6" {
 		t.Fatalf("StatefulSet replicas after upgrade: %s", got)
 	}
-	if brainConnected {
-		before := fscField(t, ns, "testnet", ".status.epoch")
-		eventually(t, "an epoch change to six members", 3*time.Minute, func() (bool, string) {
-			e := fscField(t, ns, "testnet", ".status.epoch")
-			st, _ := getFSC(t, ns, "testnet").condition("Available")
-			return e != before && st == "True", e
-		})
-	}
+	// an epoch change gives the two new pods shards; the blob still reads back
+	eventually(t, "an epoch change to six members", 3*time.Minute, func() (bool, string) {
+		v := view(t, ns)
+		return len(v.holders()) == 6 && v.cond("Available") == "True", fmt.Sprint(v.Status.Epoch, v.holders())
+	})
+	readBack(t, ns, blobs)
 
 	// helm uninstall: the pre-delete hook deletes the StorageCluster while the operator still
 	// runs (its finalizer completes), then the operator and its RBAC go
