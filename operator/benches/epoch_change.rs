@@ -5,8 +5,7 @@
 //!
 //! `cargo bench -p floe-operator --bench epoch_change [-- --gib 1 --nodes 10 --shards 100 --blob-mib 64]`
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use floe_node::client::{BlobClient, ClientConfig};
@@ -14,35 +13,8 @@ use floe_node::codec::EncodingParams;
 use floe_node::testing::random_bytes;
 use serde_json::Value;
 
-fn floe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_floe"))
-}
-
-fn ensure_node_bin() {
-    if !floe().parent().unwrap().join("floe-node").exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        assert!(Command::new(cargo)
-            .args(["build", "--release", "-p", "floe-node"])
-            .status()
-            .unwrap()
-            .success());
-    }
-}
-
-fn run(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(floe())
-        .arg("--testnet-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "floe {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+mod common;
+use common::{ensure_node_bin, floe as run};
 
 fn json(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&run(dir, &[&["--json"], args].concat())).unwrap()

@@ -8,7 +8,6 @@
 //! over every core is a floor on the put's wall time when everything shares one machine.
 
 use floe_node::testing::random_bytes as rand_bytes;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -17,35 +16,8 @@ use floe_node::codec::{encode, EncodingParams};
 
 const MIB: f64 = (1 << 20) as f64;
 
-fn floe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_floe"))
-}
-
-fn ensure_node_bin() {
-    if !floe().parent().unwrap().join("floe-node").exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        assert!(Command::new(cargo)
-            .args(["build", "--release", "-p", "floe-node"])
-            .status()
-            .unwrap()
-            .success());
-    }
-}
-
-fn testnet(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(floe())
-        .arg("--testnet-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "floe {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+mod common;
+use common::{ensure_node_bin, floe as testnet};
 
 /// Sum of a metric over every node's /metrics.
 fn node_metric_sum(http: &[String], name: &str) -> f64 {

@@ -62,26 +62,24 @@ fn check_minimal_movement(t: &Testnet) -> BTreeMap<u64, (String, String)> {
     moved
 }
 
-fn node_id_of(t: &Testnet, name: &str) -> String {
+/// Field `want` of the testnet node whose field `key` is `value` (name ↔ node ID).
+fn node_field(t: &Testnet, key: &str, value: &str, want: &str) -> String {
     t.state()["nodes"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|n| n["name"] == name)
-        .and_then(|n| n["node_id"].as_str())
-        .unwrap()
+        .find(|n| n[key] == value)
+        .and_then(|n| n[want].as_str())
+        .unwrap_or_else(|| panic!("no node with {key} = {value}"))
         .to_string()
 }
 
+fn node_id_of(t: &Testnet, name: &str) -> String {
+    node_field(t, "name", name, "node_id")
+}
+
 fn name_of(t: &Testnet, node_id: &str) -> String {
-    t.state()["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node_id"] == node_id)
-        .and_then(|n| n["name"].as_str())
-        .unwrap()
-        .to_string()
+    node_field(t, "node_id", node_id, "name")
 }
 
 /// Every blob reads back byte-identical and every owner of its pairs stores them (asked

@@ -31,6 +31,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Count `bytes` received from peers for `purpose` (`sync`, `recovery`).
+    pub fn received_from_peers(&self, purpose: &str, bytes: usize) {
+        self.peer_bytes
+            .with_label_values(&[purpose])
+            .inc_by(bytes as u64);
+    }
+
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(

@@ -261,13 +261,13 @@ async fn recover_axis(
             let Ok(symbols) = answer else { continue };
             let bytes: usize = symbols
                 .iter()
-                .map(|s| s.data.len() + 32 * s.proof.siblings.len())
+                .map(|s| {
+                    s.data.len()
+                        + 32 * s.proof.siblings.len()
+                        + 32 * s.proof.chunk.is_some() as usize
+                })
                 .sum();
-            state
-                .metrics
-                .peer_bytes
-                .with_label_values(&["recovery"])
-                .inc_by(bytes as u64);
+            state.metrics.received_from_peers("recovery", bytes);
             for sym in symbols {
                 if let Some(b) = builders.get_mut(&sym.position) {
                     if !b.is_ready() {

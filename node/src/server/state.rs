@@ -516,16 +516,22 @@ mod tests {
         );
     }
 
+    /// A node's configuration with its data in `dir`, everything else default.
+    fn config_in(dir: &std::path::Path) -> NodeConfig {
+        super::super::config::Args::try_parse_from([
+            "floe-node",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ])
+        .unwrap()
+        .resolve()
+        .unwrap()
+    }
+
     #[test]
     fn a_same_epoch_update_may_change_addresses_only() {
         let dir = tempfile::tempdir().unwrap();
-        let args = super::super::config::Args::try_parse_from([
-            "floe-node",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ])
-        .unwrap();
-        let config = args.resolve().unwrap();
+        let config = config_in(dir.path());
         let state = NodeState::open(config.clone(), key(3)).unwrap();
         let c1 = committee(1, &[(1, &[0, 1]), (3, &[2, 3])]);
         state.set_committee(c1.clone()).unwrap();
@@ -548,13 +554,7 @@ mod tests {
     #[test]
     fn sync_progress_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let args = super::super::config::Args::try_parse_from([
-            "floe-node",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ])
-        .unwrap();
-        let config = args.resolve().unwrap();
+        let config = config_in(dir.path());
         let state = NodeState::open(config.clone(), key(3)).unwrap();
         state
             .set_committee(committee(1, &[(1, &[0, 1]), (2, &[2, 3])]))

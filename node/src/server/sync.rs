@@ -135,11 +135,7 @@ async fn sync_shard(
             .iter()
             .map(|i| i.metadata.len() + i.primary.len() + i.secondary.len())
             .sum();
-        state
-            .metrics
-            .peer_bytes
-            .with_label_values(&["sync"])
-            .inc_by(bytes as u64);
+        state.metrics.received_from_peers("sync", bytes);
         let st = state.clone();
         let slivers = tokio::task::spawn_blocking(move || store_page(&st, shard, page.items))
             .await

@@ -1,0 +1,38 @@
+//! What the testnet benchmarks share: the `floe` binary beside them, and running it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `floe` binary of this build.
+pub fn floe_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_floe"))
+}
+
+/// floe-node is a binary of another package: build it if this run did not.
+pub fn ensure_node_bin() {
+    if !floe_bin().parent().unwrap().join("floe-node").exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        assert!(Command::new(cargo)
+            .args(["build", "--release", "-p", "floe-node"])
+            .status()
+            .unwrap()
+            .success());
+    }
+}
+
+/// Run `floe --testnet-dir DIR ARGS…`; its standard output, or a panic with its error.
+pub fn floe(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(floe_bin())
+        .arg("--testnet-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "floe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
