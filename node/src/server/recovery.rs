@@ -86,25 +86,40 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Clients for the other members of `committee`, reusing (and filling) a cache by address.
+/// Clients for the other members of `committee` and of the committee before it, reusing (and
+/// filling) a cache by address.
 pub(super) fn peer_clients(
     state: &NodeState,
     committee: &Committee,
     clients: &mut HashMap<String, NodeClient>,
 ) -> Vec<(NodeId, NodeClient)> {
-    for m in &committee.members {
+    // members of the previous committee keep the shards they lost for one more epoch
+    // (PROTOCOL.md §6): they help rebuild too, which matters when a change moved shards away
+    // from members that were down and are back now
+    let previous = committee
+        .epoch
+        .checked_sub(1)
+        .and_then(|e| state.committee_of(e));
+    let mut seen = std::collections::BTreeSet::new();
+    let mut peers = Vec::new();
+    for m in committee
+        .members
+        .iter()
+        .chain(previous.iter().flat_map(|p| p.members.iter()))
+    {
+        if m.node_id == state.node_id || !seen.insert(m.node_id) {
+            continue;
+        }
         if !clients.contains_key(&m.address) {
             if let Ok(c) = NodeClient::new(&m.address, state.config.max_message) {
                 clients.insert(m.address.clone(), c);
             }
         }
+        if let Some(c) = clients.get(&m.address) {
+            peers.push((m.node_id, c.clone()));
+        }
     }
-    committee
-        .members
-        .iter()
-        .filter(|m| m.node_id != state.node_id)
-        .filter_map(|m| clients.get(&m.address).map(|c| (m.node_id, c.clone())))
-        .collect()
+    peers
 }
 
 /// Certified blobs whose slivers for this node's shards are missing: (blob, [(pair, axis)]).
@@ -408,4 +423,41 @@ async fn scrub(state: &Arc<NodeState>, cursor: Option<BlobId>) -> Option<BlobId>
     .await
     .ok()
     .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::fixtures::{committee, id, key};
+    use clap::Parser as _;
+
+    #[tokio::test]
+    async fn members_of_the_previous_committee_help_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = super::super::config::Args::try_parse_from([
+            "floe-node",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .unwrap()
+        .resolve()
+        .unwrap();
+        let state = NodeState::open(config, key(3)).unwrap();
+        // epoch 1: nodes 1, 2, 3; epoch 2: node 1 lost its shards (it keeps them one more epoch)
+        state
+            .set_committee(committee(1, &[(1, &[0, 1]), (2, &[2]), (3, &[3])]))
+            .unwrap();
+        let c2 = committee(2, &[(2, &[0, 2]), (3, &[1, 3])]);
+        state.set_committee(c2.clone()).unwrap();
+        let mut clients = HashMap::new();
+        let peers: Vec<NodeId> = peer_clients(&state, &c2, &mut clients)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            peers,
+            vec![id(2), id(1)],
+            "current members first, then the previous ones, never itself"
+        );
+    }
 }
