@@ -1,12 +1,13 @@
 //! The admin gRPC service: only the control plane calls it, with `authorization: Bearer <token>`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use super::state::{CommitteeUpdateError, NodeState};
 use super::storage::{blob_id, blocking, metered};
-use crate::codec::{recovery_symbols, Axis};
+use crate::codec::{recovery_symbols, Axis, BlobId};
 use crate::proto::{self, admin_server::Admin};
 use crate::protocol::Committee;
 
@@ -90,27 +91,40 @@ impl Admin for AdminService {
             }
             let st = self.state.clone();
             let symbols = blocking(move || {
-                let mut out = Vec::with_capacity(req.items.len());
-                for item in req.items {
-                    let answer = (|| {
+                // items of the same sliver are answered from one expansion of it: a sliver is
+                // read and expanded once per call, not once per item
+                let mut groups: BTreeMap<(BlobId, u16, u8), Vec<(usize, u16)>> = BTreeMap::new();
+                let mut out = vec![Vec::new(); req.items.len()];
+                for (i, item) in req.items.iter().enumerate() {
+                    let key = (|| {
                         let id = blob_id(&item.blob_id).ok()?;
                         let axis: Axis = proto::Axis::try_from(item.axis).ok()?.into();
+                        let pair = u16::try_from(item.pair_index).ok()?;
+                        let pos = u16::try_from(item.symbol_index).ok()?;
+                        Some(((id, pair, axis.as_u8()), pos))
+                    })();
+                    if let Some((k, pos)) = key {
+                        groups.entry(k).or_default().push((i, pos));
+                    }
+                }
+                for ((id, pair, axis), items) in groups {
+                    let answers = (|| {
+                        let axis = Axis::from_u8(axis).ok()?;
                         let md = st.store.metadata(&id)?;
                         let shape = md.shape().ok()?;
-                        let sliver = st
-                            .store
-                            .get_sliver(&id, u16::try_from(item.pair_index).ok()?, axis)
-                            .ok()??;
-                        let pos = u16::try_from(item.symbol_index).ok()?;
-                        recovery_symbols(&sliver, &shape, &[pos]).ok()?.pop()
+                        let sliver = st.store.get_sliver(&id, pair, axis).ok()??;
+                        let positions: Vec<u16> = items.iter().map(|(_, p)| *p).collect();
+                        recovery_symbols(&sliver, &shape, &positions).ok()
                     })();
-                    let result = if answer.is_some() {
-                        "answered"
-                    } else {
-                        "missing"
-                    };
+                    if let Some(answers) = answers {
+                        for ((i, _), sym) in items.iter().zip(answers) {
+                            out[*i] = sym.to_bytes();
+                        }
+                    }
+                }
+                for a in &out {
+                    let result = if a.is_empty() { "missing" } else { "answered" };
                     st.metrics.challenges.with_label_values(&[result]).inc();
-                    out.push(answer.map(|s| s.to_bytes()).unwrap_or_default());
                 }
                 Ok(out)
             })
