@@ -326,9 +326,12 @@ impl Brain {
             rec.name = c.name.clone();
             rec.address = c.address.clone();
             rec.stake = c.stake;
-            if !rec.released {
-                rec.intent = c.intent;
+            // a released member the body wants again (scaled back up before or after its pod
+            // went, on its retained volume: the same identity) joins like a new one
+            if rec.released && c.intent == Intent::Active {
+                rec.released = false;
             }
+            rec.intent = c.intent;
         }
         for (id, rec) in self.state.members.iter_mut() {
             match inputs.reports.get(id) {
@@ -976,6 +979,30 @@ mod tests {
         assert_eq!(b.state.epoch, 2);
         // the ledger was persisted with the state and is not paid twice
         assert_eq!(restart(b).state.ledger.issued, 1000);
+    }
+
+    #[test]
+    fn a_released_member_wanted_again_rejoins_at_the_next_epoch() {
+        let (mut b, mut cands) = stable_three();
+        b.record_challenges(passed_round(&b));
+        cands[2].intent = Intent::Leaving;
+        let mut i = inputs(1000, &cands, reports(&[1, 2, 3], 1, true));
+        i.force_change = true;
+        b.step(&i, jitter);
+        let cmds = b.step(&inputs(1500, &cands, reports(&[1, 2, 3], 2, true)), jitter);
+        assert!(matches!(cmds.as_slice(), [Command::Release { .. }]));
+        assert!(b.state.members[&id(3)].released);
+        // the body wants node 3 again (same identity): it is planned into the next committee
+        cands[2].intent = Intent::Active;
+        b.record_challenges(passed_round(&b));
+        let mut i = inputs(2000, &cands, reports(&[1, 2, 3], 2, true));
+        i.force_change = true;
+        b.step(&i, jitter);
+        assert!(!b.state.members[&id(3)].released);
+        let Phase::Changing { to, .. } = &b.state.phase else {
+            panic!("{:?}", b.state.phase)
+        };
+        assert!(to.weight(&id(3)) > 0, "{to:?}");
     }
 
     #[test]
