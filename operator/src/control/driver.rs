@@ -199,7 +199,21 @@ impl Members {
             .iter()
             .filter_map(|m| self.client(&m.address).map(|c| (m.node_id, c)))
             .collect();
-        let lists = join_all(members.iter().map(|(_, c)| Self::certified(c))).await;
+        // only members that answered this round are asked for lists and metadata, and one that
+        // fails to answer within the round is not asked again: a dead member costs one timeout
+        let mut silent: std::collections::BTreeSet<NodeId> = committee
+            .members
+            .iter()
+            .map(|m| m.node_id)
+            .filter(|id| !reports.contains_key(id))
+            .collect();
+        let lists = join_all(
+            members
+                .iter()
+                .filter(|(id, _)| !silent.contains(id))
+                .map(|(_, c)| Self::certified(c)),
+        )
+        .await;
         let mut all: BTreeMap<BlobId, u32> = BTreeMap::new();
         for l in lists {
             all.extend(l);
@@ -236,12 +250,21 @@ impl Members {
                     None => {
                         let mut found = None;
                         for (src, c) in members.iter().filter(|(id, _)| *id != m.node_id) {
-                            if let Ok(Ok(md)) =
-                                tokio::time::timeout(OBSERVE_TIMEOUT, c.get_metadata(&b)).await
-                            {
-                                meta.insert(b, (md.clone(), *src));
-                                found = Some(md);
-                                break;
+                            if silent.contains(src) {
+                                continue;
+                            }
+                            match tokio::time::timeout(OBSERVE_TIMEOUT, c.get_metadata(&b)).await {
+                                Ok(Ok(md)) => {
+                                    meta.insert(b, (md.clone(), *src));
+                                    found = Some(md);
+                                    break;
+                                }
+                                // no answer in time: leave this member out for the rest of the round
+                                Err(_) => {
+                                    silent.insert(*src);
+                                }
+                                // an answer (e.g. NOT_FOUND, or metadata that does not verify)
+                                Ok(Err(_)) => {}
                             }
                         }
                         found
