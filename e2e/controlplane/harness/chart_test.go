@@ -27,7 +27,6 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-
 // every monitoring value switched on, so that every template renders
 var allMonitoring = []string{
 	"--set", "monitoring.serviceMonitor.enabled=true",

@@ -31,40 +31,20 @@ type committeeRow struct {
 	State  string `json:"state"`
 }
 
-type clusterView struct {
-	Status struct {
-		Epoch      int            `json:"epoch"`
-		EpochState string         `json:"epochState"`
-		Phase      string         `json:"phase"`
-		Committee  []committeeRow `json:"committee"`
-		Conditions []struct {
-			Type   string `json:"type"`
-			Status string `json:"status"`
-			Reason string `json:"reason"`
-		} `json:"conditions"`
-	} `json:"status"`
-}
-
-func view(t *testing.T, ns string) clusterView {
+// view is StorageCluster testnet's status in ns.
+func view(t *testing.T, ns string) fscStatus {
 	t.Helper()
-	var v clusterView
-	if err := json.Unmarshal([]byte(kubectl(t, "get", "fsc", "testnet", "-n", ns, "-o", "json")), &v); err != nil {
-		t.Fatal(err)
-	}
-	return v
+	return getFSC(t, ns, "testnet")
 }
 
-func (v clusterView) cond(typ string) string {
-	for _, c := range v.Status.Conditions {
-		if c.Type == typ {
-			return c.Status
-		}
-	}
-	return ""
+// cond is the status of one condition.
+func (v fscStatus) cond(typ string) string {
+	st, _ := v.condition(typ)
+	return st
 }
 
 // members with shards in the current committee, by pod name
-func (v clusterView) holders() map[string]int {
+func (v fscStatus) holders() map[string]int {
 	m := map[string]int{}
 	for _, r := range v.Status.Committee {
 		if r.Shards > 0 {
@@ -139,10 +119,10 @@ func readBack(t *testing.T, ns string, blobs []blob) {
 
 // nextEpoch asks the operator for the next epoch now (annotation) and waits until the cluster
 // is Stable in a later epoch than `after`.
-func nextEpoch(t *testing.T, ns string, after int) clusterView {
+func nextEpoch(t *testing.T, ns string, after int) fscStatus {
 	t.Helper()
 	kubectl(t, "annotate", "fsc", "testnet", "-n", ns, "--overwrite", "floe.dev/next-epoch="+strconv.FormatInt(time.Now().UnixNano(), 10))
-	var v clusterView
+	var v fscStatus
 	eventually(t, fmt.Sprintf("an epoch after %d, stable", after), 120*time.Second, func() (bool, string) {
 		v = view(t, ns)
 		return v.Status.Epoch > after && v.Status.EpochState == "Stable", kubectl(t, "get", "fsc", "testnet", "-n", ns, "-o", "jsonpath={.status}")
@@ -192,7 +172,7 @@ func TestOperatorRunsEpochsOnKubernetes(t *testing.T) {
 		return runningPods(t, ns) == 6, kubectl(t, "get", "pods", "-n", ns)
 	})
 	e := view(t, ns).Status.Epoch
-	var v clusterView
+	var v fscStatus
 	eventually(t, "six members with shards", 180*time.Second, func() (bool, string) {
 		v = nextEpoch(t, ns, e)
 		e = v.Status.Epoch

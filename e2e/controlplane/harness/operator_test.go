@@ -32,6 +32,9 @@ type fscStatus struct {
 			Status string `json:"status"`
 			Reason string `json:"reason"`
 		} `json:"conditions"`
+		Epoch      int            `json:"epoch"`
+		EpochState string         `json:"epochState"`
+		Committee  []committeeRow `json:"committee"`
 	} `json:"status"`
 }
 

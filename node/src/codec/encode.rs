@@ -206,15 +206,7 @@ pub fn encode_metadata(
     for (c0, w, h) in p {
         place_leaves(&mut leaves, n, kp, c0, w, &h);
     }
-    let q_rows: Vec<&[u8]> = q.chunks(f * s).collect();
-    let r = rs::map_column_parity_batches(&q_rows, s, 2 * f, |c0, w, rows| {
-        (c0, w, hash_block(rows, s))
-    })?;
-    for (c0, w, h) in r {
-        place_leaves(&mut leaves, n, kp, ks + c0, w, &h);
-    }
-    let primary = row_roots_blocked(&leaves, n);
-    let secondary = column_roots(&leaves, n);
+    let (primary, secondary) = finish_hashed_roots(leaves, &q, n, kp, ks, f, s)?;
     let metadata = BlobMetadata {
         encoding_type: ENCODING_RS2,
         len: blob.len() as u64,
@@ -317,17 +309,7 @@ impl Matrices<'_> {
         place_leaves(&mut leaves, n, 0, 0, ks, &hash_block(self.data, s));
         place_leaves(&mut leaves, n, 0, ks, f, &hash_block(self.parity_cols, s));
         place_leaves(&mut leaves, n, kp, 0, ks, &hash_block(self.parity_rows, s));
-        // R = the columns of Q extended: hashed batch by batch straight into the leaf matrix.
-        let q_rows: Vec<&[u8]> = self.parity_cols.chunks(f * s).collect();
-        let r = rs::map_column_parity_batches(&q_rows, s, 2 * f, |c0, w, rows| {
-            (c0, w, hash_block(rows, s))
-        })?;
-        for (c0, w, h) in r {
-            place_leaves(&mut leaves, n, kp, ks + c0, w, &h);
-        }
-        let primary = row_roots_blocked(&leaves, n);
-        let secondary = column_roots(&leaves, n);
-        Ok((primary, secondary))
+        finish_hashed_roots(leaves, self.parity_cols, n, kp, ks, f, s)
     }
 
     /// Sliver hashes for `s ≤ 32`: chunks of a row's symbols are its tree's leaves, chunks of
@@ -378,6 +360,29 @@ const ROW_BLOCK: usize = 16;
 
 /// Roots of the rows of the `n`-wide leaf matrix, [`ROW_BLOCK`] rows at a time (a block's
 /// levels stay in cache; whole-matrix levels would stream through memory).
+/// The last leaves of a hashed (`s > 32`) leaf matrix — R, the columns of Q extended, hashed
+/// batch by batch straight into the matrix, never held whole — then the row (primary) and
+/// column (secondary) sliver roots. Shared by the full encoder and the metadata-only one.
+#[allow(clippy::too_many_arguments)]
+fn finish_hashed_roots(
+    mut leaves: Vec<Hash>,
+    q: &[u8],
+    n: usize,
+    kp: usize,
+    ks: usize,
+    f: usize,
+    s: usize,
+) -> Result<(Vec<Hash>, Vec<Hash>), CodecError> {
+    let q_rows: Vec<&[u8]> = q.chunks(f * s).collect();
+    let r = rs::map_column_parity_batches(&q_rows, s, 2 * f, |c0, w, rows| {
+        (c0, w, hash_block(rows, s))
+    })?;
+    for (c0, w, h) in r {
+        place_leaves(&mut leaves, n, kp, ks + c0, w, &h);
+    }
+    Ok((row_roots_blocked(&leaves, n), column_roots(&leaves, n)))
+}
+
 fn row_roots_blocked(leaves: &[Hash], n: usize) -> Vec<Hash> {
     leaves
         .par_chunks(ROW_BLOCK * n)

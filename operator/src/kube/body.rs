@@ -108,10 +108,6 @@ impl KubeBody {
             ))
         })
     }
-
-    pub fn pods(&self) -> &[PodView] {
-        &self.pods
-    }
 }
 
 fn annotation(sc: &StorageCluster) -> Option<String> {
