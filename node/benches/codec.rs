@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use floe_node::codec::{
     decode, encode, encode_metadata, merkle, reed_solomon_floor, ConsistencyCheck, EncodingParams,
-    Sliver,
+    FileSource, Sliver, StreamingEncoder,
 };
 use floe_node::testing::random_bytes;
 
@@ -194,7 +194,75 @@ fn main() {
         }
     }
     print_bounds(&one, &bounds);
+    print_streaming(&one, &ns, &sizes);
     print_copy_bandwidth();
+}
+
+/// The streaming encoder (`codec::stream`, what the client uploads large blobs with) against
+/// the in-memory one, both producing every sliver pair once (dropped at once, as an uploader
+/// that has sent it does): time and peak heap relative to the blob. "From the file": the blob
+/// is read with `pread` and never held; "in memory": the blob is held (counted).
+fn print_streaming(one: &rayon::ThreadPool, ns: &[usize], sizes: &[usize]) {
+    println!();
+    println!("Streaming encoder: metadata, then every pair produced once, group by group (P recomputed per group); one thread; peak heap / blob");
+    println!("| n | blob | in memory: encode + pairs | its peak | from the file, 2 groups | time vs in memory | its peak | blob in memory, 3 groups | time vs in memory | its peak |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let dir = std::env::temp_dir().join(format!("floe-codec-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("blob");
+    for &n in ns {
+        let params = EncodingParams::new(n).expect("n");
+        for &mib in sizes {
+            let len = (mib * MIB).min(params.max_blob_size() as usize);
+            if params.symbol_shape(len as u64).expect("shape").symbol_size <= 32 {
+                continue; // small blobs: the streaming encoder is the in-memory one
+            }
+            let data = random_bytes(len, 0x243F_6A88);
+            std::fs::write(&path, &data).expect("write blob");
+            let measure = |f: &(dyn Fn() -> usize + Sync)| {
+                let base = CURRENT.load(Ordering::Relaxed);
+                PEAK.store(base, Ordering::Relaxed);
+                let t = Instant::now();
+                std::hint::black_box(one.install(f));
+                (t.elapsed(), PEAK.load(Ordering::Relaxed) - base)
+            };
+            let in_memory = || {
+                let e = encode(&data, params).expect("encode");
+                (0..e.n()).map(|p| e.pair(p).primary.data.len()).sum::<usize>()
+            };
+            let streamed = |source: Box<dyn floe_node::codec::BlobSource>, groups: usize| {
+                let st = std::sync::Arc::new(
+                    StreamingEncoder::new(source, params, groups).expect("stream"),
+                );
+                let mut total = 0;
+                for g in 0..groups {
+                    let group = st.group(g).expect("group");
+                    for p in group.pairs() {
+                        total += group.primary_sliver(p).expect("primary").data.len();
+                        total += group.secondary_sliver(n - 1 - p).expect("secondary").data.len();
+                    }
+                }
+                total
+            };
+            let (t_mem, peak_mem) = measure(&in_memory);
+            let (t_file, peak_file) =
+                measure(&|| streamed(Box::new(FileSource::open(&path).expect("open")), 2));
+            let (t_held, peak_held) = measure(&|| streamed(Box::new(data.clone()), 3));
+            println!(
+                "| {n} | {:.0} MiB | {:.0} ms | {:.2}× | {:.0} ms | {:.2}× | {:.2}× | {:.0} ms | {:.2}× | {:.2}× |",
+                len as f64 / MIB as f64,
+                t_mem.as_secs_f64() * 1e3,
+                (peak_mem + len) as f64 / len as f64,
+                t_file.as_secs_f64() * 1e3,
+                t_file.as_secs_f64() / t_mem.as_secs_f64(),
+                peak_file as f64 / len as f64,
+                t_held.as_secs_f64() * 1e3,
+                t_held.as_secs_f64() / t_mem.as_secs_f64(),
+                peak_held as f64 / len as f64,
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Single-thread and all-core memory-copy bandwidth of this machine in this run: what bounds

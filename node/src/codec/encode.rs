@@ -364,7 +364,7 @@ const ROW_BLOCK: usize = 16;
 /// batch by batch straight into the matrix, never held whole — then the row (primary) and
 /// column (secondary) sliver roots. Shared by the full encoder and the metadata-only one.
 #[allow(clippy::too_many_arguments)]
-fn finish_hashed_roots(
+pub(super) fn finish_hashed_roots(
     mut leaves: Vec<Hash>,
     q: &[u8],
     n: usize,
@@ -392,14 +392,14 @@ fn row_roots_blocked(leaves: &[Hash], n: usize) -> Vec<Hash> {
 
 /// Keyed leaf hashes of every symbol of a block, in one run: lane groups stay full however
 /// narrow the block's rows are.
-fn hash_block(symbols: &[u8], s: usize) -> Vec<Hash> {
+pub(super) fn hash_block(symbols: &[u8], s: usize) -> Vec<Hash> {
     let mut h = vec![ZERO; symbols.len() / s];
     leaf_hashes_into(symbols, s, &mut h);
     h
 }
 
 /// Copy a row-major block of hashes, `width` wide, into the n-wide leaf matrix at (row0, col0).
-fn place_leaves(
+pub(super) fn place_leaves(
     leaves: &mut [Hash],
     n: usize,
     row0: usize,

@@ -34,6 +34,8 @@ pub enum CodecError {
     UnsupportedEncoding { found: u8, supported: u8 },
     #[error("bad proof: {0}")]
     BadProof(#[from] super::merkle::ProofError),
+    #[error("reading the blob: {0}")]
+    Source(String),
     #[error("reed-solomon: {0}")]
     ReedSolomon(String),
 }

@@ -15,6 +15,7 @@ pub mod encode;
 pub mod metadata;
 pub mod recovery;
 pub mod sliver;
+pub mod stream;
 pub mod wire;
 
 pub use decode::{decode, decode_verified, ConsistencyCheck};
@@ -27,6 +28,7 @@ pub use recovery::{
     recovery_symbols, InconsistencyProof, RebuildError, RecoverySymbol, SliverRebuilder,
 };
 pub use sliver::{Axis, Sliver, SliverPair};
+pub use stream::{BlobSource, FileSource, PairGroup, StreamingEncoder};
 
 /// Name of the BLAKE3 lane engine this process hashes with (`avx512`, `avx2` or `portable`),
 /// for benchmark reports.
