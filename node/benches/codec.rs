@@ -228,7 +228,9 @@ fn print_streaming(one: &rayon::ThreadPool, ns: &[usize], sizes: &[usize]) {
             };
             let in_memory = || {
                 let e = encode(&data, params).expect("encode");
-                (0..e.n()).map(|p| e.pair(p).primary.data.len()).sum::<usize>()
+                (0..e.n())
+                    .map(|p| e.pair(p).primary.data.len())
+                    .sum::<usize>()
             };
             let streamed = |source: Box<dyn floe_node::codec::BlobSource>, groups: usize| {
                 let st = std::sync::Arc::new(
@@ -239,7 +241,11 @@ fn print_streaming(one: &rayon::ThreadPool, ns: &[usize], sizes: &[usize]) {
                     let group = st.group(g).expect("group");
                     for p in group.pairs() {
                         total += group.primary_sliver(p).expect("primary").data.len();
-                        total += group.secondary_sliver(n - 1 - p).expect("secondary").data.len();
+                        total += group
+                            .secondary_sliver(n - 1 - p)
+                            .expect("secondary")
+                            .data
+                            .len();
                     }
                 }
                 total

@@ -16,6 +16,8 @@ fn check(data: &[u8], n: usize, source: Box<dyn BlobSource>, stripe: usize, grou
     let st = Arc::new(StreamingEncoder::with_stripe_bytes(source, p, groups, stripe).unwrap());
     assert_eq!(st.metadata(), enc.metadata(), "n={n} len={}", data.len());
     assert_eq!(st.blob_id(), enc.blob_id());
+    let (md, id) = StreamingEncoder::metadata_only(Box::new(data.to_vec()), p).unwrap();
+    assert_eq!((&md, id), (enc.metadata(), enc.blob_id()));
     let mut seen = vec![false; n];
     // at most one group per row of P
     let groups = groups.min(2 * p.f());
@@ -26,9 +28,17 @@ fn check(data: &[u8], n: usize, source: Box<dyn BlobSource>, stripe: usize, grou
         assert_eq!(group.pairs(), st.group_pairs(g));
         for i in group.pairs() {
             seen[i] = true;
-            assert_eq!(group.primary_sliver(i).unwrap(), enc.primary_sliver(i), "primary {i}");
+            assert_eq!(
+                group.primary_sliver(i).unwrap(),
+                enc.primary_sliver(i),
+                "primary {i}"
+            );
             let j = n - 1 - i;
-            assert_eq!(group.secondary_sliver(j).unwrap(), enc.secondary_sliver(j), "secondary {j}");
+            assert_eq!(
+                group.secondary_sliver(j).unwrap(),
+                enc.secondary_sliver(j),
+                "secondary {j}"
+            );
         }
         // a pair of another group is refused, not made up
         if let Some(other) = (0..n).find(|i| !group.pairs().contains(i)) {
@@ -64,11 +74,21 @@ proptest! {
 #[test]
 fn from_a_file_at_n_100() {
     let dir = tempfile::tempdir().unwrap();
-    for (len, stripe, groups) in [(3 << 20, 256 << 10, 3), (100_000, 16 << 20, 2), (5_000, 1, 1)] {
+    for (len, stripe, groups) in [
+        (3 << 20, 256 << 10, 3),
+        (100_000, 16 << 20, 2),
+        (5_000, 1, 1),
+    ] {
         let data = blob(len, len as u64);
         let path = dir.path().join("blob");
         std::fs::write(&path, &data).unwrap();
-        check(&data, 100, Box::new(FileSource::open(&path).unwrap()), stripe, groups);
+        check(
+            &data,
+            100,
+            Box::new(FileSource::open(&path).unwrap()),
+            stripe,
+            groups,
+        );
     }
 }
 

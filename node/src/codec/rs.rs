@@ -192,13 +192,16 @@ pub(crate) fn map_column_parity_batches<T: Send>(
         .map(|c0| {
             let w = b.min(cols - c0);
             let layout = BatchLayout::new(s);
-            encode_column_batch(src, s, m, c0, w, |rec| {
+            let out = encode_column_batch(src, s, m, c0, w, |rec| {
                 let mut out = vec![0u8; m * w * s];
                 for (seg, r) in out.chunks_mut(w * s).zip(rec) {
                     layout.get_many(r, 0, seg);
                 }
-                f(c0, w, &out)
-            })
+                out
+            })?;
+            // outside the per-thread encoder's borrow: `f` may run parallel work (hashing),
+            // and a stolen task on this thread must be able to borrow the encoder itself
+            Ok(f(c0, w, &out))
         })
         .collect()
 }

@@ -136,6 +136,16 @@ impl StreamingEncoder {
         Self::with_stripe_bytes(source, params, groups, STRIPE_BYTES)
     }
 
+    /// The metadata and blob ID only (`floe blob-id`): nothing of `P` is kept, so the peak is
+    /// `Q`, the leaf matrix and one stripe.
+    pub fn metadata_only(
+        source: Box<dyn BlobSource>,
+        params: EncodingParams,
+    ) -> Result<(BlobMetadata, BlobId), CodecError> {
+        let e = Self::build(source, params, 1, STRIPE_BYTES, false)?;
+        Ok((e.metadata, e.blob_id))
+    }
+
     /// [`Self::new`] with another stripe size (tests use small ones to get many stripes).
     #[doc(hidden)]
     pub fn with_stripe_bytes(
@@ -143,6 +153,16 @@ impl StreamingEncoder {
         params: EncodingParams,
         groups: usize,
         stripe_bytes: usize,
+    ) -> Result<Self, CodecError> {
+        Self::build(source, params, groups, stripe_bytes, true)
+    }
+
+    fn build(
+        source: Box<dyn BlobSource>,
+        params: EncodingParams,
+        groups: usize,
+        stripe_bytes: usize,
+        keep_first: bool,
     ) -> Result<Self, CodecError> {
         let groups = groups.clamp(1, 2 * params.f());
         let shape = params.symbol_shape(source.len())?;
@@ -176,16 +196,18 @@ impl StreamingEncoder {
         for r0 in (0..kp).step_by(rows_per) {
             let r1 = (r0 + rows_per).min(kp);
             let rows = &mut buf[..(r1 - r0) * row];
-            source
-                .read_at((r0 * row) as u64, rows)
-                .map_err(io_error)?;
+            source.read_at((r0 * row) as u64, rows).map_err(io_error)?;
             rs::extend_rows(rows, ks, s, f, &mut q[r0 * f * s..r1 * f * s])?;
             place_leaves(&mut leaves, n, r0, 0, ks, &hash_block(rows, s));
         }
         drop(buf);
         place_leaves(&mut leaves, n, 0, ks, f, &hash_block(&q, s));
         // P column stripe by column stripe: hashed, group 0's rows kept, the rest dropped
-        let keep = p_rows(2 * f, 0, groups);
+        let keep = if keep_first {
+            p_rows(2 * f, 0, groups)
+        } else {
+            0..0
+        };
         let mut first = vec![0u8; keep.len() * row];
         for_each_p_stripe(
             &*source,
@@ -215,7 +237,7 @@ impl StreamingEncoder {
             groups,
             inner: Inner::Streaming {
                 q,
-                first: Mutex::new(Some(first)),
+                first: Mutex::new(keep_first.then_some(first)),
             },
             stripe_bytes,
         })
@@ -331,9 +353,9 @@ fn for_each_p_stripe<T: Send>(
                 .map_err(io_error)?;
         }
         let rows: Vec<&[u8]> = block.chunks(w * s).collect();
-        for t in rs::map_column_parity_batches(&rows, s, 2 * p.f(), |b0, bw, out| {
-            f(c0 + b0, bw, out)
-        })? {
+        for t in
+            rs::map_column_parity_batches(&rows, s, 2 * p.f(), |b0, bw, out| f(c0 + b0, bw, out))?
+        {
             sink(t);
         }
     }

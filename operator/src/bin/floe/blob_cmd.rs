@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use floe_node::client::{BlobClient, ClientConfig, NodeClient};
-use floe_node::codec::{encode_metadata, BlobId, EncodingParams};
+use floe_node::codec::{BlobId, BlobSource, EncodingParams, FileSource, StreamingEncoder};
 use floe_node::proto;
 use floe_operator::local::testnet::TestnetState;
 use serde_json::json;
@@ -189,13 +189,17 @@ pub async fn status(cli: &Cli, blob: Option<&str>) -> anyhow::Result<()> {
 }
 
 pub fn blob_id(cli: &Cli, file: &Path, shards: u16) -> anyhow::Result<()> {
-    let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    // metadata only: the expansion is hashed batch by batch, never held
-    let (_, id) = encode_metadata(&data, EncodingParams::new(shards as usize)?)?;
+    // metadata only, the file read in pieces: the expansion is hashed stripe by stripe and
+    // never held, nor is the file (peak: Q, half the blob at n = 1000, and the leaf matrix)
+    let source = FileSource::open(file).with_context(|| format!("reading {}", file.display()))?;
+    let size = source.len();
+    let (_, id) =
+        StreamingEncoder::metadata_only(Box::new(source), EncodingParams::new(shards as usize)?)
+            .with_context(|| format!("encoding {}", file.display()))?;
     if cli.json {
         println!(
             "{}",
-            json!({"blob_id": id.to_string(), "size": data.len(), "shards": shards})
+            json!({"blob_id": id.to_string(), "size": size, "shards": shards})
         );
     } else {
         println!("{id}");
