@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use floe_node::client::{BlobClient, ClientConfig};
 use floe_node::codec::{Axis, BlobId, BlobMetadata};
 use floe_node::proto::{self, admin_client::AdminClient, storage_client::StorageClient};
 
@@ -486,4 +487,42 @@ async fn challenges_are_answered_with_provable_symbols() {
         (0, 0, 0),
         "{st:?}"
     );
+}
+
+/// Writes through the streaming encoder (blob in memory: three pair groups; a file read in
+/// pieces: two) store exactly what the in-memory encoder would, on every node, and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_writes_from_memory_and_from_a_file_round_trip() {
+    let c = TestCluster::start(4, 100, |_| vec![]).await;
+    let client = BlobClient::new(
+        c.committee.clone(),
+        ClientConfig {
+            grace: Duration::from_millis(300),
+            stream_from_bytes: 0, // every write streams
+            ..ClientConfig::default()
+        },
+    )
+    .unwrap();
+    let params = c.committee.params();
+    for (len, seed) in [(3_000_000usize, 21u64), (50_000, 22)] {
+        let data = random_bytes(len, seed);
+        let expected = floe_node::codec::encode(&data, params).unwrap().blob_id();
+        let out = client.write(data.clone(), None).await.expect("write");
+        assert_eq!(out.blob_id, expected, "len {len}");
+        let path = c.root.path().join(format!("blob-{seed}"));
+        std::fs::write(&path, &data).unwrap();
+        let from_file = client.write_file(&path, None).await.expect("write_file");
+        assert_eq!(from_file.blob_id, expected);
+        assert_eq!(out.certified_nodes, 4);
+        for n in &c.nodes {
+            assert!(node_holds_all(n, &expected).await, "len {len}");
+        }
+        assert_eq!(client.read(&expected, None).await.expect("read"), data);
+    }
+    // a file that does not exist is a clear error, not a panic
+    let err = client
+        .write_file(&c.root.path().join("missing"), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("reading the blob"), "{err}");
 }

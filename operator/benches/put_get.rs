@@ -1,6 +1,7 @@
 //! End-to-end write/read benchmark on a local 7-node testnet: prints one table (README).
 //!
-//! `cargo bench -p floe-operator --bench put_get`. Real `floe` and `floe-node` processes on
+//! `cargo bench -p floe-operator --bench put_get` (`-- --memory`: the client's peak RSS per
+//! encoder mode instead). Real `floe` and `floe-node` processes on
 //! loopback; the client runs in this process. For each case it measures, in the same run, the
 //! encode alone, the full write (encode → upload → verify and persist on the nodes → confirm →
 //! certify) and the read, and reads the nodes' own verify/persist timings from their metrics,
@@ -58,9 +59,91 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// This process's resident set now and at its peak since the last [`reset_peak_rss`], in bytes.
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (kib("VmRSS:"), kib("VmHWM:"))
+}
+
+/// Reset the kernel's peak-RSS mark of this process (`clear_refs` 5).
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").expect("clear_refs");
+}
+
+/// `--memory`: the client's peak RSS during a put of 256 MiB at n = 1000, per encoder mode,
+/// relative to the blob (the blob counted when the client holds it).
+async fn memory_table() {
+    let mib = 256usize;
+    let len = (mib << 20) as u64;
+    println!("Client peak RSS during a put of {mib} MiB at n = 1000 (7-node testnet; RSS above the client's resident set before the blob existed, / blob)");
+    println!("| mode | put total | encode | upload | client peak RSS / blob |");
+    println!("|---|---|---|---|---|");
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    testnet(
+        dir.path(),
+        &["testnet", "up", "--nodes", "7", "--shards", "1000"],
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("testnet.json")).unwrap())
+            .unwrap();
+    let grpc: Vec<String> = state["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["grpc"].as_str().unwrap().to_string())
+        .collect();
+    let path = dir.path().join("blob");
+    std::fs::write(&path, rand_bytes(len as usize, 7)).unwrap();
+    for (mode, stream_from, from_file) in [
+        ("in memory, compact encoder (before)", u64::MAX, false),
+        ("in memory, streaming encoder (3 pair groups)", 0, false),
+        ("from the file, streaming encoder (2 pair groups)", 0, true),
+    ] {
+        let client = BlobClient::connect(
+            &grpc,
+            ClientConfig {
+                stream_from_bytes: stream_from,
+                ..ClientConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let (base, _) = rss();
+        reset_peak_rss();
+        let out = if from_file {
+            client.write_file(&path, None).await.unwrap()
+        } else {
+            let data = std::fs::read(&path).unwrap();
+            client.write(data, None).await.unwrap()
+        };
+        let (_, peak) = rss();
+        println!(
+            "| {mode} | {:.2} s | {:.2} s | {:.2} s | **{:.2}×** |",
+            out.total_time.as_secs_f64(),
+            out.encode_time.as_secs_f64(),
+            out.upload_time.as_secs_f64(),
+            peak.saturating_sub(base) as f64 / len as f64,
+        );
+        let back = client.read(&out.blob_id, None).await.unwrap();
+        assert!(back == std::fs::read(&path).unwrap(), "read back differs");
+    }
+    testnet(dir.path(), &["testnet", "down"]);
+}
+
 #[tokio::main]
 async fn main() {
     ensure_node_bin();
+    if std::env::args().any(|a| a == "--memory") {
+        return memory_table().await;
+    }
     println!("Floe end-to-end put/get on a 7-node local testnet (all processes share this machine's cores)");
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
     let tck = clock_ticks();

@@ -372,6 +372,11 @@ pub struct PairGroup {
 }
 
 impl PairGroup {
+    /// The encoder this group belongs to (metadata, blob ID).
+    pub fn encoder(&self) -> &StreamingEncoder {
+        &self.enc
+    }
+
     /// The pairs this group produces.
     pub fn pairs(&self) -> Range<usize> {
         self.pairs.clone()

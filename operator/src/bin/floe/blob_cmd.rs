@@ -36,20 +36,25 @@ pub fn parse_id(s: &str) -> anyhow::Result<BlobId> {
 }
 
 pub async fn put(cli: &Cli, file: &Path) -> anyhow::Result<()> {
-    let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let len = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
     let c = client(cli).await?;
     let committee = c.committee();
     let max = committee.params().max_blob_size();
-    if data.len() as u64 > max {
+    if len > max {
         bail!(
-            "{} is {} bytes; the largest blob this {}-shard network stores is {max} bytes ({:.1} MiB)",
+            "{} is {len} bytes; the largest blob this {}-shard network stores is {max} bytes ({:.1} MiB)",
             file.display(),
-            data.len(),
             committee.n_shards,
             mib(max)
         );
     }
-    let out = c.write(data, progress::reporter("put", cli.json)).await?;
+    // large files are read in pieces by the streaming encoder, never held whole
+    let out = c
+        .write_file(file, progress::reporter("put", cli.json))
+        .await
+        .with_context(|| format!("writing {}", file.display()))?;
     if cli.json {
         println!(
             "{}",
