@@ -450,7 +450,8 @@ async fn challenges_are_answered_with_provable_symbols() {
         .admin()
         .answer_challenge(req.clone())
         .await
-        .unwrap();
+        .unwrap()
+        .symbols;
     assert_eq!(answers.len(), 3);
     let n = md.n() as u16;
     // exactly the challenged positions: primary sliver of pair mine[0] at 9, secondary sliver
@@ -525,4 +526,107 @@ async fn streamed_writes_from_memory_and_from_a_file_round_trip() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("reading the blob"), "{err}");
+}
+
+/// Every `*.tree` file (challenge index) under a node's data directory.
+fn index_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(".tree") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Large slivers are challenged by reading one symbol and its stored proof path, not the
+/// sliver; a missing or corrupt index falls back to the whole sliver (answers still prove) and
+/// is written afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenges_of_large_slivers_read_a_symbol_and_its_path() {
+    use floe_node::codec::RecoverySymbol;
+    let c = TestCluster::start(4, 100, |_| vec![]).await;
+    let data = random_bytes(6_000_000, 31);
+    let id = c.blob_client().write(data, None).await.unwrap().blob_id;
+    let md = c.nodes[1].client().get_metadata(&id).await.unwrap();
+    let shape = md.shape().unwrap();
+    let p = shape.params;
+    let mine = pairs_of(&c, 1, &id);
+    let items: Vec<proto::ChallengeItem> = mine
+        .iter()
+        .enumerate()
+        .flat_map(|(i, pair)| {
+            [
+                (proto::Axis::Primary, (i * 7) % p.k_secondary()),
+                (proto::Axis::Secondary, (i * 5) % p.k_primary()),
+            ]
+            .map(|(axis, symbol)| proto::ChallengeItem {
+                blob_id: id.as_bytes().to_vec(),
+                pair_index: *pair as u32,
+                axis: axis as i32,
+                symbol_index: symbol as u32,
+            })
+        })
+        .collect();
+    let req = proto::ChallengeRequest { epoch: 1, items };
+    let sliver_bytes: u64 =
+        mine.len() as u64 * (shape.primary_sliver_len() + shape.secondary_sliver_len()) as u64;
+    let ask = || async {
+        let r = c.nodes[1]
+            .admin()
+            .answer_challenge(req.clone())
+            .await
+            .unwrap();
+        for a in &r.symbols {
+            RecoverySymbol::from_bytes(a)
+                .unwrap()
+                .verify(&md)
+                .expect("every answer proves");
+        }
+        assert_eq!(r.symbols.len(), req.items.len());
+        r.bytes_read
+    };
+    let indexes = index_files(&c.nodes[1].dir);
+    assert_eq!(
+        indexes.len(),
+        2 * mine.len(),
+        "an index beside every large sliver"
+    );
+    // a symbol and its path per item: far less than the slivers
+    let small = ask().await;
+    let depth = floe_node::codec::TreeShape::new(p.n(), shape.symbol_size).depth();
+    let per_item = (shape.symbol_size + 32 * depth) as u64;
+    assert_eq!(small, per_item * req.items.len() as u64);
+    assert!(
+        small * 20 < sliver_bytes,
+        "{small} read for {sliver_bytes} of slivers"
+    );
+    assert_eq!(
+        c.nodes[1].metric("floe_node_challenge_read_bytes_total"),
+        small as f64
+    );
+    // without the indexes: whole slivers read, answers still prove, indexes written afresh
+    for f in &indexes {
+        std::fs::remove_file(f).unwrap();
+    }
+    assert_eq!(ask().await, sliver_bytes);
+    assert_eq!(index_files(&c.nodes[1].dir).len(), indexes.len());
+    assert_eq!(ask().await, small);
+    // a corrupt index does not make a wrong answer: it falls back, and is repaired
+    for f in &indexes {
+        let mut b = std::fs::read(f).unwrap();
+        b[0] ^= 1;
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        std::fs::write(f, b).unwrap();
+    }
+    let after_corruption = ask().await;
+    assert!(after_corruption > small, "fell back to reading slivers");
+    assert_eq!(ask().await, small, "and the indexes were written afresh");
 }

@@ -335,10 +335,11 @@ impl NodeClient {
             .map_err(|s| self.err(s))
     }
 
+    /// The node's answers (one per item) and the bytes of stored data it read for them.
     pub async fn answer_challenge(
         &self,
         req: proto::ChallengeRequest,
-    ) -> Result<Vec<Vec<u8>>, ClientError> {
+    ) -> Result<proto::ChallengeResponse, ClientError> {
         let req = self.admin_req(req)?;
         let r = self
             .admin
@@ -346,7 +347,7 @@ impl NodeClient {
             .answer_challenge(req)
             .await
             .map_err(|s| self.err(s))?;
-        Ok(r.into_inner().symbols)
+        Ok(r.into_inner())
     }
 
     pub async fn sync_status(&self) -> Result<proto::SyncStatus, ClientError> {

@@ -373,6 +373,70 @@ impl MerkleTree {
     }
 }
 
+impl MerkleTree {
+    /// Every level below the root, leaves first, 32 bytes per node: what a node stores beside a
+    /// large sliver so that proving one symbol reads `depth` nodes of it (see
+    /// [`TreeIndex::sibling_offsets`]) instead of the whole sliver.
+    pub fn index_bytes(&self) -> Vec<u8> {
+        self.levels[..self.levels.len() - 1]
+            .iter()
+            .flat_map(|l| l.iter().flatten().copied())
+            .collect()
+    }
+}
+
+/// Where the nodes of a tree of a given shape sit in its [`MerkleTree::index_bytes`].
+#[derive(Debug, Clone, Copy)]
+pub struct TreeIndex {
+    shape: TreeShape,
+}
+
+impl TreeIndex {
+    pub fn new(shape: TreeShape) -> Self {
+        Self { shape }
+    }
+
+    /// Node counts of the stored levels, leaves first.
+    fn level_sizes(&self) -> Vec<usize> {
+        let mut sizes = vec![self.shape.leaves()];
+        while sizes.len() < self.shape.depth() {
+            let last = *sizes.last().expect("non-empty");
+            sizes.push(last.div_ceil(2));
+        }
+        sizes
+    }
+
+    /// Bytes of the whole index.
+    pub fn len(&self) -> usize {
+        32 * self.level_sizes().iter().sum::<usize>()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Byte offset of the leaf holding symbol `t` (its chunk when packed).
+    pub fn leaf_offset(&self, t: usize) -> u64 {
+        32 * (t / self.shape.per_leaf()) as u64
+    }
+
+    /// Byte offsets of the siblings of symbol `t`'s path, bottom-up; `None` where the sibling
+    /// is the zero node (past the end of an odd level).
+    pub fn sibling_offsets(&self, t: usize) -> Vec<Option<u64>> {
+        let mut i = t / self.shape.per_leaf();
+        let mut base = 0usize;
+        self.level_sizes()
+            .into_iter()
+            .map(|size| {
+                let sib = i ^ 1;
+                let at = (sib < size).then_some(32 * (base + sib) as u64);
+                base += size;
+                i /= 2;
+                at
+            })
+            .collect()
+    }
+}
+
 /// Why a proof was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ProofError {
@@ -574,6 +638,36 @@ mod tests {
             for j in 0..width {
                 let col: Vec<Hash> = (0..rows).map(|r| m[r * width + j]).collect();
                 assert_eq!(roots[j], root_of_leaves(&col), "rows={rows} j={j}");
+            }
+        }
+    }
+
+    /// Proofs assembled from the stored index equal the tree's own, for every symbol of trees
+    /// of every shape (packed and hashed, odd levels, a single leaf).
+    #[test]
+    fn proofs_read_from_the_index_equal_the_trees() {
+        for s in [2usize, 6, 32, 33, 100] {
+            for m in [1usize, 2, 3, 5, 16, 17, 31, 100, 333] {
+                let symbols: Vec<u8> = (0..m * s).map(|i| (i * 7 + s) as u8).collect();
+                let tree = MerkleTree::new(&symbols, s);
+                let bytes = tree.index_bytes();
+                let index = TreeIndex::new(tree.shape());
+                assert_eq!(bytes.len(), index.len(), "s={s} m={m}");
+                let node =
+                    |at: u64| -> Hash { bytes[at as usize..at as usize + 32].try_into().unwrap() };
+                for t in 0..m {
+                    let siblings = index
+                        .sibling_offsets(t)
+                        .into_iter()
+                        .map(|o| o.map_or(ZERO, node))
+                        .collect();
+                    let chunk = tree.shape().packed().then(|| node(index.leaf_offset(t)));
+                    let proof = MerkleProof { chunk, siblings };
+                    assert_eq!(Some(&proof), tree.proof(t).as_ref(), "s={s} m={m} t={t}");
+                    proof
+                        .verify(&tree.root(), &symbols[t * s..(t + 1) * s], t, tree.shape())
+                        .unwrap();
+                }
             }
         }
     }

@@ -21,7 +21,7 @@ pub mod wire;
 pub use decode::{decode, decode_verified, ConsistencyCheck};
 pub use encode::{encode, encode_metadata, reed_solomon_floor, EncodedBlob};
 pub use error::CodecError;
-pub use merkle::{Hash, MerkleProof, MerkleTree, ProofError, TreeShape};
+pub use merkle::{Hash, MerkleProof, MerkleTree, ProofError, TreeIndex, TreeShape};
 pub use metadata::{BlobId, BlobMetadata, ENCODING_RS2};
 pub use params::{EncodingParams, SymbolShape};
 pub use recovery::{

@@ -5,11 +5,13 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::challenge;
 use super::state::{CommitteeUpdateError, NodeState};
 use super::storage::{blob_id, blocking, metered};
 use crate::codec::{recovery_symbols, Axis, BlobId};
 use crate::proto::{self, admin_server::Admin};
 use crate::protocol::Committee;
+use crate::store::BlobStore;
 
 pub struct AdminService {
     pub state: Arc<NodeState>,
@@ -107,13 +109,35 @@ impl Admin for AdminService {
                         groups.entry(k).or_default().push((i, pos));
                     }
                 }
+                let mut bytes_read = 0u64;
                 for ((id, pair, axis), items) in groups {
                     let answers = (|| {
                         let axis = Axis::from_u8(axis).ok()?;
                         let md = st.store.metadata(&id)?;
                         let shape = md.shape().ok()?;
-                        let sliver = st.store.get_sliver(&id, pair, axis).ok()??;
                         let positions: Vec<u16> = items.iter().map(|(_, p)| *p).collect();
+                        // one symbol and its stored path per item when the sliver has an index
+                        if let Some(file) = st.store.sliver_file(&id, pair, axis) {
+                            if let Some((answers, read)) = challenge::answer_from_index(
+                                &file,
+                                BlobStore::OBJECT_HEADER,
+                                &md,
+                                axis,
+                                pair,
+                                &positions,
+                            ) {
+                                bytes_read += read;
+                                return Some(answers);
+                            }
+                        }
+                        let sliver = st.store.get_sliver(&id, pair, axis).ok()??;
+                        bytes_read += sliver.data.len() as u64;
+                        if challenge::wants_index(&shape, axis) {
+                            if let Some(file) = st.store.sliver_file(&id, pair, axis) {
+                                // missing or broken: written afresh from the sliver just read
+                                let _ = challenge::write_index(&file, &sliver, &shape);
+                            }
+                        }
                         recovery_symbols(&sliver, &shape, &positions).ok()
                     })();
                     if let Some(answers) = answers {
@@ -126,10 +150,15 @@ impl Admin for AdminService {
                     let result = if a.is_empty() { "missing" } else { "answered" };
                     st.metrics.challenges.with_label_values(&[result]).inc();
                 }
-                Ok(out)
+                st.metrics.challenge_bytes_read.inc_by(bytes_read);
+                Ok((out, bytes_read))
             })
             .await?;
-            Ok(proto::ChallengeResponse { symbols })
+            let (symbols, bytes_read) = symbols;
+            Ok(proto::ChallengeResponse {
+                symbols,
+                bytes_read,
+            })
         })
         .await
     }

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub recovery_failures: IntCounter,
     pub corrupt_detected: IntCounter,
     pub challenges: IntCounterVec,
+    /// Stored bytes read to answer challenges (symbols and index nodes, or whole slivers).
+    pub challenge_bytes_read: IntCounter,
     /// Time spent verifying and persisting slivers (where a write's time goes on the node).
     pub sliver_stage: HistogramVec,
     pub sync_shards_pending: IntGauge,
@@ -95,6 +97,11 @@ impl Metrics {
             &["result"],
         )
         .expect("metric");
+        let challenge_bytes_read = IntCounter::new(
+            "floe_node_challenge_read_bytes_total",
+            "Stored bytes read to answer challenges: a symbol and its proof path per item of a large sliver with an index, the whole sliver otherwise",
+        )
+        .expect("metric");
         let sliver_stage = HistogramVec::new(
             HistogramOpts::new(
                 "floe_node_sliver_stage_seconds",
@@ -153,6 +160,7 @@ impl Metrics {
             Box::new(recovery_failures.clone()),
             Box::new(corrupt_detected.clone()),
             Box::new(challenges.clone()),
+            Box::new(challenge_bytes_read.clone()),
             Box::new(sliver_stage.clone()),
             Box::new(sync_shards_pending.clone()),
             Box::new(synced_blobs.clone()),
@@ -178,6 +186,7 @@ impl Metrics {
             recovery_failures,
             corrupt_detected,
             challenges,
+            challenge_bytes_read,
             sliver_stage,
             sync_shards_pending,
             synced_blobs,

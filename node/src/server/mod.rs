@@ -2,6 +2,7 @@
 //! graceful shutdown.
 
 pub mod admin;
+pub mod challenge;
 pub mod config;
 pub mod http;
 pub mod identity;

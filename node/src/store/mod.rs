@@ -265,6 +265,7 @@ impl BlobStore {
             &sliver_file(pair, key.1),
             &[&sliver.wire_header(), &sliver.data],
         )?;
+        self.write_challenge_index(&id, pair, sliver);
         self.index_write()
             .entry(id)
             .or_default()
@@ -272,6 +273,35 @@ impl BlobStore {
             .insert(key);
         Ok(false)
     }
+
+    /// Beside a large sliver, the levels of its tree, so that a challenge reads one symbol and
+    /// its path (`server::challenge`). Best effort: without it challenges read the sliver.
+    fn write_challenge_index(&self, id: &BlobId, pair: u16, sliver: &Sliver) {
+        let Some(shape) = self.metadata(id).and_then(|m| m.shape().ok()) else {
+            return;
+        };
+        if !crate::server::challenge::wants_index(&shape, sliver.axis) {
+            return;
+        }
+        let path = self
+            .blob_dir(id)
+            .join(sliver_file(pair, sliver.axis.into()));
+        if let Err(e) = crate::server::challenge::write_index(&path, sliver, &shape) {
+            tracing::warn!(blob = %id, pair, error = %e, "could not write a sliver's challenge index");
+        }
+    }
+
+    /// The file holding a sliver (every sliver has one in this engine), for reads of a part.
+    pub fn sliver_file(&self, id: &BlobId, pair: u16, axis: Axis) -> Option<PathBuf> {
+        let key = (pair, AxisKey::from(axis));
+        self.index_read()
+            .get(id)
+            .is_some_and(|e| e.slivers.contains(&key))
+            .then(|| self.blob_dir(id).join(sliver_file(pair, key.1)))
+    }
+
+    /// Bytes of the object header before a sliver's wire form in its file.
+    pub const OBJECT_HEADER: usize = HEADER_LEN;
 
     /// Read a sliver, checking its checksum. A corrupt file is removed (and reported as
     /// `Corrupt`) so that recovery rebuilds it.

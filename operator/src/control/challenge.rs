@@ -62,7 +62,10 @@ impl Eligible {
 
 /// The `count` items of `member` (holding `shards` of `n`) for `seed`: item j is drawn from
 /// BLAKE3(domain ‖ seed ‖ member ‖ j): a uniform blob, one of the member's shards (hence a
-/// uniform sliver of what it stores), an axis and a symbol position of the expanded sliver.
+/// uniform sliver of what it stores), an axis and a systematic symbol position of that axis
+/// (`< k_s` for a primary sliver, `< k_p` for a secondary one): exactly the symbols the node
+/// stores, so it answers from one symbol and its stored proof path, not by re-expanding the
+/// sliver (parity positions are functions of these and prove nothing more about what is held).
 pub fn derive_items(
     seed: &[u8; 32],
     member: &NodeId,
@@ -71,7 +74,10 @@ pub fn derive_items(
     eligible: &Eligible,
     count: usize,
 ) -> Vec<Item> {
-    if shards.is_empty() || eligible.blobs.is_empty() || n == 0 {
+    let Ok(params) = floe_node::codec::EncodingParams::new(n) else {
+        return Vec::new();
+    };
+    if shards.is_empty() || eligible.blobs.is_empty() {
         return Vec::new();
     }
     (0..count as u32)
@@ -95,11 +101,15 @@ pub fn derive_items(
             } else {
                 Axis::Secondary
             };
+            let systematic = match axis {
+                Axis::Primary => params.k_secondary(),
+                Axis::Secondary => params.k_primary(),
+            };
             Item {
                 blob,
                 pair,
                 axis,
-                symbol: (w(3) % n as u64) as u16,
+                symbol: (w(3) % systematic as u64) as u16,
             }
         })
         .collect()
@@ -226,8 +236,9 @@ pub struct Round {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberResult {
     pub outcome: Outcome,
-    /// Sliver bytes the member had to read to answer (each item reads one whole sliver, as the
-    /// proof needs the sliver's tree), and the bytes of symbols and proofs it sent.
+    /// Bytes of stored data the member read to answer, as it reports them (one symbol and its
+    /// stored proof path per item of a large sliver, the sliver for a small one), and the
+    /// bytes of symbols and proofs it sent.
     pub bytes_read: u64,
     pub bytes_answered: u64,
     pub stored_bytes: u64,
@@ -302,7 +313,12 @@ mod tests {
         for it in &a {
             let shard = params.shard_for_pair(it.pair as usize, it.blob.mod_n(10));
             assert!(shard == 2 || shard == 5);
-            assert!((it.symbol as usize) < 10);
+            // systematic positions only: k_s = 7 on a row, k_p = 4 on a column at n = 10
+            let k = match it.axis {
+                Axis::Primary => params.k_secondary(),
+                Axis::Secondary => params.k_primary(),
+            };
+            assert!((it.symbol as usize) < k, "{it:?}");
         }
         assert!(
             a.iter().any(|i| i.axis == Axis::Primary)

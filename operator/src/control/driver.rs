@@ -10,7 +10,7 @@ use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use floe_node::client::NodeClient;
-use floe_node::codec::{Axis, BlobId, BlobMetadata};
+use floe_node::codec::{BlobId, BlobMetadata};
 use floe_node::proto;
 use floe_node::protocol::{Committee, NodeId};
 use futures::future::join_all;
@@ -300,8 +300,9 @@ impl Members {
                         .await
                         .ok()
                         .and_then(Result::ok)
+                        .map(|r| (r.symbols, r.bytes_read))
                 }
-                _ => Some(Vec::new()),
+                _ => Some((Vec::new(), 0)),
             };
             (id, items, mds, answers)
         }))
@@ -314,18 +315,8 @@ impl Members {
                     bytes_answered: 0,
                     stored_bytes: reports.get(&id).map_or(0, |r| r.stored_bytes),
                 },
-                Some(answers) => {
+                Some((answers, bytes_read)) => {
                     let outcome = challenge::judge_all(&items, &answers, &mds);
-                    let bytes_read = items
-                        .iter()
-                        .filter_map(|i| {
-                            let shape = mds.get(&i.blob)?.shape().ok()?;
-                            Some(match i.axis {
-                                Axis::Primary => shape.primary_sliver_len(),
-                                Axis::Secondary => shape.secondary_sliver_len(),
-                            } as u64)
-                        })
-                        .sum();
                     MemberResult {
                         outcome,
                         bytes_read,

@@ -1,0 +1,130 @@
+//! Small-blob latency and a node's verification cost: prints two tables (README, issue figures).
+//!
+//! `cargo bench -p floe-operator --bench latency`. First, what a node pays to verify one
+//! received sliver pair (both slivers: expand, hash, compare with the metadata) at n = 1000;
+//! then the end-to-end `put` of a 1 MiB blob on a local 7-node, 1000-shard testnet (real
+//! `floe-node` processes on loopback, the client in this process): median and spread of
+//! several puts, each of a fresh blob. Self-contained, so it also runs on older trees.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use floe_node::client::{BlobClient, ClientConfig};
+use floe_node::codec::{encode, EncodingParams};
+
+fn floe_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_floe"))
+}
+
+fn floe(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(floe_bin())
+        .arg("--testnet-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "floe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[tokio::main]
+async fn main() {
+    if !floe_bin().parent().unwrap().join("floe-node").exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        assert!(Command::new(cargo)
+            .args(["build", "--release", "-p", "floe-node"])
+            .status()
+            .unwrap()
+            .success());
+    }
+    let params = EncodingParams::new(1000).unwrap();
+    println!("Verification of one received sliver pair at n = 1000 (one thread, best of 20)");
+    println!("| blob | verify a pair |");
+    println!("|---|---|");
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for mib in [1usize, 16, 64, 256] {
+        let data = random(mib << 20, mib as u64);
+        let enc = encode(&data, params).unwrap();
+        let pair = enc.pair(500);
+        let md = enc.metadata().clone();
+        drop(enc);
+        let best = (0..20)
+            .map(|_| {
+                let t = Instant::now();
+                one.install(|| {
+                    pair.primary.verify(&md).unwrap();
+                    pair.secondary.verify(&md).unwrap();
+                });
+                t.elapsed()
+            })
+            .min()
+            .unwrap();
+        println!("| {mib} MiB | {:.3} ms |", ms(best));
+    }
+
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    floe(
+        dir.path(),
+        &["testnet", "up", "--nodes", "7", "--shards", "1000"],
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("testnet.json")).unwrap())
+            .unwrap();
+    let grpc: Vec<String> = state["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["grpc"].as_str().unwrap().to_string())
+        .collect();
+    let client = BlobClient::connect(&grpc, ClientConfig::default())
+        .await
+        .unwrap();
+    // one warm-up put (connections, page cache), then the measured ones
+    client.write(random(1 << 20, 999), None).await.unwrap();
+    let mut puts: Vec<(Duration, Duration)> = Vec::new();
+    for seed in 0..9u64 {
+        let out = client.write(random(1 << 20, seed), None).await.unwrap();
+        puts.push((out.total_time, out.encode_time));
+    }
+    puts.sort();
+    let (median, encode_median) = puts[puts.len() / 2];
+    println!();
+    println!(
+        "Put of a 1 MiB blob at n = 1000 on a 7-node testnet ({} puts after one warm-up)",
+        puts.len()
+    );
+    println!("| put median | min | max | encode (in the median put) |");
+    println!("|---|---|---|---|");
+    println!(
+        "| {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+        ms(median),
+        ms(puts[0].0),
+        ms(puts[puts.len() - 1].0),
+        ms(encode_median)
+    );
+    floe(dir.path(), &["testnet", "down"]);
+}
