@@ -217,7 +217,13 @@ fn run_writes(engine: Arc<dyn Engine>, writers: usize, count: u64, size: usize, 
     let direct = engine.name() == "file per object";
     let (w, h) = GroupWriter::start(engine.clone(), 64 << 20);
     let w = Arc::new(w);
-    let value: Arc<Vec<u8>> = Arc::new((0..size).map(|i| (i * 7 + 3) as u8).collect());
+    // incompressible, like sliver symbols
+    let mut v = vec![0u8; size];
+    blake3::Hasher::new()
+        .update(&base.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut v);
+    let value: Arc<Vec<u8>> = Arc::new(v);
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..writers as u64 {

@@ -453,12 +453,12 @@ impl Storage for StorageService {
             let limit = (req.limit as usize).clamp(1, LIST_LIMIT);
             let st = self.state.clone();
             blocking(move || {
+                // a range scan of the certified index: cost ∝ the page
                 let all: Vec<BlobId> = st
                     .store
-                    .certified()
+                    .certified_page(after, limit + 1)
                     .into_iter()
                     .map(|(id, _)| id)
-                    .filter(|id| after.is_none_or(|a| *id > a))
                     .collect();
                 let more = all.len() > limit;
                 let certificates = all
@@ -510,12 +510,12 @@ fn sync_page(
     budget: usize,
 ) -> Result<proto::SyncShardResponse, Status> {
     let params = committee.params();
+    // a range scan of the certified index from the cursor: cost ∝ the page, not the store
     let ids: Vec<BlobId> = st
         .store
-        .certified()
+        .certified_page(req.after, limit + 1)
         .into_iter()
         .map(|(id, _)| id)
-        .filter(|id| req.after.is_none_or(|a| *id > a))
         .collect();
     let (mut items, mut bytes, mut taken) = (Vec::new(), 0usize, 0usize);
     for id in &ids {
@@ -561,10 +561,20 @@ fn sync_page(
         .last()
         .map(|id| id.as_bytes().to_vec())
         .unwrap_or_default();
+    // Exact when the page reached the end (0 = shard done); otherwise at least one, at most the
+    // certified blobs held (counting the ones after the cursor would cost a scan of the rest).
+    let remaining = if ids.len() > taken {
+        st.store
+            .certified_count()
+            .saturating_sub(taken as u64)
+            .max((ids.len() - taken) as u64)
+    } else {
+        0
+    };
     Ok(proto::SyncShardResponse {
         items,
         next,
-        remaining: (ids.len() - taken) as u64,
+        remaining,
     })
 }
 
