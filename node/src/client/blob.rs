@@ -163,6 +163,8 @@ pub struct BlobClient {
 
 /// Writes retried against a newer committee before giving up.
 const EPOCH_RETRIES: usize = 3;
+/// Most slivers per PutSlivers request (the node takes up to 4096).
+const PUT_SLIVERS_BATCH: usize = 1024;
 
 impl BlobClient {
     pub fn new(committee: Committee, config: ClientConfig) -> Result<Self, ClientError> {
@@ -310,8 +312,9 @@ impl BlobClient {
                 let attempts = self.config.attempts;
                 let parallel = self.config.per_node_parallelism.max(1);
                 let weight = m.shards.len();
+                let max_message = self.config.max_message;
                 async move {
-                    let r = upload_to(&node, &enc, &pairs, &budget, attempts, parallel, |b| {
+                    let r = upload_to(&node, &enc, &pairs, &budget, attempts, parallel, max_message, |b| {
                         let d = done_bytes.fetch_add(b, std::sync::atomic::Ordering::Relaxed) + b;
                         if let Some(f) = &progress {
                             f(Progress::Bytes {
@@ -738,23 +741,49 @@ async fn upload_to(
     budget: &Semaphore,
     attempts: u32,
     parallel: usize,
+    max_message: usize,
     on_bytes: impl Fn(u64),
 ) -> Result<Confirmation, ClientError> {
     let id = enc.blob_id();
     retry(attempts, || node.put_metadata(&id, enc.metadata())).await?;
     let on_bytes = &on_bytes;
-    // owned jobs: a borrowing iterator here would make the future not `Send` for every lifetime
-    let jobs: Vec<(u16, Axis)> = pairs
-        .iter()
-        .flat_map(|p| [(*p, Axis::Primary), (*p, Axis::Secondary)])
-        .collect();
-    let mut puts = futures::stream::iter(jobs)
-        .map(|(p, axis)| async move {
-            let sliver = match axis {
-                Axis::Primary => enc.primary_sliver(p as usize),
-                Axis::Secondary => enc.secondary_sliver(enc.n() - 1 - p as usize),
-            };
-            let kib = (sliver.data.len() >> 10).max(1).min(u32::MAX as usize) as u32;
+    // The node's slivers go in PutSlivers batches (one commit on the node each), split so that
+    // a request stays well under the message limit and the in-flight byte budget.
+    let limit = (max_message / 2).max(1);
+    let mut batches: Vec<Vec<(u16, Axis)>> = vec![Vec::new()];
+    let mut bytes = 0usize;
+    for p in pairs {
+        for (axis, len) in [
+            (Axis::Primary, enc.shape().primary_sliver_len()),
+            (Axis::Secondary, enc.shape().secondary_sliver_len()),
+        ] {
+            let full = batches.last().is_some_and(|b| {
+                !b.is_empty() && (bytes + len > limit || b.len() >= PUT_SLIVERS_BATCH)
+            });
+            if full {
+                batches.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += len;
+            if let Some(b) = batches.last_mut() {
+                b.push((*p, axis));
+            }
+        }
+    }
+    let mut puts = futures::stream::iter(batches.into_iter().filter(|b| !b.is_empty()))
+        .map(|jobs| async move {
+            let slivers: Vec<(u16, Sliver)> = jobs
+                .iter()
+                .map(|(p, axis)| {
+                    let s = match axis {
+                        Axis::Primary => enc.primary_sliver(*p as usize),
+                        Axis::Secondary => enc.secondary_sliver(enc.n() - 1 - *p as usize),
+                    };
+                    (*p, s)
+                })
+                .collect();
+            let total: usize = slivers.iter().map(|(_, s)| s.data.len()).sum();
+            let kib = (total >> 10).max(1).min(u32::MAX as usize) as u32;
             let _permit = budget
                 .acquire_many(kib)
                 .await
@@ -762,8 +791,19 @@ async fn upload_to(
                     address: node.address().to_string(),
                     message: e.to_string(),
                 })?;
-            retry(attempts, || node.put_sliver(&id, p, &sliver)).await?;
-            on_bytes(sliver.data.len() as u64);
+            retry(attempts, || async {
+                let items: Vec<(BlobId, u16, &Sliver)> =
+                    slivers.iter().map(|(p, s)| (id, *p, s)).collect();
+                let results = node.put_slivers(&items).await?;
+                // the first refused item fails the batch (the retry resends it; stored ones
+                // come back as already stored)
+                for r in results {
+                    r?;
+                }
+                Ok(())
+            })
+            .await?;
+            on_bytes(total as u64);
             Ok::<_, ClientError>(())
         })
         .buffer_unordered(parallel);

@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long, env = "FLOE_MAX_STORAGE", value_parser = parse_bytes)]
     pub max_storage: Option<u64>,
     /// Bytes that blobs not (yet) certified may hold, so that writes nobody certifies cannot
-    /// crowd out certified data [default: a quarter of --max-storage, else 4GiB]
+    /// crowd out certified data [default: half of --max-storage, else 4GiB]
     #[arg(long, env = "FLOE_UNCERTIFIED_QUOTA", value_parser = parse_bytes)]
     pub uncertified_quota: Option<u64>,
     /// Seconds after which a blob never certified is deleted (metadata and slivers) [default: 3600]
@@ -235,7 +235,7 @@ impl Args {
                 .unwrap_or_else(|| {
                     self.max_storage
                         .or(file.max_storage)
-                        .map_or(4 << 30, |m| m / 4)
+                        .map_or(4 << 30, |m| m / 2)
                 }),
             uncertified_grace: std::time::Duration::from_secs(
                 self.uncertified_grace

@@ -57,7 +57,7 @@ pub enum StoreError {
         available: u64,
         capacity: u64,
     },
-    #[error("storage for uncertified blobs full: {needed} more bytes needed, {available} available of the {quota}-byte quota (blobs never certified expire after the grace period)")]
+    #[error("storage full for uncertified blobs: {needed} more bytes needed, {available} available of the {quota}-byte quota (blobs never certified expire after the grace period)")]
     UncertifiedFull {
         needed: u64,
         available: u64,
@@ -250,6 +250,15 @@ pub struct BlobStore {
 
 const MD_CACHE: usize = 512;
 
+/// The engine refused to open its files: the node must not start on a store it cannot trust.
+fn damaged(dir: &Path, e: StoreError) -> StoreError {
+    StoreError::Engine(format!(
+        "the store at {} cannot be opened ({e}); it is damaged: move it away and start the node \
+         on an empty data directory, recovery then rebuilds its slivers from the other members",
+        dir.display()
+    ))
+}
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -284,14 +293,19 @@ impl BlobStore {
             .cache_size(32 << 20)
             .max_write_buffer_size(64 << 20)
             .max_journaling_size(128 << 20)
-            .open()?;
+            .open()
+            .map_err(|e| damaged(&store_dir, StoreError::from(e)))?;
         let plain = || {
             PartitionCreateOptions::default()
                 .compression(fjall::CompressionType::None)
                 .manual_journal_persist(true)
         };
         let small = || PartitionCreateOptions::default().manual_journal_persist(true);
-        let p = |name: &str, opts: PartitionCreateOptions| keyspace.open_partition(name, opts);
+        let p = |name: &str, opts: PartitionCreateOptions| {
+            keyspace
+                .open_partition(name, opts)
+                .map_err(|e| damaged(&store_dir, StoreError::from(e)))
+        };
         let parts = Parts {
             blobs: p("blobs", small())?,
             metadata: p("metadata", plain())?,

@@ -87,6 +87,14 @@ fn large_slivers_in_files_and_uncertified_blobs_expire() {
         },
     )
     .unwrap();
+    // a certified blob: never expired, its bytes stay counted
+    let cert = Certificate {
+        epoch: 1,
+        blob_id: BlobId([1; 32]),
+        signers: vec![],
+    };
+    s.put_certificate(&cert).unwrap();
+    let certified_bytes = s.used_bytes();
     s.put_metadata(id, enc.metadata()).unwrap();
     let p = enc.pair(0);
     assert!(p.primary.data.len() > LARGE_SLIVER);
@@ -98,8 +106,15 @@ fn large_slivers_in_files_and_uncertified_blobs_expire() {
     assert!(file.exists());
     // not expired yet
     assert_eq!(s.expire_uncertified(now_secs() - 60, 100).unwrap().0, 0);
-    assert_eq!(s.expire_uncertified(now_secs() + 1, 100).unwrap().0, 1);
-    assert_eq!((s.used_bytes(), s.uncertified_bytes(), s.blob_count()), (0, 0, 0));
+    let used = s.used_bytes();
+    assert_eq!(
+        s.expire_uncertified(now_secs() + 1, 100).unwrap(),
+        (1, used - certified_bytes)
+    );
+    assert_eq!(
+        (s.used_bytes(), s.uncertified_bytes(), s.blob_count()),
+        (certified_bytes, 0, 1)
+    );
     assert!(!file.exists());
     assert!(s.metadata(&id).is_none());
     assert!(s.entry(&id).is_none());

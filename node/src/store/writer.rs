@@ -498,7 +498,7 @@ impl<'a> Txn<'a> {
                 Ok(true)
             }
             Op::DeleteUncertified { id } => {
-                let Some(mut r) = self.record(&id)? else {
+                let Some(r) = self.record(&id)? else {
                     return Ok(false);
                 };
                 if r.certified_epoch.is_some() {
@@ -507,6 +507,10 @@ impl<'a> Txn<'a> {
                 for (pair, axis) in self.held_of(&id)? {
                     self.drop_sliver(&id, pair, axis, false)?;
                 }
+                // dropping the slivers uncharged them from the record: what is left
+                let Some(mut r) = self.record(&id)? else {
+                    return Ok(false);
+                };
                 let rest = r.charged;
                 self.uncharge(&mut r, rest);
                 for part in [&p.metadata, &p.invalid, &p.certs, &p.blobs] {
