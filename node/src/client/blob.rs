@@ -11,14 +11,15 @@ use tokio::sync::Semaphore;
 use super::node::{ClientError, NodeClient};
 use crate::codec::{
     self, decode_verified, Axis, BlobId, BlobMetadata, BlobSource, CodecError, ConsistencyCheck,
-    EncodedBlob, FileSource, PairGroup, Sliver, StreamingEncoder,
+    EncodedBlob, FileSource, PairGroup, Sliver, StreamingEncoder, SymbolShape,
 };
 use crate::protocol::{Certificate, Committee, Confirmation, Member, NodeId};
 
 /// Knobs of the blob client; the defaults suit a local testnet and a LAN cluster.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Sliver bytes in flight across all nodes at once (bounds memory while uploading).
+    /// Sliver bytes in flight across all nodes at once (bounds memory while uploading: reserved
+    /// before a batch's slivers are produced).
     pub max_in_flight_bytes: usize,
     /// Attempts per request before a node is given up for this blob.
     pub attempts: u32,
@@ -38,7 +39,7 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
-            max_in_flight_bytes: 256 << 20,
+            max_in_flight_bytes: 64 << 20,
             attempts: 3,
             grace: Duration::from_secs(2),
             max_message: 96 << 20,
@@ -369,6 +370,7 @@ impl BlobClient {
                     let attempts = self.config.attempts;
                     let parallel = self.config.per_node_parallelism.max(1);
                     let (weight, node_id) = (m.shards.len(), m.node_id);
+                    let max_message = self.config.max_message;
                     async move {
                         let on_bytes = |b| {
                             let d =
@@ -381,7 +383,15 @@ impl BlobClient {
                             }
                         };
                         let r = upload_to(
-                            &node, &*slivers, &pairs, &budget, attempts, parallel, on_bytes, last,
+                            &node,
+                            &*slivers,
+                            &pairs,
+                            &budget,
+                            attempts,
+                            parallel,
+                            max_message,
+                            on_bytes,
+                            last,
                         )
                         .await;
                         (node, node_id, weight, r)
@@ -813,6 +823,10 @@ where
 /// or read from a file (`Q` + `P`/2 ≈ 1.8×); each group after the first costs one more pass of
 /// `P`'s Reed–Solomon work (`docs/codec.md`).
 const GROUPS_IN_MEMORY: usize = 3;
+/// Most bytes and most slivers in one `PutSlivers` request (the node takes up to 4096 items):
+/// enough to amortise a request and a commit, small enough to pipeline and keep memory low.
+const BATCH_BYTES: usize = 4 << 20;
+const PUT_SLIVERS_BATCH: usize = 1024;
 const GROUPS_FROM_FILE: usize = 2;
 
 /// A blob encoded for upload: the compact in-memory form, or the streaming encoder whose pair
@@ -866,6 +880,7 @@ impl Encoded {
 /// What an upload to one node reads its slivers from.
 trait SliverSource: Send + Sync {
     fn blob_id(&self) -> BlobId;
+    fn shape(&self) -> SymbolShape;
     fn metadata(&self) -> &BlobMetadata;
     fn n(&self) -> usize;
     fn primary(&self, i: usize) -> Result<Sliver, CodecError>;
@@ -875,6 +890,9 @@ trait SliverSource: Send + Sync {
 impl SliverSource for EncodedBlob {
     fn blob_id(&self) -> BlobId {
         EncodedBlob::blob_id(self)
+    }
+    fn shape(&self) -> SymbolShape {
+        *EncodedBlob::shape(self)
     }
     fn metadata(&self) -> &BlobMetadata {
         EncodedBlob::metadata(self)
@@ -893,6 +911,9 @@ impl SliverSource for EncodedBlob {
 impl SliverSource for PairGroup {
     fn blob_id(&self) -> BlobId {
         self.encoder().blob_id()
+    }
+    fn shape(&self) -> SymbolShape {
+        *self.encoder().shape()
     }
     fn metadata(&self) -> &BlobMetadata {
         self.encoder().metadata()
@@ -921,7 +942,9 @@ impl From<ClientError> for UploadError {
 }
 
 /// Upload metadata and every sliver of `pairs` to one node; with `confirm`, then ask for its
-/// confirmation.
+/// confirmation. Slivers go in `PutSlivers` batches of at most [`BATCH_BYTES`] (one commit on
+/// the node each); a batch's bytes are reserved from the in-flight budget *before* its slivers
+/// are produced, so the budget bounds the client's memory.
 #[allow(clippy::too_many_arguments)]
 async fn upload_to(
     node: &NodeClient,
@@ -930,25 +953,40 @@ async fn upload_to(
     budget: &Semaphore,
     attempts: u32,
     parallel: usize,
+    max_message: usize,
     on_bytes: impl Fn(u64),
     confirm: bool,
 ) -> Result<Option<Confirmation>, UploadError> {
     let id = enc.blob_id();
     retry(attempts, || node.put_metadata(&id, enc.metadata())).await?;
     let on_bytes = &on_bytes;
-    // owned jobs: a borrowing iterator here would make the future not `Send` for every lifetime
-    let jobs: Vec<(u16, Axis)> = pairs
-        .iter()
-        .flat_map(|p| [(*p, Axis::Primary), (*p, Axis::Secondary)])
-        .collect();
-    let mut puts = futures::stream::iter(jobs)
-        .map(|(p, axis)| async move {
-            let sliver = match axis {
-                Axis::Primary => enc.primary(p as usize),
-                Axis::Secondary => enc.secondary(enc.n() - 1 - p as usize),
+    let shape = enc.shape();
+    let len = |axis: Axis| match axis {
+        Axis::Primary => shape.primary_sliver_len(),
+        Axis::Secondary => shape.secondary_sliver_len(),
+    };
+    let limit = BATCH_BYTES.min(max_message / 2).max(1);
+    let mut batches: Vec<Vec<(u16, Axis)>> = vec![Vec::new()];
+    let mut bytes = 0usize;
+    for p in pairs {
+        for axis in [Axis::Primary, Axis::Secondary] {
+            let full = batches.last().is_some_and(|b| {
+                !b.is_empty() && (bytes + len(axis) > limit || b.len() >= PUT_SLIVERS_BATCH)
+            });
+            if full {
+                batches.push(Vec::new());
+                bytes = 0;
             }
-            .map_err(UploadError::Local)?;
-            let kib = (sliver.data.len() >> 10).max(1).min(u32::MAX as usize) as u32;
+            bytes += len(axis);
+            if let Some(b) = batches.last_mut() {
+                b.push((*p, axis));
+            }
+        }
+    }
+    let mut puts = futures::stream::iter(batches.into_iter().filter(|b| !b.is_empty()))
+        .map(|jobs| async move {
+            let total: usize = jobs.iter().map(|(_, axis)| len(*axis)).sum();
+            let kib = (total >> 10).max(1).min(u32::MAX as usize) as u32;
             let _permit = budget
                 .acquire_many(kib)
                 .await
@@ -956,8 +994,30 @@ async fn upload_to(
                     address: node.address().to_string(),
                     message: e.to_string(),
                 })?;
-            retry(attempts, || node.put_sliver(&id, p, &sliver)).await?;
-            on_bytes(sliver.data.len() as u64);
+            let slivers = jobs
+                .iter()
+                .map(|(p, axis)| {
+                    let s = match axis {
+                        Axis::Primary => enc.primary(*p as usize),
+                        Axis::Secondary => enc.secondary(enc.n() - 1 - *p as usize),
+                    }?;
+                    Ok((*p, s))
+                })
+                .collect::<Result<Vec<(u16, Sliver)>, CodecError>>()
+                .map_err(UploadError::Local)?;
+            retry(attempts, || async {
+                let items: Vec<(BlobId, u16, &Sliver)> =
+                    slivers.iter().map(|(p, s)| (id, *p, s)).collect();
+                let results = node.put_slivers(&items).await?;
+                // the first refused item fails the batch (the retry resends it; stored ones
+                // come back as already stored)
+                for r in results {
+                    r?;
+                }
+                Ok(())
+            })
+            .await?;
+            on_bytes(total as u64);
             Ok::<_, UploadError>(())
         })
         .buffer_unordered(parallel);

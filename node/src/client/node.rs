@@ -186,6 +186,52 @@ impl NodeClient {
             .map_err(|s| self.err(s))
     }
 
+    /// Several slivers in one request (one commit on the node): a result per item, in order
+    /// (`Ok(true)` = it was already stored). Keep the request under the message limit
+    /// ([`crate::client::blob`] splits batches by bytes) and at most 4096 items.
+    pub async fn put_slivers(
+        &self,
+        items: &[(BlobId, u16, &Sliver)],
+    ) -> Result<Vec<Result<bool, ClientError>>, ClientError> {
+        let msgs: Vec<proto::PutSliverRequest> = items
+            .iter()
+            .map(|(id, pair, s)| proto::PutSliverRequest {
+                blob_id: id.as_bytes().to_vec(),
+                pair_index: *pair as u32,
+                sliver: s.to_bytes(),
+            })
+            .collect();
+        let bytes: usize = msgs.iter().map(|m| m.sliver.len()).sum();
+        let msg = proto::PutSliversRequest { items: msgs };
+        let r = self
+            .storage
+            .clone()
+            .put_slivers(self.req(msg, Self::transfer_timeout(bytes)))
+            .await
+            .map_err(|s| self.err(s))?
+            .into_inner();
+        if r.results.len() != items.len() {
+            return Err(self.invalid(format!(
+                "{} results for {} slivers",
+                r.results.len(),
+                items.len()
+            )));
+        }
+        Ok(r.results
+            .into_iter()
+            .map(|x| {
+                if x.code == 0 {
+                    Ok(x.already_stored)
+                } else {
+                    Err(self.err(tonic::Status::new(
+                        tonic::Code::from_i32(x.code as i32),
+                        x.message,
+                    )))
+                }
+            })
+            .collect())
+    }
+
     /// A sliver, parsed but *not* verified: check it with `Sliver::verify` against metadata.
     pub async fn get_sliver(
         &self,

@@ -39,6 +39,13 @@ pub struct Args {
     /// Stop accepting writes once stored bytes would exceed this (e.g. 10GiB, 500MB) [default: no limit]
     #[arg(long, env = "FLOE_MAX_STORAGE", value_parser = parse_bytes)]
     pub max_storage: Option<u64>,
+    /// Bytes that blobs not (yet) certified may hold, so that writes nobody certifies cannot
+    /// crowd out certified data [default: half of --max-storage, else 4GiB]
+    #[arg(long, env = "FLOE_UNCERTIFIED_QUOTA", value_parser = parse_bytes)]
+    pub uncertified_quota: Option<u64>,
+    /// Seconds after which a blob never certified is deleted (metadata and slivers) [default: 3600]
+    #[arg(long, env = "FLOE_UNCERTIFIED_GRACE")]
+    pub uncertified_grace: Option<u64>,
     /// Largest gRPC message accepted or sent, in bytes or with a unit [default: 96MiB]
     #[arg(long, env = "FLOE_MAX_MESSAGE", value_parser = parse_bytes)]
     pub max_message: Option<u64>,
@@ -124,6 +131,10 @@ pub struct NodeConfig {
     pub http_addr: SocketAddr,
     pub admin_token: Option<String>,
     pub max_storage: Option<u64>,
+    /// Bytes blobs not certified may hold.
+    pub uncertified_quota: u64,
+    /// Age after which a blob never certified is deleted.
+    pub uncertified_grace: std::time::Duration,
     pub max_message: usize,
     pub max_concurrent_requests: usize,
     pub recovery_concurrency: usize,
@@ -158,6 +169,9 @@ struct FileConfig {
     admin_token_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "de_bytes")]
     max_storage: Option<u64>,
+    #[serde(default, deserialize_with = "de_bytes")]
+    uncertified_quota: Option<u64>,
+    uncertified_grace: Option<u64>,
     #[serde(default, deserialize_with = "de_bytes")]
     max_message: Option<u64>,
     max_concurrent_requests: Option<usize>,
@@ -215,6 +229,20 @@ impl Args {
                 .unwrap_or_else(|| ([0, 0, 0, 0], 7071).into()),
             admin_token,
             max_storage: self.max_storage.or(file.max_storage),
+            uncertified_quota: self
+                .uncertified_quota
+                .or(file.uncertified_quota)
+                .unwrap_or_else(|| {
+                    self.max_storage
+                        .or(file.max_storage)
+                        .map_or(4 << 30, |m| m / 2)
+                }),
+            uncertified_grace: std::time::Duration::from_secs(
+                self.uncertified_grace
+                    .or(file.uncertified_grace)
+                    .unwrap_or(3600)
+                    .max(1),
+            ),
             max_message: self.max_message.or(file.max_message).unwrap_or(96 << 20) as usize,
             max_concurrent_requests: self
                 .max_concurrent_requests

@@ -30,6 +30,12 @@ pub struct Metrics {
     /// change or a recovery costs the network.
     pub peer_bytes: IntCounterVec,
     pub up: Gauge,
+    /// Blobs never certified deleted after their grace period.
+    pub gc_blobs: IntCounter,
+    /// Slivers of shards no longer owned dropped after the one-epoch grace.
+    pub gc_slivers: IntCounter,
+    pub gc_bytes: IntCounterVec,
+    pub uncertified_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -142,6 +148,32 @@ impl Metrics {
         for p in ["sync", "recovery"] {
             peer_bytes.with_label_values(&[p]);
         }
+        let gc_blobs = IntCounter::new(
+            "floe_node_gc_expired_blobs_total",
+            "Blobs never certified deleted after the grace period",
+        )
+        .expect("metric");
+        let gc_slivers = IntCounter::new(
+            "floe_node_gc_unowned_slivers_total",
+            "Slivers of shards no longer owned dropped after the one-epoch grace",
+        )
+        .expect("metric");
+        let gc_bytes = IntCounterVec::new(
+            Opts::new(
+                "floe_node_gc_freed_bytes_total",
+                "Bytes freed by garbage collection, by reason (uncertified, unowned)",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        for r in ["uncertified", "unowned"] {
+            gc_bytes.with_label_values(&[r]);
+        }
+        let uncertified_bytes = IntGauge::new(
+            "floe_node_uncertified_bytes",
+            "Bytes held by blobs not (yet) certified (bounded by --uncertified-quota)",
+        )
+        .expect("metric");
         let up = Gauge::with_opts(
             Opts::new("floe_node_build_info", "Build information")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -168,6 +200,10 @@ impl Metrics {
             Box::new(peer_bytes.clone()),
             Box::new(sync_fallbacks.clone()),
             Box::new(up.clone()),
+            Box::new(gc_blobs.clone()),
+            Box::new(gc_slivers.clone()),
+            Box::new(gc_bytes.clone()),
+            Box::new(uncertified_bytes.clone()),
             // process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, …
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -194,6 +230,10 @@ impl Metrics {
             peer_bytes,
             sync_fallbacks,
             up,
+            gc_blobs,
+            gc_slivers,
+            gc_bytes,
+            uncertified_bytes,
         }
     }
 

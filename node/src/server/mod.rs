@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod challenge;
 pub mod config;
+pub mod gc;
 pub mod http;
 pub mod identity;
 pub mod metrics;
@@ -86,6 +87,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         });
     let recovery = tokio::spawn(recovery::run(state.clone(), stop_rx.clone()));
     let sync = tokio::spawn(sync::run(state.clone(), stop_rx.clone()));
+    let gc = tokio::spawn(gc::run(state.clone(), stop_rx.clone()));
 
     let signals = {
         let state = state.clone();
@@ -108,6 +110,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     s.context("signal handler")?;
     recovery.abort();
     sync.abort();
+    gc.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -124,26 +124,59 @@ pub(super) fn peer_clients(
 
 /// Certified blobs whose slivers for this node's shards are missing: (blob, [(pair, axis)]).
 /// Shards still being pulled from their previous owner are left to the sync.
+///
+/// Cost ∝ the store's `pending` list, not the store: a certified blob is put on it when its
+/// certificate arrives, when one of its slivers is dropped (corrupt) and, once per epoch, all
+/// of them (the owned pairs changed); blobs found complete here are taken off.
 pub(super) fn missing_work(state: &NodeState) -> Vec<(BlobId, Vec<(u16, Axis)>)> {
     let mut work = Vec::new();
+    if let Some(c) = state.committee() {
+        if let Err(e) = state.store.repend_all(c.epoch) {
+            tracing::warn!(error = %e, "could not list certified blobs for recovery");
+        }
+    }
     let syncing = state.syncing_shards();
-    for (id, _) in state.store.certified() {
-        let owned = state.owned_pairs_excluding(&id, &syncing);
-        let entry = state.store.entry(&id).unwrap_or_default();
-        let mut missing = Vec::new();
-        for p in owned {
-            for (axis, key) in [
-                (Axis::Primary, crate::store::AxisKey::Primary),
-                (Axis::Secondary, crate::store::AxisKey::Secondary),
-            ] {
-                if !entry.slivers.contains(&(p, key)) {
-                    missing.push((p, axis));
+    let mut complete = Vec::new();
+    let mut after = None;
+    loop {
+        let page = state.store.pending_page(after, 4096);
+        let Some(last) = page.last().copied() else {
+            break;
+        };
+        after = Some(last);
+        for id in page {
+            let owned = state.owned_pairs_excluding(&id, &syncing);
+            let Some(entry) = state.store.entry(&id) else {
+                complete.push(id);
+                continue;
+            };
+            if entry.invalid || entry.certified_epoch.is_none() {
+                complete.push(id);
+                continue;
+            }
+            let mut missing = Vec::new();
+            for p in owned {
+                for (axis, key) in [
+                    (Axis::Primary, crate::store::AxisKey::Primary),
+                    (Axis::Secondary, crate::store::AxisKey::Secondary),
+                ] {
+                    if !entry.slivers.contains(&(p, key)) {
+                        missing.push((p, axis));
+                    }
                 }
             }
+            if missing.is_empty() {
+                // shards being synced are not checked here: keep the blob until they are done
+                if syncing.is_empty() {
+                    complete.push(id);
+                }
+            } else {
+                work.push((id, missing));
+            }
         }
-        if !missing.is_empty() {
-            work.push((id, missing));
-        }
+    }
+    if let Err(e) = state.store.clear_pending(complete) {
+        tracing::warn!(error = %e, "could not update the recovery list");
     }
     work
 }
@@ -396,18 +429,17 @@ pub(super) async fn learn_certified(
 async fn scrub(state: &Arc<NodeState>, cursor: Option<BlobId>) -> Option<BlobId> {
     let st = state.clone();
     tokio::task::spawn_blocking(move || {
-        let certified = st.store.certified();
-        let start = certified.iter().position(|(id, _)| cursor.is_none_or(|c| *id > c)).unwrap_or(0);
+        // a page of the certified index from the cursor, wrapping around at the end
+        let mut page = st.store.certified_page(cursor, SCRUB_PER_ROUND);
+        if page.is_empty() && cursor.is_some() {
+            page = st.store.certified_page(None, SCRUB_PER_ROUND);
+        }
         let mut checked = 0;
         let mut last = None;
-        for (id, _) in certified.iter().cycle().skip(start).take(certified.len()) {
+        for (id, _) in &page {
             let Some(e) = st.store.entry(id) else { continue };
             for (pair, key) in &e.slivers {
-                let axis = match key {
-                    crate::store::AxisKey::Primary => Axis::Primary,
-                    crate::store::AxisKey::Secondary => Axis::Secondary,
-                };
-                if let Err(err) = st.store.get_sliver(id, *pair, axis) {
+                if let Err(err) = st.store.get_sliver(id, *pair, Axis::from(*key)) {
                     st.metrics.corrupt_detected.inc();
                     tracing::warn!(blob = %id, pair, error = %err, "scrubber dropped a corrupt sliver");
                 }

@@ -13,7 +13,7 @@ use crate::codec::BlobId;
 use crate::proto::NodeStatus;
 use crate::protocol::{gained_shards, Committee, NodeId};
 use crate::store::file::{read_checked, write_atomic};
-use crate::store::{BlobStore, StoreError};
+use crate::store::{BlobStore, StoreError, StoreLimits};
 
 const COMMITTEE_FILE: &str = "committee";
 
@@ -92,7 +92,13 @@ pub enum CommitteeUpdateError {
 
 impl NodeState {
     pub fn open(config: NodeConfig, key: SigningKey) -> Result<Self, StoreError> {
-        let store = BlobStore::open(&config.data_dir, config.max_storage)?;
+        let store = BlobStore::open_with(
+            &config.data_dir,
+            StoreLimits {
+                capacity: config.max_storage,
+                uncertified_quota: Some(config.uncertified_quota),
+            },
+        )?;
         let committees: Committees = match read_checked(&config.data_dir.join(COMMITTEE_FILE)) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| StoreError::Undecodable(e.to_string()))?,
@@ -366,23 +372,13 @@ impl NodeState {
                 return;
             }
             *last = at;
-            let n = c.n_shards as usize;
-            let mine = self.my_shards();
-            let mut per_shard = std::collections::BTreeMap::new();
-            for s in &mine {
-                per_shard.insert(*s as usize, 0u64);
-            }
-            for (id, _) in self.store.certified() {
-                if let Some(e) = self.store.entry(&id) {
-                    let rot = id.mod_n(n);
-                    for (pair, _) in &e.slivers {
-                        let shard = (*pair as usize + rot) % n;
-                        if let Some(v) = per_shard.get_mut(&shard) {
-                            *v += 1;
-                        }
-                    }
-                }
-            }
+            // maintained per-shard counters of the store (slivers held, certified or not)
+            let counts = self.store.shard_counts();
+            let per_shard: std::collections::BTreeMap<usize, u64> = self
+                .my_shards()
+                .into_iter()
+                .map(|s| (s as usize, counts.get(&s).copied().unwrap_or(0)))
+                .collect();
             self.metrics.shard_slivers.reset();
             for (s, v) in per_shard {
                 self.metrics

@@ -16,6 +16,8 @@ use crate::store::StoreError;
 
 /// Largest page of ListCertified.
 const LIST_LIMIT: usize = 1000;
+/// Most slivers in one PutSlivers request.
+pub const PUT_SLIVERS_MAX: usize = 4096;
 /// Most blobs in one SyncShard page (pages are also capped in bytes).
 const SYNC_PAGE_BLOBS: usize = 256;
 
@@ -29,7 +31,7 @@ pub(crate) fn blob_id(bytes: &[u8]) -> Result<BlobId, Status> {
 
 pub(crate) fn store_status(e: StoreError) -> Status {
     match e {
-        StoreError::Full { .. } | StoreError::DiskFull(_) => {
+        StoreError::Full { .. } | StoreError::UncertifiedFull { .. } | StoreError::DiskFull(_) => {
             Status::resource_exhausted(e.to_string())
         }
         StoreError::Corrupt(_) => Status::data_loss(format!("{e}; the node is rebuilding it")),
@@ -90,6 +92,48 @@ impl StorageService {
             .store
             .metadata(id)
             .ok_or_else(|| Status::not_found(format!("no metadata for blob {id}")))
+    }
+
+    /// Checks of a sliver before its (costlier) verification: metadata known, pair in range and
+    /// owned here, sliver decodes and belongs to the pair.
+    fn check_sliver(
+        &self,
+        req: proto::PutSliverRequest,
+    ) -> Result<(BlobId, u16, Sliver, Arc<BlobMetadata>), Status> {
+        let id = blob_id(&req.blob_id)?;
+        let md = self.metadata(&id).map_err(|_| {
+            Status::failed_precondition(format!(
+                "send the metadata of blob {id} before its slivers"
+            ))
+        })?;
+        let n = md.n();
+        let pair = u16::try_from(req.pair_index)
+            .ok()
+            .filter(|p| (*p as usize) < n)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "pair_index {} out of range for {n} shards",
+                    req.pair_index
+                ))
+            })?;
+        if !self.state.owned_pairs(&id).contains(&pair) {
+            return Err(Status::failed_precondition(format!(
+                "pair {pair} of blob {id} belongs to another node's shard"
+            )));
+        }
+        let sliver = Sliver::from_bytes(&req.sliver)
+            .map_err(|e| Status::invalid_argument(format!("sliver: {e}")))?;
+        let expected = match sliver.axis {
+            Axis::Primary => pair as usize,
+            Axis::Secondary => n - 1 - pair as usize,
+        };
+        if sliver.index as usize != expected {
+            return Err(Status::invalid_argument(format!(
+                "{:?} sliver {} is not part of pair {pair} (expected index {expected})",
+                sliver.axis, sliver.index
+            )));
+        }
+        Ok((id, pair, sliver, md))
     }
 
     fn info(&self) -> proto::NodeInfo {
@@ -190,40 +234,7 @@ impl Storage for StorageService {
     ) -> Result<Response<proto::PutSliverResponse>, Status> {
         metered(&self.state, "PutSliver", async {
             self.writable()?;
-            let req = req.into_inner();
-            let id = blob_id(&req.blob_id)?;
-            let md = self.metadata(&id).map_err(|_| {
-                Status::failed_precondition(format!(
-                    "send the metadata of blob {id} before its slivers"
-                ))
-            })?;
-            let n = md.n();
-            let pair = u16::try_from(req.pair_index)
-                .ok()
-                .filter(|p| (*p as usize) < n)
-                .ok_or_else(|| {
-                    Status::invalid_argument(format!(
-                        "pair_index {} out of range for {n} shards",
-                        req.pair_index
-                    ))
-                })?;
-            if !self.state.owned_pairs(&id).contains(&pair) {
-                return Err(Status::failed_precondition(format!(
-                    "pair {pair} of blob {id} belongs to another node's shard"
-                )));
-            }
-            let sliver = Sliver::from_bytes(&req.sliver)
-                .map_err(|e| Status::invalid_argument(format!("sliver: {e}")))?;
-            let expected = match sliver.axis {
-                Axis::Primary => pair as usize,
-                Axis::Secondary => n - 1 - pair as usize,
-            };
-            if sliver.index as usize != expected {
-                return Err(Status::invalid_argument(format!(
-                    "{:?} sliver {} is not part of pair {pair} (expected index {expected})",
-                    sliver.axis, sliver.index
-                )));
-            }
+            let (id, pair, sliver, md) = self.check_sliver(req.into_inner())?;
             let st = self.state.clone();
             let already = blocking(move || {
                 let t = Instant::now();
@@ -246,6 +257,81 @@ impl Storage for StorageService {
             Ok(proto::PutSliverResponse {
                 already_stored: already,
             })
+        })
+        .await
+    }
+
+    async fn put_slivers(
+        &self,
+        req: Request<proto::PutSliversRequest>,
+    ) -> Result<Response<proto::PutSliversResponse>, Status> {
+        metered(&self.state, "PutSlivers", async {
+            self.writable()?;
+            let items = req.into_inner().items;
+            if items.len() > PUT_SLIVERS_MAX {
+                return Err(Status::invalid_argument(format!(
+                    "{} slivers in one request, at most {PUT_SLIVERS_MAX}",
+                    items.len()
+                )));
+            }
+            let checked: Vec<Result<_, Status>> =
+                items.into_iter().map(|i| self.check_sliver(i)).collect();
+            let st = self.state.clone();
+            let results = blocking(move || {
+                use rayon::prelude::*;
+                let t = Instant::now();
+                let verified: Vec<Result<(BlobId, u16, Sliver), Status>> = checked
+                    .into_par_iter()
+                    .map(|c| {
+                        let (id, pair, sliver, md) = c?;
+                        sliver.verify(&md).map_err(|e| {
+                            Status::invalid_argument(format!("sliver rejected: {e}"))
+                        })?;
+                        Ok((id, pair, sliver))
+                    })
+                    .collect();
+                st.metrics
+                    .sliver_stage
+                    .with_label_values(&["verify"])
+                    .observe(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                let good: Vec<(BlobId, u16, &Sliver)> = verified
+                    .iter()
+                    .filter_map(|v| v.as_ref().ok().map(|(id, p, s)| (*id, *p, s)))
+                    .collect();
+                let mut stored = st.store.put_slivers(&good).into_iter();
+                st.metrics
+                    .sliver_stage
+                    .with_label_values(&["persist"])
+                    .observe(t.elapsed().as_secs_f64());
+                let results = verified
+                    .iter()
+                    .map(|v| {
+                        let r = match v {
+                            Ok(_) => match stored.next() {
+                                Some(r) => r.map_err(store_status),
+                                None => Err(Status::internal("store gave no answer")),
+                            },
+                            Err(s) => Err(s.clone()),
+                        };
+                        match r {
+                            Ok(already) => proto::PutSliverResult {
+                                code: 0,
+                                message: String::new(),
+                                already_stored: already,
+                            },
+                            Err(s) => proto::PutSliverResult {
+                                code: s.code() as u32,
+                                message: s.message().to_string(),
+                                already_stored: false,
+                            },
+                        }
+                    })
+                    .collect();
+                Ok(results)
+            })
+            .await?;
+            Ok(proto::PutSliversResponse { results })
         })
         .await
     }
@@ -453,12 +539,12 @@ impl Storage for StorageService {
             let limit = (req.limit as usize).clamp(1, LIST_LIMIT);
             let st = self.state.clone();
             blocking(move || {
+                // a range scan of the certified index: cost ∝ the page
                 let all: Vec<BlobId> = st
                     .store
-                    .certified()
+                    .certified_page(after, limit + 1)
                     .into_iter()
                     .map(|(id, _)| id)
-                    .filter(|id| after.is_none_or(|a| *id > a))
                     .collect();
                 let more = all.len() > limit;
                 let certificates = all
@@ -510,12 +596,12 @@ fn sync_page(
     budget: usize,
 ) -> Result<proto::SyncShardResponse, Status> {
     let params = committee.params();
+    // a range scan of the certified index from the cursor: cost ∝ the page, not the store
     let ids: Vec<BlobId> = st
         .store
-        .certified()
+        .certified_page(req.after, limit + 1)
         .into_iter()
         .map(|(id, _)| id)
-        .filter(|id| req.after.is_none_or(|a| *id > a))
         .collect();
     let (mut items, mut bytes, mut taken) = (Vec::new(), 0usize, 0usize);
     for id in &ids {
@@ -561,10 +647,20 @@ fn sync_page(
         .last()
         .map(|id| id.as_bytes().to_vec())
         .unwrap_or_default();
+    // Exact when the page reached the end (0 = shard done); otherwise at least one, at most the
+    // certified blobs held (counting the ones after the cursor would cost a scan of the rest).
+    let remaining = if ids.len() > taken {
+        st.store
+            .certified_count()
+            .saturating_sub(taken as u64)
+            .max((ids.len() - taken) as u64)
+    } else {
+        0
+    };
     Ok(proto::SyncShardResponse {
         items,
         next,
-        remaining: (ids.len() - taken) as u64,
+        remaining,
     })
 }
 

@@ -58,6 +58,46 @@ pub fn write_atomic_parts(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result
     result.map(|()| (HEADER_LEN + len) as u64)
 }
 
+/// Like [`write_atomic_parts`] to `path` (in `dir`), with the temporary file in `tmp_dir` (same
+/// file system), so that leftovers of a crash sit in one place that is emptied at start.
+pub fn write_atomic_parts_via(
+    tmp_dir: &Path,
+    dir: &Path,
+    path: &Path,
+    parts: &[&[u8]],
+) -> io::Result<u64> {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = tmp_dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        let mut hasher = blake3::Hasher::new();
+        for p in parts {
+            hasher.update(p);
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header[..4].copy_from_slice(MAGIC);
+        header[4..12].copy_from_slice(&(len as u64).to_le_bytes());
+        header[12..].copy_from_slice(hasher.finalize().as_bytes());
+        f.write_all(&header)?;
+        for p in parts {
+            f.write_all(p)?;
+        }
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()?;
+        // the blob's directory may be new: make its entry durable too
+        match dir.parent() {
+            Some(parent) => File::open(parent)?.sync_all(),
+            None => Ok(()),
+        }
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|()| (HEADER_LEN + len) as u64)
+}
+
 /// Read and check an object written by [`write_atomic`].
 pub fn read_checked(path: &Path) -> Result<Vec<u8>, FileError> {
     let mut f = File::open(path)?;

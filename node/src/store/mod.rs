@@ -1,31 +1,53 @@
 //! The node's durable blob store.
 //!
-//! Engine: one directory per blob and one file per object (metadata, certificate, each sliver),
-//! each written atomically with a checksum ([`file`]). Why files and not an embedded database:
-//! slivers are large immutable values written once and read whole, which is what a file system
-//! does best (no write amplification, no compaction, `kill -9`-safe by rename); the small index
-//! (which blobs and slivers exist) is rebuilt from the directory tree at start-up, which is fast
-//! because only names and metadata are read, never sliver bodies.
+//! Engine: fjall (a pure-Rust LSM tree) for everything small — per-blob records, metadata,
+//! certificates, slivers up to [`LARGE_SLIVER`] bytes and the indexes — and one file per sliver
+//! for larger slivers (measured in `node/benches/store_engines.rs`, table in docs/node.md).
 //!
 //! ```text
-//! <data-dir>/blobs/<blob id hex>/metadata
-//!                              /certificate
-//!                              /invalid               (inconsistency proof)
-//!                              /<pair>.primary, <pair>.secondary
+//! <data-dir>/store/            fjall keyspace, partitions:
+//!     blobs        id → Record (flags, certified epoch, first seen, bytes charged, n)
+//!     metadata     id → BLAKE3 ‖ metadata
+//!     certs        id → BLAKE3 ‖ certificate
+//!     invalid      id → BLAKE3 ‖ inconsistency proof
+//!     slivers      id ‖ pair ‖ axis → 0 ‖ BLAKE3 ‖ sliver  |  1 (in a file)
+//!     held         id ‖ pair ‖ axis → ()          (which slivers exist, without their bodies)
+//!     certified    id → epoch                      (ListCertified, SyncShard pages, scrubber)
+//!     uncertified  first seen ‖ id → ()            (GC of blobs never certified, oldest first)
+//!     pending      id → ()                         (certified blobs recovery must look at)
+//!     counters     name → u64                      (bytes used, per shard slivers, …)
+//! <data-dir>/large/<id hex>/<pair>.<axis>     slivers > LARGE_SLIVER (file::write_atomic)
 //! ```
+//!
+//! Every change goes through one writer thread ([`writer`]) that applies all queued changes in
+//! one batch with one journal fsync (group commit) and answers each caller after that fsync: a
+//! caller that got `Ok` holds durable data. The writer is the only mutator, so check-then-write
+//! (is this sliver already here? is there room?) and the counters are exact even under
+//! concurrent identical writes.
 
 pub mod file;
+pub mod keys;
+mod writer;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
+
+use fjall::{PartitionCreateOptions, PartitionHandle};
 
 use crate::codec::{Axis, BlobId, BlobMetadata, Sliver};
 use crate::protocol::Certificate;
-use file::{read_checked, write_atomic_parts, FileError, HEADER_LEN, TMP_PREFIX};
+use file::{read_checked, FileError};
+use keys::{frame, sliver_key, unframe, Record};
+use writer::{Op, SliverBody, Writer};
+
+/// Slivers larger than this live in files of their own (faster than the engine's journal plus
+/// compaction for large values, and no value-log garbage collection to run).
+pub const LARGE_SLIVER: usize = 64 << 10;
+/// Charged per stored object on top of its body (keys, record and index entries).
+pub const OBJECT_OVERHEAD: u64 = 96;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,12 +57,20 @@ pub enum StoreError {
         available: u64,
         capacity: u64,
     },
+    #[error("storage full for uncertified blobs: {needed} more bytes needed, {available} available of the {quota}-byte quota (blobs never certified expire after the grace period)")]
+    UncertifiedFull {
+        needed: u64,
+        available: u64,
+        quota: u64,
+    },
     #[error("disk full: {0}")]
     DiskFull(io::Error),
     #[error("{0}")]
     Corrupt(String),
     #[error("stored object is unreadable: {0}")]
     Undecodable(String),
+    #[error("storage engine: {0}")]
+    Engine(String),
     #[error("I/O error: {0}")]
     Io(io::Error),
 }
@@ -63,6 +93,56 @@ impl From<FileError> for StoreError {
         match e {
             FileError::Corrupt { .. } => StoreError::Corrupt(e.to_string()),
             FileError::Io(e) => e.into(),
+        }
+    }
+}
+
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        match e {
+            fjall::Error::Io(e) => e.into(),
+            fjall::Error::Storage(lsm_err) => match lsm_err {
+                fjall::LsmError::Io(e) => e.into(),
+                other => StoreError::Corrupt(format!("storage engine: {other:?}")),
+            },
+            fjall::Error::Poisoned => StoreError::Engine(
+                "the engine stopped after a failed sync (disk full or failing); restart the node"
+                    .into(),
+            ),
+            other => StoreError::Engine(format!("{other:?}")),
+        }
+    }
+}
+
+impl StoreError {
+    /// A copy for each caller of a failed group commit.
+    fn duplicate(&self) -> Self {
+        match self {
+            StoreError::DiskFull(e) => {
+                StoreError::DiskFull(io::Error::new(e.kind(), e.to_string()))
+            }
+            StoreError::Io(e) => StoreError::Io(io::Error::new(e.kind(), e.to_string())),
+            StoreError::Full {
+                needed,
+                available,
+                capacity,
+            } => StoreError::Full {
+                needed: *needed,
+                available: *available,
+                capacity: *capacity,
+            },
+            StoreError::UncertifiedFull {
+                needed,
+                available,
+                quota,
+            } => StoreError::UncertifiedFull {
+                needed: *needed,
+                available: *available,
+                quota: *quota,
+            },
+            StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
+            StoreError::Undecodable(s) => StoreError::Undecodable(s.clone()),
+            StoreError::Engine(s) => StoreError::Engine(s.clone()),
         }
     }
 }
@@ -93,6 +173,15 @@ impl From<Axis> for AxisKey {
     }
 }
 
+impl From<AxisKey> for Axis {
+    fn from(a: AxisKey) -> Self {
+        match a {
+            AxisKey::Primary => Axis::Primary,
+            AxisKey::Secondary => Axis::Secondary,
+        }
+    }
+}
+
 impl AxisKey {
     fn file_suffix(self) -> &'static str {
         match self {
@@ -109,201 +198,331 @@ impl BlobEntry {
     }
 }
 
-pub struct BlobStore {
-    blobs_dir: PathBuf,
-    capacity: Option<u64>,
-    used: AtomicU64,
-    index: RwLock<BTreeMap<BlobId, BlobEntry>>,
-    /// Bumped on every change of the index: lets counts derived from the whole index (the
-    /// recovery backlog) be cached until something changed.
-    generation: AtomicU64,
+/// Limits of the store.
+#[derive(Debug, Clone, Default)]
+pub struct StoreLimits {
+    /// Bytes the store may hold in total (`--max-storage`); none = until the disk is full.
+    pub capacity: Option<u64>,
+    /// Bytes that blobs not (yet) certified may hold: they cannot crowd out certified data.
+    pub uncertified_quota: Option<u64>,
 }
 
-fn sliver_file(pair: u16, axis: AxisKey) -> String {
-    format!("{pair}.{}", axis.file_suffix())
+/// Counter names in the `counters` partition.
+pub(crate) mod counter {
+    pub const USED: &[u8] = b"used";
+    pub const UNCERTIFIED: &[u8] = b"uncertified";
+    pub const BLOBS: &[u8] = b"blobs";
+    pub const CERTIFIED: &[u8] = b"certified";
+    /// The epoch for which every certified blob was put in `pending` (recovery's re-check).
+    pub const PENDING_EPOCH: &[u8] = b"pending_epoch";
+    /// `s` ‖ shard (u16 BE): slivers held for the shard.
+    pub fn shard(s: u16) -> Vec<u8> {
+        let mut k = b"s".to_vec();
+        k.extend_from_slice(&s.to_be_bytes());
+        k
+    }
+}
+
+pub(crate) struct Parts {
+    pub keyspace: fjall::Keyspace,
+    pub blobs: PartitionHandle,
+    pub metadata: PartitionHandle,
+    pub certs: PartitionHandle,
+    pub invalid: PartitionHandle,
+    pub slivers: PartitionHandle,
+    pub held: PartitionHandle,
+    pub certified: PartitionHandle,
+    pub uncertified: PartitionHandle,
+    pub pending: PartitionHandle,
+    pub counters: PartitionHandle,
+}
+
+pub struct BlobStore {
+    parts: Arc<Parts>,
+    large_dir: PathBuf,
+    limits: StoreLimits,
+    writer: Writer,
+    /// Counters as of the last commit (mirrors the `counters` partition).
+    counters: Arc<Mutex<HashMap<Vec<u8>, u64>>>,
+    /// Bumped after every commit: lets derived counts be cached until something changed.
+    generation: Arc<AtomicU64>,
+    /// Decoded metadata of recently used blobs (bounded).
+    md_cache: Mutex<HashMap<BlobId, Arc<BlobMetadata>>>,
+}
+
+const MD_CACHE: usize = 512;
+
+/// The engine refused to open its files: the node must not start on a store it cannot trust.
+fn damaged(dir: &Path, e: StoreError) -> StoreError {
+    StoreError::Engine(format!(
+        "the store at {} cannot be opened ({e}); it is damaged: move it away and start the node \
+         on an empty data directory, recovery then rebuilds its slivers from the other members",
+        dir.display()
+    ))
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl BlobStore {
-    /// Open (or create) the store under `data_dir`, rebuilding the index from the tree.
+    /// Open (or create) the store under `data_dir`.
     pub fn open(data_dir: &Path, capacity: Option<u64>) -> Result<Self, StoreError> {
-        let blobs_dir = data_dir.join("blobs");
-        fs::create_dir_all(&blobs_dir)?;
-        let mut index = BTreeMap::new();
-        let mut used = 0u64;
-        for dir in fs::read_dir(&blobs_dir)? {
-            let dir = dir?;
-            let Some(id) = dir
-                .file_name()
-                .to_str()
-                .and_then(|s| hex::decode(s).ok())
-                .and_then(|b| BlobId::from_slice(&b).ok())
-            else {
-                continue;
-            };
-            let mut entry = BlobEntry::default();
-            for f in fs::read_dir(dir.path())? {
-                let f = f?;
-                let name = f.file_name().to_string_lossy().into_owned();
-                if name.starts_with(TMP_PREFIX) {
-                    // a write interrupted by a crash: never visible, just garbage
-                    let _ = fs::remove_file(f.path());
-                    continue;
-                }
-                used += f.metadata()?.len();
-                match name.as_str() {
-                    "metadata" => match read_checked(&f.path())
-                        .ok()
-                        .and_then(|b| BlobMetadata::from_bytes(&b).ok())
-                    {
-                        Some(m) if m.blob_id() == id => entry.metadata = Some(Arc::new(m)),
-                        _ => {
-                            tracing::warn!(blob = %id, "dropping unreadable metadata");
-                            let _ = fs::remove_file(f.path());
-                        }
-                    },
-                    "certificate" => {
-                        entry.certified_epoch = read_checked(&f.path())
-                            .ok()
-                            .and_then(|b| Certificate::from_bytes(&b))
-                            .map(|c| c.epoch)
-                    }
-                    "invalid" => entry.invalid = true,
-                    other => {
-                        let mut parts = other.splitn(2, '.');
-                        let pair = parts.next().and_then(|p| p.parse::<u16>().ok());
-                        let axis = match parts.next() {
-                            Some("primary") => Some(AxisKey::Primary),
-                            Some("secondary") => Some(AxisKey::Secondary),
-                            _ => None,
-                        };
-                        if let (Some(p), Some(a)) = (pair, axis) {
-                            entry.slivers.insert((p, a));
-                        }
-                    }
-                }
-            }
-            index.insert(id, entry);
+        Self::open_with(
+            data_dir,
+            StoreLimits {
+                capacity,
+                uncertified_quota: None,
+            },
+        )
+    }
+
+    /// Open with explicit limits. Cost: the engine's journal replay (bounded by its size, not
+    /// by the number of blobs) plus reading the counters; no index is rebuilt.
+    pub fn open_with(data_dir: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
+        let started = std::time::Instant::now();
+        let store_dir = data_dir.join("store");
+        let large_dir = data_dir.join("large");
+        std::fs::create_dir_all(&store_dir)?;
+        std::fs::create_dir_all(large_dir.join(".tmp"))?;
+        // temporary files of large slivers interrupted by a crash
+        for e in std::fs::read_dir(large_dir.join(".tmp"))?.flatten() {
+            let _ = std::fs::remove_file(e.path());
         }
-        tracing::info!(blobs = index.len(), bytes = used, dir = %blobs_dir.display(), "store opened");
-        Ok(Self {
-            blobs_dir,
-            capacity,
-            used: AtomicU64::new(used),
-            generation: AtomicU64::new(0),
-            index: RwLock::new(index),
-        })
-    }
-
-    fn blob_dir(&self, id: &BlobId) -> PathBuf {
-        self.blobs_dir.join(hex::encode(id.as_bytes()))
-    }
-
-    fn write(&self, id: &BlobId, name: &str, body: &[u8]) -> Result<(), StoreError> {
-        self.write_parts(id, name, &[body])
-    }
-
-    fn write_parts(&self, id: &BlobId, name: &str, parts: &[&[u8]]) -> Result<(), StoreError> {
-        let needed = (HEADER_LEN + parts.iter().map(|p| p.len()).sum::<usize>()) as u64;
-        if let Some(capacity) = self.capacity {
-            let used = self.used.load(Ordering::Relaxed);
-            if used + needed > capacity {
-                return Err(StoreError::Full {
-                    needed,
-                    available: capacity.saturating_sub(used),
-                    capacity,
-                });
-            }
+        let keyspace = fjall::Config::new(&store_dir)
+            .cache_size(32 << 20)
+            .max_write_buffer_size(64 << 20)
+            .max_journaling_size(128 << 20)
+            .open()
+            .map_err(|e| damaged(&store_dir, StoreError::from(e)))?;
+        let plain = || {
+            PartitionCreateOptions::default()
+                .compression(fjall::CompressionType::None)
+                .manual_journal_persist(true)
+        };
+        let small = || PartitionCreateOptions::default().manual_journal_persist(true);
+        let p = |name: &str, opts: PartitionCreateOptions| {
+            keyspace
+                .open_partition(name, opts)
+                .map_err(|e| damaged(&store_dir, StoreError::from(e)))
+        };
+        let parts = Parts {
+            blobs: p("blobs", small())?,
+            metadata: p("metadata", plain())?,
+            certs: p("certs", plain())?,
+            invalid: p("invalid", plain())?,
+            slivers: p("slivers", plain())?,
+            held: p("held", small())?,
+            certified: p("certified", small())?,
+            uncertified: p("uncertified", small())?,
+            pending: p("pending", small())?,
+            counters: p("counters", small())?,
+            keyspace,
+        };
+        let mut counters = HashMap::new();
+        for kv in parts.counters.iter() {
+            let (k, v) = kv?;
+            let v: [u8; 8] = v.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt(format!("store counter {:?} is not 8 bytes", k.as_ref()))
+            })?;
+            counters.insert(k.to_vec(), u64::from_be_bytes(v));
         }
-        let dir = self.blob_dir(id);
-        fs::create_dir_all(&dir)?;
-        let written = write_atomic_parts(&dir, name, parts)?;
-        self.used.fetch_add(written, Ordering::Relaxed);
-        Ok(())
+        let parts = Arc::new(parts);
+        let counters = Arc::new(Mutex::new(counters));
+        let generation = Arc::new(AtomicU64::new(0));
+        let writer = Writer::start(
+            parts.clone(),
+            large_dir.clone(),
+            limits.clone(),
+            counters.clone(),
+            generation.clone(),
+        )?;
+        let store = Self {
+            parts,
+            large_dir,
+            limits,
+            writer,
+            counters,
+            generation,
+            md_cache: Mutex::new(HashMap::new()),
+        };
+        tracing::info!(
+            blobs = store.blob_count(),
+            bytes = store.used_bytes(),
+            dir = %data_dir.display(),
+            ms = started.elapsed().as_millis() as u64,
+            "store opened"
+        );
+        Ok(store)
     }
 
-    fn index_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<BlobId, BlobEntry>> {
-        self.index.read().unwrap_or_else(|p| p.into_inner())
-    }
-    fn index_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<BlobId, BlobEntry>> {
-        let guard = self.index.write().unwrap_or_else(|p| p.into_inner());
-        self.generation.fetch_add(1, Ordering::Relaxed);
-        guard
+    fn counter(&self, name: &[u8]) -> u64 {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 
-    /// Changes whenever the index may have changed.
+    /// Changes whenever the store may have changed.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
     }
 
+    fn record(&self, id: &BlobId) -> Result<Option<Record>, StoreError> {
+        match self.parts.blobs.get(id.as_bytes())? {
+            Some(v) => Record::decode(&v)
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt(format!("record of blob {id} unreadable"))),
+            None => Ok(None),
+        }
+    }
+
+    fn one(&self, op: Op) -> Result<bool, StoreError> {
+        self.writer
+            .submit(vec![op])
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Engine("writer gave no answer".into())))
+    }
+
     /// Store verified metadata. Returns true when it was already there.
     pub fn put_metadata(&self, id: BlobId, metadata: &BlobMetadata) -> Result<bool, StoreError> {
-        if self.metadata(&id).is_some() {
+        if self.record(&id)?.is_some_and(|r| r.has_metadata) {
             return Ok(true);
         }
-        self.write(&id, "metadata", &metadata.to_bytes())?;
-        self.index_write().entry(id).or_default().metadata = Some(Arc::new(metadata.clone()));
-        Ok(false)
+        self.one(Op::Metadata {
+            id,
+            framed: frame(&[&metadata.to_bytes()]),
+            n: metadata.n() as u16,
+        })
     }
 
     pub fn metadata(&self, id: &BlobId) -> Option<Arc<BlobMetadata>> {
-        self.index_read().get(id).and_then(|e| e.metadata.clone())
+        if let Some(md) = self
+            .md_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            return Some(md.clone());
+        }
+        let raw = self.parts.metadata.get(id.as_bytes()).ok()??;
+        let Some(body) = unframe(&raw) else {
+            tracing::error!(blob = %id, "stored metadata fails its checksum; it will be fetched again");
+            let _ = self.writer.submit(vec![Op::DropMetadata { id: *id }]);
+            return None;
+        };
+        let md = Arc::new(BlobMetadata::from_bytes(body).ok()?);
+        let mut cache = self.md_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MD_CACHE {
+            cache.clear();
+        }
+        cache.insert(*id, md.clone());
+        Some(md)
     }
 
-    /// Store a verified sliver of `pair`. Returns true when it was already there.
-    pub fn put_sliver(&self, id: BlobId, pair: u16, sliver: &Sliver) -> Result<bool, StoreError> {
-        let key = (pair, AxisKey::from(sliver.axis));
-        if self
-            .index_read()
-            .get(&id)
-            .is_some_and(|e| e.slivers.contains(&key))
-        {
-            return Ok(true);
-        }
-        // the sliver's wire form, written from its parts without assembling a copy
-        self.write_parts(
-            &id,
-            &sliver_file(pair, key.1),
-            &[&sliver.wire_header(), &sliver.data],
-        )?;
-        self.write_challenge_index(&id, pair, sliver);
-        self.index_write()
-            .entry(id)
-            .or_default()
-            .slivers
-            .insert(key);
-        Ok(false)
+    fn large_path(&self, id: &BlobId, pair: u16, axis: AxisKey) -> PathBuf {
+        writer::large_path(&self.large_dir, id, pair, axis)
+    }
+
+    fn sliver_op(&self, id: BlobId, pair: u16, sliver: &Sliver) -> Result<Op, StoreError> {
+        let axis = AxisKey::from(sliver.axis);
+        let header = sliver.wire_header();
+        let body = if header.len() + sliver.data.len() > LARGE_SLIVER {
+            // written (and fsynced) before the index commit that makes it visible
+            let path = self.large_path(&id, pair, axis);
+            let dir = path.parent().expect("large sliver path has a parent");
+            std::fs::create_dir_all(dir)?;
+            let len = file::write_atomic_parts_via(
+                &self.large_dir.join(".tmp"),
+                dir,
+                &path,
+                &[&header, &sliver.data],
+            )?;
+            self.write_challenge_index(&id, pair, &path, sliver);
+            SliverBody::File { len }
+        } else {
+            SliverBody::Inline(frame(&[&header, &sliver.data]))
+        };
+        Ok(Op::Sliver {
+            id,
+            pair,
+            axis,
+            body,
+        })
     }
 
     /// Beside a large sliver, the levels of its tree, so that a challenge reads one symbol and
     /// its path (`server::challenge`). Best effort: without it challenges read the sliver.
-    fn write_challenge_index(&self, id: &BlobId, pair: u16, sliver: &Sliver) {
+    fn write_challenge_index(&self, id: &BlobId, pair: u16, path: &Path, sliver: &Sliver) {
         let Some(shape) = self.metadata(id).and_then(|m| m.shape().ok()) else {
             return;
         };
         if !crate::server::challenge::wants_index(&shape, sliver.axis) {
             return;
         }
-        let path = self
-            .blob_dir(id)
-            .join(sliver_file(pair, sliver.axis.into()));
-        if let Err(e) = crate::server::challenge::write_index(&path, sliver, &shape) {
+        if let Err(e) = crate::server::challenge::write_index(path, sliver, &shape) {
             tracing::warn!(blob = %id, pair, error = %e, "could not write a sliver's challenge index");
         }
     }
 
-    /// The file holding a sliver (every sliver has one in this engine), for reads of a part.
+    /// The file holding a large sliver (small ones live in the engine), for reads of a part.
     pub fn sliver_file(&self, id: &BlobId, pair: u16, axis: Axis) -> Option<PathBuf> {
-        let key = (pair, AxisKey::from(axis));
-        self.index_read()
-            .get(id)
-            .is_some_and(|e| e.slivers.contains(&key))
-            .then(|| self.blob_dir(id).join(sliver_file(pair, key.1)))
+        let key = AxisKey::from(axis);
+        let v = self.parts.slivers.get(sliver_key(id, pair, key)).ok()??;
+        (v.first() == Some(&1)).then(|| self.large_path(id, pair, key))
     }
 
     /// Bytes of the object header before a sliver's wire form in its file.
-    pub const OBJECT_HEADER: usize = HEADER_LEN;
+    pub const OBJECT_HEADER: usize = file::HEADER_LEN;
 
-    /// Read a sliver, checking its checksum. A corrupt file is removed (and reported as
+    /// Store a verified sliver of `pair`. Returns true when it was already there.
+    pub fn put_sliver(&self, id: BlobId, pair: u16, sliver: &Sliver) -> Result<bool, StoreError> {
+        if self.has_sliver(&id, pair, sliver.axis.into())? {
+            return Ok(true);
+        }
+        let op = self.sliver_op(id, pair, sliver)?;
+        self.one(op)
+    }
+
+    /// Store verified slivers, all in one commit: a result per item (true = already there).
+    pub fn put_slivers(&self, items: &[(BlobId, u16, &Sliver)]) -> Vec<Result<bool, StoreError>> {
+        let mut results: Vec<Option<Result<bool, StoreError>>> = Vec::with_capacity(items.len());
+        let mut ops = Vec::new();
+        let mut slots = Vec::new();
+        for (i, (id, pair, s)) in items.iter().enumerate() {
+            results.push(None);
+            match self.has_sliver(id, *pair, s.axis.into()) {
+                Ok(true) => results[i] = Some(Ok(true)),
+                Err(e) => results[i] = Some(Err(e)),
+                Ok(false) => match self.sliver_op(*id, *pair, s) {
+                    Ok(op) => {
+                        ops.push(op);
+                        slots.push(i);
+                    }
+                    Err(e) => results[i] = Some(Err(e)),
+                },
+            }
+        }
+        if !ops.is_empty() {
+            for (slot, r) in slots.into_iter().zip(self.writer.submit(ops)) {
+                results[slot] = Some(r);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Engine("writer gave no answer".into()))))
+            .collect()
+    }
+
+    fn has_sliver(&self, id: &BlobId, pair: u16, axis: AxisKey) -> Result<bool, StoreError> {
+        Ok(self.parts.held.contains_key(sliver_key(id, pair, axis))?)
+    }
+
+    /// Read a sliver, checking its checksum. A corrupt one is dropped (and reported as
     /// `Corrupt`) so that recovery rebuilds it.
     pub fn get_sliver(
         &self,
@@ -311,176 +530,283 @@ impl BlobStore {
         pair: u16,
         axis: Axis,
     ) -> Result<Option<Sliver>, StoreError> {
-        let key = (pair, AxisKey::from(axis));
-        if !self
-            .index_read()
-            .get(id)
-            .is_some_and(|e| e.slivers.contains(&key))
-        {
+        let key = AxisKey::from(axis);
+        let Some(v) = self.parts.slivers.get(sliver_key(id, pair, key))? else {
             return Ok(None);
-        }
-        let path = self.blob_dir(id).join(sliver_file(pair, key.1));
-        let bytes = match read_checked(&path) {
-            Ok(b) => b,
-            Err(FileError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
-                self.forget_sliver(id, key);
-                return Ok(None);
-            }
-            Err(e) => {
-                tracing::warn!(blob = %id, pair, ?axis, error = %e, "corrupt sliver dropped; it will be rebuilt");
-                self.drop_file(&path);
-                self.forget_sliver(id, key);
-                return Err(e.into());
-            }
         };
-        let sliver =
-            Sliver::from_bytes(&bytes).map_err(|e| StoreError::Undecodable(e.to_string()))?;
-        Ok(Some(sliver))
-    }
-
-    fn drop_file(&self, path: &Path) {
-        if let Ok(m) = fs::metadata(path) {
-            if fs::remove_file(path).is_ok() {
-                self.used.fetch_sub(
-                    m.len().min(self.used.load(Ordering::Relaxed)),
-                    Ordering::Relaxed,
-                );
-            }
+        let bytes = match v.first() {
+            Some(0) => match unframe(&v[1..]) {
+                Some(body) => body.to_vec(),
+                None => {
+                    return Err(self.drop_corrupt(id, pair, key, "checksum mismatch".into()));
+                }
+            },
+            Some(1) => match read_checked(&self.large_path(id, pair, key)) {
+                Ok(b) => b,
+                Err(FileError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(self.drop_corrupt(id, pair, key, "its file is missing".into()));
+                }
+                Err(FileError::Io(e)) => return Err(e.into()),
+                Err(e) => return Err(self.drop_corrupt(id, pair, key, e.to_string())),
+            },
+            _ => return Err(self.drop_corrupt(id, pair, key, "unknown value tag".into())),
+        };
+        match Sliver::from_bytes(&bytes) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => Err(self.drop_corrupt(id, pair, key, format!("undecodable: {e}"))),
         }
     }
 
-    fn forget_sliver(&self, id: &BlobId, key: (u16, AxisKey)) {
-        if let Some(e) = self.index_write().get_mut(id) {
-            e.slivers.remove(&key);
+    fn drop_corrupt(&self, id: &BlobId, pair: u16, axis: AxisKey, why: String) -> StoreError {
+        tracing::warn!(blob = %id, pair, ?axis, why, "corrupt sliver dropped; it will be rebuilt");
+        if let Some(Err(e)) = self
+            .writer
+            .submit(vec![Op::DropSliver {
+                id: *id,
+                pair,
+                axis,
+            }])
+            .pop()
+        {
+            tracing::warn!(blob = %id, error = %e, "could not drop a corrupt sliver");
         }
+        StoreError::Corrupt(format!("sliver {pair}/{axis:?} of blob {id}: {why}"))
     }
 
     pub fn put_certificate(&self, cert: &Certificate) -> Result<bool, StoreError> {
         if self
-            .index_read()
-            .get(&cert.blob_id)
-            .is_some_and(|e| e.certified_epoch.is_some())
+            .record(&cert.blob_id)?
+            .is_some_and(|r| r.certified_epoch.is_some())
         {
             return Ok(true);
         }
-        self.write(&cert.blob_id, "certificate", &cert.to_bytes())?;
-        self.index_write()
-            .entry(cert.blob_id)
-            .or_default()
-            .certified_epoch = Some(cert.epoch);
-        Ok(false)
+        self.one(Op::Certificate {
+            id: cert.blob_id,
+            epoch: cert.epoch,
+            framed: frame(&[&cert.to_bytes()]),
+        })
     }
 
     pub fn certificate(&self, id: &BlobId) -> Option<Certificate> {
-        let path = self.blob_dir(id).join("certificate");
-        read_checked(&path)
-            .ok()
-            .and_then(|b| Certificate::from_bytes(&b))
+        let raw = self.parts.certs.get(id.as_bytes()).ok()??;
+        Certificate::from_bytes(unframe(&raw)?)
     }
 
     /// Record an inconsistency proof: the blob is invalid and its slivers are dropped.
     pub fn mark_invalid(&self, id: BlobId, proof: &[u8]) -> Result<(), StoreError> {
-        self.write(&id, "invalid", proof)?;
-        let dropped: Vec<(u16, AxisKey)> = {
-            let mut idx = self.index_write();
-            let e = idx.entry(id).or_default();
-            e.invalid = true;
-            std::mem::take(&mut e.slivers).into_iter().collect()
-        };
-        for (pair, axis) in dropped {
-            self.drop_file(&self.blob_dir(&id).join(sliver_file(pair, axis)));
-        }
-        Ok(())
+        self.one(Op::Invalid {
+            id,
+            framed: frame(&[proof]),
+        })
+        .map(|_| ())
     }
 
     pub fn entry(&self, id: &BlobId) -> Option<BlobEntry> {
-        self.index_read().get(id).cloned()
+        let r = self.record(id).ok()??;
+        let mut slivers = BTreeSet::new();
+        for k in self
+            .parts
+            .held
+            .prefix(id.as_bytes())
+            .map(|kv| kv.map(|(k, _)| k))
+        {
+            let Ok(k) = k else { break };
+            if let Some((_, pair, axis)) = keys::parse_sliver_key(&k) {
+                slivers.insert((pair, axis));
+            }
+        }
+        Some(BlobEntry {
+            metadata: if r.has_metadata {
+                self.metadata(id)
+            } else {
+                None
+            },
+            certified_epoch: r.certified_epoch,
+            invalid: r.invalid,
+            slivers,
+        })
     }
 
-    /// Certified, valid blobs with their certified epoch, in ID order.
-    pub fn certified(&self) -> Vec<(BlobId, u32)> {
-        self.index_read()
-            .iter()
-            .filter(|(_, e)| !e.invalid)
-            .filter_map(|(id, e)| e.certified_epoch.map(|ep| (*id, ep)))
+    /// Certified, valid blobs after `after`, in ID order, at most `limit`: a range scan.
+    pub fn certified_page(&self, after: Option<BlobId>, limit: usize) -> Vec<(BlobId, u32)> {
+        let iter: Box<dyn Iterator<Item = fjall::Result<fjall::KvPair>>> = match after {
+            Some(a) => Box::new(self.parts.certified.range((
+                std::ops::Bound::Excluded(a.as_bytes().to_vec()),
+                std::ops::Bound::Unbounded,
+            ))),
+            None => Box::new(self.parts.certified.iter()),
+        };
+        iter.take(limit)
+            .filter_map(|kv| {
+                let (k, v) = kv.ok()?;
+                let epoch = u32::from_be_bytes(v.as_ref().try_into().ok()?);
+                Some((keys::blob_id(&k)?, epoch))
+            })
             .collect()
     }
 
-    pub fn blob_count(&self) -> usize {
-        self.index_read().len()
+    /// Every certified blob (a full scan: tests and tools only; the node pages).
+    pub fn certified(&self) -> Vec<(BlobId, u32)> {
+        self.certified_page(None, usize::MAX)
     }
-    pub fn used_bytes(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
+
+    /// Certified (valid) blobs held, a maintained counter.
+    pub fn certified_count(&self) -> u64 {
+        self.counter(counter::CERTIFIED)
     }
-    pub fn capacity(&self) -> Option<u64> {
-        self.capacity
+
+    /// Certified blobs recovery must look at, after `after`, at most `limit` (ID order).
+    pub fn pending_page(&self, after: Option<BlobId>, limit: usize) -> Vec<BlobId> {
+        let iter: Box<dyn Iterator<Item = fjall::Result<fjall::UserKey>>> = match after {
+            Some(a) => Box::new(
+                self.parts
+                    .pending
+                    .range((
+                        std::ops::Bound::Excluded(a.as_bytes().to_vec()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .map(|kv| kv.map(|(k, _)| k)),
+            ),
+            None => Box::new(self.parts.pending.keys()),
+        };
+        iter.take(limit)
+            .filter_map(|k| keys::blob_id(&k.ok()?))
+            .collect()
     }
-    /// Bytes of slivers held per pair index (for per-shard metrics).
-    pub fn pair_counts(&self) -> BTreeMap<u16, u64> {
-        let mut m = BTreeMap::new();
-        for e in self.index_read().values() {
-            for (pair, _) in &e.slivers {
-                *m.entry(*pair).or_insert(0) += 1;
+
+    /// Recovery found nothing missing for these blobs: take them off the pending list.
+    pub fn clear_pending(&self, ids: Vec<BlobId>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.one(Op::ClearPending { ids }).map(|_| ())
+    }
+
+    /// Put every certified blob back on the pending list once per `epoch` (the owned pairs
+    /// changed). A scan of the certified index, in chunks; idempotent and resumable.
+    pub fn repend_all(&self, epoch: u32) -> Result<bool, StoreError> {
+        if self.counter(counter::PENDING_EPOCH) >= epoch as u64 {
+            return Ok(false);
+        }
+        let mut after = None;
+        loop {
+            let page: Vec<BlobId> = self
+                .certified_page(after, 10_000)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            let Some(last) = page.last().copied() else {
+                break;
+            };
+            self.one(Op::SetPending { ids: page })?;
+            after = Some(last);
+        }
+        self.one(Op::SetCounter {
+            name: counter::PENDING_EPOCH.to_vec(),
+            value: epoch as u64,
+        })?;
+        Ok(true)
+    }
+
+    pub fn pending_count_estimate(&self) -> usize {
+        self.parts.pending.approximate_len()
+    }
+
+    /// Delete up to `limit` blobs first seen before `cutoff` (unix seconds) and never
+    /// certified. Returns (blobs deleted, bytes freed).
+    pub fn expire_uncertified(&self, cutoff: u64, limit: usize) -> Result<(u64, u64), StoreError> {
+        let ids: Vec<BlobId> = self
+            .parts
+            .uncertified
+            .range(..keys::age_key(cutoff, &BlobId([0; 32])).to_vec())
+            .map(|kv| kv.map(|(k, _)| k))
+            .take(limit)
+            .filter_map(|k| keys::parse_age_key(&k.ok()?).map(|(_, id)| id))
+            .collect();
+        if ids.is_empty() {
+            return Ok((0, 0));
+        }
+        let before = self.used_bytes();
+        let n = ids.len();
+        let results = self.writer.submit(
+            ids.into_iter()
+                .map(|id| Op::DeleteUncertified { id })
+                .collect(),
+        );
+        let mut deleted = 0;
+        for r in results {
+            if r? {
+                deleted += 1;
             }
         }
-        m
+        {
+            let mut cache = self.md_cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.clear();
+        }
+        tracing::debug!(examined = n, deleted, "expired uncertified blobs");
+        Ok((deleted, before.saturating_sub(self.used_bytes())))
+    }
+
+    /// Drop the slivers of `id` whose pair `keep` rejects (shards this node no longer owns).
+    /// Returns the slivers dropped.
+    pub fn drop_pairs(&self, id: &BlobId, keep: impl Fn(u16) -> bool) -> Result<u64, StoreError> {
+        let Some(e) = self.entry(id) else {
+            return Ok(0);
+        };
+        let ops: Vec<Op> = e
+            .slivers
+            .iter()
+            .filter(|(pair, _)| !keep(*pair))
+            .map(|(pair, axis)| Op::DropSliver {
+                id: *id,
+                pair: *pair,
+                axis: *axis,
+            })
+            .collect();
+        if ops.is_empty() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for r in self.writer.submit(ops) {
+            if r? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Blobs the store knows (records), a maintained counter.
+    pub fn blob_count(&self) -> usize {
+        self.counter(counter::BLOBS) as usize
+    }
+    pub fn used_bytes(&self) -> u64 {
+        self.counter(counter::USED)
+    }
+    /// Bytes held by blobs not certified (yet).
+    pub fn uncertified_bytes(&self) -> u64 {
+        self.counter(counter::UNCERTIFIED)
+    }
+    pub fn capacity(&self) -> Option<u64> {
+        self.limits.capacity
+    }
+    pub fn limits(&self) -> &StoreLimits {
+        &self.limits
+    }
+    /// Slivers held per shard (maintained counters).
+    pub fn shard_counts(&self) -> BTreeMap<u16, u64> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(k, _)| k.len() == 3 && k[0] == b's')
+            .map(|(k, v)| (u16::from_be_bytes([k[1], k[2]]), *v))
+            .collect()
+    }
+    /// Bytes on disk of the engine and the large-sliver files.
+    pub fn disk_space(&self) -> u64 {
+        self.parts.keyspace.disk_space()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codec::{encode, EncodingParams};
-
-    #[test]
-    fn store_reopen_and_corruption() {
-        let dir = tempfile::tempdir().unwrap();
-        let enc = encode(&[5u8; 10_000], EncodingParams::new(7).unwrap()).unwrap();
-        let id = enc.blob_id();
-        {
-            let s = BlobStore::open(dir.path(), None).unwrap();
-            assert!(!s.put_metadata(id, enc.metadata()).unwrap());
-            assert!(s.put_metadata(id, enc.metadata()).unwrap());
-            let pair = enc.pair(2);
-            s.put_sliver(id, 2, &pair.primary).unwrap();
-            s.put_sliver(id, 2, &pair.secondary).unwrap();
-            assert!(s.entry(&id).unwrap().has_pair(2));
-        }
-        // a leftover temporary file from a crashed write is ignored and removed
-        let blob_dir = dir.path().join("blobs").join(hex::encode(id.as_bytes()));
-        fs::write(blob_dir.join(".tmp-3.primary-1-1"), b"partial").unwrap();
-        let s = BlobStore::open(dir.path(), None).unwrap();
-        assert!(!blob_dir.join(".tmp-3.primary-1-1").exists());
-        assert_eq!(s.metadata(&id).as_deref(), Some(enc.metadata()));
-        assert_eq!(
-            s.get_sliver(&id, 2, Axis::Primary).unwrap().unwrap(),
-            enc.pair(2).primary
-        );
-        // flip a byte in the secondary sliver: detected, dropped from the index and the disk
-        let path = blob_dir.join("2.secondary");
-        let mut raw = fs::read(&path).unwrap();
-        let at = raw.len() - 3;
-        raw[at] ^= 0x40;
-        fs::write(&path, raw).unwrap();
-        assert!(matches!(
-            s.get_sliver(&id, 2, Axis::Secondary),
-            Err(StoreError::Corrupt(_))
-        ));
-        assert!(!path.exists());
-        assert!(!s.entry(&id).unwrap().has_pair(2));
-        assert!(s.get_sliver(&id, 2, Axis::Secondary).unwrap().is_none());
-    }
-
-    #[test]
-    fn capacity_limit_refuses_writes_but_keeps_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let enc = encode(&[1u8; 50_000], EncodingParams::new(7).unwrap()).unwrap();
-        let id = enc.blob_id();
-        let s = BlobStore::open(dir.path(), Some(20_000)).unwrap();
-        s.put_metadata(id, enc.metadata()).unwrap();
-        s.put_sliver(id, 0, &enc.pair(0).primary).unwrap();
-        let err = s.put_sliver(id, 0, &enc.pair(0).secondary).unwrap_err();
-        assert!(matches!(err, StoreError::Full { .. }), "{err}");
-        assert!(s.get_sliver(&id, 0, Axis::Primary).unwrap().is_some());
-    }
-}
+mod tests;

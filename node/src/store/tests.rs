@@ -1,0 +1,155 @@
+use super::*;
+use crate::codec::{encode, EncodingParams};
+
+#[test]
+fn store_reopen_and_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let enc = encode(&[5u8; 10_000], EncodingParams::new(7).unwrap()).unwrap();
+    let id = enc.blob_id();
+    {
+        let s = BlobStore::open(dir.path(), None).unwrap();
+        assert!(!s.put_metadata(id, enc.metadata()).unwrap());
+        assert!(s.put_metadata(id, enc.metadata()).unwrap());
+        let pair = enc.pair(2);
+        s.put_sliver(id, 2, &pair.primary).unwrap();
+        s.put_sliver(id, 2, &pair.secondary).unwrap();
+        assert!(s.entry(&id).unwrap().has_pair(2));
+    }
+    let s = BlobStore::open(dir.path(), None).unwrap();
+    assert_eq!(s.metadata(&id).as_deref(), Some(enc.metadata()));
+    assert_eq!(s.blob_count(), 1);
+    assert_eq!(
+        s.get_sliver(&id, 2, Axis::Primary).unwrap().unwrap(),
+        enc.pair(2).primary
+    );
+    // a stored value that fails its checksum is detected, dropped, and left to recovery
+    let key = keys::sliver_key(&id, 2, AxisKey::Secondary);
+    let mut v = s.parts.slivers.get(key).unwrap().unwrap().to_vec();
+    let at = v.len() - 3;
+    v[at] ^= 0x40;
+    s.parts.slivers.insert(key, v).unwrap();
+    assert!(matches!(
+        s.get_sliver(&id, 2, Axis::Secondary),
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(!s.entry(&id).unwrap().has_pair(2));
+    assert!(s.get_sliver(&id, 2, Axis::Secondary).unwrap().is_none());
+}
+
+#[test]
+fn capacity_limit_refuses_writes_but_keeps_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let enc = encode(&[1u8; 50_000], EncodingParams::new(7).unwrap()).unwrap();
+    let id = enc.blob_id();
+    let s = BlobStore::open(dir.path(), Some(20_000)).unwrap();
+    s.put_metadata(id, enc.metadata()).unwrap();
+    s.put_sliver(id, 0, &enc.pair(0).primary).unwrap();
+    let err = s.put_sliver(id, 0, &enc.pair(0).secondary).unwrap_err();
+    assert!(matches!(err, StoreError::Full { .. }), "{err}");
+    assert!(s.get_sliver(&id, 0, Axis::Primary).unwrap().is_some());
+}
+
+#[test]
+fn concurrent_identical_writes_are_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let enc = encode(&[3u8; 40_000], EncodingParams::new(7).unwrap()).unwrap();
+    let id = enc.blob_id();
+    let s = Arc::new(BlobStore::open(dir.path(), None).unwrap());
+    s.put_metadata(id, enc.metadata()).unwrap();
+    let before = s.used_bytes();
+    let pair = enc.pair(1);
+    let fresh: usize = std::thread::scope(|t| {
+        let hs: Vec<_> = (0..16)
+            .map(|_| {
+                let s = s.clone();
+                let sl = pair.primary.clone();
+                t.spawn(move || !s.put_sliver(id, 1, &sl).unwrap())
+            })
+            .collect();
+        hs.into_iter().map(|h| usize::from(h.join().unwrap())).sum()
+    });
+    assert_eq!(fresh, 1, "exactly one write stored it");
+    let one = pair.primary.to_bytes().len() as u64 + 32 + OBJECT_OVERHEAD;
+    assert_eq!(s.used_bytes() - before, one);
+}
+
+#[test]
+fn large_slivers_in_files_and_uncertified_blobs_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    // 7 shards, 900 kB: slivers above LARGE_SLIVER
+    let enc = encode(&vec![9u8; 900_000], EncodingParams::new(7).unwrap()).unwrap();
+    let id = enc.blob_id();
+    let s = BlobStore::open_with(
+        dir.path(),
+        StoreLimits {
+            capacity: None,
+            uncertified_quota: Some(8 << 20),
+        },
+    )
+    .unwrap();
+    // a certified blob: never expired, its bytes stay counted
+    let cert = Certificate {
+        epoch: 1,
+        blob_id: BlobId([1; 32]),
+        signers: vec![],
+    };
+    s.put_certificate(&cert).unwrap();
+    let certified_bytes = s.used_bytes();
+    s.put_metadata(id, enc.metadata()).unwrap();
+    let p = enc.pair(0);
+    assert!(p.primary.data.len() > LARGE_SLIVER);
+    let results = s.put_slivers(&[(id, 0, &p.primary), (id, 0, &p.secondary)]);
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(false))),
+        "{results:?}"
+    );
+    assert_eq!(
+        s.get_sliver(&id, 0, Axis::Primary).unwrap().unwrap(),
+        p.primary
+    );
+    assert!(s.uncertified_bytes() > 0);
+    let file = dir.path().join("large").join(hex::encode(id.as_bytes()));
+    assert!(file.exists());
+    // not expired yet
+    assert_eq!(s.expire_uncertified(now_secs() - 60, 100).unwrap().0, 0);
+    let used = s.used_bytes();
+    assert_eq!(
+        s.expire_uncertified(now_secs() + 1, 100).unwrap(),
+        (1, used - certified_bytes)
+    );
+    assert_eq!(
+        (s.used_bytes(), s.uncertified_bytes(), s.blob_count()),
+        (certified_bytes, 0, 1)
+    );
+    assert!(!file.exists());
+    assert!(s.metadata(&id).is_none());
+    assert!(s.entry(&id).is_none());
+}
+
+#[test]
+fn certified_listing_and_pending_are_range_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = BlobStore::open(dir.path(), None).unwrap();
+    for i in 0..10u8 {
+        let cert = Certificate {
+            epoch: 1,
+            blob_id: BlobId([i; 32]),
+            signers: vec![],
+        };
+        assert!(!s.put_certificate(&cert).unwrap());
+    }
+    assert_eq!(s.certified_count(), 10);
+    let page = s.certified_page(Some(BlobId([3; 32])), 4);
+    assert_eq!(
+        page.iter().map(|(id, _)| id.0[0]).collect::<Vec<_>>(),
+        vec![4, 5, 6, 7]
+    );
+    assert_eq!(s.pending_page(None, 100).len(), 10);
+    s.clear_pending(vec![BlobId([0; 32])]).unwrap();
+    assert_eq!(s.pending_page(None, 100).len(), 9);
+    assert!(s.repend_all(2).unwrap());
+    assert!(!s.repend_all(2).unwrap());
+    assert_eq!(s.pending_page(None, 100).len(), 10);
+    // certified blobs never expire
+    assert_eq!(s.expire_uncertified(now_secs() + 10, 100).unwrap().0, 0);
+}
