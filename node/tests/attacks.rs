@@ -188,3 +188,133 @@ async fn a_rogue_member_cannot_make_honest_nodes_accept_a_fake_certificate() {
     let rate = calls.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     assert!(rate < 20.0, "the rogue was called {rate:.0} times a second");
 }
+
+/// An HTTP/2 connection to `addr` with a driver task; returns the request sender.
+async fn h2_conn(addr: std::net::SocketAddr) -> Option<h2::client::SendRequest<bytes::Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (send, conn) = h2::client::handshake(tcp).await.ok()?;
+    tokio::spawn(conn);
+    send.ready().await.ok()
+}
+
+/// Open a PutSliver stream whose gRPC frame announces `announced` bytes, and send `send`
+/// bytes of it; the stream is kept open (not ended).
+async fn open_put(
+    h2: &mut h2::client::SendRequest<bytes::Bytes>,
+    announced: u32,
+    send: usize,
+) -> Option<h2::SendStream<bytes::Bytes>> {
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("http://node/floe.v1.Storage/PutSliver")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .ok()?;
+    let (_resp, mut stream) = h2.send_request(req, false).ok()?;
+    let mut body = vec![0u8; 5 + send.saturating_sub(5)];
+    body[1..5].copy_from_slice(&announced.to_be_bytes());
+    body.truncate(send.max(5));
+    stream.send_data(bytes::Bytes::from(body), false).ok()?;
+    Some(stream)
+}
+
+/// The limits this test gives the node, and the memory bound docs/node.md states for them:
+/// base + connections × connection window + (storage + admin slots) × 3 × max message
+/// + light slots × 2 × 1 MiB.
+const MAX_CONNECTIONS: u64 = 48;
+const WINDOW: u64 = 2 << 20;
+const SLOTS: u64 = 4;
+const MAX_MESSAGE: u64 = 8 << 20;
+fn stated_bound() -> u64 {
+    let base = 64 << 20;
+    let admin_slots = floe_node::server::ADMIN_SLOTS as u64;
+    let light = floe_node::server::LIGHT_SLOTS as u64 * 2 * floe_node::server::LIGHT_MAX_BODY as u64;
+    base + MAX_CONNECTIONS * WINDOW + (SLOTS + admin_slots) * 3 * MAX_MESSAGE + light
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_streams_floods_and_idle_connections_leave_the_node_answering_within_bounds() {
+    let flags = vec![
+        "--max-connections",
+        "48",
+        "--connection-window",
+        "2MiB",
+        "--max-concurrent-requests",
+        "4",
+        "--max-message",
+        "8MiB",
+        "--body-timeout",
+        "4",
+    ];
+    let c = TestCluster::start(1, 4, move |_| flags.clone()).await;
+    let node = &c.nodes[0];
+    let info = node.client();
+    info.info().await.unwrap(); // an existing client connection
+    let admin = node.admin();
+    admin.sync_status().await.unwrap();
+
+    // 16 streams (2 connections) that announce 1 MB and send 10 bytes: they take every storage slot
+    let mut held = Vec::new();
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        let mut conn = h2_conn(node.grpc).await.expect("connect");
+        for _ in 0..8 {
+            held.push(open_put(&mut conn, 1_000_000, 10).await.expect("stream"));
+        }
+        conns.push(conn);
+    }
+    // 24 connections each pushing two 7 MiB bodies that wait for a slot (parked in windows)
+    let mut flood = Vec::new();
+    for _ in 0..24 {
+        if let Some(mut conn) = h2_conn(node.grpc).await {
+            for _ in 0..2 {
+                if let Some(s) = open_put(&mut conn, 7 << 20, 7 << 20).await {
+                    flood.push(s);
+                }
+            }
+            conns.push(conn);
+        }
+    }
+    // and idle connections, more than the node accepts
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        if let Ok(t) = tokio::net::TcpStream::connect(node.grpc).await {
+            idle.push(t);
+        }
+    }
+
+    // throughout: GetInfo within a second, the admin port answers, memory under the bound
+    let bound = stated_bound();
+    let mut max_rss = 0;
+    let until = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < until {
+        let t = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(1), info.info()).await;
+        assert!(matches!(r, Ok(Ok(_))), "GetInfo: {r:?} after {:?}", t.elapsed());
+        let r = tokio::time::timeout(Duration::from_secs(1), admin.sync_status()).await;
+        assert!(matches!(r, Ok(Ok(_))), "admin GetSyncStatus: {r:?}");
+        max_rss = max_rss.max(node.rss());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "max RSS under attack {} MiB, stated bound {} MiB",
+        max_rss >> 20,
+        bound >> 20
+    );
+    assert!(max_rss < bound, "RSS {max_rss} over the bound {bound}");
+    // the stalled streams holding slots were cut by the body timeout, extra connections refused
+    let timeouts = || node.metric("floe_node_refused_total{reason=\"timeout\"}");
+    assert!(
+        wait_until(Duration::from_secs(10), || timeouts() >= SLOTS as f64).is_some(),
+        "stalled streams cut: {}",
+        timeouts()
+    );
+    assert!(node.metric("floe_node_refused_total{reason=\"connections\"}") > 0.0);
+    // once the attackers are gone, storage traffic flows again
+    drop((held, flood, idle, conns));
+    let data = random_bytes(100_000, 3);
+    let out = c.blob_client().write(data.clone(), None).await.unwrap();
+    assert_eq!(c.blob_client().read(&out.blob_id, None).await.unwrap(), data);
+}
+

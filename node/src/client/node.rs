@@ -40,11 +40,27 @@ pub struct NodeClient {
     storage: StorageClient<Channel>,
     admin: AdminClient<Channel>,
     admin_token: Option<String>,
+    max_message: usize,
 }
 
 impl NodeClient {
     /// A client for `address` (`host:port`); connects on first use.
     pub fn new(address: &str, max_message: usize) -> Result<Self, ClientError> {
+        let channel = Self::channel(address)?;
+        Ok(Self {
+            address: address.to_string(),
+            storage: StorageClient::new(channel.clone())
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            admin: AdminClient::new(channel)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+            admin_token: None,
+            max_message,
+        })
+    }
+
+    fn channel(address: &str) -> Result<Channel, ClientError> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| ClientError::Address {
                 address: address.to_string(),
@@ -55,17 +71,26 @@ impl NodeClient {
             .initial_stream_window_size(Some(8 << 20))
             .initial_connection_window_size(Some(32 << 20))
             .max_frame_size(Some(1 << 20));
-        let channel = endpoint.connect_lazy();
-        Ok(Self {
-            address: address.to_string(),
-            storage: StorageClient::new(channel.clone())
-                .max_decoding_message_size(max_message)
-                .max_encoding_message_size(max_message),
-            admin: AdminClient::new(channel)
-                .max_decoding_message_size(max_message)
-                .max_encoding_message_size(max_message),
-            admin_token: None,
-        })
+        Ok(endpoint.connect_lazy())
+    }
+
+    /// Send admin calls to `address` (the node's `--admin-addr` listener) instead of the
+    /// storage address.
+    pub fn with_admin_address(mut self, address: &str) -> Result<Self, ClientError> {
+        self.admin = AdminClient::new(Self::channel(address)?)
+            .max_decoding_message_size(self.max_message)
+            .max_encoding_message_size(self.max_message);
+        Ok(self)
+    }
+
+    /// The admin address of a node whose storage API is at `address` and whose `GetInfo`
+    /// reported `admin_port` (0: the admin API shares the storage port).
+    pub fn admin_address_of(address: &str, admin_port: u32) -> String {
+        if admin_port == 0 {
+            return address.to_string();
+        }
+        let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+        format!("{host}:{admin_port}")
     }
 
     pub fn with_admin_token(mut self, token: &str) -> Self {

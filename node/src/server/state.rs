@@ -73,6 +73,8 @@ pub struct NodeState {
     pub recovery_wakeup: tokio::sync::Notify,
     pub recovery_backlog: AtomicU64,
     pub sync_wakeup: tokio::sync::Notify,
+    /// Port of the admin listener (0: the admin API shares the gRPC port).
+    pub admin_port: std::sync::atomic::AtomicU32,
     /// The last full count of the recovery backlog and what it was counted against.
     backlog_cache: std::sync::Mutex<Option<(BacklogKey, u64)>>,
     /// (store generation, epoch) of the last per-shard count: a scrape recounts only after a change.
@@ -138,6 +140,7 @@ impl NodeState {
             recovery_wakeup: tokio::sync::Notify::new(),
             recovery_backlog: AtomicU64::new(0),
             sync_wakeup: tokio::sync::Notify::new(),
+            admin_port: std::sync::atomic::AtomicU32::new(0),
             backlog_cache: std::sync::Mutex::new(None),
             shard_gauges_at: std::sync::Mutex::new(None),
             held_certs: std::sync::Mutex::new(BTreeMap::new()),

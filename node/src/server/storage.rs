@@ -106,6 +106,7 @@ impl StorageService {
             blobs: st.store.blob_count() as u64,
             recovery_backlog: st.recovery_backlog.load(Ordering::Relaxed),
             accepting_writes: st.accepting_writes.load(Ordering::Relaxed),
+            admin_port: st.admin_port.load(Ordering::Relaxed),
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct TestNode {
     pub dir: PathBuf,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// The admin API's own listener (`--admin-addr`).
+    pub admin: SocketAddr,
     pub extra: Vec<String>,
     child: Option<Child>,
     /// Started successfully once: its addresses may be known to others and must not change.
@@ -37,6 +39,7 @@ impl TestNode {
             dir,
             grpc: free_addr(),
             http: free_addr(),
+            admin: free_addr(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             started: false,
@@ -64,6 +67,7 @@ impl TestNode {
             }
             self.grpc = free_addr();
             self.http = free_addr();
+            self.admin = free_addr();
         }
         panic!("node did not come up; log:\n{}", self.log());
     }
@@ -83,6 +87,8 @@ impl TestNode {
                 &self.grpc.to_string(),
                 "--http-addr",
                 &self.http.to_string(),
+                "--admin-addr",
+                &self.admin.to_string(),
             ])
             .args([
                 "--admin-token-file",
@@ -131,7 +137,10 @@ impl TestNode {
         NodeClient::new(&self.grpc.to_string(), 96 << 20).unwrap()
     }
     pub fn admin(&self) -> NodeClient {
-        self.client().with_admin_token(TOKEN)
+        self.client()
+            .with_admin_address(&self.admin.to_string())
+            .unwrap()
+            .with_admin_token(TOKEN)
     }
 
     pub fn metrics(&self) -> String {
@@ -159,6 +168,21 @@ impl TestNode {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Resident memory of the node process, in bytes (Linux).
+    pub fn rss(&self) -> u64 {
+        let pid = self.pid().expect("node running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
     }
 
     pub fn is_running(&mut self) -> bool {
