@@ -24,7 +24,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 
 use super::meta::{
     self, selector_labels, ClusterMeta, MetaError, COMPONENT_CLIENT, COMPONENT_CONFIG,
-    COMPONENT_NODE, GRPC_PORT, HTTP_PORT,
+    COMPONENT_NODE, ADMIN_PORT, GRPC_PORT, HTTP_PORT,
 };
 use crate::crd::spec::Addressing;
 use crate::crd::validate::ValidSpec;
@@ -296,6 +296,7 @@ pub fn node_container(sc: &StorageCluster) -> Container {
             format!("--admin-token-file={TOKEN_MOUNT}/{TOKEN_KEY}"),
             format!("--grpc-addr=$(POD_IP):{GRPC_PORT}"),
             format!("--http-addr=$(POD_IP):{HTTP_PORT}"),
+            format!("--admin-addr=$(POD_IP):{ADMIN_PORT}"),
         ]),
         env: Some(vec![
             field_env("POD_IP", "status.podIP"),
@@ -312,6 +313,12 @@ pub fn node_container(sc: &StorageCluster) -> Container {
             ContainerPort {
                 name: Some("http".into()),
                 container_port: HTTP_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("admin".into()),
+                container_port: ADMIN_PORT,
                 protocol: Some("TCP".into()),
                 ..ContainerPort::default()
             },

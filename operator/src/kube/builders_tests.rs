@@ -351,6 +351,13 @@ fn probes_requests_env_and_volumes() {
         .iter()
         .flatten()
         .any(|a| a == "--grpc-addr=$(POD_IP):7070"));
+    assert!(
+        c.args
+            .iter()
+            .flatten()
+            .any(|a| a == "--admin-addr=$(POD_IP):7072"),
+        "the admin API listens apart"
+    );
     let vols = pod_spec(&d).volumes.as_ref().expect("volumes");
     let cm = vols
         .iter()
