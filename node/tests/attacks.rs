@@ -318,3 +318,61 @@ async fn stalled_streams_floods_and_idle_connections_leave_the_node_answering_wi
     assert_eq!(c.blob_client().read(&out.blob_id, None).await.unwrap(), data);
 }
 
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_symbol_requests_are_bounded_before_the_work() {
+    // one node holding all 30 shards of a 15 MiB blob: asking for every target would make it
+    // expand 30 slivers and answer ~55 MB per request
+    let c = TestCluster::start(1, 30, |_| vec![]).await;
+    let node = &c.nodes[0];
+    let id = c
+        .blob_client()
+        .write(random_bytes(15 << 20, 4), None)
+        .await
+        .unwrap()
+        .blob_id;
+    let base = node.rss();
+    let all: Vec<u16> = (0..30).collect();
+    let started = Instant::now();
+    let attacks: Vec<_> = (0..16)
+        .map(|_| {
+            let client = node.client();
+            let all = all.clone();
+            tokio::spawn(async move {
+                client
+                    .recovery_symbols(&id, floe_node::codec::Axis::Primary, &all)
+                    .await
+            })
+        })
+        .collect();
+    let mut max_rss = 0;
+    for a in attacks {
+        while !a.is_finished() {
+            max_rss = max_rss.max(node.rss());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let e = a
+            .await
+            .unwrap()
+            .map(|symbols| symbols.len())
+            .expect_err("an answer of ~55 MB must be refused");
+        assert_eq!(e.code(), Some(tonic::Code::ResourceExhausted), "{e}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        max_rss < base + (64 << 20),
+        "RSS grew from {} to {} MiB",
+        base >> 20,
+        max_rss >> 20
+    );
+    assert!(node.metric("floe_node_refused_total{reason=\"too_large\"}") >= 16.0);
+    // a request that fits is answered: one symbol per held helper sliver, each provable
+    let md = node.client().get_metadata(&id).await.unwrap();
+    let syms = node
+        .client()
+        .recovery_symbols(&id, floe_node::codec::Axis::Primary, &[3])
+        .await
+        .unwrap();
+    assert_eq!(syms.len(), 30);
+    syms[0].verify(&md).unwrap();
+}

@@ -272,9 +272,37 @@ async fn recover_axis(
                 ))
             })
             .collect::<Result<_, RecoveryError>>()?;
+        // ask in chunks whose answers stay under the peers' answer limit (a peer holds at most
+        // the most shards of any member, twice around an epoch change)
+        let shape = md
+            .shape()
+            .map_err(|e| RecoveryError::Other(e.to_string()))?;
+        let most_shards = state
+            .committee()
+            .and_then(|c| c.members.iter().map(|m| m.shards.len()).max())
+            .unwrap_or(1)
+            .max(1);
+        let per_target =
+            super::storage::recovery_answer_bytes(&shape, 2 * most_shards, 1).max(1);
+        let chunk = (super::storage::recovery_answer_cap(state.config.max_message) / per_target)
+            .max(1);
+        let chunks: Vec<&[u16]> = indices.chunks(chunk).collect();
         let mut calls: FuturesUnordered<_> = peers
             .iter()
-            .map(|(_, p)| async { p.recovery_symbols(&id, axis, &indices).await })
+            .map(|(_, p)| {
+                let chunks = &chunks;
+                async move {
+                    let mut all = Vec::new();
+                    for c in chunks {
+                        match p.recovery_symbols(&id, axis, c).await {
+                            Ok(s) => all.extend(s),
+                            Err(e) if all.is_empty() => return Err(e),
+                            Err(_) => break,
+                        }
+                    }
+                    Ok(all)
+                }
+            })
             .collect();
         while let Some(answer) = calls.next().await {
             let Ok(symbols) = answer else { continue };

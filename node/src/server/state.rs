@@ -73,6 +73,8 @@ pub struct NodeState {
     pub recovery_wakeup: tokio::sync::Notify,
     pub recovery_backlog: AtomicU64,
     pub sync_wakeup: tokio::sync::Notify,
+    /// Slots for expensive answers (recovery symbols: sliver expansions).
+    pub expensive: tokio::sync::Semaphore,
     /// Port of the admin listener (0: the admin API shares the gRPC port).
     pub admin_port: std::sync::atomic::AtomicU32,
     /// The last full count of the recovery backlog and what it was counted against.
@@ -141,6 +143,9 @@ impl NodeState {
             recovery_backlog: AtomicU64::new(0),
             sync_wakeup: tokio::sync::Notify::new(),
             admin_port: std::sync::atomic::AtomicU32::new(0),
+            expensive: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            ),
             backlog_cache: std::sync::Mutex::new(None),
             shard_gauges_at: std::sync::Mutex::new(None),
             held_certs: std::sync::Mutex::new(BTreeMap::new()),
