@@ -376,3 +376,48 @@ async fn recovery_symbol_requests_are_bounded_before_the_work() {
     assert_eq!(syms.len(), 30);
     syms[0].verify(&md).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_creating_keys_in_one_directory_at_once_each_get_their_own() {
+    for round in 0..3 {
+        let root = tempfile::tempdir().unwrap();
+        let keys = root.path().join("keys");
+        let mut procs = Vec::new();
+        for i in 0..4 {
+            let http = free_addr();
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_floe-node"))
+                .args(["--data-dir", root.path().join(format!("d{i}")).to_str().unwrap()])
+                .args(["--key-file", keys.join(format!("n{i}.key")).to_str().unwrap()])
+                .args(["--grpc-addr", &free_addr().to_string()])
+                .args(["--http-addr", &http.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            procs.push((child, http));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, (child, http)) in procs.iter_mut().enumerate() {
+            let up = wait_until(Duration::from_secs(10), || {
+                http_get(*http, "/healthz").is_some_and(|(c, _)| c == 200)
+            });
+            let status = child.try_wait().unwrap();
+            assert!(up.is_some(), "round {round}: node {i} did not come up ({status:?})");
+            let seed: [u8; 32] = std::fs::read(keys.join(format!("n{i}.key")))
+                .unwrap()
+                .try_into()
+                .expect("a 32-byte key");
+            ids.insert(seed);
+        }
+        for (mut c, _) in procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert_eq!(ids.len(), 4, "round {round}: keys shared between nodes");
+        let tmp = std::fs::read_dir(&keys)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+            .count();
+        assert_eq!(tmp, 0, "temporary key files left behind");
+    }
+}

@@ -608,6 +608,7 @@ mod tests {
             current: Some(Arc::new(c2.clone())),
             previous: at1.current.clone(),
             sync: Some(p),
+            ..Default::default()
         };
         assert_eq!(
             pending(&next_sync_plan(&at2, &c3, &id(3)).unwrap()),
@@ -630,6 +631,57 @@ mod tests {
         .unwrap()
         .resolve()
         .unwrap()
+    }
+
+    #[test]
+    fn past_committees_are_kept_and_release_held_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let state = NodeState::open(config.clone(), key(1)).unwrap();
+        state
+            .set_committee(committee(3, &[(1, &[0, 1]), (2, &[2, 3])]))
+            .unwrap();
+        let cert = |epoch, b: u8| Certificate {
+            epoch,
+            blob_id: BlobId([b; 32]),
+            signers: vec![],
+        };
+        assert!(state.hold_certificate(id(2), cert(1, 1)));
+        assert!(state.take_verifiable_held().is_empty(), "epoch 1 unknown yet");
+        // a past committee is kept for its certificates; the current one does not change
+        let c1 = committee(1, &[(1, &[0, 1, 2, 3])]);
+        state.set_committee(c1.clone()).unwrap();
+        assert_eq!(state.committee().unwrap().epoch, 3);
+        assert_eq!(state.committee_of(1).as_deref(), Some(&c1));
+        assert!(matches!(
+            state.set_committee(committee(1, &[(2, &[0, 1, 2, 3])])),
+            Err(CommitteeUpdateError::Conflict(1))
+        ));
+        let released = state.take_verifiable_held();
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].1.epoch, 1);
+        // one peer fills only its own share
+        for i in 0..(MAX_HELD_PER_PEER as u16 + 100) {
+            let mut c = cert(100, 0);
+            c.blob_id.0[..2].copy_from_slice(&i.to_le_bytes());
+            state.hold_certificate(id(2), c);
+        }
+        assert!(!state.hold_certificate(id(2), cert(100, 9)), "its share is full");
+        assert!(
+            state.hold_certificate(id(3), cert(100, 9)),
+            "another peer still has room"
+        );
+        let held: usize = state
+            .held_certs
+            .lock()
+            .unwrap()
+            .values()
+            .map(|m| m.len())
+            .sum();
+        assert_eq!(held, MAX_HELD_PER_PEER + 1);
+        drop(state);
+        let state = NodeState::open(config, key(1)).unwrap();
+        assert_eq!(state.committee_of(1).as_deref(), Some(&c1), "persisted");
     }
 
     #[test]

@@ -34,7 +34,17 @@ impl TestNode {
     pub fn new(root: &std::path::Path, i: usize, extra: &[&str]) -> Self {
         let dir = root.join(format!("node{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(root.join("token"), TOKEN).unwrap();
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(root.join("token"))
+                .unwrap();
+            f.write_all(TOKEN.as_bytes()).unwrap();
+        }
         Self {
             dir,
             grpc: free_addr(),
