@@ -38,6 +38,11 @@ pub struct Args {
     /// (development only)
     #[arg(long, env = "FLOE_ADMIN_ADDR", alias = "admin-listen")]
     pub admin_addr: Option<SocketAddr>,
+    /// Serve gRPC (storage and admin) over TLS with a certificate bound to the node's Ed25519
+    /// identity; members then advertise `https://host:port`
+    #[arg(long, env = "FLOE_TLS")]
+    #[serde(default)]
+    pub tls: bool,
     /// Open connections accepted on the gRPC listener; more are closed at once [default: 256]
     #[arg(long, env = "FLOE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -145,6 +150,7 @@ pub struct NodeConfig {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    pub tls: bool,
     pub max_connections: usize,
     pub connection_window: u32,
     pub max_streams_per_connection: u32,
@@ -184,6 +190,8 @@ struct FileConfig {
     grpc_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
+    #[serde(default)]
+    tls: bool,
     max_connections: Option<usize>,
     #[serde(default, deserialize_with = "de_bytes")]
     connection_window: Option<u64>,
@@ -249,6 +257,7 @@ impl Args {
                 .or(file.http_addr)
                 .unwrap_or_else(|| ([0, 0, 0, 0], 7071).into()),
             admin_addr: self.admin_addr.or(file.admin_addr),
+            tls: self.tls || file.tls,
             max_connections: self
                 .max_connections
                 .or(file.max_connections)

@@ -53,6 +53,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
     tracing::info!(
         grpc = %grpc.local_addr()?,
+        tls = config.tls,
         http = %http.local_addr()?,
         admin = ?admin.as_ref().and_then(|a| a.local_addr().ok()),
         "listening"
@@ -80,6 +81,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     );
 
     let metrics = limits::MetricsHandle::of(&state.metrics);
+    let tls = if config.tls {
+        Some(crate::tls::server_config(&state.key).context("setting up TLS")?)
+    } else {
+        None
+    };
     let lim = transport_limits(&config, metrics.clone());
     let mut grpc_stop = stop_rx.clone();
     let (admin_here, admin_apart) = match admin {
@@ -96,7 +102,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
                 grpc,
                 config.max_connections,
                 HANDSHAKE_TIMEOUT,
-                limits::plain(),
+                limits::upgrade(tls.clone()),
                 metrics.clone(),
             ),
             async move {
@@ -119,7 +125,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
                         listener,
                         ADMIN_CONNECTIONS,
                         HANDSHAKE_TIMEOUT,
-                        limits::plain(),
+                        limits::upgrade(tls),
                         metrics,
                     ),
                     async move {

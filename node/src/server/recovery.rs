@@ -114,12 +114,14 @@ pub(super) fn peer_clients(
         if m.node_id == state.node_id || !seen.insert(m.node_id) {
             continue;
         }
-        if !clients.contains_key(&m.address) {
-            if let Ok(c) = NodeClient::new(&m.address, state.config.max_message) {
-                clients.insert(m.address.clone(), c);
+        // cached per (identity, address): over TLS a client only accepts the node it expects
+        let key = format!("{}@{}", hex::encode(m.node_id.0), m.address);
+        if !clients.contains_key(&key) {
+            if let Ok(c) = NodeClient::for_node(&m.address, m.node_id, state.config.max_message) {
+                clients.insert(key.clone(), c);
             }
         }
-        if let Some(c) = clients.get(&m.address) {
+        if let Some(c) = clients.get(&key) {
             peers.push((m.node_id, c.clone()));
         }
     }

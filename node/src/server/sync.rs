@@ -54,10 +54,11 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
                 fall_back(&state, plan.epoch, shard, &mut clients).await;
                 continue;
             };
-            let client = match clients.get(&address) {
+            let key = format!("{}@{address}", hex::encode(source.0));
+            let client = match clients.get(&key) {
                 Some(c) => c.clone(),
-                None => match NodeClient::new(&address, state.config.max_message) {
-                    Ok(c) => clients.entry(address.clone()).or_insert(c).clone(),
+                None => match NodeClient::for_node(&address, source, state.config.max_message) {
+                    Ok(c) => clients.entry(key).or_insert(c).clone(),
                     Err(e) => {
                         tracing::warn!(shard, source = %source.short(), error = %e, "shard sync source has no usable address");
                         fall_back(&state, plan.epoch, shard, &mut clients).await;

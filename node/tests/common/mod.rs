@@ -143,12 +143,24 @@ impl TestNode {
         let _ = std::fs::remove_dir_all(self.data_dir());
     }
 
+    /// The address members and clients use: `https://` when the node serves TLS.
+    pub fn address(&self) -> String {
+        if self.extra.iter().any(|a| a == "--tls") {
+            format!("https://{}", self.grpc)
+        } else {
+            self.grpc.to_string()
+        }
+    }
+
     pub fn client(&self) -> NodeClient {
-        NodeClient::new(&self.grpc.to_string(), 96 << 20).unwrap()
+        NodeClient::new(&self.address(), 96 << 20).unwrap()
     }
     pub fn admin(&self) -> NodeClient {
         self.client()
-            .with_admin_address(&self.admin.to_string())
+            .with_admin_address(&NodeClient::admin_address_of(
+                &self.address(),
+                self.admin.port() as u32,
+            ))
             .unwrap()
             .with_admin_token(TOKEN)
     }
@@ -281,7 +293,7 @@ impl TestCluster {
             let shards = (0..n_shards).filter(|s| *s as usize % count == i).collect();
             members.push(Member {
                 node_id: NodeId::try_from(info.node_id.as_slice()).unwrap(),
-                address: n.grpc.to_string(),
+                address: n.address(),
                 stake: 1,
                 shards,
             });

@@ -81,11 +81,13 @@ impl Members {
         }
     }
 
-    fn client(&mut self, address: &str) -> Option<NodeClient> {
-        if let Some(c) = self.clients.get(address) {
+    /// A client for member `id` at `address` (over TLS only `id` is accepted: the admin token
+    /// goes to no one else).
+    fn client(&mut self, id: NodeId, address: &str) -> Option<NodeClient> {
+        if let Some(c) = self.clients.get(address).filter(|c| c.node() == Some(id)) {
             return Some(c.clone());
         }
-        let mut c = NodeClient::new(address, self.max_message).ok()?;
+        let mut c = NodeClient::for_node(address, id, self.max_message).ok()?;
         if let Some(port) = self.admin_ports.get(address).filter(|p| **p != 0) {
             c = c
                 .with_admin_address(&NodeClient::admin_address_of(address, *port))
@@ -143,7 +145,7 @@ impl Members {
     pub async fn observe(&mut self, nodes: &[(NodeId, String)]) -> BTreeMap<NodeId, Report> {
         let calls: Vec<_> = nodes
             .iter()
-            .filter_map(|(id, a)| self.client(a).map(|c| (*id, c)))
+            .filter_map(|(id, a)| self.client(*id, a).map(|c| (*id, c)))
             .map(|(id, c)| async move { (id, Self::report(c, id).await) })
             .collect();
         let addresses: HashMap<NodeId, &String> = nodes.iter().map(|(id, a)| (*id, a)).collect();
@@ -219,7 +221,7 @@ impl Members {
         let members: Vec<(NodeId, NodeClient)> = committee
             .members
             .iter()
-            .filter_map(|m| self.client(&m.address).map(|c| (m.node_id, c)))
+            .filter_map(|m| self.client(m.node_id, &m.address).map(|c| (m.node_id, c)))
             .collect();
         // only members that answered this round are asked for lists and metadata, and one that
         // fails to answer within the round is not asked again: a dead member costs one timeout
@@ -457,7 +459,7 @@ impl<B: Body> Driver<B> {
         let jobs: Vec<_> = publishes
             .into_iter()
             .filter_map(|(node, (address, committees))| {
-                let client = self.members.client(&address)?;
+                let client = self.members.client(node, &address)?;
                 Some(async move {
                     for c in committees {
                         let r = tokio::time::timeout(PUBLISH_TIMEOUT, Members::publish_with(&client, &c)).await;
