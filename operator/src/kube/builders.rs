@@ -122,11 +122,13 @@ pub fn existing_admin_token(secret: &Secret) -> Option<String> {
 /// Address of a member in the committee, per `spec.addressing`.
 pub fn member_address(cluster: &StorageCluster, pod: &str, pod_ip: &str) -> Option<String> {
     match cluster.spec.addressing {
-        Addressing::PodIp => Some(format!("{pod_ip}:{GRPC_PORT}")),
+        // nodes serve TLS bound to their identity (`--tls`): members and clients connect with
+        // `https://` and check the certificate against the committee's node ID
+        Addressing::PodIp => Some(format!("https://{pod_ip}:{GRPC_PORT}")),
         Addressing::Dns => {
             let ns = cluster.metadata.namespace.as_deref()?;
             let svc = meta::Names::new(cluster.metadata.name.as_deref()?).headless_service();
-            Some(format!("{pod}.{svc}.{ns}.svc:{GRPC_PORT}"))
+            Some(format!("https://{pod}.{svc}.{ns}.svc:{GRPC_PORT}"))
         }
     }
 }
@@ -137,7 +139,8 @@ fn ports() -> Vec<ServicePort> {
             name: Some("grpc".into()),
             port: GRPC_PORT,
             target_port: Some(IntOrString::String("grpc".into())),
-            app_protocol: Some("kubernetes.io/h2c".into()),
+            // gRPC over TLS (the node's own certificate), not h2c
+            app_protocol: None,
             ..ServicePort::default()
         },
         ServicePort {
@@ -297,6 +300,7 @@ pub fn node_container(sc: &StorageCluster) -> Container {
             format!("--grpc-addr=$(POD_IP):{GRPC_PORT}"),
             format!("--http-addr=$(POD_IP):{HTTP_PORT}"),
             format!("--admin-addr=$(POD_IP):{ADMIN_PORT}"),
+            "--tls".to_string(),
         ]),
         env: Some(vec![
             field_env("POD_IP", "status.podIP"),
