@@ -212,7 +212,7 @@ spec:
     - name: floe
       image: $OPERATOR_IMAGE
       imagePullPolicy: Never
-      command: ["/usr/local/bin/floe", "--json", "--connect", "testnet.$NAMESPACE.svc:7070"]
+      command: ["/usr/local/bin/floe", "--json", "--connect", "https://testnet.$NAMESPACE.svc:7070"]
       args: [$(printf '"%s",' "$@" | sed 's/,$//')]
       volumeMounts: [{name: tmp, mountPath: /tmp}]
       securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false}

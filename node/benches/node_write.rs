@@ -37,6 +37,7 @@ fn free_port() -> u16 {
 struct Node {
     child: Child,
     addr: String,
+    tls: bool,
 }
 
 impl Node {
@@ -60,7 +61,19 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .expect("floe-node");
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            tls: extra.contains(&"--tls"),
+        }
+    }
+    /// The address clients use (`https://` with `--tls`).
+    fn address(&self) -> String {
+        if self.tls {
+            format!("https://{}", self.addr)
+        } else {
+            self.addr.clone()
+        }
     }
     fn peak_rss_mib(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -92,13 +105,13 @@ async fn ready(addr: &str) -> (NodeClient, NodeId) {
 }
 
 async fn one_node_committee(node: &Node) -> (NodeClient, Committee) {
-    let (c, id) = ready(&node.addr).await;
+    let (c, id) = ready(&node.address()).await;
     let committee = Committee {
         epoch: 1,
         n_shards: 1000,
         members: vec![Member {
             node_id: id,
-            address: node.addr.clone(),
+            address: node.address(),
             stake: 1,
             shards: (0..1000).collect(),
         }],
@@ -137,10 +150,14 @@ async fn main() {
         "Floe node write benchmark (one floe-node process on loopback; directory {})",
         root.path().display()
     );
-    println!("| sliver | slivers | in flight | node verified+persisted | raw write+fsync, same dir | ratio: median (all rounds) | node verify share | node persist share |");
-    println!("|---|---|---|---|---|---|---|---|");
     let params = EncodingParams::new(1000).unwrap();
     let ks = params.k_secondary();
+    tls_cost(root.path(), &params).await;
+    if std::env::var("FLOE_BENCH_ONLY").is_ok_and(|v| v == "tls") {
+        return;
+    }
+    println!("| sliver | slivers | in flight | node verified+persisted | raw write+fsync, same dir | ratio: median (all rounds) | node verify share | node persist share |");
+    println!("|---|---|---|---|---|---|---|---|");
     for (target_mib, count, in_flight) in [
         (1usize, 96usize, 1usize),
         (1, 96, 4),
@@ -301,4 +318,112 @@ fn metric_sum(text: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Primary slivers of ~`target_mib` for a blob of `params`, and metadata that commits to them
+/// (`round` makes a new blob ID for the same slivers).
+fn sliver_set(params: &EncodingParams, target_mib: usize, count: usize) -> (Vec<Sliver>, u64) {
+    let ks = params.k_secondary();
+    let s = ((target_mib << 20) / ks) & !1;
+    let len = (params.source_symbols() * s) as u64;
+    let slivers = (0..count)
+        .map(|p| Sliver {
+            axis: Axis::Primary,
+            index: p as u16,
+            symbol_size: s as u16,
+            data: rand_bytes(ks * s, p as u64 + 7),
+        })
+        .collect();
+    (slivers, len)
+}
+
+fn metadata_for(
+    params: &EncodingParams,
+    slivers: &[Sliver],
+    len: u64,
+    round: usize,
+) -> BlobMetadata {
+    let shape = params.symbol_shape(len).unwrap();
+    let mut pair_hashes: Vec<([u8; 32], [u8; 32])> = (0..1000)
+        .map(|i| ([i as u8; 32], [(i >> 8) as u8 ^ round as u8; 32]))
+        .collect();
+    for sl in slivers {
+        pair_hashes[sl.index as usize].0 = sl.hash(&shape).unwrap();
+    }
+    BlobMetadata {
+        encoding_type: ENCODING_RS2,
+        len,
+        pair_hashes,
+    }
+}
+
+/// Seconds to store `slivers` of a new blob on the node behind `client`.
+async fn store_round(
+    client: &NodeClient,
+    md: &BlobMetadata,
+    slivers: &[Sliver],
+    in_flight: usize,
+) -> f64 {
+    use futures::stream::StreamExt;
+    let id = md.blob_id();
+    client.put_metadata(&id, md).await.unwrap();
+    let t = Instant::now();
+    futures::stream::iter(slivers)
+        .map(|sl| {
+            let client = client.clone();
+            async move {
+                assert!(
+                    !client.put_sliver(&id, sl.index, sl).await.unwrap(),
+                    "stored twice"
+                );
+            }
+        })
+        .buffer_unordered(in_flight)
+        .collect::<Vec<_>>()
+        .await;
+    t.elapsed().as_secs_f64()
+}
+
+/// What TLS costs on the write path: the same slivers stored on a plain and on a `--tls` node,
+/// rounds alternating between them; the median ratio of times (TLS / plain).
+async fn tls_cost(root: &Path, params: &EncodingParams) {
+    println!("| sliver | slivers | in flight | plain | TLS | time ratio TLS/plain: median (all rounds) |");
+    println!("|---|---|---|---|---|---|");
+    for (target_mib, count, in_flight) in [(1usize, 96usize, 8usize), (32, 6, 2)] {
+        let (slivers, len) = sliver_set(params, target_mib, count);
+        let bytes = slivers.iter().map(|s| s.data.len()).sum::<usize>() as f64;
+        let mut nodes = Vec::new();
+        for tls in [false, true] {
+            let dir = root.join(format!("tls-{tls}-{target_mib}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let node = Node::start(&dir, if tls { &["--tls"] } else { &[] });
+            let (client, _) = one_node_committee(&node).await;
+            nodes.push((node, client));
+        }
+        let mut ratios = Vec::new();
+        let mut times = Vec::new();
+        for round in 0..ROUNDS {
+            let md = metadata_for(params, &slivers, len, round);
+            let plain = store_round(&nodes[0].1, &md, &slivers, in_flight).await;
+            let tls = store_round(&nodes[1].1, &md, &slivers, in_flight).await;
+            ratios.push(tls / plain);
+            times.push((plain, tls));
+        }
+        let mut sorted: Vec<usize> = (0..ratios.len()).collect();
+        sorted.sort_by(|a, b| ratios[*a].total_cmp(&ratios[*b]));
+        let m = sorted[sorted.len() / 2];
+        println!(
+            "| {:.1} MiB | {count} | {in_flight} | {:.0} MiB/s | {:.0} MiB/s | **{:.2}** ({}) |",
+            slivers[0].data.len() as f64 / MIB,
+            bytes / MIB / times[m].0,
+            bytes / MIB / times[m].1,
+            ratios[m],
+            sorted
+                .iter()
+                .map(|i| format!("{:.2}", ratios[*i]))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    println!();
 }

@@ -328,14 +328,26 @@ async fn malformed_requests_and_wrong_tokens_are_refused_and_the_node_stays_up()
         .unwrap()
         .max_encoding_message_size(200 << 20);
     assert!(big.put_sliver(huge).await.is_err());
-    // admin without a token, with a wrong one
-    let mut admin = AdminClient::connect(addr.clone()).await.unwrap();
+    // the admin API is not served on the storage port (it has its own listener)
     let committee = proto::Committee::from(&c.committee);
+    let mut on_storage_port = AdminClient::connect(addr.clone()).await.unwrap();
+    assert_eq!(
+        code(on_storage_port.set_committee(committee.clone()).await),
+        tonic::Code::Unimplemented
+    );
+    // admin without a token, with a wrong one
+    let mut admin = AdminClient::connect(format!("http://{}", c.nodes[0].admin))
+        .await
+        .unwrap();
     assert_eq!(
         code(admin.set_committee(committee.clone()).await),
         tonic::Code::Unauthenticated
     );
-    let wrong_token = c.nodes[0].client().with_admin_token("not-the-token");
+    let wrong_token = c.nodes[0]
+        .client()
+        .with_admin_address(&c.nodes[0].admin.to_string())
+        .unwrap()
+        .with_admin_token("not-the-token");
     let e = wrong_token.set_committee(&c.committee).await.unwrap_err();
     assert_eq!(e.code(), Some(tonic::Code::Unauthenticated));
     // and the node still works
@@ -478,7 +490,13 @@ async fn challenges_are_answered_with_provable_symbols() {
         .metrics()
         .contains("floe_node_challenges_answered_total{result=\"missing\"} 1"));
     // the admin API needs the token
-    let e = c.nodes[1].client().answer_challenge(req).await.unwrap_err();
+    let e = c.nodes[1]
+        .client()
+        .with_admin_address(&c.nodes[1].admin.to_string())
+        .unwrap()
+        .answer_challenge(req)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Some(tonic::Code::Unauthenticated));
     // sync status: nothing to pull at the first epoch, nothing missing
     let st = c.nodes[1].admin().sync_status().await.unwrap();

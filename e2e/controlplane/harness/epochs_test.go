@@ -60,7 +60,7 @@ func floe(t *testing.T, ns string, args ...string) ([]byte, error) {
 	var addrs []string
 	for _, p := range pods(t, ns).Items {
 		if p.Status.PodIP != "" && strings.HasPrefix(p.Metadata.Name, "testnet-") {
-			addrs = append(addrs, p.Status.PodIP+":7070")
+			addrs = append(addrs, "https://"+p.Status.PodIP+":7070")
 		}
 	}
 	cmd := exec.Command(filepath.Join(os.Getenv("FLOE_BIN_DIR"), "floe"), append([]string{"--connect", strings.Join(addrs, ",")}, args...)...)

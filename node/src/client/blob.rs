@@ -143,7 +143,7 @@ impl View {
             .chain(previous.iter().flat_map(|p| p.members.iter()))
         {
             if let std::collections::hash_map::Entry::Vacant(e) = nodes.entry(m.node_id) {
-                e.insert(NodeClient::new(&m.address, max_message)?);
+                e.insert(NodeClient::for_node(&m.address, m.node_id, max_message)?);
             }
         }
         Ok(Self {

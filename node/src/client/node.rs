@@ -40,22 +40,31 @@ pub struct NodeClient {
     storage: StorageClient<Channel>,
     admin: AdminClient<Channel>,
     admin_token: Option<String>,
+    max_message: usize,
+    /// The node this client must be talking to (checked by TLS).
+    expect: Option<NodeId>,
 }
 
 impl NodeClient {
     /// A client for `address` (`host:port`); connects on first use.
+    /// An `https://` address is reached over TLS without checking whose certificate it is
+    /// (encrypted, not authenticated); use [`Self::for_node`] when the node's ID is known.
     pub fn new(address: &str, max_message: usize) -> Result<Self, ClientError> {
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| ClientError::Address {
-                address: address.to_string(),
-                message: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(32 << 20))
-            .max_frame_size(Some(1 << 20));
-        let channel = endpoint.connect_lazy();
+        Self::build(address, None, max_message)
+    }
+
+    /// A client for node `id` at `address`: over TLS (an `https://` address) only a node that
+    /// proves it holds `id`'s key is accepted.
+    pub fn for_node(address: &str, id: NodeId, max_message: usize) -> Result<Self, ClientError> {
+        Self::build(address, Some(id), max_message)
+    }
+
+    fn build(
+        address: &str,
+        expect: Option<NodeId>,
+        max_message: usize,
+    ) -> Result<Self, ClientError> {
+        let channel = Self::channel(address, expect)?;
         Ok(Self {
             address: address.to_string(),
             storage: StorageClient::new(channel.clone())
@@ -65,12 +74,58 @@ impl NodeClient {
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
             admin_token: None,
+            max_message,
+            expect,
         })
+    }
+
+    fn channel(address: &str, expect: Option<NodeId>) -> Result<Channel, ClientError> {
+        let (tls, host_port) = crate::tls::split_address(address);
+        let endpoint = Endpoint::from_shared(format!("http://{host_port}"))
+            .map_err(|e| ClientError::Address {
+                address: address.to_string(),
+                message: e.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(32 << 20))
+            .max_frame_size(Some(1 << 20));
+        Ok(if tls {
+            endpoint
+                .connect_with_connector_lazy(crate::tls::connector(host_port.to_string(), expect))
+        } else {
+            endpoint.connect_lazy()
+        })
+    }
+
+    /// Send admin calls to `address` (the node's `--admin-addr` listener) instead of the
+    /// storage address.
+    pub fn with_admin_address(mut self, address: &str) -> Result<Self, ClientError> {
+        self.admin = AdminClient::new(Self::channel(address, self.expect)?)
+            .max_decoding_message_size(self.max_message)
+            .max_encoding_message_size(self.max_message);
+        Ok(self)
+    }
+
+    /// The admin address of a node whose storage API is at `address` and whose `GetInfo`
+    /// reported `admin_port` (0: the admin API shares the storage port).
+    pub fn admin_address_of(address: &str, admin_port: u32) -> String {
+        if admin_port == 0 {
+            return address.to_string();
+        }
+        let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+        format!("{host}:{admin_port}")
     }
 
     pub fn with_admin_token(mut self, token: &str) -> Self {
         self.admin_token = Some(token.to_string());
         self
+    }
+
+    /// The node this client insists on (over TLS), if any.
+    pub fn node(&self) -> Option<NodeId> {
+        self.expect
     }
 
     pub fn address(&self) -> &str {

@@ -33,6 +33,32 @@ pub struct Args {
     /// Address of /metrics, /healthz and /readyz [default: 0.0.0.0:7071]
     #[arg(long, env = "FLOE_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// Address of the admin gRPC API (and gRPC health), on its own listener so that a firewall
+    /// or NetworkPolicy can close it; without it the admin API shares --grpc-addr
+    /// (development only)
+    #[arg(long, env = "FLOE_ADMIN_ADDR", alias = "admin-listen")]
+    pub admin_addr: Option<SocketAddr>,
+    /// Serve gRPC (storage and admin) over TLS with a certificate bound to the node's Ed25519
+    /// identity; members then advertise `https://host:port`
+    #[arg(long, env = "FLOE_TLS")]
+    #[serde(default)]
+    pub tls: bool,
+    /// Open connections accepted on the gRPC listener; more are closed at once [default: 256]
+    #[arg(long, env = "FLOE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// HTTP/2 receive window of one connection (bytes or with a unit): the most unread request
+    /// body a connection can park in the node [default: 4MiB]
+    #[arg(long, env = "FLOE_CONNECTION_WINDOW", value_parser = parse_bytes)]
+    pub connection_window: Option<u64>,
+    /// HTTP/2 streams (requests) open at once on one connection [default: 32]
+    #[arg(long, env = "FLOE_MAX_STREAMS_PER_CONNECTION")]
+    pub max_streams_per_connection: Option<u32>,
+    /// Seconds a storage or admin request may take in all (body, work, answer) [default: 120]
+    #[arg(long, env = "FLOE_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<u64>,
+    /// Seconds a request body may pause between two frames before the request is cut [default: 10]
+    #[arg(long, env = "FLOE_BODY_TIMEOUT")]
+    pub body_timeout: Option<u64>,
     /// File holding the admin bearer token; without it the admin API refuses every call
     #[arg(long, env = "FLOE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
@@ -49,8 +75,9 @@ pub struct Args {
     /// Largest gRPC message accepted or sent, in bytes or with a unit [default: 96MiB]
     #[arg(long, env = "FLOE_MAX_MESSAGE", value_parser = parse_bytes)]
     pub max_message: Option<u64>,
-    /// gRPC requests handled at once; bounds the node's memory at about this many messages of
-    /// --max-message, whatever the blob sizes [default: 16]
+    /// Storage requests (slivers, metadata, recovery symbols, sync pages) handled at once; with
+    /// --max-connections and --connection-window it bounds the node's memory (docs/node.md)
+    /// [default: 16]
     #[arg(long, env = "FLOE_MAX_CONCURRENT_REQUESTS")]
     pub max_concurrent_requests: Option<usize>,
     /// Blobs rebuilt concurrently by background recovery [default: 4]
@@ -129,6 +156,13 @@ pub struct NodeConfig {
     pub key_file: PathBuf,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub tls: bool,
+    pub max_connections: usize,
+    pub connection_window: u32,
+    pub max_streams_per_connection: u32,
+    pub request_timeout: std::time::Duration,
+    pub body_timeout: std::time::Duration,
     pub admin_token: Option<String>,
     pub max_storage: Option<u64>,
     /// Bytes blobs not certified may hold.
@@ -166,6 +200,15 @@ struct FileConfig {
     key_file: Option<PathBuf>,
     grpc_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    #[serde(default)]
+    tls: bool,
+    max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "de_bytes")]
+    connection_window: Option<u64>,
+    max_streams_per_connection: Option<u32>,
+    request_timeout: Option<u64>,
+    body_timeout: Option<u64>,
     admin_token_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "de_bytes")]
     max_storage: Option<u64>,
@@ -227,6 +270,32 @@ impl Args {
                 .http_addr
                 .or(file.http_addr)
                 .unwrap_or_else(|| ([0, 0, 0, 0], 7071).into()),
+            admin_addr: self.admin_addr.or(file.admin_addr),
+            tls: self.tls || file.tls,
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(256)
+                .max(1),
+            connection_window: self
+                .connection_window
+                .or(file.connection_window)
+                .unwrap_or(4 << 20)
+                .clamp(64 << 10, (1 << 31) - 1) as u32,
+            max_streams_per_connection: self
+                .max_streams_per_connection
+                .or(file.max_streams_per_connection)
+                .unwrap_or(32)
+                .max(1),
+            request_timeout: std::time::Duration::from_secs(
+                self.request_timeout
+                    .or(file.request_timeout)
+                    .unwrap_or(120)
+                    .max(1),
+            ),
+            body_timeout: std::time::Duration::from_secs(
+                self.body_timeout.or(file.body_timeout).unwrap_or(10).max(1),
+            ),
             admin_token,
             max_storage: self.max_storage.or(file.max_storage),
             uncertified_quota: self

@@ -29,6 +29,15 @@ pub struct Metrics {
     /// Sliver and symbol bytes received from peers, by purpose (sync, recovery): what an epoch
     /// change or a recovery costs the network.
     pub peer_bytes: IntCounterVec,
+    /// Certificates from peers not stored, by reason (unverifiable, held_full, bad_page).
+    pub certificates_refused: IntCounterVec,
+    /// Certificates of unknown epochs held until their committee arrives.
+    pub certificates_held: IntGauge,
+    /// Requests and connections refused or cut, by reason (overloaded, timeout, too_large,
+    /// connections).
+    pub refused: IntCounterVec,
+    /// Open client connections (gRPC public and admin listeners).
+    pub connections: IntGauge,
     pub up: Gauge,
     /// Blobs never certified deleted after their grace period.
     pub gc_blobs: IntCounter,
@@ -174,6 +183,38 @@ impl Metrics {
             "Bytes held by blobs not (yet) certified (bounded by --uncertified-quota)",
         )
         .expect("metric");
+        let certificates_refused = IntCounterVec::new(
+            Opts::new(
+                "floe_node_certificates_refused_total",
+                "Certificates reported by peers and not stored, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        for r in ["unverifiable", "held_full", "bad_page"] {
+            certificates_refused.with_label_values(&[r]);
+        }
+        let certificates_held = IntGauge::new(
+            "floe_node_certificates_held",
+            "Certificates of epochs whose committee this node was not given yet, held",
+        )
+        .expect("metric");
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "floe_node_refused_total",
+                "Requests refused or cut and connections refused, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        for r in ["overloaded", "timeout", "too_large", "connections"] {
+            refused.with_label_values(&[r]);
+        }
+        let connections = IntGauge::new(
+            "floe_node_connections",
+            "Open gRPC connections (public and admin listeners)",
+        )
+        .expect("metric");
         let up = Gauge::with_opts(
             Opts::new("floe_node_build_info", "Build information")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -199,6 +240,10 @@ impl Metrics {
             Box::new(synced_slivers.clone()),
             Box::new(peer_bytes.clone()),
             Box::new(sync_fallbacks.clone()),
+            Box::new(certificates_refused.clone()),
+            Box::new(certificates_held.clone()),
+            Box::new(refused.clone()),
+            Box::new(connections.clone()),
             Box::new(up.clone()),
             Box::new(gc_blobs.clone()),
             Box::new(gc_slivers.clone()),
@@ -229,6 +274,10 @@ impl Metrics {
             synced_slivers,
             peer_bytes,
             sync_fallbacks,
+            certificates_refused,
+            certificates_held,
+            refused,
+            connections,
             up,
             gc_blobs,
             gc_slivers,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod gc;
 pub mod http;
 pub mod identity;
+pub mod limits;
 pub mod metrics;
 pub mod recovery;
 pub mod state;
@@ -17,9 +18,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::proto::{admin_server::AdminServer, storage_server::StorageServer};
 use config::NodeConfig;
@@ -39,7 +40,26 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let http = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
-    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, "listening");
+    let admin = match config.admin_addr {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding the admin API on {a}"))?,
+        ),
+        None => None,
+    };
+    if let Some(a) = &admin {
+        state
+            .admin_port
+            .store(a.local_addr()?.port() as u32, Ordering::Relaxed);
+    }
+    tracing::info!(
+        grpc = %grpc.local_addr()?,
+        tls = config.tls,
+        http = %http.local_addr()?,
+        admin = ?admin.as_ref().and_then(|a| a.local_addr().ok()),
+        "listening"
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -62,24 +82,61 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         admin::AdminAuth::new(config.admin_token.clone()),
     );
 
+    let metrics = limits::MetricsHandle::of(&state.metrics);
+    let tls = if config.tls {
+        Some(crate::tls::server_config(&state.key).context("setting up TLS")?)
+    } else {
+        None
+    };
+    let lim = transport_limits(&config, metrics.clone());
     let mut grpc_stop = stop_rx.clone();
-    // One limit for all connections: a request waits (unread, under HTTP/2 flow control) until
-    // a slot is free, so memory is bounded by this limit times the message size.
-    // Sliver messages are MiBs: HTTP/2's default 64 KiB windows would stall every request on
-    // window updates, so give streams and connections room for a few slivers in flight.
-    let grpc_server = tonic::transport::Server::builder()
-        .initial_stream_window_size(Some(8 << 20))
-        .initial_connection_window_size(Some(32 << 20))
-        .max_frame_size(Some(1 << 20))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            config.max_concurrent_requests,
-        ))
-        .add_service(health_service)
+    let (admin_here, admin_apart) = match admin {
+        Some(l) => (None, Some((l, admin_svc))),
+        None => (Some(admin_svc), None),
+    };
+    let grpc_server = server_builder(&config)
+        .layer(lim.clone())
+        .add_service(health_service.clone())
         .add_service(storage)
-        .add_service(admin_svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
-            let _ = grpc_stop.changed().await;
-        });
+        .add_optional_service(admin_here)
+        .serve_with_incoming_shutdown(
+            limits::incoming(
+                grpc,
+                config.max_connections,
+                HANDSHAKE_TIMEOUT,
+                limits::upgrade(tls.clone()),
+                metrics.clone(),
+            ),
+            async move {
+                let _ = grpc_stop.changed().await;
+            },
+        );
+    let admin_server = {
+        let mut stop = stop_rx.clone();
+        let metrics = metrics.clone();
+        let mut builder = server_builder(&config).layer(lim);
+        async move {
+            let Some((listener, svc)) = admin_apart else {
+                return Ok(());
+            };
+            builder
+                .add_service(health_service)
+                .add_service(svc)
+                .serve_with_incoming_shutdown(
+                    limits::incoming(
+                        listener,
+                        ADMIN_CONNECTIONS,
+                        HANDSHAKE_TIMEOUT,
+                        limits::upgrade(tls),
+                        metrics,
+                    ),
+                    async move {
+                        let _ = stop.changed().await;
+                    },
+                )
+                .await
+        }
+    };
     let mut http_stop = stop_rx.clone();
     let http_server =
         axum::serve(http, http::router(state.clone())).with_graceful_shutdown(async move {
@@ -104,8 +161,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             Ok::<_, std::io::Error>(())
         }
     };
-    let (g, h, s) = tokio::join!(grpc_server, http_server, signals);
+    let (g, a, h, s) = tokio::join!(grpc_server, admin_server, http_server, signals);
     g.context("gRPC server")?;
+    a.context("admin server")?;
     h.context("HTTP server")?;
     s.context("signal handler")?;
     recovery.abort();
@@ -113,4 +171,47 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     gc.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Light requests (info, committee, status, confirmations, certificates, health) in flight at
+/// once, their deadline and largest body: they stay answerable whatever storage traffic does.
+pub const LIGHT_SLOTS: usize = 64;
+pub const LIGHT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const LIGHT_MAX_BODY: usize = 1 << 20;
+/// Admin requests in flight at once, and connections the admin listener accepts.
+pub const ADMIN_SLOTS: usize = 4;
+pub const ADMIN_CONNECTIONS: usize = 16;
+/// Longest TLS handshake (and time from accept to a usable connection).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn transport_limits(config: &NodeConfig, metrics: Arc<limits::MetricsHandle>) -> limits::Limits {
+    limits::Limits {
+        storage: limits::ClassLimit::new(
+            config.max_concurrent_requests,
+            config.request_timeout,
+            None,
+        ),
+        light: limits::ClassLimit::new(LIGHT_SLOTS, LIGHT_TIMEOUT, Some(LIGHT_MAX_BODY)),
+        admin: limits::ClassLimit::new(ADMIN_SLOTS, config.request_timeout, None),
+        // a request waiting for a slot holds no more than its stream's window
+        queue_timeout: config.request_timeout,
+        body_timeout: config.body_timeout,
+        metrics,
+    }
+}
+
+/// HTTP/2 settings shared by the listeners. Unread request bodies are bounded by the
+/// connection window per connection (the stream window is half of it, so one stalled stream
+/// cannot take a whole connection's window).
+fn server_builder(config: &NodeConfig) -> tonic::transport::Server {
+    let conn = config.connection_window;
+    tonic::transport::Server::builder()
+        .initial_connection_window_size(Some(conn))
+        .initial_stream_window_size(Some((conn / 2).max(64 << 10)))
+        .max_frame_size(Some((conn / 4).clamp(16 << 10, 1 << 20)))
+        .max_concurrent_streams(Some(config.max_streams_per_connection))
+        .http2_max_header_list_size(Some(64 << 10))
+        .http2_max_pending_accept_reset_streams(Some(32))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
 }

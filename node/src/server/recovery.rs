@@ -17,6 +17,10 @@ use crate::protocol::{verify_certificate, Committee, NodeId};
 
 /// Peers asked for their certificate lists each round.
 const LIST_PEERS: usize = 5;
+/// Pages of a peer's certified list read per round, and blobs per page: a peer is called at
+/// most `LIST_PAGES` times per learning round whatever it answers.
+const LIST_PAGES: usize = 16;
+const LIST_PAGE: u32 = 500;
 /// Slivers checksummed per round by the scrubber.
 const SCRUB_PER_ROUND: usize = 64;
 
@@ -110,12 +114,14 @@ pub(super) fn peer_clients(
         if m.node_id == state.node_id || !seen.insert(m.node_id) {
             continue;
         }
-        if !clients.contains_key(&m.address) {
-            if let Ok(c) = NodeClient::new(&m.address, state.config.max_message) {
-                clients.insert(m.address.clone(), c);
+        // cached per (identity, address): over TLS a client only accepts the node it expects
+        let key = format!("{}@{}", hex::encode(m.node_id.0), m.address);
+        if !clients.contains_key(&key) {
+            if let Ok(c) = NodeClient::for_node(&m.address, m.node_id, state.config.max_message) {
+                clients.insert(key.clone(), c);
             }
         }
-        if let Some(c) = clients.get(&m.address) {
+        if let Some(c) = clients.get(&key) {
             peers.push((m.node_id, c.clone()));
         }
     }
@@ -301,9 +307,36 @@ async fn recover_axis(
                 ))
             })
             .collect::<Result<_, RecoveryError>>()?;
+        // ask in chunks whose answers stay under the peers' answer limit (a peer holds at most
+        // the most shards of any member, twice around an epoch change)
+        let shape = md
+            .shape()
+            .map_err(|e| RecoveryError::Other(e.to_string()))?;
+        let most_shards = state
+            .committee()
+            .and_then(|c| c.members.iter().map(|m| m.shards.len()).max())
+            .unwrap_or(1)
+            .max(1);
+        let per_target = super::storage::recovery_answer_bytes(&shape, 2 * most_shards, 1).max(1);
+        let chunk =
+            (super::storage::recovery_answer_cap(state.config.max_message) / per_target).max(1);
+        let chunks: Vec<&[u16]> = indices.chunks(chunk).collect();
         let mut calls: FuturesUnordered<_> = peers
             .iter()
-            .map(|(_, p)| async { p.recovery_symbols(&id, axis, &indices).await })
+            .map(|(_, p)| {
+                let chunks = &chunks;
+                async move {
+                    let mut all = Vec::new();
+                    for c in chunks {
+                        match p.recovery_symbols(&id, axis, c).await {
+                            Ok(s) => all.extend(s),
+                            Err(e) if all.is_empty() => return Err(e),
+                            Err(_) => break,
+                        }
+                    }
+                    Ok(all)
+                }
+            })
             .collect();
         while let Some(answer) = calls.next().await {
             let Ok(symbols) = answer else { continue };
@@ -370,58 +403,100 @@ async fn recover_axis(
     Ok(AxisOutcome::Rebuilt(done))
 }
 
-/// Ask a few peers which blobs are certified; keep the certificates we can verify, and accept
-/// ones from unknown epochs when peers holding a validity threshold of shards report them.
+/// Ask a few peers which blobs are certified and keep the certificates that verify against a
+/// committee this node was given through its admin API. Peers' reports are never counted as
+/// votes: a certificate of an epoch this node does not know is held (bounded per peer) until
+/// that committee arrives. Each peer is read at most [`LIST_PAGES`] pages per round, resuming
+/// from where the last round stopped; a page whose cursor does not advance ends that peer's
+/// turn, so a peer answering `more = true` forever costs a bounded number of calls.
 pub(super) async fn learn_certified(
     state: &NodeState,
-    committee: &Committee,
+    _committee: &Committee,
     peers: &[(NodeId, NodeClient)],
 ) {
-    let params = committee.params();
-    let mut unverifiable: HashMap<BlobId, (usize, crate::protocol::Certificate)> = HashMap::new();
     let mut learned = 0usize;
+    let mut accept = |cert: &crate::protocol::Certificate, c: &Committee| {
+        if verify_certificate(c, cert).is_ok() {
+            if state.store.put_certificate(cert).is_ok() {
+                learned += 1;
+            }
+        } else {
+            state
+                .metrics
+                .certificates_refused
+                .with_label_values(&["unverifiable"])
+                .inc();
+        }
+    };
+    // held certificates whose committee has arrived since
+    for (cert, c) in state.take_verifiable_held() {
+        if !is_certified(state, &cert.blob_id) {
+            accept(&cert, &c);
+        }
+    }
     for (peer_id, peer) in peers.iter().take(LIST_PEERS) {
-        let mut after = None;
-        loop {
-            let Ok((certs, more)) = peer.list_certified(after, 500).await else {
+        let mut after = state
+            .list_cursors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(peer_id)
+            .copied();
+        let mut finished = false;
+        for _ in 0..LIST_PAGES {
+            let Ok((certs, more)) = peer.list_certified(after, LIST_PAGE).await else {
                 break;
             };
-            after = certs.last().map(|c| c.blob_id);
+            // the page must be in strictly increasing blob-ID order after the cursor
+            let ordered = certs
+                .iter()
+                .try_fold(after, |prev, c| {
+                    prev.is_none_or(|p| c.blob_id > p)
+                        .then_some(Some(c.blob_id))
+                })
+                .is_some();
+            if !ordered || (more && certs.is_empty()) {
+                tracing::warn!(peer = %peer_id.short(), "peer listed certificates out of order or without progress; ignoring it this round");
+                state
+                    .metrics
+                    .certificates_refused
+                    .with_label_values(&["bad_page"])
+                    .inc();
+                after = None;
+                break;
+            }
+            after = certs.last().map(|c| c.blob_id).or(after);
             for cert in certs {
-                if state
-                    .store
-                    .entry(&cert.blob_id)
-                    .is_some_and(|e| e.certified_epoch.is_some())
-                {
+                if is_certified(state, &cert.blob_id) {
                     continue;
                 }
                 match state.committee_of(cert.epoch) {
-                    Some(c) => {
-                        if verify_certificate(&c, &cert).is_ok()
-                            && state.store.put_certificate(&cert).is_ok()
-                        {
-                            learned += 1;
-                        }
-                    }
+                    Some(c) => accept(&cert, &c),
                     None => {
-                        let e = unverifiable.entry(cert.blob_id).or_insert((0, cert));
-                        e.0 += committee.weight(peer_id);
+                        state.hold_certificate(*peer_id, cert);
                     }
                 }
             }
-            if !more || after.is_none() {
+            if !more {
+                finished = true;
                 break;
             }
         }
-    }
-    for (_, (weight, cert)) in unverifiable {
-        if params.is_validity(weight) && state.store.put_certificate(&cert).is_ok() {
-            learned += 1;
-        }
+        let mut cursors = state.list_cursors.lock().unwrap_or_else(|p| p.into_inner());
+        match after.filter(|_| !finished) {
+            Some(a) => cursors.insert(*peer_id, a),
+            None => cursors.remove(peer_id),
+        };
     }
     if learned > 0 {
         tracing::info!(learned, "learned certified blobs from peers");
     }
+}
+
+fn is_certified(state: &NodeState, id: &BlobId) -> bool {
+    state
+        .store
+        .entry(id)
+        .is_some_and(|e| e.certified_epoch.is_some())
 }
 
 /// Read a bounded number of stored slivers per round so that disk corruption is found even

@@ -11,7 +11,7 @@ use super::config::NodeConfig;
 use super::metrics::Metrics;
 use crate::codec::BlobId;
 use crate::proto::NodeStatus;
-use crate::protocol::{gained_shards, Committee, NodeId};
+use crate::protocol::{gained_shards, Certificate, Committee, NodeId};
 use crate::store::file::{read_checked, write_atomic};
 use crate::store::{BlobStore, StoreError, StoreLimits};
 
@@ -26,7 +26,17 @@ struct Committees {
     previous: Option<Arc<Committee>>,
     #[serde(default)]
     sync: Option<SyncPlan>,
+    /// Older committees given through the admin API (at most [`MAX_HISTORY`]): the only ones
+    /// against which certificates of their epochs can be verified.
+    #[serde(default)]
+    history: BTreeMap<u32, Arc<Committee>>,
 }
+
+/// Committees older than the previous one kept for verifying old certificates.
+pub const MAX_HISTORY: usize = 1024;
+/// Certificates of epochs this node does not know (yet) kept per reporting peer until the
+/// committee of their epoch arrives; beyond that, further ones from that peer are dropped.
+pub const MAX_HELD_PER_PEER: usize = 1024;
 
 /// Shards gained at the change to `epoch` and how far each has been pulled (PROTOCOL.md §6).
 /// Persisted: a restart resumes from the cursors and never reports a sync it did not finish.
@@ -63,10 +73,18 @@ pub struct NodeState {
     pub recovery_wakeup: tokio::sync::Notify,
     pub recovery_backlog: AtomicU64,
     pub sync_wakeup: tokio::sync::Notify,
+    /// Slots for expensive answers (recovery symbols: sliver expansions).
+    pub expensive: tokio::sync::Semaphore,
+    /// Port of the admin listener (0: the admin API shares the gRPC port).
+    pub admin_port: std::sync::atomic::AtomicU32,
     /// The last full count of the recovery backlog and what it was counted against.
     backlog_cache: std::sync::Mutex<Option<(BacklogKey, u64)>>,
     /// (store generation, epoch) of the last per-shard count: a scrape recounts only after a change.
     shard_gauges_at: std::sync::Mutex<Option<(u64, u32)>>,
+    /// Certificates of unknown epochs, per reporting peer, held until their committee arrives.
+    held_certs: std::sync::Mutex<BTreeMap<NodeId, BTreeMap<BlobId, Certificate>>>,
+    /// Where this node stopped reading each peer's certified list (resumed next round).
+    pub list_cursors: std::sync::Mutex<BTreeMap<NodeId, BlobId>>,
 }
 
 /// A backlog count stays valid while the store, the committee and the syncing shards are the
@@ -112,6 +130,7 @@ impl NodeState {
         for c in [&committees.current, &committees.previous]
             .into_iter()
             .flatten()
+            .chain(committees.history.values())
         {
             c.validate().map_err(|e| {
                 StoreError::Undecodable(format!("stored committee {}: {e}", c.epoch))
@@ -129,8 +148,14 @@ impl NodeState {
             recovery_wakeup: tokio::sync::Notify::new(),
             recovery_backlog: AtomicU64::new(0),
             sync_wakeup: tokio::sync::Notify::new(),
+            admin_port: std::sync::atomic::AtomicU32::new(0),
+            expensive: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            ),
             backlog_cache: std::sync::Mutex::new(None),
             shard_gauges_at: std::sync::Mutex::new(None),
+            held_certs: std::sync::Mutex::new(BTreeMap::new()),
+            list_cursors: std::sync::Mutex::new(BTreeMap::new()),
         };
         state
             .metrics
@@ -151,13 +176,53 @@ impl NodeState {
         self.read().current.clone()
     }
 
-    /// The committee of `epoch`, if this node still knows it.
+    /// The committee of `epoch`, if this node was given it through the admin API (and still
+    /// keeps it).
     pub fn committee_of(&self, epoch: u32) -> Option<Arc<Committee>> {
         let c = self.read();
         [c.current.clone(), c.previous.clone()]
             .into_iter()
             .flatten()
             .find(|c| c.epoch == epoch)
+            .or_else(|| c.history.get(&epoch).cloned())
+    }
+
+    /// Hold a certificate of an epoch this node does not know, reported by `peer`, until the
+    /// committee of that epoch arrives. Bounded per peer, so a lying peer can only fill its own
+    /// share. Returns whether it was kept.
+    pub fn hold_certificate(&self, peer: NodeId, cert: Certificate) -> bool {
+        let mut held = self.held_certs.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = held.entry(peer).or_default();
+        if mine.len() >= MAX_HELD_PER_PEER && !mine.contains_key(&cert.blob_id) {
+            self.metrics
+                .certificates_refused
+                .with_label_values(&["held_full"])
+                .inc();
+            return false;
+        }
+        mine.insert(cert.blob_id, cert);
+        let total: usize = held.values().map(|m| m.len()).sum();
+        self.metrics.certificates_held.set(total as i64);
+        true
+    }
+
+    /// Take the held certificates whose epoch's committee is now known (to be verified).
+    pub fn take_verifiable_held(&self) -> Vec<(Certificate, Arc<Committee>)> {
+        let mut held = self.held_certs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for certs in held.values_mut() {
+            certs.retain(|_, cert| match self.committee_of(cert.epoch) {
+                Some(c) => {
+                    out.push((cert.clone(), c));
+                    false
+                }
+                None => true,
+            });
+        }
+        held.retain(|_, m| !m.is_empty());
+        let total: usize = held.values().map(|m| m.len()).sum();
+        self.metrics.certificates_held.set(total as i64);
+        out
     }
 
     /// Install a (validated) committee and persist it before acknowledging.
@@ -165,10 +230,42 @@ impl NodeState {
         let mut guard = self.committees.write().unwrap_or_else(|p| p.into_inner());
         if let Some(cur) = &guard.current {
             if new.epoch < cur.epoch {
-                return Err(CommitteeUpdateError::Stale {
-                    got: new.epoch,
-                    current: cur.epoch,
-                });
+                // a past committee: kept for verifying certificates of its epoch (a node new
+                // to the network is given them), never made current
+                let known = guard
+                    .previous
+                    .iter()
+                    .find(|p| p.epoch == new.epoch)
+                    .or_else(|| guard.history.get(&new.epoch));
+                if let Some(k) = known {
+                    return if **k == new || same_but_addresses(k, &new) {
+                        Ok(())
+                    } else {
+                        Err(CommitteeUpdateError::Conflict(new.epoch))
+                    };
+                }
+                if cur.n_shards != new.n_shards {
+                    return Err(CommitteeUpdateError::ShardCount {
+                        got: new.n_shards,
+                        expected: cur.n_shards,
+                    });
+                }
+                if guard.history.len() >= MAX_HISTORY
+                    && guard.history.keys().next().is_some_and(|e| *e > new.epoch)
+                {
+                    return Err(CommitteeUpdateError::Stale {
+                        got: new.epoch,
+                        current: cur.epoch,
+                    });
+                }
+                let mut next = guard.clone();
+                next.history.insert(new.epoch, Arc::new(new));
+                trim_history(&mut next.history);
+                self.persist(&next)?;
+                *guard = next;
+                drop(guard);
+                self.recovery_wakeup.notify_one();
+                return Ok(());
             }
             if new.epoch == cur.epoch {
                 if **cur == new {
@@ -194,6 +291,10 @@ impl NodeState {
         }
         let mut next = guard.clone();
         next.sync = next_sync_plan(&guard, &new, &self.node_id);
+        if let Some(p) = next.previous.take() {
+            next.history.insert(p.epoch, p);
+            trim_history(&mut next.history);
+        }
         next.previous = next.current.take();
         next.current = Some(Arc::new(new));
         self.persist(&next)?;
@@ -391,6 +492,12 @@ impl NodeState {
 }
 
 /// Equal committees up to the members' addresses.
+fn trim_history(h: &mut BTreeMap<u32, Arc<Committee>>) {
+    while h.len() > MAX_HISTORY {
+        h.pop_first();
+    }
+}
+
 fn same_but_addresses(a: &Committee, b: &Committee) -> bool {
     a.epoch == b.epoch
         && a.n_shards == b.n_shards
@@ -500,6 +607,7 @@ mod tests {
             current: Some(Arc::new(c2.clone())),
             previous: at1.current.clone(),
             sync: Some(p),
+            ..Default::default()
         };
         assert_eq!(
             pending(&next_sync_plan(&at2, &c3, &id(3)).unwrap()),
@@ -522,6 +630,63 @@ mod tests {
         .unwrap()
         .resolve()
         .unwrap()
+    }
+
+    #[test]
+    fn past_committees_are_kept_and_release_held_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let state = NodeState::open(config.clone(), key(1)).unwrap();
+        state
+            .set_committee(committee(3, &[(1, &[0, 1]), (2, &[2, 3])]))
+            .unwrap();
+        let cert = |epoch, b: u8| Certificate {
+            epoch,
+            blob_id: BlobId([b; 32]),
+            signers: vec![],
+        };
+        assert!(state.hold_certificate(id(2), cert(1, 1)));
+        assert!(
+            state.take_verifiable_held().is_empty(),
+            "epoch 1 unknown yet"
+        );
+        // a past committee is kept for its certificates; the current one does not change
+        let c1 = committee(1, &[(1, &[0, 1, 2, 3])]);
+        state.set_committee(c1.clone()).unwrap();
+        assert_eq!(state.committee().unwrap().epoch, 3);
+        assert_eq!(state.committee_of(1).as_deref(), Some(&c1));
+        assert!(matches!(
+            state.set_committee(committee(1, &[(2, &[0, 1, 2, 3])])),
+            Err(CommitteeUpdateError::Conflict(1))
+        ));
+        let released = state.take_verifiable_held();
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].1.epoch, 1);
+        // one peer fills only its own share
+        for i in 0..(MAX_HELD_PER_PEER as u16 + 100) {
+            let mut c = cert(100, 0);
+            c.blob_id.0[..2].copy_from_slice(&i.to_le_bytes());
+            state.hold_certificate(id(2), c);
+        }
+        assert!(
+            !state.hold_certificate(id(2), cert(100, 9)),
+            "its share is full"
+        );
+        assert!(
+            state.hold_certificate(id(3), cert(100, 9)),
+            "another peer still has room"
+        );
+        let held: usize = state
+            .held_certs
+            .lock()
+            .unwrap()
+            .values()
+            .map(|m| m.len())
+            .sum();
+        assert_eq!(held, MAX_HELD_PER_PEER + 1);
+        drop(state);
+        let state = NodeState::open(config, key(1)).unwrap();
+        assert_eq!(state.committee_of(1).as_deref(), Some(&c1), "persisted");
     }
 
     #[test]

@@ -18,6 +18,30 @@ use crate::store::StoreError;
 const LIST_LIMIT: usize = 1000;
 /// Most slivers in one PutSlivers request.
 pub const PUT_SLIVERS_MAX: usize = 4096;
+
+/// Largest `GetRecoverySymbols` answer (also never more than the message limit): a request
+/// whose answer would be larger is refused before any work, with the number of targets that
+/// would fit.
+pub const RECOVERY_ANSWER_CAP: usize = 16 << 20;
+
+pub fn recovery_answer_cap(max_message: usize) -> usize {
+    RECOVERY_ANSWER_CAP
+        .min(max_message.saturating_sub(64 << 10))
+        .max(1 << 16)
+}
+
+/// Upper bound of the encoded size of `helpers × targets` recovery symbols of a blob of `shape`
+/// (symbol, Merkle proof, wire and protobuf framing).
+pub fn recovery_answer_bytes(
+    shape: &crate::codec::SymbolShape,
+    helpers: usize,
+    targets: usize,
+) -> usize {
+    let n = shape.params.n();
+    let depth = usize::BITS as usize - n.next_power_of_two().leading_zeros() as usize;
+    let one = 32 + shape.symbol_size + 32 * (depth + 2);
+    helpers.saturating_mul(targets).saturating_mul(one)
+}
 /// Most blobs in one SyncShard page (pages are also capped in bytes).
 const SYNC_PAGE_BLOBS: usize = 256;
 
@@ -150,6 +174,7 @@ impl StorageService {
             blobs: st.store.blob_count() as u64,
             recovery_backlog: st.recovery_backlog.load(Ordering::Relaxed),
             accepting_writes: st.accepting_writes.load(Ordering::Relaxed),
+            admin_port: st.admin_port.load(Ordering::Relaxed),
         }
     }
 }
@@ -463,15 +488,41 @@ impl Storage for StorageService {
                 .map(|t| u16::try_from(*t).ok().filter(|t| (*t as usize) < n))
                 .collect::<Option<_>>()
                 .ok_or_else(|| Status::invalid_argument("target index out of range"))?;
+            // bound the answer before doing any work: every held helper sliver is expanded and
+            // yields one symbol per target
+            let helper_axis = target.other();
+            let entry = self.state.store.entry(&id).unwrap_or_default();
+            let helpers: Vec<u16> = entry
+                .slivers
+                .iter()
+                .filter(|(_, a)| Axis::from(axis_of(*a)) == helper_axis)
+                .map(|(p, _)| *p)
+                .collect();
+            let cap = recovery_answer_cap(self.state.config.max_message);
+            let answer = recovery_answer_bytes(&shape, helpers.len(), targets.len());
+            if answer > cap {
+                self.state
+                    .metrics
+                    .refused
+                    .with_label_values(&["too_large"])
+                    .inc();
+                let per_target = recovery_answer_bytes(&shape, helpers.len(), 1).max(1);
+                return Err(Status::resource_exhausted(format!(
+                    "the answer would be {answer} bytes (limit {cap}): ask for at most {} targets",
+                    (cap / per_target).max(1)
+                )));
+            }
+            // the expansions are CPU- and memory-heavy: a few at a time
+            let _slot = self
+                .state
+                .expensive
+                .acquire()
+                .await
+                .map_err(|_| Status::unavailable("shutting down"))?;
             let st = self.state.clone();
             let symbols = blocking(move || {
-                let entry = st.store.entry(&id).unwrap_or_default();
-                let helper_axis = target.other();
                 let mut out = Vec::new();
-                for (pair, axis) in entry.slivers.iter().copied() {
-                    if Axis::from(axis_of(axis)) != helper_axis {
-                        continue;
-                    }
+                for pair in helpers {
                     let Ok(Some(helper)) = st.store.get_sliver(&id, pair, helper_axis) else {
                         continue;
                     };

@@ -17,7 +17,7 @@ use super::state::{NodeState, ShardSync};
 use crate::client::NodeClient;
 use crate::codec::{Axis, BlobId, BlobMetadata, Sliver};
 use crate::proto;
-use crate::protocol::{verify_certificate, Certificate, SyncRequest};
+use crate::protocol::{verify_certificate, Certificate, NodeId, SyncRequest};
 
 /// Blobs asked for per page.
 const PAGE_BLOBS: u32 = 64;
@@ -54,10 +54,11 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
                 fall_back(&state, plan.epoch, shard, &mut clients).await;
                 continue;
             };
-            let client = match clients.get(&address) {
+            let key = format!("{}@{address}", hex::encode(source.0));
+            let client = match clients.get(&key) {
                 Some(c) => c.clone(),
-                None => match NodeClient::new(&address, state.config.max_message) {
-                    Ok(c) => clients.entry(address.clone()).or_insert(c).clone(),
+                None => match NodeClient::for_node(&address, source, state.config.max_message) {
+                    Ok(c) => clients.entry(key).or_insert(c).clone(),
                     Err(e) => {
                         tracing::warn!(shard, source = %source.short(), error = %e, "shard sync source has no usable address");
                         fall_back(&state, plan.epoch, shard, &mut clients).await;
@@ -110,6 +111,11 @@ async fn sync_shard(
     source: &NodeClient,
 ) -> Result<(), SyncError> {
     let mut after = job.after.map(BlobId);
+    let source_id = job
+        .source
+        .as_ref()
+        .map(|(id, _)| *id)
+        .unwrap_or(NodeId([0; 32]));
     if after.is_none() {
         tracing::info!(shard, source = ?job.source, "pulling gained shard from its previous owner");
     }
@@ -137,9 +143,10 @@ async fn sync_shard(
             .sum();
         state.metrics.received_from_peers("sync", bytes);
         let st = state.clone();
-        let slivers = tokio::task::spawn_blocking(move || store_page(&st, shard, page.items))
-            .await
-            .map_err(|e| SyncError::Task(e.to_string()))??;
+        let slivers =
+            tokio::task::spawn_blocking(move || store_page(&st, source_id, shard, page.items))
+                .await
+                .map_err(|e| SyncError::Task(e.to_string()))??;
         state.metrics.synced_blobs.inc_by(blobs);
         state.metrics.synced_slivers.inc_by(slivers);
         state.advance_sync(epoch, shard, next, blobs, page.remaining)?;
@@ -162,6 +169,7 @@ async fn sync_shard(
 /// the cursor does not move, so the page counts as a failed attempt.
 fn store_page(
     state: &NodeState,
+    source: NodeId,
     shard: u16,
     items: Vec<proto::SyncShardItem>,
 ) -> Result<u64, SyncError> {
@@ -201,7 +209,7 @@ fn store_page(
             .ok_or_else(|| SyncError::Lying(format!("no certificate for {id}")))?;
         // Slivers are checked against the metadata, which is checked against the ID: they are
         // stored whatever the certificate. The certificate is kept only if it verifies against a
-        // committee this node knows; older ones are learned from a validity threshold of peers.
+        // committee this node was given; one of an unknown epoch is held until that committee comes.
         let sliver_checked =
             |bytes: &[u8], axis: Axis, index: usize| -> Result<Option<Sliver>, SyncError> {
                 if bytes.is_empty() {
@@ -228,9 +236,15 @@ fn store_page(
                 stored += 1;
             }
         }
-        if let Some(c) = state.committee_of(cert.epoch) {
-            if verify_certificate(&c, &cert).is_ok() {
-                state.store.put_certificate(&cert)?;
+        match state.committee_of(cert.epoch) {
+            Some(c) => {
+                if verify_certificate(&c, &cert).is_ok() {
+                    state.store.put_certificate(&cert)?;
+                }
+            }
+            // held until the admin API gives this node that epoch's committee
+            None => {
+                state.hold_certificate(source, cert);
             }
         }
     }

@@ -22,6 +22,8 @@ pub struct TestNode {
     pub dir: PathBuf,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// The admin API's own listener (`--admin-addr`).
+    pub admin: SocketAddr,
     pub extra: Vec<String>,
     child: Option<Child>,
     /// Started successfully once: its addresses may be known to others and must not change.
@@ -32,11 +34,22 @@ impl TestNode {
     pub fn new(root: &std::path::Path, i: usize, extra: &[&str]) -> Self {
         let dir = root.join(format!("node{i}"));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(root.join("token"), TOKEN).unwrap();
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(root.join("token"))
+                .unwrap();
+            f.write_all(TOKEN.as_bytes()).unwrap();
+        }
         Self {
             dir,
             grpc: free_addr(),
             http: free_addr(),
+            admin: free_addr(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
             started: false,
@@ -64,6 +77,7 @@ impl TestNode {
             }
             self.grpc = free_addr();
             self.http = free_addr();
+            self.admin = free_addr();
         }
         panic!("node did not come up; log:\n{}", self.log());
     }
@@ -83,6 +97,8 @@ impl TestNode {
                 &self.grpc.to_string(),
                 "--http-addr",
                 &self.http.to_string(),
+                "--admin-addr",
+                &self.admin.to_string(),
             ])
             .args([
                 "--admin-token-file",
@@ -127,11 +143,26 @@ impl TestNode {
         let _ = std::fs::remove_dir_all(self.data_dir());
     }
 
+    /// The address members and clients use: `https://` when the node serves TLS.
+    pub fn address(&self) -> String {
+        if self.extra.iter().any(|a| a == "--tls") {
+            format!("https://{}", self.grpc)
+        } else {
+            self.grpc.to_string()
+        }
+    }
+
     pub fn client(&self) -> NodeClient {
-        NodeClient::new(&self.grpc.to_string(), 96 << 20).unwrap()
+        NodeClient::new(&self.address(), 96 << 20).unwrap()
     }
     pub fn admin(&self) -> NodeClient {
-        self.client().with_admin_token(TOKEN)
+        self.client()
+            .with_admin_address(&NodeClient::admin_address_of(
+                &self.address(),
+                self.admin.port() as u32,
+            ))
+            .unwrap()
+            .with_admin_token(TOKEN)
     }
 
     pub fn metrics(&self) -> String {
@@ -159,6 +190,21 @@ impl TestNode {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Resident memory of the node process, in bytes (Linux).
+    pub fn rss(&self) -> u64 {
+        let pid = self.pid().expect("node running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -247,7 +293,7 @@ impl TestCluster {
             let shards = (0..n_shards).filter(|s| *s as usize % count == i).collect();
             members.push(Member {
                 node_id: NodeId::try_from(info.node_id.as_slice()).unwrap(),
-                address: n.grpc.to_string(),
+                address: n.address(),
                 stake: 1,
                 shards,
             });

@@ -55,6 +55,8 @@ pub struct ChallengeSettings {
 pub struct Members {
     token: String,
     clients: HashMap<String, NodeClient>,
+    /// Admin ports the members advertise (`NodeInfo.admin_port`; the admin API listens apart).
+    admin_ports: HashMap<String, u32>,
     max_message: usize,
 }
 
@@ -74,24 +76,31 @@ impl Members {
         Self {
             token: admin_token.to_string(),
             clients: HashMap::new(),
+            admin_ports: HashMap::new(),
             max_message: 96 << 20,
         }
     }
 
-    fn client(&mut self, address: &str) -> Option<NodeClient> {
-        if let Some(c) = self.clients.get(address) {
+    /// A client for member `id` at `address` (over TLS only `id` is accepted: the admin token
+    /// goes to no one else).
+    fn client(&mut self, id: NodeId, address: &str) -> Option<NodeClient> {
+        if let Some(c) = self.clients.get(address).filter(|c| c.node() == Some(id)) {
             return Some(c.clone());
         }
-        let c = NodeClient::new(address, self.max_message)
-            .ok()?
-            .with_admin_token(&self.token);
+        let mut c = NodeClient::for_node(address, id, self.max_message).ok()?;
+        if let Some(port) = self.admin_ports.get(address).filter(|p| **p != 0) {
+            c = c
+                .with_admin_address(&NodeClient::admin_address_of(address, *port))
+                .ok()?;
+        }
+        let c = c.with_admin_token(&self.token);
         self.clients.insert(address.to_string(), c.clone());
         Some(c)
     }
 
     /// Info and sync status of `node` at `address`; None when it does not answer in time or is
     /// another node than expected.
-    async fn report(client: NodeClient, expect: NodeId) -> Option<Report> {
+    async fn report(client: NodeClient, expect: NodeId) -> Option<(Report, u32)> {
         let info = tokio::time::timeout(OBSERVE_TIMEOUT, client.info())
             .await
             .ok()?
@@ -99,6 +108,13 @@ impl Members {
         if info.node_id != expect.0 {
             return None;
         }
+        let admin_port = info.admin_port;
+        let client = if admin_port == 0 {
+            client
+        } else {
+            let a = NodeClient::admin_address_of(client.address(), admin_port);
+            client.with_admin_address(&a).ok()?
+        };
         let sync = tokio::time::timeout(OBSERVE_TIMEOUT, client.sync_status())
             .await
             .ok()
@@ -109,34 +125,45 @@ impl Members {
             Ok(proto::NodeStatus::Syncing) => "syncing",
             _ => "standby",
         };
-        Some(Report {
-            epoch: info.epoch,
-            status: status.into(),
-            stored_bytes: info.stored_bytes,
-            blobs: info.blobs,
-            sync_target: sync.as_ref().map_or(0, |s| s.target_epoch),
-            sync_done: sync.as_ref().is_some_and(|s| s.done),
-            shards_pending: sync.as_ref().map_or(0, |s| s.shards_pending.len()),
-            blobs_synced: sync.as_ref().map_or(0, |s| s.blobs_done),
-            blobs_to_sync: sync.as_ref().map_or(0, |s| s.blobs_total),
-            recovery_backlog: sync
-                .as_ref()
-                .map_or(info.recovery_backlog, |s| s.recovery_backlog),
-        })
+        Some((
+            Report {
+                epoch: info.epoch,
+                status: status.into(),
+                stored_bytes: info.stored_bytes,
+                blobs: info.blobs,
+                sync_target: sync.as_ref().map_or(0, |s| s.target_epoch),
+                sync_done: sync.as_ref().is_some_and(|s| s.done),
+                shards_pending: sync.as_ref().map_or(0, |s| s.shards_pending.len()),
+                blobs_synced: sync.as_ref().map_or(0, |s| s.blobs_done),
+                blobs_to_sync: sync.as_ref().map_or(0, |s| s.blobs_total),
+                recovery_backlog: sync
+                    .as_ref()
+                    .map_or(info.recovery_backlog, |s| s.recovery_backlog),
+            },
+            admin_port,
+        ))
     }
 
     /// Reports of every node at once.
     pub async fn observe(&mut self, nodes: &[(NodeId, String)]) -> BTreeMap<NodeId, Report> {
         let calls: Vec<_> = nodes
             .iter()
-            .filter_map(|(id, a)| self.client(a).map(|c| (*id, c)))
+            .filter_map(|(id, a)| self.client(*id, a).map(|c| (*id, c)))
             .map(|(id, c)| async move { (id, Self::report(c, id).await) })
             .collect();
-        join_all(calls)
-            .await
-            .into_iter()
-            .filter_map(|(id, r)| r.map(|r| (id, r)))
-            .collect()
+        let addresses: HashMap<NodeId, &String> = nodes.iter().map(|(id, a)| (*id, a)).collect();
+        let mut out = BTreeMap::new();
+        for (id, r) in join_all(calls).await {
+            let Some((report, port)) = r else { continue };
+            if let Some(a) = addresses.get(&id) {
+                if self.admin_ports.insert((*a).clone(), port) != Some(port) {
+                    // admin calls go elsewhere now: rebuild the cached client
+                    self.clients.remove(*a);
+                }
+            }
+            out.insert(id, report);
+        }
+        out
     }
 
     /// Hand committee `c` to one member (admin `SetCommittee`).
@@ -197,7 +224,7 @@ impl Members {
         let members: Vec<(NodeId, NodeClient)> = committee
             .members
             .iter()
-            .filter_map(|m| self.client(&m.address).map(|c| (m.node_id, c)))
+            .filter_map(|m| self.client(m.node_id, &m.address).map(|c| (m.node_id, c)))
             .collect();
         // only members that answered this round are asked for lists and metadata, and one that
         // fails to answer within the round is not asked again: a dead member costs one timeout
@@ -426,7 +453,7 @@ impl<B: Body> Driver<B> {
         let jobs: Vec<_> = publishes
             .into_iter()
             .filter_map(|(node, (address, committees))| {
-                let client = self.members.client(&address)?;
+                let client = self.members.client(node, &address)?;
                 Some(async move {
                     for c in committees {
                         let r = tokio::time::timeout(PUBLISH_TIMEOUT, Members::publish_with(&client, &c)).await;

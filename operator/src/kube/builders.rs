@@ -23,7 +23,7 @@ use k8s_openapi::ByteString;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 
 use super::meta::{
-    self, selector_labels, ClusterMeta, MetaError, COMPONENT_CLIENT, COMPONENT_CONFIG,
+    self, selector_labels, ClusterMeta, MetaError, ADMIN_PORT, COMPONENT_CLIENT, COMPONENT_CONFIG,
     COMPONENT_NODE, GRPC_PORT, HTTP_PORT,
 };
 use crate::crd::spec::Addressing;
@@ -122,11 +122,13 @@ pub fn existing_admin_token(secret: &Secret) -> Option<String> {
 /// Address of a member in the committee, per `spec.addressing`.
 pub fn member_address(cluster: &StorageCluster, pod: &str, pod_ip: &str) -> Option<String> {
     match cluster.spec.addressing {
-        Addressing::PodIp => Some(format!("{pod_ip}:{GRPC_PORT}")),
+        // nodes serve TLS bound to their identity (`--tls`): members and clients connect with
+        // `https://` and check the certificate against the committee's node ID
+        Addressing::PodIp => Some(format!("https://{pod_ip}:{GRPC_PORT}")),
         Addressing::Dns => {
             let ns = cluster.metadata.namespace.as_deref()?;
             let svc = meta::Names::new(cluster.metadata.name.as_deref()?).headless_service();
-            Some(format!("{pod}.{svc}.{ns}.svc:{GRPC_PORT}"))
+            Some(format!("https://{pod}.{svc}.{ns}.svc:{GRPC_PORT}"))
         }
     }
 }
@@ -137,7 +139,8 @@ fn ports() -> Vec<ServicePort> {
             name: Some("grpc".into()),
             port: GRPC_PORT,
             target_port: Some(IntOrString::String("grpc".into())),
-            app_protocol: Some("kubernetes.io/h2c".into()),
+            // gRPC over TLS (the node's own certificate), not h2c
+            app_protocol: None,
             ..ServicePort::default()
         },
         ServicePort {
@@ -296,6 +299,8 @@ pub fn node_container(sc: &StorageCluster) -> Container {
             format!("--admin-token-file={TOKEN_MOUNT}/{TOKEN_KEY}"),
             format!("--grpc-addr=$(POD_IP):{GRPC_PORT}"),
             format!("--http-addr=$(POD_IP):{HTTP_PORT}"),
+            format!("--admin-addr=$(POD_IP):{ADMIN_PORT}"),
+            "--tls".to_string(),
         ]),
         env: Some(vec![
             field_env("POD_IP", "status.podIP"),
@@ -312,6 +317,12 @@ pub fn node_container(sc: &StorageCluster) -> Container {
             ContainerPort {
                 name: Some("http".into()),
                 container_port: HTTP_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("admin".into()),
+                container_port: ADMIN_PORT,
                 protocol: Some("TCP".into()),
                 ..ContainerPort::default()
             },

@@ -351,6 +351,17 @@ fn probes_requests_env_and_volumes() {
         .iter()
         .flatten()
         .any(|a| a == "--grpc-addr=$(POD_IP):7070"));
+    assert!(
+        c.args
+            .iter()
+            .flatten()
+            .any(|a| a == "--admin-addr=$(POD_IP):7072"),
+        "the admin API listens apart"
+    );
+    assert!(
+        c.args.iter().flatten().any(|a| a == "--tls"),
+        "gRPC over TLS by default"
+    );
     let vols = pod_spec(&d).volumes.as_ref().expect("volumes");
     let cm = vols
         .iter()
@@ -487,12 +498,12 @@ fn member_addresses_follow_the_addressing_choice() {
     assert_eq!(sc.spec.addressing, Addressing::PodIp);
     assert_eq!(
         member_address(&sc, "alpha-2", "10.1.2.3").as_deref(),
-        Some("10.1.2.3:7070")
+        Some("https://10.1.2.3:7070")
     );
     sc.spec.addressing = Addressing::Dns;
     assert_eq!(
         member_address(&sc, "alpha-2", "10.1.2.3").as_deref(),
-        Some("alpha-2.alpha-nodes.team-a.svc:7070")
+        Some("https://alpha-2.alpha-nodes.team-a.svc:7070")
     );
 }
 

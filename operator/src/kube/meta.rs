@@ -29,6 +29,9 @@ pub const COMPONENT_CONFIG: &str = "config";
 /// Ports of `floe-node` (node/src/server/config.rs defaults).
 pub const GRPC_PORT: i32 = 7070;
 pub const HTTP_PORT: i32 = 7071;
+/// The admin API's own listener: only the operator calls it; no Service exposes it, so a
+/// NetworkPolicy can admit the operator alone.
+pub const ADMIN_PORT: i32 = 7072;
 
 /// Why objects cannot be built for a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

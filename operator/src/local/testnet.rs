@@ -40,6 +40,10 @@ pub struct NodeEntry {
     pub name: String,
     pub grpc: String,
     pub http: String,
+    /// The node's admin API listener (`--admin-addr`); empty in testnets created before it
+    /// existed (the admin API then shares the gRPC port).
+    #[serde(default)]
+    pub admin: String,
     pub dir: PathBuf,
     pub node_id: Option<NodeId>,
     pub pid: Option<u32>,
@@ -370,6 +374,7 @@ impl LocalBody {
             name,
             grpc: format!("127.0.0.1:{}", free_port()?),
             http: format!("127.0.0.1:{}", free_port()?),
+            admin: format!("127.0.0.1:{}", free_port()?),
             dir,
             node_id: None,
             pid: None,
@@ -394,6 +399,11 @@ impl LocalBody {
             .arg("--key-file")
             .arg(n.dir.join("node.key"))
             .args(["--grpc-addr", &n.grpc, "--http-addr", &n.http])
+            .args(if n.admin.is_empty() {
+                vec![]
+            } else {
+                vec!["--admin-addr", n.admin.as_str()]
+            })
             .arg("--admin-token-file")
             .arg(self.state.dir.join("admin.token"))
             .stdin(Stdio::null())
@@ -599,7 +609,11 @@ impl Supervisor {
         fs::create_dir_all(&opts.dir)?;
         let dir = fs::canonicalize(&opts.dir)?;
         let token_file = dir.join("admin.token");
-        if !token_file.exists() {
+        if token_file.exists() {
+            // a token written by an older version may be readable by others
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&token_file, fs::Permissions::from_mode(0o600))?;
+        } else {
             use std::os::unix::fs::OpenOptionsExt;
             let mut t = [0u8; 24];
             getrandom::fill(&mut t).map_err(|e| anyhow::anyhow!("random token: {e}"))?;
