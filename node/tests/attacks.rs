@@ -43,6 +43,12 @@ impl Storage for Rogue {
     async fn put_sliver(&self, _: Request<proto::PutSliverRequest>) -> R<proto::PutSliverResponse> {
         Err(Status::unimplemented("rogue"))
     }
+    async fn put_slivers(
+        &self,
+        _: Request<proto::PutSliversRequest>,
+    ) -> R<proto::PutSliversResponse> {
+        Err(Status::unimplemented("rogue"))
+    }
     async fn get_sliver(&self, _: Request<proto::GetSliverRequest>) -> R<proto::SliverResponse> {
         Err(Status::unimplemented("rogue"))
     }
