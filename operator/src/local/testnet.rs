@@ -44,6 +44,9 @@ pub struct NodeEntry {
     /// existed (the admin API then shares the gRPC port).
     #[serde(default)]
     pub admin: String,
+    /// Serves gRPC over TLS (`--tls`; off in testnets created before it existed).
+    #[serde(default)]
+    pub tls: bool,
     pub dir: PathBuf,
     pub node_id: Option<NodeId>,
     pub pid: Option<u32>,
@@ -65,6 +68,14 @@ fn one() -> u64 {
 }
 
 impl NodeEntry {
+    /// The address members and clients use: `https://` when the node serves TLS.
+    pub fn address(&self) -> String {
+        if self.tls {
+            format!("https://{}", self.grpc)
+        } else {
+            self.grpc.clone()
+        }
+    }
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
@@ -162,7 +173,7 @@ impl TestnetState {
         self.nodes
             .iter()
             .filter(|n| !n.released)
-            .map(|n| n.grpc.clone())
+            .map(NodeEntry::address)
             .collect()
     }
     pub fn admin_token(&self) -> anyhow::Result<String> {
@@ -319,7 +330,7 @@ impl Body for LocalBody {
                 n.node_id.map(|id| Candidate {
                     node_id: id,
                     name: n.name.clone(),
-                    address: n.grpc.clone(),
+                    address: n.address(),
                     stake: n.stake,
                     intent: if n.leaving {
                         Intent::Leaving
@@ -375,6 +386,7 @@ impl LocalBody {
             grpc: format!("127.0.0.1:{}", free_port()?),
             http: format!("127.0.0.1:{}", free_port()?),
             admin: format!("127.0.0.1:{}", free_port()?),
+            tls: true,
             dir,
             node_id: None,
             pid: None,
@@ -404,6 +416,7 @@ impl LocalBody {
             } else {
                 vec!["--admin-addr", n.admin.as_str()]
             })
+            .args(if n.tls { &["--tls"][..] } else { &[][..] })
             .arg("--admin-token-file")
             .arg(self.state.dir.join("admin.token"))
             .stdin(Stdio::null())
@@ -440,7 +453,7 @@ impl LocalBody {
 
     async fn wait_healthy(&self, i: usize, timeout: Duration) -> anyhow::Result<NodeId> {
         let n = &self.state.nodes[i];
-        let client = NodeClient::new(&n.grpc, 16 << 20)?;
+        let client = NodeClient::new(&n.address(), 16 << 20)?;
         let deadline = Instant::now() + timeout;
         loop {
             match client.info().await {
