@@ -337,7 +337,12 @@ fn sliver_set(params: &EncodingParams, target_mib: usize, count: usize) -> (Vec<
     (slivers, len)
 }
 
-fn metadata_for(params: &EncodingParams, slivers: &[Sliver], len: u64, round: usize) -> BlobMetadata {
+fn metadata_for(
+    params: &EncodingParams,
+    slivers: &[Sliver],
+    len: u64,
+    round: usize,
+) -> BlobMetadata {
     let shape = params.symbol_shape(len).unwrap();
     let mut pair_hashes: Vec<([u8; 32], [u8; 32])> = (0..1000)
         .map(|i| ([i as u8; 32], [(i >> 8) as u8 ^ round as u8; 32]))
@@ -353,7 +358,12 @@ fn metadata_for(params: &EncodingParams, slivers: &[Sliver], len: u64, round: us
 }
 
 /// Seconds to store `slivers` of a new blob on the node behind `client`.
-async fn store_round(client: &NodeClient, md: &BlobMetadata, slivers: &[Sliver], in_flight: usize) -> f64 {
+async fn store_round(
+    client: &NodeClient,
+    md: &BlobMetadata,
+    slivers: &[Sliver],
+    in_flight: usize,
+) -> f64 {
     use futures::stream::StreamExt;
     let id = md.blob_id();
     client.put_metadata(&id, md).await.unwrap();
@@ -362,7 +372,10 @@ async fn store_round(client: &NodeClient, md: &BlobMetadata, slivers: &[Sliver],
         .map(|sl| {
             let client = client.clone();
             async move {
-                assert!(!client.put_sliver(&id, sl.index, sl).await.unwrap(), "stored twice");
+                assert!(
+                    !client.put_sliver(&id, sl.index, sl).await.unwrap(),
+                    "stored twice"
+                );
             }
         })
         .buffer_unordered(in_flight)
@@ -405,7 +418,11 @@ async fn tls_cost(root: &Path, params: &EncodingParams) {
             bytes / MIB / times[m].0,
             bytes / MIB / times[m].1,
             ratios[m],
-            sorted.iter().map(|i| format!("{:.2}", ratios[*i])).collect::<Vec<_>>().join(", "),
+            sorted
+                .iter()
+                .map(|i| format!("{:.2}", ratios[*i]))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
     }
     println!();

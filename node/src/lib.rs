@@ -8,6 +8,6 @@ pub mod proto;
 pub mod protocol;
 pub mod server;
 pub mod store;
-pub mod tls;
 #[doc(hidden)]
 pub mod testing;
+pub mod tls;

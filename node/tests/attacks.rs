@@ -61,7 +61,10 @@ impl Storage for Rogue {
     ) -> R<proto::RecoverySymbolsResponse> {
         Err(Status::unimplemented("rogue"))
     }
-    async fn get_blob_status(&self, _: Request<proto::BlobRequest>) -> R<proto::BlobStatusResponse> {
+    async fn get_blob_status(
+        &self,
+        _: Request<proto::BlobRequest>,
+    ) -> R<proto::BlobStatusResponse> {
         Err(Status::unimplemented("rogue"))
     }
     async fn list_certified(
@@ -149,7 +152,11 @@ async fn a_rogue_member_cannot_make_honest_nodes_accept_a_fake_certificate() {
     c.nodes[1].kill9();
     c.nodes[1].wipe();
     c.nodes[1].start();
-    c.nodes[1].admin().set_committee(&c.committee).await.unwrap();
+    c.nodes[1]
+        .admin()
+        .set_committee(&c.committee)
+        .await
+        .unwrap();
     let holds = |n: &TestNode| {
         let client = n.client();
         async move {
@@ -180,7 +187,11 @@ async fn a_rogue_member_cannot_make_honest_nodes_accept_a_fake_certificate() {
             .blob_status(&fake_id)
             .await
             .is_ok_and(|s| s.certified_epoch != 0);
-        assert!(!certified, "{} accepted the fake certificate", n.dir.display());
+        assert!(
+            !certified,
+            "{} accepted the fake certificate",
+            n.dir.display()
+        );
         let st = n.admin().sync_status().await.unwrap();
         assert!(st.done, "{} is not done: {st:?}", n.dir.display());
     }
@@ -229,7 +240,8 @@ const MAX_MESSAGE: u64 = 8 << 20;
 fn stated_bound() -> u64 {
     let base = 64 << 20;
     let admin_slots = floe_node::server::ADMIN_SLOTS as u64;
-    let light = floe_node::server::LIGHT_SLOTS as u64 * 2 * floe_node::server::LIGHT_MAX_BODY as u64;
+    let light =
+        floe_node::server::LIGHT_SLOTS as u64 * 2 * floe_node::server::LIGHT_MAX_BODY as u64;
     base + MAX_CONNECTIONS * WINDOW + (SLOTS + admin_slots) * 3 * MAX_MESSAGE + light
 }
 
@@ -291,7 +303,11 @@ async fn stalled_streams_floods_and_idle_connections_leave_the_node_answering_wi
     while Instant::now() < until {
         let t = Instant::now();
         let r = tokio::time::timeout(Duration::from_secs(1), info.info()).await;
-        assert!(matches!(r, Ok(Ok(_))), "GetInfo: {r:?} after {:?}", t.elapsed());
+        assert!(
+            matches!(r, Ok(Ok(_))),
+            "GetInfo: {r:?} after {:?}",
+            t.elapsed()
+        );
         let r = tokio::time::timeout(Duration::from_secs(1), admin.sync_status()).await;
         assert!(matches!(r, Ok(Ok(_))), "admin GetSyncStatus: {r:?}");
         max_rss = max_rss.max(node.rss());
@@ -315,9 +331,11 @@ async fn stalled_streams_floods_and_idle_connections_leave_the_node_answering_wi
     drop((held, flood, idle, conns));
     let data = random_bytes(100_000, 3);
     let out = c.blob_client().write(data.clone(), None).await.unwrap();
-    assert_eq!(c.blob_client().read(&out.blob_id, None).await.unwrap(), data);
+    assert_eq!(
+        c.blob_client().read(&out.blob_id, None).await.unwrap(),
+        data
+    );
 }
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_symbol_requests_are_bounded_before_the_work() {
@@ -358,7 +376,11 @@ async fn recovery_symbol_requests_are_bounded_before_the_work() {
             .expect_err("an answer of ~55 MB must be refused");
         assert_eq!(e.code(), Some(tonic::Code::ResourceExhausted), "{e}");
     }
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(
         max_rss < base + (64 << 20),
         "RSS grew from {} to {} MiB",
@@ -386,8 +408,14 @@ async fn nodes_creating_keys_in_one_directory_at_once_each_get_their_own() {
         for i in 0..4 {
             let http = free_addr();
             let child = std::process::Command::new(env!("CARGO_BIN_EXE_floe-node"))
-                .args(["--data-dir", root.path().join(format!("d{i}")).to_str().unwrap()])
-                .args(["--key-file", keys.join(format!("n{i}.key")).to_str().unwrap()])
+                .args([
+                    "--data-dir",
+                    root.path().join(format!("d{i}")).to_str().unwrap(),
+                ])
+                .args([
+                    "--key-file",
+                    keys.join(format!("n{i}.key")).to_str().unwrap(),
+                ])
                 .args(["--grpc-addr", &free_addr().to_string()])
                 .args(["--http-addr", &http.to_string()])
                 .stdout(std::process::Stdio::null())
@@ -402,7 +430,10 @@ async fn nodes_creating_keys_in_one_directory_at_once_each_get_their_own() {
                 http_get(*http, "/healthz").is_some_and(|(c, _)| c == 200)
             });
             let status = child.try_wait().unwrap();
-            assert!(up.is_some(), "round {round}: node {i} did not come up ({status:?})");
+            assert!(
+                up.is_some(),
+                "round {round}: node {i} did not come up ({status:?})"
+            );
             let seed: [u8; 32] = std::fs::read(keys.join(format!("n{i}.key")))
                 .unwrap()
                 .try_into()
@@ -416,7 +447,13 @@ async fn nodes_creating_keys_in_one_directory_at_once_each_get_their_own() {
         assert_eq!(ids.len(), 4, "round {round}: keys shared between nodes");
         let tmp = std::fs::read_dir(&keys)
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
             .count();
         assert_eq!(tmp, 0, "temporary key files left behind");
     }
@@ -427,13 +464,22 @@ async fn tls_nodes_prove_their_identity_and_plaintext_is_refused() {
     let mut c = TestCluster::start(4, 10, |_| vec!["--tls"]).await;
     // clients pinned to the committee's identities write and read
     let data = random_bytes(300_000, 8);
-    let id = c.blob_client().write(data.clone(), None).await.unwrap().blob_id;
+    let id = c
+        .blob_client()
+        .write(data.clone(), None)
+        .await
+        .unwrap()
+        .blob_id;
     assert_eq!(c.blob_client().read(&id, None).await.unwrap(), data);
     // node to node over TLS: a wiped node rebuilds from its peers
     c.nodes[2].kill9();
     c.nodes[2].wipe();
     c.nodes[2].start();
-    c.nodes[2].admin().set_committee(&c.committee).await.unwrap();
+    c.nodes[2]
+        .admin()
+        .set_committee(&c.committee)
+        .await
+        .unwrap();
     let holds = |n: &TestNode| {
         let client = n.client();
         async move {

@@ -26,10 +26,14 @@ fn default_testnet_put_get_through_node_failures() {
     let token = std::fs::metadata(t.dir.path().join("admin.token")).unwrap();
     assert_eq!(token.permissions().mode() & 0o777, 0o600);
     let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(t.dir.path().join("testnet.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(t.dir.path().join("testnet.json")).unwrap()).unwrap();
     for n in state["nodes"].as_array().unwrap() {
-        assert!(n["admin"].as_str().is_some_and(|a| !a.is_empty() && a != n["grpc"]), "{n}");
+        assert!(
+            n["admin"]
+                .as_str()
+                .is_some_and(|a| !a.is_empty() && a != n["grpc"]),
+            "{n}"
+        );
     }
 
     let mut blobs = Vec::new();

@@ -92,7 +92,8 @@ impl NodeClient {
             .initial_connection_window_size(Some(32 << 20))
             .max_frame_size(Some(1 << 20));
         Ok(if tls {
-            endpoint.connect_with_connector_lazy(crate::tls::connector(host_port.to_string(), expect))
+            endpoint
+                .connect_with_connector_lazy(crate::tls::connector(host_port.to_string(), expect))
         } else {
             endpoint.connect_lazy()
         })

@@ -91,13 +91,26 @@ mod tests {
         assert_eq!(keys.len(), 4);
         for (f, k) in keys {
             let p = dir.path().join(format!("k{f}.key"));
-            assert_eq!(fs::read(&p).unwrap(), k, "the key in use is the one on disk");
+            assert_eq!(
+                fs::read(&p).unwrap(),
+                k,
+                "the key in use is the one on disk"
+            );
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         let leftovers = fs::read_dir(dir.path())
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp")
+            })
             .count();
         assert_eq!(leftovers, 0);
     }

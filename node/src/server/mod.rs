@@ -16,9 +16,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use std::time::Duration;
 
 use crate::proto::{admin_server::AdminServer, storage_server::StorageServer};
 use config::NodeConfig;

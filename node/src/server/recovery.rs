@@ -284,10 +284,9 @@ async fn recover_axis(
             .and_then(|c| c.members.iter().map(|m| m.shards.len()).max())
             .unwrap_or(1)
             .max(1);
-        let per_target =
-            super::storage::recovery_answer_bytes(&shape, 2 * most_shards, 1).max(1);
-        let chunk = (super::storage::recovery_answer_cap(state.config.max_message) / per_target)
-            .max(1);
+        let per_target = super::storage::recovery_answer_bytes(&shape, 2 * most_shards, 1).max(1);
+        let chunk =
+            (super::storage::recovery_answer_cap(state.config.max_message) / per_target).max(1);
         let chunks: Vec<&[u16]> = indices.chunks(chunk).collect();
         let mut calls: FuturesUnordered<_> = peers
             .iter()
@@ -418,7 +417,8 @@ pub(super) async fn learn_certified(
             let ordered = certs
                 .iter()
                 .try_fold(after, |prev, c| {
-                    prev.is_none_or(|p| c.blob_id > p).then_some(Some(c.blob_id))
+                    prev.is_none_or(|p| c.blob_id > p)
+                        .then_some(Some(c.blob_id))
                 })
                 .is_some();
             if !ordered || (more && certs.is_empty()) {

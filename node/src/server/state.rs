@@ -188,7 +188,10 @@ impl NodeState {
         let mut held = self.held_certs.lock().unwrap_or_else(|p| p.into_inner());
         let mine = held.entry(peer).or_default();
         if mine.len() >= MAX_HELD_PER_PEER && !mine.contains_key(&cert.blob_id) {
-            self.metrics.certificates_refused.with_label_values(&["held_full"]).inc();
+            self.metrics
+                .certificates_refused
+                .with_label_values(&["held_full"])
+                .inc();
             return false;
         }
         mine.insert(cert.blob_id, cert);
@@ -647,7 +650,10 @@ mod tests {
             signers: vec![],
         };
         assert!(state.hold_certificate(id(2), cert(1, 1)));
-        assert!(state.take_verifiable_held().is_empty(), "epoch 1 unknown yet");
+        assert!(
+            state.take_verifiable_held().is_empty(),
+            "epoch 1 unknown yet"
+        );
         // a past committee is kept for its certificates; the current one does not change
         let c1 = committee(1, &[(1, &[0, 1, 2, 3])]);
         state.set_committee(c1.clone()).unwrap();
@@ -666,7 +672,10 @@ mod tests {
             c.blob_id.0[..2].copy_from_slice(&i.to_le_bytes());
             state.hold_certificate(id(2), c);
         }
-        assert!(!state.hold_certificate(id(2), cert(100, 9)), "its share is full");
+        assert!(
+            !state.hold_certificate(id(2), cert(100, 9)),
+            "its share is full"
+        );
         assert!(
             state.hold_certificate(id(3), cert(100, 9)),
             "another peer still has room"

@@ -23,7 +23,9 @@ const LIST_LIMIT: usize = 1000;
 pub const RECOVERY_ANSWER_CAP: usize = 16 << 20;
 
 pub fn recovery_answer_cap(max_message: usize) -> usize {
-    RECOVERY_ANSWER_CAP.min(max_message.saturating_sub(64 << 10)).max(1 << 16)
+    RECOVERY_ANSWER_CAP
+        .min(max_message.saturating_sub(64 << 10))
+        .max(1 << 16)
 }
 
 /// Upper bound of the encoded size of `helpers × targets` recovery symbols of a blob of `shape`

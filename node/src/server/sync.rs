@@ -111,7 +111,11 @@ async fn sync_shard(
     source: &NodeClient,
 ) -> Result<(), SyncError> {
     let mut after = job.after.map(BlobId);
-    let source_id = job.source.as_ref().map(|(id, _)| *id).unwrap_or(NodeId([0; 32]));
+    let source_id = job
+        .source
+        .as_ref()
+        .map(|(id, _)| *id)
+        .unwrap_or(NodeId([0; 32]));
     if after.is_none() {
         tracing::info!(shard, source = ?job.source, "pulling gained shard from its previous owner");
     }
@@ -139,9 +143,10 @@ async fn sync_shard(
             .sum();
         state.metrics.received_from_peers("sync", bytes);
         let st = state.clone();
-        let slivers = tokio::task::spawn_blocking(move || store_page(&st, source_id, shard, page.items))
-            .await
-            .map_err(|e| SyncError::Task(e.to_string()))??;
+        let slivers =
+            tokio::task::spawn_blocking(move || store_page(&st, source_id, shard, page.items))
+                .await
+                .map_err(|e| SyncError::Task(e.to_string()))??;
         state.metrics.synced_blobs.inc_by(blobs);
         state.metrics.synced_slivers.inc_by(slivers);
         state.advance_sync(epoch, shard, next, blobs, page.remaining)?;

@@ -125,20 +125,23 @@ impl Members {
             Ok(proto::NodeStatus::Syncing) => "syncing",
             _ => "standby",
         };
-        Some((Report {
-            epoch: info.epoch,
-            status: status.into(),
-            stored_bytes: info.stored_bytes,
-            blobs: info.blobs,
-            sync_target: sync.as_ref().map_or(0, |s| s.target_epoch),
-            sync_done: sync.as_ref().is_some_and(|s| s.done),
-            shards_pending: sync.as_ref().map_or(0, |s| s.shards_pending.len()),
-            blobs_synced: sync.as_ref().map_or(0, |s| s.blobs_done),
-            blobs_to_sync: sync.as_ref().map_or(0, |s| s.blobs_total),
-            recovery_backlog: sync
-                .as_ref()
-                .map_or(info.recovery_backlog, |s| s.recovery_backlog),
-        }, admin_port))
+        Some((
+            Report {
+                epoch: info.epoch,
+                status: status.into(),
+                stored_bytes: info.stored_bytes,
+                blobs: info.blobs,
+                sync_target: sync.as_ref().map_or(0, |s| s.target_epoch),
+                sync_done: sync.as_ref().is_some_and(|s| s.done),
+                shards_pending: sync.as_ref().map_or(0, |s| s.shards_pending.len()),
+                blobs_synced: sync.as_ref().map_or(0, |s| s.blobs_done),
+                blobs_to_sync: sync.as_ref().map_or(0, |s| s.blobs_total),
+                recovery_backlog: sync
+                    .as_ref()
+                    .map_or(info.recovery_backlog, |s| s.recovery_backlog),
+            },
+            admin_port,
+        ))
     }
 
     /// Reports of every node at once.

@@ -23,8 +23,8 @@ use k8s_openapi::ByteString;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 
 use super::meta::{
-    self, selector_labels, ClusterMeta, MetaError, COMPONENT_CLIENT, COMPONENT_CONFIG,
-    COMPONENT_NODE, ADMIN_PORT, GRPC_PORT, HTTP_PORT,
+    self, selector_labels, ClusterMeta, MetaError, ADMIN_PORT, COMPONENT_CLIENT, COMPONENT_CONFIG,
+    COMPONENT_NODE, GRPC_PORT, HTTP_PORT,
 };
 use crate::crd::spec::Addressing;
 use crate::crd::validate::ValidSpec;

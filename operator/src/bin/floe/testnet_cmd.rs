@@ -102,7 +102,9 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
                 for n in state.nodes.iter().filter(|n| !n.released) {
                     println!(
                         "  {:<7} grpc {:<21} metrics http://{}/metrics",
-                        n.name, n.address(), n.http
+                        n.name,
+                        n.address(),
+                        n.http
                     );
                 }
                 if let Some(m) = &state.metrics {
