@@ -451,32 +451,69 @@ impl LocalBody {
         ours
     }
 
-    async fn wait_healthy(&self, i: usize, timeout: Duration) -> anyhow::Result<NodeId> {
-        let n = &self.state.nodes[i];
+    async fn wait_healthy(&mut self, i: usize, timeout: Duration) -> anyhow::Result<NodeId> {
+        let n = self.state.nodes[i].clone();
         let client = NodeClient::new(&n.address(), 16 << 20)?;
         let deadline = Instant::now() + timeout;
         loop {
             match client.info().await {
                 Ok(info) => return Ok(NodeId::try_from(info.node_id.as_slice())?),
-                Err(e) if Instant::now() > deadline => bail!(
-                    "{} did not come up: {e}; see {}",
-                    n.name,
-                    n.dir.join("log").display()
-                ),
+                Err(e)
+                    if Instant::now() > deadline
+                        || self.procs[i].as_mut().is_some_and(|p| p.exited()) =>
+                {
+                    bail!(
+                        "{} did not come up: {e}; see {}",
+                        n.name,
+                        n.dir.join("log").display()
+                    )
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }
 
+    /// A node that never came up and found one of its ports taken (free ports are picked
+    /// before the node binds them; a parallel process can take one first) gets fresh ports.
+    fn reassign_ports_if_taken(&mut self, i: usize) -> anyhow::Result<bool> {
+        let n = &self.state.nodes[i];
+        let log = fs::read_to_string(n.dir.join("log")).unwrap_or_default();
+        if n.node_id.is_some() || !log.contains("Address already in use") {
+            return Ok(false);
+        }
+        let _ = fs::write(n.dir.join("log"), "");
+        let n = &mut self.state.nodes[i];
+        n.grpc = format!("127.0.0.1:{}", free_port()?);
+        n.http = format!("127.0.0.1:{}", free_port()?);
+        if !n.admin.is_empty() {
+            n.admin = format!("127.0.0.1:{}", free_port()?);
+        }
+        self.dirty = true;
+        Ok(true)
+    }
+
     /// Start (or adopt) node `i` and learn its identity.
     async fn bring_up(&mut self, i: usize) -> anyhow::Result<()> {
-        if !self.adopt(i) {
-            self.spawn(i)?;
+        let mut attempt = 0;
+        loop {
+            if !self.adopt(i) {
+                self.spawn(i)?;
+            }
+            match self.wait_healthy(i, Duration::from_secs(30)).await {
+                Ok(id) => {
+                    self.state.nodes[i].node_id = Some(id);
+                    self.dirty = true;
+                    return Ok(());
+                }
+                Err(e) => {
+                    attempt += 1;
+                    if attempt >= 3 || !self.reassign_ports_if_taken(i)? {
+                        return Err(e);
+                    }
+                    tracing::warn!(node = %self.state.nodes[i].name, "a port was taken; retrying on fresh ports");
+                }
+            }
         }
-        let id = self.wait_healthy(i, Duration::from_secs(30)).await?;
-        self.state.nodes[i].node_id = Some(id);
-        self.dirty = true;
-        Ok(())
     }
 
     /// Restart crashed nodes (unless marked stopped), forget stopped ones.
