@@ -512,3 +512,37 @@ async fn tls_nodes_prove_their_identity_and_plaintext_is_refused() {
     let plain = floe_node::client::NodeClient::new(&c.nodes[0].grpc.to_string(), 1 << 20).unwrap();
     assert!(plain.info().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_given_only_the_newest_committee_learns_past_ones_from_a_quorum() {
+    let mut c = TestCluster::start(4, 10, |_| vec![]).await;
+    let data = random_bytes(200_000, 11);
+    let id = c.blob_client().write(data, None).await.unwrap().blob_id;
+    // epochs 2 and 3 with the same members: the blob stays certified in epoch 1
+    for e in [2, 3] {
+        c.committee.epoch = e;
+        c.publish_committee().await;
+    }
+    c.nodes[1].kill9();
+    c.nodes[1].wipe();
+    c.nodes[1].start();
+    c.nodes[1]
+        .admin()
+        .set_committee(&c.committee)
+        .await
+        .unwrap();
+    let holds = |n: &TestNode| {
+        let client = n.client();
+        async move {
+            client.blob_status(&id).await.is_ok_and(|s| {
+                s.pairs_owned > 0 && s.pairs_stored == s.pairs_owned && s.certified_epoch == 1
+            })
+        }
+    };
+    assert!(
+        wait_until_async(Duration::from_secs(15), || holds(&c.nodes[1])).await,
+        "the epoch-1 certificate was not verified and the blob not rebuilt; log:\n{}",
+        c.nodes[1].log()
+    );
+    assert_eq!(c.nodes[1].client().committee_of(1).await.unwrap().epoch, 1);
+}

@@ -428,12 +428,6 @@ pub(super) async fn learn_certified(
                 .inc();
         }
     };
-    // held certificates whose committee has arrived since
-    for (cert, c) in state.take_verifiable_held() {
-        if !is_certified(state, &cert.blob_id) {
-            accept(&cert, &c);
-        }
-    }
     for (peer_id, peer) in peers.iter().take(LIST_PEERS) {
         let mut after = state
             .list_cursors
@@ -487,8 +481,61 @@ pub(super) async fn learn_certified(
             None => cursors.remove(peer_id),
         };
     }
+    // past committees of held certificates, when members holding a quorum of the current
+    // committee's shards report the very same one (never on fewer: a lying minority cannot
+    // make one up), then the held certificates whose committee has arrived
+    learn_past_committees(state, peers).await;
+    for (cert, c) in state.take_verifiable_held() {
+        if !is_certified(state, &cert.blob_id) {
+            accept(&cert, &c);
+        }
+    }
     if learned > 0 {
         tracing::info!(learned, "learned certified blobs from peers");
+    }
+}
+
+/// Past epochs looked up per learning round.
+const PAST_EPOCHS_PER_ROUND: usize = 4;
+
+async fn learn_past_committees(state: &NodeState, peers: &[(NodeId, NodeClient)]) {
+    let Some(current) = state.committee() else {
+        return;
+    };
+    let params = current.params();
+    for epoch in state.held_unknown_epochs(PAST_EPOCHS_PER_ROUND) {
+        let answers = futures::future::join_all(peers.iter().map(|(id, p)| async move {
+            let c = tokio::time::timeout(std::time::Duration::from_secs(5), p.committee_of(epoch))
+                .await
+                .ok()
+                .and_then(Result::ok);
+            (*id, c)
+        }))
+        .await;
+        // weight of the current committee behind each distinct answer
+        let mut votes: Vec<(Committee, usize)> = Vec::new();
+        for (id, c) in answers {
+            let Some(c) = c.filter(|c| c.epoch == epoch && c.n_shards == current.n_shards) else {
+                continue;
+            };
+            let w = current.weight(&id);
+            match votes.iter_mut().find(|(k, _)| *k == c) {
+                Some(v) => v.1 += w,
+                None => votes.push((c, w)),
+            }
+        }
+        if let Some((c, w)) = votes.into_iter().max_by_key(|(_, w)| *w) {
+            if params.is_quorum(w) && c.validate().is_ok() {
+                tracing::info!(
+                    epoch,
+                    weight = w,
+                    "learned a past committee from a quorum of members"
+                );
+                if let Err(e) = state.set_committee(c) {
+                    tracing::warn!(epoch, error = %e, "could not keep the past committee");
+                }
+            }
+        }
     }
 }
 

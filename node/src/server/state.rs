@@ -206,6 +206,21 @@ impl NodeState {
         true
     }
 
+    /// Past epochs of held certificates whose committee this node does not know (at most `max`).
+    pub fn held_unknown_epochs(&self, max: usize) -> Vec<u32> {
+        let current = self.committee().map_or(0, |c| c.epoch);
+        let held = self.held_certs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut epochs: Vec<u32> = held
+            .values()
+            .flat_map(|m| m.values().map(|c| c.epoch))
+            .filter(|e| *e < current && self.committee_of(*e).is_none())
+            .collect();
+        epochs.sort_unstable();
+        epochs.dedup();
+        epochs.truncate(max);
+        epochs
+    }
+
     /// Take the held certificates whose epoch's committee is now known (to be verified).
     pub fn take_verifiable_held(&self) -> Vec<(Certificate, Arc<Committee>)> {
         let mut held = self.held_certs.lock().unwrap_or_else(|p| p.into_inner());

@@ -44,6 +44,9 @@ pub struct NodeEntry {
     /// existed (the admin API then shares the gRPC port).
     #[serde(default)]
     pub admin: String,
+    /// Serves gRPC over TLS (`--tls`; off in testnets created before it existed).
+    #[serde(default)]
+    pub tls: bool,
     pub dir: PathBuf,
     pub node_id: Option<NodeId>,
     pub pid: Option<u32>,
@@ -65,6 +68,14 @@ fn one() -> u64 {
 }
 
 impl NodeEntry {
+    /// The address members and clients use: `https://` when the node serves TLS.
+    pub fn address(&self) -> String {
+        if self.tls {
+            format!("https://{}", self.grpc)
+        } else {
+            self.grpc.clone()
+        }
+    }
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
@@ -162,7 +173,7 @@ impl TestnetState {
         self.nodes
             .iter()
             .filter(|n| !n.released)
-            .map(|n| n.grpc.clone())
+            .map(NodeEntry::address)
             .collect()
     }
     pub fn admin_token(&self) -> anyhow::Result<String> {
@@ -319,7 +330,7 @@ impl Body for LocalBody {
                 n.node_id.map(|id| Candidate {
                     node_id: id,
                     name: n.name.clone(),
-                    address: n.grpc.clone(),
+                    address: n.address(),
                     stake: n.stake,
                     intent: if n.leaving {
                         Intent::Leaving
@@ -375,6 +386,7 @@ impl LocalBody {
             grpc: format!("127.0.0.1:{}", free_port()?),
             http: format!("127.0.0.1:{}", free_port()?),
             admin: format!("127.0.0.1:{}", free_port()?),
+            tls: true,
             dir,
             node_id: None,
             pid: None,
@@ -404,6 +416,7 @@ impl LocalBody {
             } else {
                 vec!["--admin-addr", n.admin.as_str()]
             })
+            .args(if n.tls { &["--tls"][..] } else { &[][..] })
             .arg("--admin-token-file")
             .arg(self.state.dir.join("admin.token"))
             .stdin(Stdio::null())
@@ -438,32 +451,69 @@ impl LocalBody {
         ours
     }
 
-    async fn wait_healthy(&self, i: usize, timeout: Duration) -> anyhow::Result<NodeId> {
-        let n = &self.state.nodes[i];
-        let client = NodeClient::new(&n.grpc, 16 << 20)?;
+    async fn wait_healthy(&mut self, i: usize, timeout: Duration) -> anyhow::Result<NodeId> {
+        let n = self.state.nodes[i].clone();
+        let client = NodeClient::new(&n.address(), 16 << 20)?;
         let deadline = Instant::now() + timeout;
         loop {
             match client.info().await {
                 Ok(info) => return Ok(NodeId::try_from(info.node_id.as_slice())?),
-                Err(e) if Instant::now() > deadline => bail!(
-                    "{} did not come up: {e}; see {}",
-                    n.name,
-                    n.dir.join("log").display()
-                ),
+                Err(e)
+                    if Instant::now() > deadline
+                        || self.procs[i].as_mut().is_some_and(|p| p.exited()) =>
+                {
+                    bail!(
+                        "{} did not come up: {e}; see {}",
+                        n.name,
+                        n.dir.join("log").display()
+                    )
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }
 
+    /// A node that never came up and found one of its ports taken (free ports are picked
+    /// before the node binds them; a parallel process can take one first) gets fresh ports.
+    fn reassign_ports_if_taken(&mut self, i: usize) -> anyhow::Result<bool> {
+        let n = &self.state.nodes[i];
+        let log = fs::read_to_string(n.dir.join("log")).unwrap_or_default();
+        if n.node_id.is_some() || !log.contains("Address already in use") {
+            return Ok(false);
+        }
+        let _ = fs::write(n.dir.join("log"), "");
+        let n = &mut self.state.nodes[i];
+        n.grpc = format!("127.0.0.1:{}", free_port()?);
+        n.http = format!("127.0.0.1:{}", free_port()?);
+        if !n.admin.is_empty() {
+            n.admin = format!("127.0.0.1:{}", free_port()?);
+        }
+        self.dirty = true;
+        Ok(true)
+    }
+
     /// Start (or adopt) node `i` and learn its identity.
     async fn bring_up(&mut self, i: usize) -> anyhow::Result<()> {
-        if !self.adopt(i) {
-            self.spawn(i)?;
+        let mut attempt = 0;
+        loop {
+            if !self.adopt(i) {
+                self.spawn(i)?;
+            }
+            match self.wait_healthy(i, Duration::from_secs(30)).await {
+                Ok(id) => {
+                    self.state.nodes[i].node_id = Some(id);
+                    self.dirty = true;
+                    return Ok(());
+                }
+                Err(e) => {
+                    attempt += 1;
+                    if attempt >= 3 || !self.reassign_ports_if_taken(i)? {
+                        return Err(e);
+                    }
+                    tracing::warn!(node = %self.state.nodes[i].name, "a port was taken; retrying on fresh ports");
+                }
+            }
         }
-        let id = self.wait_healthy(i, Duration::from_secs(30)).await?;
-        self.state.nodes[i].node_id = Some(id);
-        self.dirty = true;
-        Ok(())
     }
 
     /// Restart crashed nodes (unless marked stopped), forget stopped ones.

@@ -102,7 +102,9 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
                 for n in state.nodes.iter().filter(|n| !n.released) {
                     println!(
                         "  {:<7} grpc {:<21} metrics http://{}/metrics",
-                        n.name, n.grpc, n.http
+                        n.name,
+                        n.address(),
+                        n.http
                     );
                 }
                 if let Some(m) = &state.metrics {
@@ -127,7 +129,7 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             let state = TestnetState::load(dir)?;
             testnet::restart_node(&state, node, *wipe)?;
             let n = state.node(node)?;
-            let client = NodeClient::new(&n.grpc, 16 << 20)?;
+            let client = NodeClient::new(&n.address(), 16 << 20)?;
             let deadline = Instant::now() + Duration::from_secs(30);
             while client.info().await.map(|i| i.epoch).unwrap_or(0) == 0 {
                 if Instant::now() > deadline {
@@ -312,7 +314,7 @@ async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
         let info = if n.released {
             None
         } else {
-            NodeClient::new(&n.grpc, 16 << 20)?.info().await.ok()
+            NodeClient::new(&n.address(), 16 << 20)?.info().await.ok()
         };
         let rec = control
             .as_ref()
