@@ -147,3 +147,4 @@ fn certified_listing_and_pending_are_range_scans() {
     // certified blobs never expire
     assert_eq!(s.expire_uncertified(now_secs() + 10, 100).unwrap().0, 0);
 }
+
