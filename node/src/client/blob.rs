@@ -165,6 +165,10 @@ pub struct BlobClient {
 const EPOCH_RETRIES: usize = 3;
 /// Most slivers per PutSlivers request (the node takes up to 4096).
 const PUT_SLIVERS_BATCH: usize = 1024;
+/// Sliver bytes per PutSlivers request (less if half the message limit is less): small slivers
+/// share a request and a commit, large ones still stream several requests per node, so that
+/// transfer and persistence overlap and progress is reported as they land.
+const PUT_SLIVERS_BYTES: usize = 4 << 20;
 
 impl BlobClient {
     pub fn new(committee: Committee, config: ClientConfig) -> Result<Self, ClientError> {
@@ -749,7 +753,7 @@ async fn upload_to(
     let on_bytes = &on_bytes;
     // The node's slivers go in PutSlivers batches (one commit on the node each), split so that
     // a request stays well under the message limit and the in-flight byte budget.
-    let limit = (max_message / 2).max(1);
+    let limit = (max_message / 2).clamp(1, PUT_SLIVERS_BYTES);
     let mut batches: Vec<Vec<(u16, Axis)>> = vec![Vec::new()];
     let mut bytes = 0usize;
     for p in pairs {
