@@ -158,7 +158,9 @@ impl Engine for Files {
             .dir
             .join(hex::encode(&key[..2]))
             .join(hex::encode(&key[2..]));
-        floe_node::store::file::read_checked(&p).ok().map(|v| v.len())
+        floe_node::store::file::read_checked(&p)
+            .ok()
+            .map(|v| v.len())
     }
 }
 
@@ -168,7 +170,10 @@ struct GroupWriter {
 }
 
 impl GroupWriter {
-    fn start(engine: Arc<dyn Engine>, max_batch_bytes: usize) -> (Self, std::thread::JoinHandle<u64>) {
+    fn start(
+        engine: Arc<dyn Engine>,
+        max_batch_bytes: usize,
+    ) -> (Self, std::thread::JoinHandle<u64>) {
         let (tx, rx) = mpsc::channel::<(Vec<Item>, mpsc::SyncSender<()>)>();
         let h = std::thread::spawn(move || {
             let mut commits = 0u64;
@@ -212,7 +217,13 @@ fn key(shard: u16, i: u64) -> Vec<u8> {
 
 /// `count` values of `size` bytes from `writers` concurrent writers; returns (items/s, MiB/s,
 /// commits).
-fn run_writes(engine: Arc<dyn Engine>, writers: usize, count: u64, size: usize, base: u64) -> (f64, f64, u64) {
+fn run_writes(
+    engine: Arc<dyn Engine>,
+    writers: usize,
+    count: u64,
+    size: usize,
+    base: u64,
+) -> (f64, f64, u64) {
     // today's file store writes concurrently, each write with its own fsyncs
     let direct = engine.name() == "file per object";
     let (w, h) = GroupWriter::start(engine.clone(), 64 << 20);
@@ -291,7 +302,9 @@ fn main() {
             match which {
                 "fjall" => Arc::new(Fjall::open(dir)),
                 "redb" => Arc::new(Redb::open(dir)),
-                _ => Arc::new(Files { dir: dir.to_path_buf() }),
+                _ => Arc::new(Files {
+                    dir: dir.to_path_buf(),
+                }),
             }
         };
         let e = open(&dir);
@@ -317,7 +330,10 @@ fn main() {
         let probes = 2000u64;
         for i in 0..probes {
             let id = (i * 13) % small;
-            assert!(e.get(&key((id % 64) as u16, id)).is_some(), "{name}: key lost");
+            assert!(
+                e.get(&key((id % 64) as u16, id)).is_some(),
+                "{name}: key lost"
+            );
         }
         let get_us = t.elapsed().as_secs_f64() * 1e6 / probes as f64;
         println!(

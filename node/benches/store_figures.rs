@@ -22,6 +22,8 @@ use floe_node::store::BlobStore;
 use floe_node::testing::random_bytes;
 use futures::StreamExt as _;
 
+const BLOBS_16K: u64 = 1000;
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -101,7 +103,11 @@ async fn ready(addr: &str) -> (NodeClient, NodeId, Duration) {
     let c = NodeClient::new(addr, 96 << 20).unwrap();
     for _ in 0..2000 {
         if let Ok(i) = c.info().await {
-            return (c, NodeId::try_from(i.node_id.as_slice()).unwrap(), t.elapsed());
+            return (
+                c,
+                NodeId::try_from(i.node_id.as_slice()).unwrap(),
+                t.elapsed(),
+            );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -210,7 +216,8 @@ async fn main() {
             .map(|(id, v)| {
                 let c = c.clone();
                 async move {
-                    let items: Vec<(BlobId, u16, &Sliver)> = v.iter().map(|(q, s)| (id, *q, s)).collect();
+                    let items: Vec<(BlobId, u16, &Sliver)> =
+                        v.iter().map(|(q, s)| (id, *q, s)).collect();
                     for r in c.put_slivers(&items).await.unwrap() {
                         r.unwrap();
                     }
@@ -231,7 +238,7 @@ async fn main() {
         let store = BlobStore::open(dir.path(), None).unwrap();
         let p = EncodingParams::new(100).unwrap();
         let mut stored = 0u64;
-        for i in 0..300u64 {
+        for i in 0..BLOBS_16K {
             let e = encode(&random_bytes(16 << 10, i), p).unwrap();
             let id = e.blob_id();
             store.put_metadata(id, e.metadata()).unwrap();
@@ -244,20 +251,29 @@ async fn main() {
                     ]
                 })
                 .collect();
-            stored += slivers.iter().map(|(_, s)| s.to_bytes().len() as u64).sum::<u64>();
-            let items: Vec<(BlobId, u16, &Sliver)> = slivers.iter().map(|(q, s)| (id, *q, s)).collect();
+            stored += slivers
+                .iter()
+                .map(|(_, s)| s.to_bytes().len() as u64)
+                .sum::<u64>();
+            let items: Vec<(BlobId, u16, &Sliver)> =
+                slivers.iter().map(|(q, s)| (id, *q, s)).collect();
             for r in store.put_slivers(&items) {
                 r.unwrap();
             }
         }
-        let open_disk = du(dir.path());
-        drop(store);
-        let closed_disk = du(dir.path());
+        let before_flush = du(dir.path());
+        store.flush().unwrap();
+        // let the journal that the flush released be deleted
+        std::thread::sleep(Duration::from_secs(1));
+        let (tables, journal) = store.disk_space();
+        let all = du(dir.path());
         println!(
-            "| disk / stored bytes, 300 blobs of 16 KiB at n = 100 ({} MiB stored) | {:.2}× open, {:.2}× after close | ≤ 1.3× |",
+            "| disk / stored bytes, {BLOBS_16K} blobs of 16 KiB at n = 100 ({} MiB stored) | tables {:.2}× (+ journal {} MiB, bounded at 128 MiB); whole directory {:.2}× after flush, {:.2}× before | ≤ 1.3× |",
             stored >> 20,
-            open_disk as f64 / stored as f64,
-            closed_disk as f64 / stored as f64
+            tables as f64 / stored as f64,
+            journal >> 20,
+            all as f64 / stored as f64,
+            before_flush as f64 / stored as f64,
         );
     }
 
@@ -306,7 +322,10 @@ async fn main() {
         let node = Node::start(dir.path());
         let (c, me, up) = ready(&node.addr).await;
         let rss = node.metric("process_resident_memory_bytes") / (1 << 20) as f64;
-        println!("| restart to ready (GetInfo answers), {blobs} blobs | {:.0} ms | < 1 s |", up.as_secs_f64() * 1e3);
+        println!(
+            "| restart to ready (GetInfo answers), {blobs} blobs | {:.0} ms | < 1 s |",
+            up.as_secs_f64() * 1e3
+        );
         println!("| RSS after start, {blobs} blobs | {rss:.0} MiB | < 200 MiB |");
         // a second member holding shard 0, so that it may ask for a sync page of it
         let other = SigningKey::from_bytes(&[7; 32]);

@@ -117,7 +117,10 @@ async fn kill9_during_large_write_leaves_nothing_partial() {
     let tmp: Vec<_> = std::fs::read_dir(node.data_dir().join("large").join(".tmp"))
         .unwrap()
         .collect();
-    assert!(tmp.is_empty(), "temporary files left after restart: {tmp:?}");
+    assert!(
+        tmp.is_empty(),
+        "temporary files left after restart: {tmp:?}"
+    );
     {
         // 3 of 4 nodes hold 75 of 100 shards: the write reaches quorum without node 0
         let out = outcome.expect("write reaches quorum without the killed node");

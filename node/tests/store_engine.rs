@@ -126,7 +126,12 @@ async fn put_blob(node: &floe_node::client::NodeClient, seed: u64) -> Option<Blo
     let id = enc.blob_id();
     node.put_metadata(&id, enc.metadata()).await.ok()?;
     let slivers: Vec<(u16, Sliver)> = (0..7u16)
-        .flat_map(|p| [(p, enc.primary_sliver(p as usize)), (p, enc.secondary_sliver(6 - p as usize))])
+        .flat_map(|p| {
+            [
+                (p, enc.primary_sliver(p as usize)),
+                (p, enc.secondary_sliver(6 - p as usize)),
+            ]
+        })
         .collect();
     let items: Vec<(BlobId, u16, &Sliver)> = slivers.iter().map(|(p, s)| (id, *p, s)).collect();
     for r in node.put_slivers(&items).await.ok()? {
@@ -167,7 +172,11 @@ async fn kill9_under_concurrent_small_writes_keeps_every_confirmed_blob() {
     })
     .await;
     assert!(ok, "writes too slow");
-    eprintln!("{} confirmed in {:?}", confirmed.lock().unwrap().len(), started.elapsed());
+    eprintln!(
+        "{} confirmed in {:?}",
+        confirmed.lock().unwrap().len(),
+        started.elapsed()
+    );
     c.nodes[0].kill9();
     for w in writers {
         let _ = w.await;
@@ -175,7 +184,10 @@ async fn kill9_under_concurrent_small_writes_keeps_every_confirmed_blob() {
     eprintln!("writers stopped at {:?}", started.elapsed());
     let confirmed = confirmed.lock().unwrap().clone();
     let attempted = attempted.lock().unwrap().clone();
-    assert!(attempted.len() > confirmed.len(), "the kill interrupted some writes");
+    assert!(
+        attempted.len() > confirmed.len(),
+        "the kill interrupted some writes"
+    );
     c.nodes[0].start();
     eprintln!("restarted at {:?}", started.elapsed());
     let node = c.nodes[0].client();
@@ -258,7 +270,12 @@ fn corrupt_where(dir: &std::path::Path, needle: &[u8]) -> bool {
 async fn corruption_of_the_engine_files_is_detected() {
     let mut c = one_node(vec![]).await;
     let data = random_bytes(20_000, 9);
-    let id = c.blob_client().write(data.clone(), None).await.unwrap().blob_id;
+    let id = c
+        .blob_client()
+        .write(data.clone(), None)
+        .await
+        .unwrap()
+        .blob_id;
     c.nodes[0].terminate().expect("clean exit");
     let enc = encode(&data, params()).unwrap();
     let needle = enc.primary_sliver(2).data;
@@ -292,7 +309,12 @@ async fn gc_under_kill9_leaves_a_consistent_store() {
     let mut c = one_node(vec!["--uncertified-grace", "2"]).await;
     let node = c.nodes[0].client();
     let certified = random_bytes(30_000, 5);
-    let cid = c.blob_client().write(certified.clone(), None).await.unwrap().blob_id;
+    let cid = c
+        .blob_client()
+        .write(certified.clone(), None)
+        .await
+        .unwrap()
+        .blob_id;
     // 200 blobs never certified, with slivers
     let mut ids = Vec::new();
     for seed in 0..200u64 {
@@ -309,7 +331,8 @@ async fn gc_under_kill9_leaves_a_consistent_store() {
     n.kill9();
     n.start();
     wait_until(Duration::from_secs(30), || {
-        http_get(n.http, "/metrics").is_some_and(|(_, m)| m.contains("floe_node_uncertified_bytes 0"))
+        http_get(n.http, "/metrics")
+            .is_some_and(|(_, m)| m.contains("floe_node_uncertified_bytes 0"))
     })
     .unwrap_or_else(|| panic!("uncertified bytes never reached 0:\n{}", n.metrics()));
     let node = n.client();
@@ -370,7 +393,10 @@ async fn restart_with_100k_blobs_is_fast() {
     let page = node.client().list_certified(None, 1000).await.unwrap();
     assert_eq!(page.0.len(), 1000);
     let rss = node.metric("process_resident_memory_bytes");
-    eprintln!("restart to healthy with {blobs} blobs: {ready:?}, RSS {:.0} MiB", rss / 1048576.0);
+    eprintln!(
+        "restart to healthy with {blobs} blobs: {ready:?}, RSS {:.0} MiB",
+        rss / 1048576.0
+    );
     assert!(ready < Duration::from_secs(5), "start-up took {ready:?}");
     assert!(rss < 200.0 * 1048576.0, "RSS {rss}");
 }

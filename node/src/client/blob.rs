@@ -318,15 +318,25 @@ impl BlobClient {
                 let weight = m.shards.len();
                 let max_message = self.config.max_message;
                 async move {
-                    let r = upload_to(&node, &enc, &pairs, &budget, attempts, parallel, max_message, |b| {
-                        let d = done_bytes.fetch_add(b, std::sync::atomic::Ordering::Relaxed) + b;
-                        if let Some(f) = &progress {
-                            f(Progress::Bytes {
-                                done: d,
-                                total: encoded_size,
-                            });
-                        }
-                    })
+                    let r = upload_to(
+                        &node,
+                        &enc,
+                        &pairs,
+                        &budget,
+                        attempts,
+                        parallel,
+                        max_message,
+                        |b| {
+                            let d =
+                                done_bytes.fetch_add(b, std::sync::atomic::Ordering::Relaxed) + b;
+                            if let Some(f) = &progress {
+                                f(Progress::Bytes {
+                                    done: d,
+                                    total: encoded_size,
+                                });
+                            }
+                        },
+                    )
                     .await;
                     (node, weight, r)
                 }

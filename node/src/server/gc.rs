@@ -76,7 +76,12 @@ fn expire_round(state: &NodeState) {
                     .gc_bytes
                     .with_label_values(&["uncertified"])
                     .inc_by(bytes);
-                tracing::info!(blobs, bytes, grace_s = grace, "expired blobs never certified");
+                tracing::info!(
+                    blobs,
+                    bytes,
+                    grace_s = grace,
+                    "expired blobs never certified"
+                );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not expire uncertified blobs");
@@ -130,7 +135,12 @@ fn unowned_round(
             .gc_bytes
             .with_label_values(&["unowned"])
             .inc_by(freed);
-        tracing::info!(epoch, dropped, freed, "dropped slivers of shards no longer owned");
+        tracing::info!(
+            epoch,
+            dropped,
+            freed,
+            "dropped slivers of shards no longer owned"
+        );
     }
     let next = if page.len() < PAGE {
         None

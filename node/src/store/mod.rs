@@ -118,7 +118,9 @@ impl StoreError {
     /// A copy for each caller of a failed group commit.
     fn duplicate(&self) -> Self {
         match self {
-            StoreError::DiskFull(e) => StoreError::DiskFull(io::Error::new(e.kind(), e.to_string())),
+            StoreError::DiskFull(e) => {
+                StoreError::DiskFull(io::Error::new(e.kind(), e.to_string()))
+            }
             StoreError::Io(e) => StoreError::Io(io::Error::new(e.kind(), e.to_string())),
             StoreError::Full {
                 needed,
@@ -575,20 +577,30 @@ impl BlobStore {
     }
 
     pub fn entry(&self, id: &BlobId) -> Option<BlobEntry> {
+        let mut e = self.entry_without_metadata(id)?;
+        if e.metadata.is_none() && self.record(id).ok()??.has_metadata {
+            e.metadata = self.metadata(id);
+        }
+        Some(e)
+    }
+
+    /// [`Self::entry`] without reading and decoding the metadata (`metadata` is `None`).
+    pub fn entry_without_metadata(&self, id: &BlobId) -> Option<BlobEntry> {
         let r = self.record(id).ok()??;
         let mut slivers = BTreeSet::new();
-        for k in self.parts.held.prefix(id.as_bytes()).map(|kv| kv.map(|(k, _)| k)) {
+        for k in self
+            .parts
+            .held
+            .prefix(id.as_bytes())
+            .map(|kv| kv.map(|(k, _)| k))
+        {
             let Ok(k) = k else { break };
             if let Some((_, pair, axis)) = keys::parse_sliver_key(&k) {
                 slivers.insert((pair, axis));
             }
         }
         Some(BlobEntry {
-            metadata: if r.has_metadata {
-                self.metadata(id)
-            } else {
-                None
-            },
+            metadata: None,
             certified_epoch: r.certified_epoch,
             invalid: r.invalid,
             slivers,
@@ -676,6 +688,11 @@ impl BlobStore {
         Ok(true)
     }
 
+    /// The epoch for which every certified blob was last put on the pending list.
+    pub fn pending_epoch(&self) -> u32 {
+        self.counter(counter::PENDING_EPOCH) as u32
+    }
+
     pub fn pending_count_estimate(&self) -> usize {
         self.parts.pending.approximate_len()
     }
@@ -696,7 +713,11 @@ impl BlobStore {
         }
         let before = self.used_bytes();
         let n = ids.len();
-        let results = self.writer.submit(ids.into_iter().map(|id| Op::DeleteUncertified { id }).collect());
+        let results = self.writer.submit(
+            ids.into_iter()
+                .map(|id| Op::DeleteUncertified { id })
+                .collect(),
+        );
         let mut deleted = 0;
         for r in results {
             if r? {
@@ -766,9 +787,34 @@ impl BlobStore {
             .map(|(k, v)| (u16::from_be_bytes([k[1], k[2]]), *v))
             .collect()
     }
-    /// Bytes on disk of the engine and the large-sliver files.
-    pub fn disk_space(&self) -> u64 {
-        self.parts.keyspace.disk_space()
+    /// Bytes on disk of the engine: (tables, journal). The journal is bounded (128 MiB) and
+    /// holds what is not flushed to tables yet.
+    pub fn disk_space(&self) -> (u64, u64) {
+        let journal = self.parts.keyspace.journal_disk_space();
+        (
+            self.parts.keyspace.disk_space().saturating_sub(journal),
+            journal,
+        )
+    }
+
+    /// Flush every memtable to tables (benchmarks and tools: measure steady-state disk use).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let p = &self.parts;
+        for part in [
+            &p.blobs,
+            &p.metadata,
+            &p.certs,
+            &p.invalid,
+            &p.slivers,
+            &p.held,
+            &p.certified,
+            &p.uncertified,
+            &p.pending,
+            &p.counters,
+        ] {
+            part.rotate_memtable_and_wait()?;
+        }
+        Ok(())
     }
 }
 

@@ -99,8 +99,14 @@ fn large_slivers_in_files_and_uncertified_blobs_expire() {
     let p = enc.pair(0);
     assert!(p.primary.data.len() > LARGE_SLIVER);
     let results = s.put_slivers(&[(id, 0, &p.primary), (id, 0, &p.secondary)]);
-    assert!(results.iter().all(|r| matches!(r, Ok(false))), "{results:?}");
-    assert_eq!(s.get_sliver(&id, 0, Axis::Primary).unwrap().unwrap(), p.primary);
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(false))),
+        "{results:?}"
+    );
+    assert_eq!(
+        s.get_sliver(&id, 0, Axis::Primary).unwrap().unwrap(),
+        p.primary
+    );
     assert!(s.uncertified_bytes() > 0);
     let file = dir.path().join("large").join(hex::encode(id.as_bytes()));
     assert!(file.exists());
@@ -147,4 +153,3 @@ fn certified_listing_and_pending_are_range_scans() {
     // certified blobs never expire
     assert_eq!(s.expire_uncertified(now_secs() + 10, 100).unwrap().0, 0);
 }
-

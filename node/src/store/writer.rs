@@ -140,7 +140,8 @@ impl Writer {
                     let mut txn = Txn::new(&ctx, snapshot);
                     let mut replies = Vec::with_capacity(group.len());
                     for req in group {
-                        let results: Results = req.ops.into_iter().map(|op| txn.apply(op)).collect();
+                        let results: Results =
+                            req.ops.into_iter().map(|op| txn.apply(op)).collect();
                         replies.push((req.reply, results));
                     }
                     match txn.commit() {
@@ -266,13 +267,13 @@ impl<'a> Txn<'a> {
         if let Some(r) = self.records.get(id) {
             return Ok(*r);
         }
-        let r = match self.ctx.parts.blobs.get(id.as_bytes())? {
-            Some(v) => Some(
-                Record::decode(&v)
-                    .ok_or_else(|| StoreError::Corrupt(format!("record of blob {id} unreadable")))?,
-            ),
-            None => None,
-        };
+        let r =
+            match self.ctx.parts.blobs.get(id.as_bytes())? {
+                Some(v) => Some(Record::decode(&v).ok_or_else(|| {
+                    StoreError::Corrupt(format!("record of blob {id} unreadable"))
+                })?),
+                None => None,
+            };
         self.records.insert(*id, r);
         Ok(r)
     }
@@ -304,8 +305,11 @@ impl<'a> Txn<'a> {
     }
 
     fn put_record(&mut self, id: &BlobId, r: Record) {
-        self.batch
-            .insert(&self.ctx.parts.blobs, id.as_bytes().to_vec(), r.encode().to_vec());
+        self.batch.insert(
+            &self.ctx.parts.blobs,
+            id.as_bytes().to_vec(),
+            r.encode().to_vec(),
+        );
         self.records.insert(*id, Some(r));
     }
 
@@ -381,7 +385,8 @@ impl<'a> Txn<'a> {
                 }
                 r.has_metadata = true;
                 r.n = n;
-                self.batch.insert(&p.metadata, id.as_bytes().to_vec(), framed);
+                self.batch
+                    .insert(&p.metadata, id.as_bytes().to_vec(), framed);
                 self.put_record(&id, r);
                 Ok(false)
             }
@@ -450,9 +455,13 @@ impl<'a> Txn<'a> {
                 }
                 self.batch.insert(&p.certs, id.as_bytes().to_vec(), framed);
                 if !r.invalid {
+                    self.batch.insert(
+                        &p.certified,
+                        id.as_bytes().to_vec(),
+                        epoch.to_be_bytes().to_vec(),
+                    );
                     self.batch
-                        .insert(&p.certified, id.as_bytes().to_vec(), epoch.to_be_bytes().to_vec());
-                    self.batch.insert(&p.pending, id.as_bytes().to_vec(), Vec::<u8>::new());
+                        .insert(&p.pending, id.as_bytes().to_vec(), Vec::<u8>::new());
                     self.add(counter::CERTIFIED, 1);
                 }
                 self.put_record(&id, r);
@@ -468,9 +477,13 @@ impl<'a> Txn<'a> {
                 }
                 // an inconsistency proof is small and must be kept: no capacity check
                 r.charged += framed.len() as u64 + OBJECT_OVERHEAD;
-                self.add(counter::USED, (framed.len() as u64 + OBJECT_OVERHEAD) as i64);
+                self.add(
+                    counter::USED,
+                    (framed.len() as u64 + OBJECT_OVERHEAD) as i64,
+                );
                 r.invalid = true;
-                self.batch.insert(&p.invalid, id.as_bytes().to_vec(), framed);
+                self.batch
+                    .insert(&p.invalid, id.as_bytes().to_vec(), framed);
                 if r.certified_epoch.is_some() {
                     self.batch.remove(&p.certified, id.as_bytes().to_vec());
                     self.batch.remove(&p.pending, id.as_bytes().to_vec());
@@ -532,7 +545,8 @@ impl<'a> Txn<'a> {
             }
             Op::SetPending { ids } => {
                 for id in ids {
-                    self.batch.insert(&p.pending, id.as_bytes().to_vec(), Vec::<u8>::new());
+                    self.batch
+                        .insert(&p.pending, id.as_bytes().to_vec(), Vec::<u8>::new());
                 }
                 Ok(true)
             }
@@ -547,7 +561,13 @@ impl<'a> Txn<'a> {
     /// Slivers held of `id`: committed ones and this group's, minus those dropped in it.
     fn held_of(&mut self, id: &BlobId) -> Result<Vec<(u16, AxisKey)>, StoreError> {
         let mut keys: BTreeSet<[u8; SLIVER_KEY_LEN]> = BTreeSet::new();
-        for k in self.ctx.parts.held.prefix(id.as_bytes()).map(|kv| kv.map(|(k, _)| k)) {
+        for k in self
+            .ctx
+            .parts
+            .held
+            .prefix(id.as_bytes())
+            .map(|kv| kv.map(|(k, _)| k))
+        {
             let k = k?;
             if let Ok(k) = <[u8; SLIVER_KEY_LEN]>::try_from(k.as_ref()) {
                 keys.insert(k);
@@ -591,7 +611,8 @@ impl<'a> Txn<'a> {
             self.add(&counter::shard(s), -1);
         }
         if repend && r.certified_epoch.is_some() && !r.invalid {
-            self.batch.insert(&p.pending, id.as_bytes().to_vec(), Vec::<u8>::new());
+            self.batch
+                .insert(&p.pending, id.as_bytes().to_vec(), Vec::<u8>::new());
         }
         self.put_record(id, r);
         self.delete
