@@ -318,25 +318,20 @@ impl BlobClient {
                 let weight = m.shards.len();
                 let max_message = self.config.max_message;
                 async move {
-                    let r = upload_to(
-                        &node,
-                        &enc,
-                        &pairs,
-                        &budget,
+                    let pace = Pace {
                         attempts,
                         parallel,
                         max_message,
-                        |b| {
-                            let d =
-                                done_bytes.fetch_add(b, std::sync::atomic::Ordering::Relaxed) + b;
-                            if let Some(f) = &progress {
-                                f(Progress::Bytes {
-                                    done: d,
-                                    total: encoded_size,
-                                });
-                            }
-                        },
-                    )
+                    };
+                    let r = upload_to(&node, &enc, &pairs, &budget, pace, |b| {
+                        let d = done_bytes.fetch_add(b, std::sync::atomic::Ordering::Relaxed) + b;
+                        if let Some(f) = &progress {
+                            f(Progress::Bytes {
+                                done: d,
+                                total: encoded_size,
+                            });
+                        }
+                    })
                     .await;
                     (node, weight, r)
                 }
@@ -747,17 +742,29 @@ where
     }
 }
 
+/// How one node's upload is paced.
+#[derive(Clone, Copy)]
+struct Pace {
+    attempts: u32,
+    /// Requests in flight to the node.
+    parallel: usize,
+    max_message: usize,
+}
+
 /// Upload metadata and every sliver of `pairs` to one node, then ask for its confirmation.
 async fn upload_to(
     node: &NodeClient,
     enc: &EncodedBlob,
     pairs: &[u16],
     budget: &Semaphore,
-    attempts: u32,
-    parallel: usize,
-    max_message: usize,
+    pace: Pace,
     on_bytes: impl Fn(u64),
 ) -> Result<Confirmation, ClientError> {
+    let Pace {
+        attempts,
+        parallel,
+        max_message,
+    } = pace;
     let id = enc.blob_id();
     retry(attempts, || node.put_metadata(&id, enc.metadata())).await?;
     let on_bytes = &on_bytes;
