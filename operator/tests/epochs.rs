@@ -261,18 +261,13 @@ fn a_missing_previous_owner_falls_back_to_recovery_and_a_stuck_change_resumes() 
     check_blobs(&t, &blobs);
 }
 
-/// Every sliver file under a node's data directory (the store keeps one file per sliver,
-/// named `<pair>.<axis>`), deleted while the node runs.
-fn delete_sliver_files(data_dir: &std::path::Path) -> usize {
+/// Drop every sliver from a (stopped) node's store, through the store library: the node comes
+/// back with its metadata and certificates but none of its slivers.
+fn drop_all_slivers(data_dir: &std::path::Path) -> u64 {
+    let store = floe_node::store::BlobStore::open(data_dir, None).unwrap();
     let mut n = 0;
-    for blob in std::fs::read_dir(data_dir.join("blobs")).unwrap().flatten() {
-        for f in std::fs::read_dir(blob.path()).unwrap().flatten() {
-            let name = f.file_name().to_string_lossy().to_string();
-            if name.starts_with(|c: char| c.is_ascii_digit()) {
-                std::fs::remove_file(f.path()).unwrap();
-                n += 1;
-            }
-        }
+    for (id, _) in store.certified() {
+        n += store.drop_pairs(&id, |_| false).unwrap();
     }
     n
 }
@@ -302,7 +297,9 @@ fn a_node_that_lost_its_slivers_fails_its_challenge_and_earns_nothing() {
     // blobs certified in epoch 1 are challenged from epoch 2 on
     assert_eq!(next_epoch(&t), 2);
     let dir = std::path::PathBuf::from(t.state()["nodes"][2]["dir"].as_str().unwrap());
-    assert!(delete_sliver_files(&dir.join("data")) > 0);
+    t.ok(&["testnet", "kill", "2"]);
+    assert!(drop_all_slivers(&dir.join("data")) > 0);
+    t.ok(&["testnet", "restart", "2"]);
     assert_eq!(next_epoch(&t), 3);
     let st = t.json(&["testnet", "status"]);
     let round = &st["last_round"];

@@ -37,6 +37,7 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
         let Some(committee) = state.committee() else {
             continue;
         };
+        repend(&state, committee.epoch).await;
         if committee.member(&state.node_id).is_none()
             || state.config.fault == Some(super::config::Fault::NoRepair)
         {
@@ -48,7 +49,10 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
             last_learn = Some(Instant::now());
         }
         scrub_cursor = scrub(&state, scrub_cursor).await;
-        let work = missing_work(&state);
+        let st = state.clone();
+        let Ok(work) = tokio::task::spawn_blocking(move || missing_work(&st)).await else {
+            continue;
+        };
         let backlog: usize = work.iter().map(|(_, w)| w.len()).sum();
         state
             .recovery_backlog
@@ -134,13 +138,10 @@ pub(super) fn peer_clients(
 /// Cost ∝ the store's `pending` list, not the store: a certified blob is put on it when its
 /// certificate arrives, when one of its slivers is dropped (corrupt) and, once per epoch, all
 /// of them (the owned pairs changed); blobs found complete here are taken off.
+///
+/// Blocking (store reads); the recovery loop runs it, after [`repend`], off the async workers.
 pub(super) fn missing_work(state: &NodeState) -> Vec<(BlobId, Vec<(u16, Axis)>)> {
     let mut work = Vec::new();
-    if let Some(c) = state.committee() {
-        if let Err(e) = state.store.repend_all(c.epoch) {
-            tracing::warn!(error = %e, "could not list certified blobs for recovery");
-        }
-    }
     let syncing = state.syncing_shards();
     let mut complete = Vec::new();
     let mut after = None;
@@ -152,7 +153,7 @@ pub(super) fn missing_work(state: &NodeState) -> Vec<(BlobId, Vec<(u16, Axis)>)>
         after = Some(last);
         for id in page {
             let owned = state.owned_pairs_excluding(&id, &syncing);
-            let Some(entry) = state.store.entry(&id) else {
+            let Some(entry) = state.store.entry_without_metadata(&id) else {
                 complete.push(id);
                 continue;
             };
@@ -185,6 +186,27 @@ pub(super) fn missing_work(state: &NodeState) -> Vec<(BlobId, Vec<(u16, Axis)>)>
         tracing::warn!(error = %e, "could not update the recovery list");
     }
     work
+}
+
+/// Once per epoch, put every certified blob back on the pending list (the owned pairs changed):
+/// one pass over the certified index, off the async workers.
+pub(super) async fn repend(state: &Arc<NodeState>, epoch: u32) {
+    if state.store.pending_epoch() >= epoch {
+        return;
+    }
+    let st = state.clone();
+    let started = Instant::now();
+    match tokio::task::spawn_blocking(move || st.store.repend_all(epoch)).await {
+        Ok(Ok(true)) => tracing::info!(
+            epoch,
+            blobs = state.store.certified_count(),
+            ms = started.elapsed().as_millis() as u64,
+            "certified blobs queued for the epoch's recovery check"
+        ),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not queue certified blobs for recovery"),
+        Err(e) => tracing::warn!(error = %e, "recovery queueing task failed"),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,8 @@ use crate::store::file::{read_checked, write_atomic};
 use crate::store::{BlobStore, StoreError, StoreLimits};
 
 const COMMITTEE_FILE: &str = "committee";
+/// Most pending blobs counted exactly by `recovery_backlog_exact`.
+const EXACT_PENDING: usize = 4096;
 
 /// The committees a node keeps: the current one and the one before it (still a sync source and
 /// still the committee that certified recent blobs), and the shard sync of the current epoch.
@@ -430,7 +432,19 @@ impl NodeState {
     /// counted exactly. Cost: O(1) while nothing changed since the last count (the control plane
     /// polls this every round); after a change, one pass over the in-memory index (certified
     /// blobs × owned pairs, no disk access).
+    ///
+    /// Until the recovery loop has queued this epoch's re-check, or while more than
+    /// [`EXACT_PENDING`] blobs wait for it, the answer is an upper bound (never 0), so that
+    /// "done" is never reported early and the call stays cheap.
     pub fn recovery_backlog_exact(&self) -> u64 {
+        if let Some(c) = self.committee() {
+            if self.store.pending_epoch() < c.epoch {
+                return self.store.certified_count().max(1);
+            }
+        }
+        if self.store.pending_page(None, EXACT_PENDING + 1).len() > EXACT_PENDING {
+            return (self.store.pending_count_estimate() as u64).max(EXACT_PENDING as u64 + 1);
+        }
         let key = |s: &Self| BacklogKey {
             generation: s.store.generation(),
             epoch: s.committee().map_or(0, |c| c.epoch),
@@ -475,6 +489,9 @@ impl NodeState {
             .stored_bytes
             .set(self.store.used_bytes() as i64);
         self.metrics.blobs.set(self.store.blob_count() as i64);
+        self.metrics
+            .uncertified_bytes
+            .set(self.store.uncertified_bytes() as i64);
         self.metrics
             .recovery_backlog
             .set(self.recovery_backlog.load(Ordering::Relaxed) as i64);

@@ -268,7 +268,12 @@ async fn fall_back(
         tracing::warn!(shard, error = %e, "could not record the fallback; retrying later");
         return;
     }
-    let backlog: usize = missing_work(state).iter().map(|(_, w)| w.len()).sum();
+    super::recovery::repend(state, epoch).await;
+    let st = state.clone();
+    let backlog: usize =
+        tokio::task::spawn_blocking(move || missing_work(&st).iter().map(|(_, w)| w.len()).sum())
+            .await
+            .unwrap_or(0);
     state
         .recovery_backlog
         .store(backlog as u64, Ordering::Relaxed);

@@ -602,6 +602,15 @@ impl BlobStore {
     }
 
     pub fn entry(&self, id: &BlobId) -> Option<BlobEntry> {
+        let mut e = self.entry_without_metadata(id)?;
+        if e.metadata.is_none() && self.record(id).ok()??.has_metadata {
+            e.metadata = self.metadata(id);
+        }
+        Some(e)
+    }
+
+    /// [`Self::entry`] without reading and decoding the metadata (`metadata` is `None`).
+    pub fn entry_without_metadata(&self, id: &BlobId) -> Option<BlobEntry> {
         let r = self.record(id).ok()??;
         let mut slivers = BTreeSet::new();
         for k in self
@@ -616,11 +625,7 @@ impl BlobStore {
             }
         }
         Some(BlobEntry {
-            metadata: if r.has_metadata {
-                self.metadata(id)
-            } else {
-                None
-            },
+            metadata: None,
             certified_epoch: r.certified_epoch,
             invalid: r.invalid,
             slivers,
@@ -706,6 +711,11 @@ impl BlobStore {
             value: epoch as u64,
         })?;
         Ok(true)
+    }
+
+    /// The epoch for which every certified blob was last put on the pending list.
+    pub fn pending_epoch(&self) -> u32 {
+        self.counter(counter::PENDING_EPOCH) as u32
     }
 
     pub fn pending_count_estimate(&self) -> usize {
@@ -802,9 +812,34 @@ impl BlobStore {
             .map(|(k, v)| (u16::from_be_bytes([k[1], k[2]]), *v))
             .collect()
     }
-    /// Bytes on disk of the engine and the large-sliver files.
-    pub fn disk_space(&self) -> u64 {
-        self.parts.keyspace.disk_space()
+    /// Bytes on disk of the engine: (tables, journal). The journal is bounded (128 MiB) and
+    /// holds what is not flushed to tables yet.
+    pub fn disk_space(&self) -> (u64, u64) {
+        let journal = self.parts.keyspace.journal_disk_space();
+        (
+            self.parts.keyspace.disk_space().saturating_sub(journal),
+            journal,
+        )
+    }
+
+    /// Flush every memtable to tables (benchmarks and tools: measure steady-state disk use).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let p = &self.parts;
+        for part in [
+            &p.blobs,
+            &p.metadata,
+            &p.certs,
+            &p.invalid,
+            &p.slivers,
+            &p.held,
+            &p.certified,
+            &p.uncertified,
+            &p.pending,
+            &p.counters,
+        ] {
+            part.rotate_memtable_and_wait()?;
+        }
+        Ok(())
     }
 }
 
