@@ -46,7 +46,14 @@ fn main() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| n["grpc"].as_str().unwrap().to_string())
+        .map(|n| {
+            // nodes serving TLS are addressed as https:// (what testnet.json's tls says)
+            let grpc = n["grpc"].as_str().unwrap();
+            match n["tls"].as_bool() {
+                Some(true) => format!("https://{grpc}"),
+                _ => grpc.to_string(),
+            }
+        })
         .collect();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

@@ -84,7 +84,14 @@ fn main() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| n["grpc"].as_str().unwrap().to_string())
+        .map(|n| {
+            // nodes serving TLS are addressed as https:// (what testnet.json's tls says)
+            let grpc = n["grpc"].as_str().unwrap();
+            match n["tls"].as_bool() {
+                Some(true) => format!("https://{grpc}"),
+                _ => grpc.to_string(),
+            }
+        })
         .collect();
     let client = rt
         .block_on(BlobClient::connect(&grpc, ClientConfig::default()))

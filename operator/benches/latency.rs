@@ -98,7 +98,14 @@ async fn main() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| n["grpc"].as_str().unwrap().to_string())
+        .map(|n| {
+            // nodes serving TLS are addressed as https:// (what testnet.json's tls says)
+            let grpc = n["grpc"].as_str().unwrap();
+            match n["tls"].as_bool() {
+                Some(true) => format!("https://{grpc}"),
+                _ => grpc.to_string(),
+            }
+        })
         .collect();
     let client = BlobClient::connect(&grpc, ClientConfig::default())
         .await

@@ -98,7 +98,14 @@ async fn memory_table() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| n["grpc"].as_str().unwrap().to_string())
+        .map(|n| {
+            // nodes serving TLS are addressed as https:// (what testnet.json's tls says)
+            let grpc = n["grpc"].as_str().unwrap();
+            match n["tls"].as_bool() {
+                Some(true) => format!("https://{grpc}"),
+                _ => grpc.to_string(),
+            }
+        })
         .collect();
     let path = dir.path().join("blob");
     std::fs::write(&path, rand_bytes(len as usize, 7)).unwrap();
@@ -170,7 +177,14 @@ async fn main() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|n| n["grpc"].as_str().unwrap().to_string())
+            .map(|n| {
+                // nodes serving TLS are addressed as https:// (what testnet.json's tls says)
+                let grpc = n["grpc"].as_str().unwrap();
+                match n["tls"].as_bool() {
+                    Some(true) => format!("https://{grpc}"),
+                    _ => grpc.to_string(),
+                }
+            })
             .collect();
         let http: Vec<String> = state["nodes"]
             .as_array()
