@@ -4,7 +4,8 @@
 //! received sliver pair (both slivers: expand, hash, compare with the metadata) at n = 1000;
 //! then the end-to-end `put` of a 1 MiB blob on a local 7-node, 1000-shard testnet (real
 //! `floe-node` processes on loopback, the client in this process): median and spread of
-//! several puts, each of a fresh blob. Self-contained, so it also runs on older trees.
+//! several puts, each of a fresh blob. `-- --puts 1000`: a thousand puts of 16 KiB blobs
+//! instead (blobs per second). Self-contained, so it also runs on older trees.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,8 +49,76 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// `--puts N`: N puts of 16 KiB blobs (16 at a time) from one client on a 7-node, 100-shard
+/// testnet; blobs per second, and the testnet's files and bytes on disk per stored byte.
+async fn many_small_puts(count: usize) {
+    use futures::stream::StreamExt;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    floe(dir.path(), &["testnet", "up", "--nodes", "7", "--shards", "100"]);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("testnet.json")).unwrap())
+            .unwrap();
+    let grpc: Vec<String> = state["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let grpc = n["grpc"].as_str().unwrap();
+            match n["tls"].as_bool() {
+                Some(true) => format!("https://{grpc}"),
+                _ => grpc.to_string(),
+            }
+        })
+        .collect();
+    let client = BlobClient::connect(&grpc, ClientConfig::default())
+        .await
+        .unwrap();
+    let client = &client;
+    let t = Instant::now();
+    let done = futures::stream::iter(0..count as u64)
+        .map(|seed| async move { client.write(random(16 << 10, seed), None).await.unwrap() })
+        .buffer_unordered(16)
+        .count()
+        .await;
+    let took = t.elapsed();
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if e.path().to_string_lossy().contains("/data/") {
+                files += 1;
+                bytes += m.len();
+            }
+        }
+    }
+    println!("| puts of 16 KiB (16 at a time) | time | blobs/s | files under the nodes' data dirs | bytes on disk |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {done} | {:.1} s | **{:.0}** | {files} | {:.0} MiB |",
+        took.as_secs_f64(),
+        done as f64 / took.as_secs_f64(),
+        bytes as f64 / (1 << 20) as f64
+    );
+    floe(dir.path(), &["testnet", "down"]);
+}
+
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--puts")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+    {
+        if !floe_bin().parent().unwrap().join("floe-node").exists() {
+            panic!("build floe-node first: cargo build --release -p floe-node");
+        }
+        return many_small_puts(n).await;
+    }
     if !floe_bin().parent().unwrap().join("floe-node").exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         assert!(Command::new(cargo)
