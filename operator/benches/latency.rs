@@ -54,7 +54,10 @@ fn ms(d: Duration) -> f64 {
 async fn many_small_puts(count: usize) {
     use futures::stream::StreamExt;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    floe(dir.path(), &["testnet", "up", "--nodes", "7", "--shards", "100"]);
+    floe(
+        dir.path(),
+        &["testnet", "up", "--nodes", "7", "--shards", "100"],
+    );
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("testnet.json")).unwrap())
             .unwrap();

@@ -50,7 +50,6 @@ pub fn encode(blob: &[u8], params: EncodingParams) -> Result<EncodedBlob, CodecE
         parity_rows,
         parity_cols,
     } = extend_source(blob, params)?;
-    let n = params.n();
     let m = Matrices {
         params,
         s: shape.symbol_size,
@@ -63,12 +62,7 @@ pub fn encode(blob: &[u8], params: EncodingParams) -> Result<EncodedBlob, CodecE
     } else {
         m.hashed_roots()?
     };
-    let pair_hashes = (0..n).map(|p| (primary[p], secondary[n - 1 - p])).collect();
-    let metadata = BlobMetadata {
-        encoding_type: ENCODING_RS2,
-        len: blob.len() as u64,
-        pair_hashes,
-    };
+    let metadata = metadata_from_roots(blob.len() as u64, &primary, &secondary);
     let blob_id = metadata.blob_id();
     Ok(EncodedBlob {
         shape,
@@ -151,69 +145,24 @@ impl EncodedBlob {
     }
 }
 
-/// The metadata and blob ID of `blob`, without keeping its expansion: what `floe blob-id` and
-/// any caller that only needs the commitment want. With symbols of more than 32 bytes the blob
-/// is read in place (only its last, partial rows are copied and padded), `P` is produced column
-/// batch by column batch and hashed straight away, and only `Q` (half the blob at n = 1000) and
-/// the n² leaf matrix are held: the peak is about 1.7× the blob at 256 MiB (with the blob)
-/// instead of the 4.7× of [`encode`]. Costs the same hashing as [`encode`]; small blobs
-/// (`s ≤ 32`, at most `32·k_p·k_s` bytes) simply go through [`encode`].
+/// The metadata and blob ID of `blob`, without keeping its expansion: the streaming encoder's
+/// metadata pass over the blob in place ([`super::stream`]): only `Q` (half the blob at
+/// n = 1000), the n² leaf matrix and one 16 MiB stripe are held besides the blob.
 pub fn encode_metadata(
     blob: &[u8],
     params: EncodingParams,
 ) -> Result<(BlobMetadata, BlobId), CodecError> {
-    let shape = params.symbol_shape(blob.len() as u64)?;
-    let s = shape.symbol_size;
-    if s <= CHUNK {
-        let e = encode(blob, params)?;
-        return Ok((e.metadata, e.blob_id));
-    }
-    let (n, f, kp, ks) = (
-        params.n(),
-        params.f(),
-        params.k_primary(),
-        params.k_secondary(),
-    );
-    let row = ks * s;
-    let full = (blob.len() / row).min(kp);
-    let mut tail = vec![0u8; (kp - full) * row];
-    tail[..blob.len() - full * row].copy_from_slice(&blob[full * row..]);
-    let d_rows: Vec<&[u8]> = blob[..full * row]
-        .chunks(row)
-        .chain(tail.chunks(row))
-        .collect();
-    let mut q = vec![0u8; kp * f * s];
-    let (q_full, q_tail) = q.split_at_mut(full * f * s);
-    rs::extend_rows(&blob[..full * row], ks, s, f, q_full)?;
-    rs::extend_rows(&tail, ks, s, f, q_tail)?;
+    super::stream::metadata_only(&super::stream::SliceSource(blob), params)
+}
 
-    let mut leaves = vec![ZERO; n * n];
-    place_leaves(
-        &mut leaves,
-        n,
-        0,
-        0,
-        ks,
-        &hash_block(&blob[..full * row], s),
-    );
-    place_leaves(&mut leaves, n, full, 0, ks, &hash_block(&tail, s));
-    place_leaves(&mut leaves, n, 0, ks, f, &hash_block(&q, s));
-    // P = the columns of D extended, R = the columns of Q extended: hashed batch by batch and
-    // dropped
-    let p = rs::map_column_parity_batches(&d_rows, s, 2 * f, |c0, w, rows| {
-        (c0, w, hash_block(rows, s))
-    })?;
-    for (c0, w, h) in p {
-        place_leaves(&mut leaves, n, kp, c0, w, &h);
-    }
-    let (primary, secondary) = finish_hashed_roots(leaves, &q, n, kp, ks, f, s)?;
-    let metadata = BlobMetadata {
+/// The metadata of a blob of `len` bytes from its sliver roots.
+pub(super) fn metadata_from_roots(len: u64, primary: &[Hash], secondary: &[Hash]) -> BlobMetadata {
+    let n = primary.len();
+    BlobMetadata {
         encoding_type: ENCODING_RS2,
-        len: blob.len() as u64,
+        len,
         pair_hashes: (0..n).map(|p| (primary[p], secondary[n - 1 - p])).collect(),
-    };
-    let id = metadata.blob_id();
-    Ok((metadata, id))
+    }
 }
 
 /// D (the padded blob), P (its columns extended) and Q (its rows extended).

@@ -26,9 +26,11 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::encode::{encode, finish_hashed_roots, hash_block, place_leaves, EncodedBlob};
+use super::encode::{
+    encode, finish_hashed_roots, hash_block, metadata_from_roots, place_leaves, EncodedBlob,
+};
 use super::merkle::{CHUNK, ZERO};
-use super::metadata::{BlobId, BlobMetadata, ENCODING_RS2};
+use super::metadata::{BlobId, BlobMetadata};
 use super::params::{EncodingParams, SymbolShape};
 use super::rs;
 use super::sliver::{Axis, Sliver};
@@ -58,10 +60,22 @@ impl BlobSource for Vec<u8> {
         self.as_slice().len() as u64
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let read = within(self.as_slice().len() as u64, offset, buf);
+        SliceSource(self).read_at(offset, buf)
+    }
+}
+
+/// A blob borrowed in memory.
+pub struct SliceSource<'a>(pub &'a [u8]);
+
+impl BlobSource for SliceSource<'_> {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let read = within(self.0.len() as u64, offset, buf);
         if !read.is_empty() {
             let at = offset as usize;
-            read.copy_from_slice(&self[at..at + read.len()]);
+            read.copy_from_slice(&self.0[at..at + read.len()]);
         }
         Ok(())
     }
@@ -136,16 +150,6 @@ impl StreamingEncoder {
         Self::with_stripe_bytes(source, params, groups, STRIPE_BYTES)
     }
 
-    /// The metadata and blob ID only (`floe blob-id`): nothing of `P` is kept, so the peak is
-    /// `Q`, the leaf matrix and one stripe.
-    pub fn metadata_only(
-        source: Box<dyn BlobSource>,
-        params: EncodingParams,
-    ) -> Result<(BlobMetadata, BlobId), CodecError> {
-        let e = Self::build(source, params, 1, STRIPE_BYTES, false)?;
-        Ok((e.metadata, e.blob_id))
-    }
-
     /// [`Self::new`] with another stripe size (tests use small ones to get many stripes).
     #[doc(hidden)]
     pub fn with_stripe_bytes(
@@ -153,16 +157,6 @@ impl StreamingEncoder {
         params: EncodingParams,
         groups: usize,
         stripe_bytes: usize,
-    ) -> Result<Self, CodecError> {
-        Self::build(source, params, groups, stripe_bytes, true)
-    }
-
-    fn build(
-        source: Box<dyn BlobSource>,
-        params: EncodingParams,
-        groups: usize,
-        stripe_bytes: usize,
-        keep_first: bool,
     ) -> Result<Self, CodecError> {
         let groups = groups.clamp(1, 2 * params.f());
         let shape = params.symbol_shape(source.len())?;
@@ -181,63 +175,17 @@ impl StreamingEncoder {
                 stripe_bytes,
             });
         }
-        let (n, f, kp, ks) = (
-            params.n(),
-            params.f(),
-            params.k_primary(),
-            params.k_secondary(),
-        );
-        let row = ks * s;
-        let mut leaves = vec![ZERO; n * n];
-        let mut q = vec![0u8; kp * f * s];
-        // D row batch by row batch: hashed, and extended to Q
-        let rows_per = (stripe_bytes / row).clamp(1, kp);
-        let mut buf = vec![0u8; rows_per * row];
-        for r0 in (0..kp).step_by(rows_per) {
-            let r1 = (r0 + rows_per).min(kp);
-            let rows = &mut buf[..(r1 - r0) * row];
-            source.read_at((r0 * row) as u64, rows).map_err(io_error)?;
-            rs::extend_rows(rows, ks, s, f, &mut q[r0 * f * s..r1 * f * s])?;
-            place_leaves(&mut leaves, n, r0, 0, ks, &hash_block(rows, s));
-        }
-        drop(buf);
-        place_leaves(&mut leaves, n, 0, ks, f, &hash_block(&q, s));
-        // P column stripe by column stripe: hashed, group 0's rows kept, the rest dropped
-        let keep = if keep_first {
-            p_rows(2 * f, 0, groups)
-        } else {
-            0..0
-        };
-        let mut first = vec![0u8; keep.len() * row];
-        for_each_p_stripe(
-            &*source,
-            &shape,
-            stripe_bytes,
-            |c0, w, block| {
-                let kept = block[keep.start * w * s..keep.end * w * s].to_vec();
-                (c0, w, hash_block(block, s), kept)
-            },
-            |(c0, w, h, kept)| {
-                place_leaves(&mut leaves, n, kp, c0, w, &h);
-                place_rows(&mut first, row, c0 * s, w * s, &kept);
-            },
-        )?;
-        let (primary, secondary) = finish_hashed_roots(leaves, &q, n, kp, ks, f, s)?;
-        let metadata = BlobMetadata {
-            encoding_type: ENCODING_RS2,
-            len: source.len(),
-            pair_hashes: (0..n).map(|p| (primary[p], secondary[n - 1 - p])).collect(),
-        };
-        let blob_id = metadata.blob_id();
+        let keep = p_rows(2 * params.f(), 0, groups);
+        let pass = metadata_pass(&*source, &shape, stripe_bytes, keep)?;
         Ok(Self {
             source,
             shape,
-            metadata,
-            blob_id,
+            blob_id: pass.metadata.blob_id(),
+            metadata: pass.metadata,
             groups,
             inner: Inner::Streaming {
-                q,
-                first: Mutex::new(keep_first.then_some(first)),
+                q: pass.q,
+                first: Mutex::new(Some(pass.kept)),
             },
             stripe_bytes,
         })
@@ -311,6 +259,85 @@ impl StreamingEncoder {
             p,
         })
     }
+}
+
+/// The metadata and blob ID only (`floe blob-id`, [`super::encode_metadata`]): nothing of `P` is
+/// kept, so the peak is `Q`, the leaf matrix and one stripe.
+pub fn metadata_only(
+    source: &dyn BlobSource,
+    params: EncodingParams,
+) -> Result<(BlobMetadata, BlobId), CodecError> {
+    let shape = params.symbol_shape(source.len())?;
+    let metadata = if shape.symbol_size <= CHUNK {
+        let mut blob = vec![0u8; source.len() as usize];
+        source.read_at(0, &mut blob).map_err(io_error)?;
+        encode(&blob, params)?.metadata().clone()
+    } else {
+        metadata_pass(source, &shape, STRIPE_BYTES, 0..0)?.metadata
+    };
+    let id = metadata.blob_id();
+    Ok((metadata, id))
+}
+
+/// What one read of the blob gives (symbols of more than 32 bytes).
+struct Pass {
+    metadata: BlobMetadata,
+    /// Q: `k_p × f` symbols, row-major.
+    q: Vec<u8>,
+    /// Rows `keep` of `P`.
+    kept: Vec<u8>,
+}
+
+/// `D` row batch by row batch (hashed, extended to `Q`), then `P` column stripe by column
+/// stripe (hashed; rows `keep` kept, the rest dropped), `R` from `Q`'s columns: the metadata.
+fn metadata_pass(
+    source: &dyn BlobSource,
+    shape: &SymbolShape,
+    stripe_bytes: usize,
+    keep: Range<usize>,
+) -> Result<Pass, CodecError> {
+    let params = shape.params;
+    let s = shape.symbol_size;
+    let (n, f, kp, ks) = (
+        params.n(),
+        params.f(),
+        params.k_primary(),
+        params.k_secondary(),
+    );
+    let row = ks * s;
+    let mut leaves = vec![ZERO; n * n];
+    let mut q = vec![0u8; kp * f * s];
+    let rows_per = (stripe_bytes / row).clamp(1, kp);
+    let mut buf = vec![0u8; rows_per * row];
+    for r0 in (0..kp).step_by(rows_per) {
+        let r1 = (r0 + rows_per).min(kp);
+        let rows = &mut buf[..(r1 - r0) * row];
+        source.read_at((r0 * row) as u64, rows).map_err(io_error)?;
+        rs::extend_rows(rows, ks, s, f, &mut q[r0 * f * s..r1 * f * s])?;
+        place_leaves(&mut leaves, n, r0, 0, ks, &hash_block(rows, s));
+    }
+    drop(buf);
+    place_leaves(&mut leaves, n, 0, ks, f, &hash_block(&q, s));
+    let mut kept = vec![0u8; keep.len() * row];
+    for_each_p_stripe(
+        source,
+        shape,
+        stripe_bytes,
+        |c0, w, block| {
+            let rows = block[keep.start * w * s..keep.end * w * s].to_vec();
+            (c0, w, hash_block(block, s), rows)
+        },
+        |(c0, w, h, rows)| {
+            place_leaves(&mut leaves, n, kp, c0, w, &h);
+            place_rows(&mut kept, row, c0 * s, w * s, &rows);
+        },
+    )?;
+    let (primary, secondary) = finish_hashed_roots(leaves, &q, n, kp, ks, f, s)?;
+    Ok(Pass {
+        metadata: metadata_from_roots(source.len(), &primary, &secondary),
+        q,
+        kept,
+    })
 }
 
 /// Rows `[m·g/G, m·(g+1)/G)` of `m`.

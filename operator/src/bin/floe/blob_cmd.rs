@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use floe_node::client::{BlobClient, ClientConfig, NodeClient};
-use floe_node::codec::{BlobId, BlobSource, EncodingParams, FileSource, StreamingEncoder};
+use floe_node::codec::stream::metadata_only;
+use floe_node::codec::{BlobId, BlobSource, EncodingParams, FileSource};
 use floe_node::proto;
 use floe_operator::local::testnet::TestnetState;
 use serde_json::json;
@@ -198,9 +199,8 @@ pub fn blob_id(cli: &Cli, file: &Path, shards: u16) -> anyhow::Result<()> {
     // never held, nor is the file (peak: Q, half the blob at n = 1000, and the leaf matrix)
     let source = FileSource::open(file).with_context(|| format!("reading {}", file.display()))?;
     let size = source.len();
-    let (_, id) =
-        StreamingEncoder::metadata_only(Box::new(source), EncodingParams::new(shards as usize)?)
-            .with_context(|| format!("encoding {}", file.display()))?;
+    let (_, id) = metadata_only(&source, EncodingParams::new(shards as usize)?)
+        .with_context(|| format!("encoding {}", file.display()))?;
     if cli.json {
         println!(
             "{}",
