@@ -56,7 +56,7 @@ async fn many_small_puts(count: usize) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     floe(
         dir.path(),
-        &["testnet", "up", "--nodes", "7", "--shards", "100"],
+        &["testnet", "up", "--nodes", "7", "--shards", "100", "--epoch", "1d"],
     );
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("testnet.json")).unwrap())
@@ -84,7 +84,8 @@ async fn many_small_puts(count: usize) {
         .count()
         .await;
     let took = t.elapsed();
-    let (mut files, mut bytes) = (0u64, 0u64);
+    use std::os::unix::fs::MetadataExt;
+    let (mut files, mut bytes, mut allocated) = (0u64, 0u64, 0u64);
     let mut stack = vec![dir.path().to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
@@ -94,16 +95,18 @@ async fn many_small_puts(count: usize) {
             } else if e.path().to_string_lossy().contains("/data/") {
                 files += 1;
                 bytes += m.len();
+                allocated += m.blocks() * 512;
             }
         }
     }
-    println!("| puts of 16 KiB (16 at a time) | time | blobs/s | files under the nodes' data dirs | bytes on disk |");
-    println!("|---|---|---|---|---|");
+    println!("| puts of 16 KiB (16 at a time) | time | blobs/s | files under the nodes' data dirs | file bytes | disk allocated |");
+    println!("|---|---|---|---|---|---|");
     println!(
-        "| {done} | {:.1} s | **{:.0}** | {files} | {:.0} MiB |",
+        "| {done} | {:.1} s | **{:.0}** | {files} | {:.0} MiB | {:.0} MiB |",
         took.as_secs_f64(),
         done as f64 / took.as_secs_f64(),
-        bytes as f64 / (1 << 20) as f64
+        bytes as f64 / (1 << 20) as f64,
+        allocated as f64 / (1 << 20) as f64
     );
     floe(dir.path(), &["testnet", "down"]);
 }
