@@ -40,21 +40,7 @@ fn main() {
             "testnet", "up", "--nodes", "4", "--shards", "100", "--epoch", "1d",
         ],
     );
-    let state: Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("testnet.json")).unwrap()).unwrap();
-    let grpc: Vec<String> = state["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            // nodes serving TLS are addressed as https:// (what testnet.json's tls says)
-            let grpc = n["grpc"].as_str().unwrap();
-            match n["tls"].as_bool() {
-                Some(true) => format!("https://{grpc}"),
-                _ => grpc.to_string(),
-            }
-        })
-        .collect();
+    let grpc = common::node_addresses(d);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = BlobClient::connect(&grpc, ClientConfig::default())

@@ -56,7 +56,9 @@ async fn many_small_puts(count: usize) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     floe(
         dir.path(),
-        &["testnet", "up", "--nodes", "7", "--shards", "100", "--epoch", "1d"],
+        &[
+            "testnet", "up", "--nodes", "7", "--shards", "100", "--epoch", "1d",
+        ],
     );
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("testnet.json")).unwrap())

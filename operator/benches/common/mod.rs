@@ -36,3 +36,22 @@ pub fn floe(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// The gRPC addresses of a testnet's nodes, from its `testnet.json`: `https://` for nodes that
+/// serve TLS.
+pub fn node_addresses(dir: &Path) -> Vec<String> {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("testnet.json")).unwrap()).unwrap();
+    state["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let grpc = n["grpc"].as_str().unwrap();
+            match n["tls"].as_bool() {
+                Some(true) => format!("https://{grpc}"),
+                _ => grpc.to_string(),
+            }
+        })
+        .collect()
+}
