@@ -78,21 +78,7 @@ fn main() {
         ],
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let st: Value =
-        serde_json::from_slice(&std::fs::read(d.join("testnet.json")).unwrap()).unwrap();
-    let grpc: Vec<String> = st["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            // nodes serving TLS are addressed as https:// (what testnet.json's tls says)
-            let grpc = n["grpc"].as_str().unwrap();
-            match n["tls"].as_bool() {
-                Some(true) => format!("https://{grpc}"),
-                _ => grpc.to_string(),
-            }
-        })
-        .collect();
+    let grpc = common::node_addresses(d);
     let client = rt
         .block_on(BlobClient::connect(&grpc, ClientConfig::default()))
         .unwrap();

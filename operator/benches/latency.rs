@@ -60,21 +60,7 @@ async fn many_small_puts(count: usize) {
             "testnet", "up", "--nodes", "7", "--shards", "100", "--epoch", "1d",
         ],
     );
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("testnet.json")).unwrap())
-            .unwrap();
-    let grpc: Vec<String> = state["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            let grpc = n["grpc"].as_str().unwrap();
-            match n["tls"].as_bool() {
-                Some(true) => format!("https://{grpc}"),
-                _ => grpc.to_string(),
-            }
-        })
-        .collect();
+    let grpc = node_addresses(dir.path());
     let client = BlobClient::connect(&grpc, ClientConfig::default())
         .await
         .unwrap();
@@ -111,6 +97,24 @@ async fn many_small_puts(count: usize) {
         allocated as f64 / (1 << 20) as f64
     );
     floe(dir.path(), &["testnet", "down"]);
+}
+
+/// The gRPC addresses of a testnet's nodes (`https://` for nodes serving TLS).
+fn node_addresses(dir: &Path) -> Vec<String> {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("testnet.json")).unwrap()).unwrap();
+    state["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let grpc = n["grpc"].as_str().unwrap();
+            match n["tls"].as_bool() {
+                Some(true) => format!("https://{grpc}"),
+                _ => grpc.to_string(),
+            }
+        })
+        .collect()
 }
 
 #[tokio::main]
@@ -168,22 +172,7 @@ async fn main() {
         dir.path(),
         &["testnet", "up", "--nodes", "7", "--shards", "1000"],
     );
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("testnet.json")).unwrap())
-            .unwrap();
-    let grpc: Vec<String> = state["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            // nodes serving TLS are addressed as https:// (what testnet.json's tls says)
-            let grpc = n["grpc"].as_str().unwrap();
-            match n["tls"].as_bool() {
-                Some(true) => format!("https://{grpc}"),
-                _ => grpc.to_string(),
-            }
-        })
-        .collect();
+    let grpc = node_addresses(dir.path());
     let client = BlobClient::connect(&grpc, ClientConfig::default())
         .await
         .unwrap();

@@ -91,22 +91,7 @@ async fn memory_table() {
         dir.path(),
         &["testnet", "up", "--nodes", "7", "--shards", "1000"],
     );
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("testnet.json")).unwrap())
-            .unwrap();
-    let grpc: Vec<String> = state["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            // nodes serving TLS are addressed as https:// (what testnet.json's tls says)
-            let grpc = n["grpc"].as_str().unwrap();
-            match n["tls"].as_bool() {
-                Some(true) => format!("https://{grpc}"),
-                _ => grpc.to_string(),
-            }
-        })
-        .collect();
+    let grpc = common::node_addresses(dir.path());
     let path = dir.path().join("blob");
     std::fs::write(&path, rand_bytes(len as usize, 7)).unwrap();
     for (mode, stream_from, from_file) in [
@@ -173,19 +158,7 @@ async fn main() {
             &std::fs::read_to_string(dir.path().join("testnet.json")).unwrap(),
         )
         .unwrap();
-        let grpc: Vec<String> = state["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| {
-                // nodes serving TLS are addressed as https:// (what testnet.json's tls says)
-                let grpc = n["grpc"].as_str().unwrap();
-                match n["tls"].as_bool() {
-                    Some(true) => format!("https://{grpc}"),
-                    _ => grpc.to_string(),
-                }
-            })
-            .collect();
+        let grpc = common::node_addresses(dir.path());
         let http: Vec<String> = state["nodes"]
             .as_array()
             .unwrap()
