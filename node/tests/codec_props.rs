@@ -68,6 +68,25 @@ proptest! {
         prop_assert!(shards.iter().all(|s| *s));
     }
 
+    /// The tree a verification keeps (what the node stores as a sliver's challenge index) is
+    /// the sliver's own tree, and a sliver that does not verify yields none.
+    #[test]
+    fn verification_keeps_the_slivers_tree((n, len) in n_and_len(), seed in any::<u64>(), at in any::<prop::sample::Index>()) {
+        let params = EncodingParams::new(n).unwrap();
+        let enc = encode(&blob(len, seed), params).unwrap();
+        let shape = enc.shape();
+        for sliver in [enc.primary_sliver(at.index(n)), enc.secondary_sliver(at.index(n))] {
+            let kept = sliver.verify_tree(enc.metadata()).unwrap();
+            let (_, tree) = sliver.tree(shape).unwrap();
+            prop_assert_eq!(kept.index_bytes(), tree.index_bytes());
+            prop_assert_eq!(kept.root(), tree.root());
+            let mut bad = sliver.clone();
+            let i = at.index(bad.data.len());
+            bad.data[i] ^= 1;
+            prop_assert!(matches!(bad.verify_tree(enc.metadata()), Err(CodecError::HashMismatch(_))));
+        }
+    }
+
     #[test]
     fn any_sliver_rebuilds_from_random_helpers(
         (n, len) in n_and_len(), seed in any::<u64>(), target in any::<prop::sample::Index>(),

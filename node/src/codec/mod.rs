@@ -4,6 +4,7 @@
 //! the one every other part of Floe (node, client, operator) carries.
 
 mod error;
+pub mod gf_engine;
 mod hash_lanes;
 mod layout;
 pub mod merkle;

@@ -1,6 +1,6 @@
 //! Slivers: rows (primary) and columns (secondary) of the expanded matrix, and their checks.
 
-use super::merkle::{leaves_of_parts, root_of_leaves, Hash, MerkleTree};
+use super::merkle::{leaves_of_parts, root_of_leaves, Hash, MerkleTree, TreeShape};
 use super::metadata::BlobMetadata;
 use super::params::{SymbolShape, MAX_SHARDS, MAX_SYMBOL_SIZE};
 use super::rs;
@@ -106,11 +106,15 @@ impl Sliver {
     /// The sliver hash committed to in the metadata. Takes the source symbols in place and
     /// the computed parity separately (no copy of the expanded sliver).
     pub fn hash(&self, shape: &SymbolShape) -> Result<Hash, CodecError> {
+        Ok(root_of_leaves(&self.leaves(shape)?))
+    }
+
+    /// The leaf level of the sliver's tree (source symbols in place, parity computed).
+    fn leaves(&self, shape: &SymbolShape) -> Result<Vec<Hash>, CodecError> {
         self.check_shape(shape)?;
         let k = self.axis.source_symbols(shape);
         let parity = rs::encode_one(&self.data, shape.symbol_size, shape.params.n() - k)?;
-        let leaves = leaves_of_parts(&[&self.data, &parity], shape.symbol_size);
-        Ok(root_of_leaves(&leaves))
+        Ok(leaves_of_parts(&[&self.data, &parity], shape.symbol_size))
     }
 
     /// The wire encoding's header: everything of [`Sliver::to_bytes`] before the data.
@@ -126,21 +130,43 @@ impl Sliver {
     /// Check this sliver against verified metadata.
     pub fn verify(&self, metadata: &BlobMetadata) -> Result<(), CodecError> {
         let shape = metadata.shape()?;
-        let i = self.index as usize;
-        let expected = match self.axis {
-            Axis::Primary => metadata.primary_hash(i),
-            Axis::Secondary => metadata.secondary_hash(i),
-        }
-        .ok_or(CodecError::IndexOutOfRange {
-            index: i,
-            n: metadata.n(),
-        })?;
-        if &self.hash(&shape)? != expected {
+        let expected = self.committed_hash(metadata)?;
+        if self.hash(&shape)? != expected {
             return Err(CodecError::HashMismatch(
                 "sliver does not match the metadata",
             ));
         }
         Ok(())
+    }
+
+    /// [`Sliver::verify`], keeping the tree the check built: a node stores its levels beside a
+    /// large sliver for challenges, and this spares a second pass over the sliver's symbols.
+    pub fn verify_tree(&self, metadata: &BlobMetadata) -> Result<MerkleTree, CodecError> {
+        let shape = metadata.shape()?;
+        let expected = self.committed_hash(metadata)?;
+        let n = shape.params.n();
+        let tree =
+            MerkleTree::from_leaves(TreeShape::new(n, shape.symbol_size), self.leaves(&shape)?);
+        if tree.root() != expected {
+            return Err(CodecError::HashMismatch(
+                "sliver does not match the metadata",
+            ));
+        }
+        Ok(tree)
+    }
+
+    /// The hash the metadata commits to for this sliver's index and axis.
+    fn committed_hash(&self, metadata: &BlobMetadata) -> Result<Hash, CodecError> {
+        let i = self.index as usize;
+        match self.axis {
+            Axis::Primary => metadata.primary_hash(i),
+            Axis::Secondary => metadata.secondary_hash(i),
+        }
+        .copied()
+        .ok_or(CodecError::IndexOutOfRange {
+            index: i,
+            n: metadata.n(),
+        })
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {

@@ -27,7 +27,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::encode::{
-    encode, finish_hashed_roots, hash_block, metadata_from_roots, place_leaves, EncodedBlob,
+    encode, finish_hashed_roots, hash_block, hash_rows_into, metadata_from_roots, place_leaves,
+    EncodedBlob,
 };
 use super::merkle::{CHUNK, ZERO};
 use super::metadata::{BlobId, BlobMetadata};
@@ -314,10 +315,10 @@ fn metadata_pass(
         let rows = &mut buf[..(r1 - r0) * row];
         source.read_at((r0 * row) as u64, rows).map_err(io_error)?;
         rs::extend_rows(rows, ks, s, f, &mut q[r0 * f * s..r1 * f * s])?;
-        place_leaves(&mut leaves, n, r0, 0, ks, &hash_block(rows, s));
+        hash_rows_into(&mut leaves, n, r0, 0, ks, rows, s);
     }
     drop(buf);
-    place_leaves(&mut leaves, n, 0, ks, f, &hash_block(&q, s));
+    hash_rows_into(&mut leaves, n, 0, ks, f, &q, s);
     let mut kept = vec![0u8; keep.len() * row];
     for_each_p_stripe(
         source,

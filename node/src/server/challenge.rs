@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::codec::{
-    Axis, BlobMetadata, MerkleProof, MerkleTree, RecoverySymbol, Sliver, SymbolShape, TreeIndex,
-    TreeShape,
+    Axis, BlobMetadata, CodecError, MerkleProof, MerkleTree, RecoverySymbol, Sliver, SymbolShape,
+    TreeIndex, TreeShape,
 };
 
 /// Slivers get an index only when they are at least this many times its size.
@@ -52,10 +52,25 @@ pub fn write_index(sliver_file: &Path, sliver: &Sliver, shape: &SymbolShape) -> 
     let (_, tree) = sliver
         .tree(shape)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    write_index_bytes(sliver_file, &tree)
+    write_index_of(sliver_file, &tree)
 }
 
-fn write_index_bytes(sliver_file: &Path, tree: &MerkleTree) -> io::Result<()> {
+/// Verify a received sliver; when it gets an index, keep the tree the check built (the store
+/// writes its levels without hashing the sliver again).
+pub fn verify_for_store(
+    sliver: &Sliver,
+    metadata: &BlobMetadata,
+) -> Result<Option<MerkleTree>, CodecError> {
+    let shape = metadata.shape()?;
+    if wants_index(&shape, sliver.axis) {
+        sliver.verify_tree(metadata).map(Some)
+    } else {
+        sliver.verify(metadata).map(|()| None)
+    }
+}
+
+/// Write `tree`'s index beside `sliver_file` (as [`write_index`]).
+pub fn write_index_of(sliver_file: &Path, tree: &MerkleTree) -> io::Result<()> {
     let path = index_path(sliver_file);
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(

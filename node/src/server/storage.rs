@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
+use super::challenge;
 use super::config::Fault;
 use super::state::NodeState;
-use crate::codec::{recovery_symbols, Axis, BlobId, BlobMetadata, Sliver};
+use crate::codec::{recovery_symbols, Axis, BlobId, BlobMetadata, MerkleTree, Sliver};
 use crate::proto::{self, storage_server::Storage};
 use crate::protocol::{verify_certificate, Certificate, Confirmation, SyncRequest};
 use crate::store::StoreError;
@@ -263,15 +264,17 @@ impl Storage for StorageService {
             let st = self.state.clone();
             let already = blocking(move || {
                 let t = Instant::now();
-                sliver
-                    .verify(&md)
+                let tree = challenge::verify_for_store(&sliver, &md)
                     .map_err(|e| Status::invalid_argument(format!("sliver rejected: {e}")))?;
                 st.metrics
                     .sliver_stage
                     .with_label_values(&["verify"])
                     .observe(t.elapsed().as_secs_f64());
                 let t = Instant::now();
-                let r = st.store.put_sliver(id, pair, &sliver).map_err(store_status);
+                let r = st
+                    .store
+                    .put_sliver_with_tree(id, pair, &sliver, tree.as_ref())
+                    .map_err(store_status);
                 st.metrics
                     .sliver_stage
                     .with_label_values(&["persist"])
@@ -305,14 +308,15 @@ impl Storage for StorageService {
             let results = blocking(move || {
                 use rayon::prelude::*;
                 let t = Instant::now();
-                let verified: Vec<Result<(BlobId, u16, Sliver), Status>> = checked
+                type Verified = (BlobId, u16, Sliver, Option<MerkleTree>);
+                let verified: Vec<Result<Verified, Status>> = checked
                     .into_par_iter()
                     .map(|c| {
                         let (id, pair, sliver, md) = c?;
-                        sliver.verify(&md).map_err(|e| {
+                        let tree = challenge::verify_for_store(&sliver, &md).map_err(|e| {
                             Status::invalid_argument(format!("sliver rejected: {e}"))
                         })?;
-                        Ok((id, pair, sliver))
+                        Ok((id, pair, sliver, tree))
                     })
                     .collect();
                 st.metrics
@@ -320,11 +324,15 @@ impl Storage for StorageService {
                     .with_label_values(&["verify"])
                     .observe(t.elapsed().as_secs_f64());
                 let t = Instant::now();
-                let good: Vec<(BlobId, u16, &Sliver)> = verified
+                let good: Vec<_> = verified
                     .iter()
-                    .filter_map(|v| v.as_ref().ok().map(|(id, p, s)| (*id, *p, s)))
+                    .filter_map(|v| {
+                        v.as_ref()
+                            .ok()
+                            .map(|(id, p, s, tree)| (*id, *p, s, tree.as_ref()))
+                    })
                     .collect();
-                let mut stored = st.store.put_slivers(&good).into_iter();
+                let mut stored = st.store.put_slivers_with_trees(&good).into_iter();
                 st.metrics
                     .sliver_stage
                     .with_label_values(&["persist"])

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use super::recovery::{learn_certified, missing_work, peer_clients};
 use super::state::{NodeState, ShardSync};
 use crate::client::NodeClient;
-use crate::codec::{Axis, BlobId, BlobMetadata, Sliver};
+use crate::codec::{Axis, BlobId, BlobMetadata, MerkleTree, Sliver};
 use crate::proto;
 use crate::protocol::{verify_certificate, Certificate, NodeId, SyncRequest};
 
@@ -210,29 +210,34 @@ fn store_page(
         // Slivers are checked against the metadata, which is checked against the ID: they are
         // stored whatever the certificate. The certificate is kept only if it verifies against a
         // committee this node was given; one of an unknown epoch is held until that committee comes.
-        let sliver_checked =
-            |bytes: &[u8], axis: Axis, index: usize| -> Result<Option<Sliver>, SyncError> {
-                if bytes.is_empty() {
-                    return Ok(None);
-                }
-                let s = Sliver::from_bytes(bytes)
-                    .map_err(|e| SyncError::Lying(format!("a bad sliver of {id}: {e}")))?;
-                if s.axis != axis || s.index as usize != index {
-                    return Err(SyncError::Lying(format!(
-                        "{:?} sliver {} of {id} for pair {pair}",
-                        s.axis, s.index
-                    )));
-                }
-                s.verify(&md).map_err(|e| {
-                    SyncError::Lying(format!("a sliver of {id} that does not verify: {e}"))
-                })?;
-                Ok(Some(s))
-            };
+        let sliver_checked = |bytes: &[u8],
+                              axis: Axis,
+                              index: usize|
+         -> Result<Option<(Sliver, Option<MerkleTree>)>, SyncError> {
+            if bytes.is_empty() {
+                return Ok(None);
+            }
+            let s = Sliver::from_bytes(bytes)
+                .map_err(|e| SyncError::Lying(format!("a bad sliver of {id}: {e}")))?;
+            if s.axis != axis || s.index as usize != index {
+                return Err(SyncError::Lying(format!(
+                    "{:?} sliver {} of {id} for pair {pair}",
+                    s.axis, s.index
+                )));
+            }
+            let tree = super::challenge::verify_for_store(&s, &md).map_err(|e| {
+                SyncError::Lying(format!("a sliver of {id} that does not verify: {e}"))
+            })?;
+            Ok(Some((s, tree)))
+        };
         let primary = sliver_checked(&item.primary, Axis::Primary, pair as usize)?;
         let secondary = sliver_checked(&item.secondary, Axis::Secondary, n - 1 - pair as usize)?;
         state.store.put_metadata(id, &md)?;
-        for s in [primary, secondary].into_iter().flatten() {
-            if !state.store.put_sliver(id, pair, &s)? {
+        for (s, tree) in [primary, secondary].into_iter().flatten() {
+            if !state
+                .store
+                .put_sliver_with_tree(id, pair, &s, tree.as_ref())?
+            {
                 stored += 1;
             }
         }

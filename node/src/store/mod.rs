@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 
 use fjall::{PartitionCreateOptions, PartitionHandle};
 
-use crate::codec::{Axis, BlobId, BlobMetadata, Sliver};
+use crate::codec::{Axis, BlobId, BlobMetadata, MerkleTree, Sliver};
 use crate::protocol::Certificate;
 use file::{read_checked, FileError};
 use keys::{frame, sliver_key, unframe, Record};
@@ -428,7 +428,13 @@ impl BlobStore {
         writer::large_path(&self.large_dir, id, pair, axis)
     }
 
-    fn sliver_op(&self, id: BlobId, pair: u16, sliver: &Sliver) -> Result<Op, StoreError> {
+    fn sliver_op(
+        &self,
+        id: BlobId,
+        pair: u16,
+        sliver: &Sliver,
+        tree: Option<&MerkleTree>,
+    ) -> Result<Op, StoreError> {
         let axis = AxisKey::from(sliver.axis);
         let header = sliver.wire_header();
         let body = if header.len() + sliver.data.len() > LARGE_SLIVER {
@@ -442,7 +448,7 @@ impl BlobStore {
                 &path,
                 &[&header, &sliver.data],
             )?;
-            self.write_challenge_index(&id, pair, &path, sliver);
+            self.write_challenge_index(&id, pair, &path, sliver, tree);
             SliverBody::File { len }
         } else {
             SliverBody::Inline(frame(&[&header, &sliver.data]))
@@ -457,14 +463,26 @@ impl BlobStore {
 
     /// Beside a large sliver, the levels of its tree, so that a challenge reads one symbol and
     /// its path (`server::challenge`). Best effort: without it challenges read the sliver.
-    fn write_challenge_index(&self, id: &BlobId, pair: u16, path: &Path, sliver: &Sliver) {
+    /// `tree`: the one verification built, if the caller kept it (else hashed again here).
+    fn write_challenge_index(
+        &self,
+        id: &BlobId,
+        pair: u16,
+        path: &Path,
+        sliver: &Sliver,
+        tree: Option<&MerkleTree>,
+    ) {
         let Some(shape) = self.metadata(id).and_then(|m| m.shape().ok()) else {
             return;
         };
         if !crate::server::challenge::wants_index(&shape, sliver.axis) {
             return;
         }
-        if let Err(e) = crate::server::challenge::write_index(path, sliver, &shape) {
+        let written = match tree {
+            Some(t) => crate::server::challenge::write_index_of(path, t),
+            None => crate::server::challenge::write_index(path, sliver, &shape),
+        };
+        if let Err(e) = written {
             tracing::warn!(blob = %id, pair, error = %e, "could not write a sliver's challenge index");
         }
     }
@@ -481,24 +499,45 @@ impl BlobStore {
 
     /// Store a verified sliver of `pair`. Returns true when it was already there.
     pub fn put_sliver(&self, id: BlobId, pair: u16, sliver: &Sliver) -> Result<bool, StoreError> {
+        self.put_sliver_with_tree(id, pair, sliver, None)
+    }
+
+    /// [`BlobStore::put_sliver`] with the tree its verification built
+    /// (`server::challenge::verify_for_store`), reused for the challenge index.
+    pub fn put_sliver_with_tree(
+        &self,
+        id: BlobId,
+        pair: u16,
+        sliver: &Sliver,
+        tree: Option<&MerkleTree>,
+    ) -> Result<bool, StoreError> {
         if self.has_sliver(&id, pair, sliver.axis.into())? {
             return Ok(true);
         }
-        let op = self.sliver_op(id, pair, sliver)?;
+        let op = self.sliver_op(id, pair, sliver, tree)?;
         self.one(op)
     }
 
     /// Store verified slivers, all in one commit: a result per item (true = already there).
     pub fn put_slivers(&self, items: &[(BlobId, u16, &Sliver)]) -> Vec<Result<bool, StoreError>> {
+        let with: Vec<_> = items.iter().map(|&(id, p, s)| (id, p, s, None)).collect();
+        self.put_slivers_with_trees(&with)
+    }
+
+    /// [`BlobStore::put_slivers`] with the trees their verification built.
+    pub fn put_slivers_with_trees(
+        &self,
+        items: &[(BlobId, u16, &Sliver, Option<&MerkleTree>)],
+    ) -> Vec<Result<bool, StoreError>> {
         let mut results: Vec<Option<Result<bool, StoreError>>> = Vec::with_capacity(items.len());
         let mut ops = Vec::new();
         let mut slots = Vec::new();
-        for (i, (id, pair, s)) in items.iter().enumerate() {
+        for (i, (id, pair, s, tree)) in items.iter().enumerate() {
             results.push(None);
             match self.has_sliver(id, *pair, s.axis.into()) {
                 Ok(true) => results[i] = Some(Ok(true)),
                 Err(e) => results[i] = Some(Err(e)),
-                Ok(false) => match self.sliver_op(*id, *pair, s) {
+                Ok(false) => match self.sliver_op(*id, *pair, s, *tree) {
                     Ok(op) => {
                         ops.push(op);
                         slots.push(i);
