@@ -256,7 +256,7 @@ impl Matrices<'_> {
             self.params.k_secondary(),
             self.s,
         );
-        let mut leaves = vec![ZERO; n * n];
+        let mut leaves = leaf_matrix(n);
         hash_rows_into(&mut leaves, n, 0, 0, ks, self.data, s);
         hash_rows_into(&mut leaves, n, 0, ks, f, self.parity_cols, s);
         hash_rows_into(&mut leaves, n, kp, 0, ks, self.parity_rows, s);
@@ -325,13 +325,27 @@ pub(super) fn finish_hashed_roots(
     s: usize,
 ) -> Result<(Vec<Hash>, Vec<Hash>), CodecError> {
     let q_rows: Vec<&[u8]> = q.chunks(f * s).collect();
-    let r = rs::map_column_parity_batches(&q_rows, s, 2 * f, |c0, w, rows| {
-        (c0, w, hash_block(rows, s))
-    })?;
-    for (c0, w, h) in r {
-        place_leaves(&mut leaves, n, kp, ks + c0, w, &h);
+    {
+        // each batch's hashes go into a per-thread buffer (reused: no page faults per batch)
+        // and straight into their columns of the matrix
+        let shared = std::sync::Mutex::new(&mut leaves);
+        rs::map_column_parity_batches(&q_rows, s, 2 * f, |c0, w, rows| {
+            HASHES.with(|cell| {
+                let mut h = std::mem::take(&mut *cell.borrow_mut());
+                h.resize(rows.len() / s, ZERO);
+                leaf_hashes_into(rows, s, &mut h);
+                let mut m = shared.lock().unwrap_or_else(|p| p.into_inner());
+                place_leaves(&mut m, n, kp, ks + c0, w, &h);
+                drop(m);
+                *cell.borrow_mut() = h;
+            })
+        })?;
     }
     Ok((row_roots_blocked(&leaves, n), column_roots(&leaves, n)))
+}
+
+thread_local! {
+    static HASHES: std::cell::RefCell<Vec<Hash>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn row_roots_blocked(leaves: &[Hash], n: usize) -> Vec<Hash> {
@@ -347,6 +361,28 @@ pub(super) fn hash_block(symbols: &[u8], s: usize) -> Vec<Hash> {
     let mut h = vec![ZERO; symbols.len() / s];
     leaf_hashes_into(symbols, s, &mut h);
     h
+}
+
+/// The zeroed `n × n` leaf matrix (32 MB at n = 1000), on transparent huge pages where the
+/// kernel allows them (Linux, THP `always` or `madvise`): 16 page faults instead of 8,000,
+/// which otherwise cost the encode ~7 % at 16 MiB (measured with `perf`).
+pub(super) fn leaf_matrix(n: usize) -> Vec<Hash> {
+    let len = n * n;
+    let mut v: Vec<Hash> = Vec::with_capacity(len);
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = v.as_mut_ptr() as usize;
+        let end = start + len * std::mem::size_of::<Hash>();
+        let (a, b) = (start.div_ceil(HUGE) * HUGE, end / HUGE * HUGE);
+        if b > a {
+            // SAFETY: [a, b) lies inside this vector's allocation, untouched so far; advice
+            // changes no contents, and a refusal (e.g. THP off) only leaves normal pages.
+            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE) };
+        }
+    }
+    v.resize(len, ZERO);
+    v
 }
 
 /// Keyed leaf hashes of a row-major block of symbols, `width` wide, written straight into the

@@ -33,6 +33,7 @@ fn target_batch_bytes(code_len: usize) -> usize {
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static BATCH_OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static ENCODER: RefCell<Option<(EngineKind, Encoder)>> = const { RefCell::new(None) };
     static DECODER: RefCell<Option<(EngineKind, Decoder)>> = const { RefCell::new(None) };
 }
@@ -202,16 +203,20 @@ pub(crate) fn map_column_parity_batches<T: Send>(
         .map(|c0| {
             let w = b.min(cols - c0);
             let layout = BatchLayout::new(s);
-            let out = encode_column_batch(src, s, m, c0, w, |rec| {
-                let mut out = vec![0u8; m * w * s];
+            // a per-thread block, reused: fresh megabyte blocks per batch cost page faults
+            let mut out = BATCH_OUT.with(|c| std::mem::take(&mut *c.borrow_mut()));
+            out.resize(m * w * s, 0);
+            encode_column_batch(src, s, m, c0, w, |rec| {
                 for (seg, r) in out.chunks_mut(w * s).zip(rec) {
                     layout.get_many(r, 0, seg);
                 }
-                out
             })?;
             // outside the per-thread encoder's borrow: `f` may run parallel work (hashing),
-            // and a stolen task on this thread must be able to borrow the encoder itself
-            Ok(f(c0, w, &out))
+            // and a stolen task on this thread must be able to borrow the encoder itself (it
+            // then finds no block here and makes its own)
+            let r = f(c0, w, &out);
+            BATCH_OUT.with(|c| *c.borrow_mut() = out);
+            Ok(r)
         })
         .collect()
 }

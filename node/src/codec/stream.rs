@@ -27,10 +27,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::encode::{
-    encode, finish_hashed_roots, hash_block, hash_rows_into, metadata_from_roots, place_leaves,
-    EncodedBlob,
+    encode, finish_hashed_roots, hash_block, hash_rows_into, leaf_matrix, metadata_from_roots,
+    place_leaves, EncodedBlob,
 };
-use super::merkle::{CHUNK, ZERO};
+use super::merkle::CHUNK;
 use super::metadata::{BlobId, BlobMetadata};
 use super::params::{EncodingParams, SymbolShape};
 use super::rs;
@@ -306,7 +306,7 @@ fn metadata_pass(
         params.k_secondary(),
     );
     let row = ks * s;
-    let mut leaves = vec![ZERO; n * n];
+    let mut leaves = leaf_matrix(n);
     let mut q = vec![0u8; kp * f * s];
     let rows_per = (stripe_bytes / row).clamp(1, kp);
     let mut buf = vec![0u8; rows_per * row];
