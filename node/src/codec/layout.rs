@@ -67,61 +67,101 @@ fn copy32(dst: &mut [u8], d: usize, src: &[u8], s: usize) {
     *to = *from;
 }
 
-/// How symbols sit in a batch shard. `slot` is the bytes each symbol occupies: `s` (dense), or
-/// `s` rounded up to whole 64-byte chunks when that wastes at most 1/16 — then every symbol
-/// starts on a chunk boundary and moves with one `memcpy` plus its two tail halves, instead of
-/// dozens of short element runs. The padding elements get parity of their own that is never
-/// read: the code is element-wise, so they cannot disturb the symbols' bytes.
+/// How the symbols of one batch (`w` symbols, one per codeword) sit in its shard.
+///
+/// - `s` a multiple of 64: symbols back to back (a symbol is whole chunks).
+/// - `s < 64`: elements packed densely (`copy_elements`), as one call per symbol would see them.
+/// - otherwise (`s = 64q + 2t`, `0 < t < 32`): a symbol's first `64q` bytes are already `q`
+///   whole chunks in the crate's layout and move with plain 64-byte copies; its `t` tail
+///   elements are packed densely. Symbols go in groups of 32: a group's `32q` chunks, then its
+///   tails — `32t` elements, exactly `t` chunks — so a batch has no padding and the
+///   Reed–Solomon call does no work beyond the symbols' own elements. A last group of `r < 32`
+///   symbols has `r·q` chunks and `⌈r·t/32⌉` tail chunks (padding only there).
+///
+/// The code is element-wise, so any placement that puts element `x` of every codeword's
+/// symbol at one position in all shards gives byte-identical parity (tested against one call
+/// per symbol below).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BatchLayout {
     s: usize,
-    slot: usize,
+    w: usize,
 }
 
+/// Symbols per group of the split layout: 32 tails of `t` elements fill `t` chunks exactly.
+const GROUP: usize = 32;
+
 impl BatchLayout {
-    pub(crate) fn new(s: usize) -> Self {
-        let aligned = s.div_ceil(64) * 64;
-        let slot = if !s.is_multiple_of(64) && (aligned - s) * 16 <= s {
-            aligned
-        } else {
-            s
-        };
-        Self { s, slot }
-    }
-    /// Bytes of a batch shard holding `count` symbols.
-    pub(crate) fn shard_bytes(&self, count: usize) -> usize {
-        count * self.slot
+    /// The layout of a batch of `w` symbols of `s` bytes.
+    pub(crate) fn new(s: usize, w: usize) -> Self {
+        Self { s, w }
     }
 
-    /// Place symbol `b` into a batch shard.
+    fn split(&self) -> bool {
+        self.s > 64 && !self.s.is_multiple_of(64)
+    }
+
+    /// Bytes of the batch shard.
+    pub(crate) fn shard_bytes(&self) -> usize {
+        if !self.split() {
+            return self.w * self.s;
+        }
+        let (q, t) = (self.s / 64, (self.s % 64) / 2);
+        let (groups, r) = (self.w / GROUP, self.w % GROUP);
+        64 * (groups * (GROUP * q + t) + r * q + (r * t).div_ceil(32))
+    }
+
+    /// Split layout: (byte offset of symbol `b`'s first chunk, chunk index where its group's
+    /// tails start, its element offset among them).
+    #[inline]
+    fn split_at(&self, b: usize) -> (usize, usize, usize) {
+        let (q, t) = (self.s / 64, (self.s % 64) / 2);
+        let (g, i) = (b / GROUP, b % GROUP);
+        let members = if g < self.w / GROUP {
+            GROUP
+        } else {
+            self.w % GROUP
+        };
+        let base = g * (GROUP * q + t);
+        ((base + i * q) * 64, base + members * q, i * t)
+    }
+
+    /// Place symbol `b` into the batch shard.
     #[inline]
     pub(crate) fn put(&self, batch: &mut [u8], b: usize, symbol: &[u8]) {
         let s = self.s;
         if s.is_multiple_of(64) {
             batch[b * s..(b + 1) * s].copy_from_slice(symbol);
-        } else if self.slot != s {
-            let (full, half) = (s / 64 * 64, (s % 64) / 2);
-            let at = b * self.slot;
+        } else if self.split() {
+            let full = s / 64 * 64;
+            let t = (s % 64) / 2;
+            let (at, tails, e) = self.split_at(b);
             batch[at..at + full].copy_from_slice(&symbol[..full]);
-            batch[at + full..at + full + half].copy_from_slice(&symbol[full..full + half]);
-            batch[at + full + 32..at + full + 32 + half].copy_from_slice(&symbol[full + half..]);
+            tail_runs(tails, e, t, |byte, from, len| {
+                batch[byte..byte + len].copy_from_slice(&symbol[full + from..full + from + len]);
+                batch[byte + 32..byte + 32 + len]
+                    .copy_from_slice(&symbol[full + t + from..full + t + from + len]);
+            });
         } else {
             copy_elements(symbol, 0, batch, b * s / 2, s / 2);
         }
     }
 
-    /// Read symbol `b` of a batch shard back into per-symbol layout.
+    /// Read symbol `b` of the batch shard back into per-symbol layout.
     #[inline]
     pub(crate) fn get(&self, batch: &[u8], b: usize, symbol: &mut [u8]) {
         let s = self.s;
         if s.is_multiple_of(64) {
             symbol.copy_from_slice(&batch[b * s..(b + 1) * s]);
-        } else if self.slot != s {
-            let (full, half) = (s / 64 * 64, (s % 64) / 2);
-            let at = b * self.slot;
+        } else if self.split() {
+            let full = s / 64 * 64;
+            let t = (s % 64) / 2;
+            let (at, tails, e) = self.split_at(b);
             symbol[..full].copy_from_slice(&batch[at..at + full]);
-            symbol[full..full + half].copy_from_slice(&batch[at + full..at + full + half]);
-            symbol[full + half..].copy_from_slice(&batch[at + full + 32..at + full + 32 + half]);
+            tail_runs(tails, e, t, |byte, from, len| {
+                symbol[full + from..full + from + len].copy_from_slice(&batch[byte..byte + len]);
+                symbol[full + t + from..full + t + from + len]
+                    .copy_from_slice(&batch[byte + 32..byte + 32 + len]);
+            });
         } else {
             copy_elements(batch, b * s / 2, symbol, 0, s / 2);
         }
@@ -147,6 +187,19 @@ impl BatchLayout {
                 self.get(batch, b + i, sym);
             }
         }
+    }
+}
+
+/// The runs of `t` tail elements starting at element `e` of a tail area that starts at chunk
+/// `tails`: `f(byte offset of the run's low bytes, first element of the run within the tail,
+/// run length)`; the high bytes sit 32 bytes further. A tail crosses at most one chunk boundary.
+#[inline]
+fn tail_runs(tails: usize, e: usize, t: usize, mut f: impl FnMut(usize, usize, usize)) {
+    let (c, o) = (e / 32, e % 32);
+    let first = t.min(32 - o);
+    f((tails + c) * 64 + o, 0, first);
+    if first < t {
+        f((tails + c + 1) * 64, first, t - first);
     }
 }
 
@@ -178,8 +231,10 @@ mod tests {
     #[test]
     fn batched_parity_equals_per_symbol_parity() {
         let (k, m) = (5, 4);
-        for s in [2usize, 6, 30, 62, 64, 66, 94, 128, 130, 190, 1206, 1250] {
-            for batch in [1usize, 2, 3, 7, 11] {
+        for s in [
+            2usize, 6, 30, 62, 64, 66, 76, 94, 126, 128, 130, 190, 302, 1206, 1250,
+        ] {
+            for batch in [1usize, 2, 3, 7, 11, 31, 32, 33, 70] {
                 let cols: Vec<Vec<Vec<u8>>> = (0..batch)
                     .map(|c| {
                         (0..k)
@@ -192,8 +247,8 @@ mod tests {
                     })
                     .collect();
                 let expected = per_symbol_parity(k, m, &cols);
-                let layout = BatchLayout::new(s);
-                let bytes = layout.shard_bytes(batch);
+                let layout = BatchLayout::new(s, batch);
+                let bytes = layout.shard_bytes();
                 let mut enc = ReedSolomonEncoder::new(k, m, bytes).unwrap();
                 for i in 0..k {
                     // garbage in the padding must not matter
@@ -218,17 +273,22 @@ mod tests {
 
     #[test]
     fn put_get_round_trip() {
-        for s in [2usize, 10, 64, 98, 1206, 4094] {
-            let layout = BatchLayout::new(s);
-            let syms: Vec<u8> = (0..s * 9).map(|i| (i * 17 % 251) as u8).collect();
-            let mut batch = vec![0u8; layout.shard_bytes(10)];
-            layout.put_many(&mut batch, 1, &syms);
-            let mut back = vec![0u8; s * 9];
-            layout.get_many(&batch, 1, &mut back);
-            assert_eq!(back, syms);
+        for s in [2usize, 10, 64, 76, 98, 302, 1206, 4094] {
+            for w in [10usize, 32, 45, 64, 100] {
+                let layout = BatchLayout::new(s, w);
+                let syms: Vec<u8> = (0..s * (w - 1)).map(|i| (i * 17 % 251) as u8).collect();
+                let mut batch = vec![0u8; layout.shard_bytes()];
+                layout.put_many(&mut batch, 1, &syms);
+                let mut back = vec![0u8; s * (w - 1)];
+                layout.get_many(&batch, 1, &mut back);
+                assert_eq!(back, syms, "s={s} w={w}");
+            }
         }
-        assert_eq!(BatchLayout::new(1206).shard_bytes(1), 1216);
-        assert_eq!(BatchLayout::new(302).shard_bytes(1), 320);
-        assert_eq!(BatchLayout::new(100).shard_bytes(1), 100);
+        // whole groups of the split layout need no padding at all
+        assert_eq!(BatchLayout::new(1206, 64).shard_bytes(), 64 * 1206);
+        assert_eq!(BatchLayout::new(302, 32).shard_bytes(), 32 * 302);
+        assert_eq!(BatchLayout::new(76, 33).shard_bytes(), 32 * 76 + 64 + 64);
+        assert_eq!(BatchLayout::new(100, 3).shard_bytes(), 3 * 64 + 2 * 64);
+        assert_eq!(BatchLayout::new(62, 3).shard_bytes(), 3 * 62);
     }
 }

@@ -106,8 +106,8 @@ fn encode_column_batch<R>(
     w: usize,
     f: impl FnOnce(&mut dyn Iterator<Item = &[u8]>) -> R,
 ) -> Result<R, CodecError> {
-    let layout = BatchLayout::new(s);
-    let bytes = layout.shard_bytes(w);
+    let layout = BatchLayout::new(s, w);
+    let bytes = layout.shard_bytes();
     with_scratch(bytes, |shard| {
         with_encoder(src.len(), m, bytes, |enc| {
             for row in src {
@@ -145,7 +145,7 @@ pub(crate) fn extend_columns(
         .try_for_each(|(bi, mut segs)| {
             let c0 = bi * b;
             let w = b.min(cols - c0);
-            let layout = BatchLayout::new(s);
+            let layout = BatchLayout::new(s, w);
             encode_column_batch(src, s, m, c0, w, |rec| {
                 for (seg, r) in segs.iter_mut().zip(rec) {
                     layout.get_many(r, 0, seg);
@@ -171,7 +171,7 @@ pub(crate) fn map_column_parity<T: Send>(
         .into_par_iter()
         .map(|c0| {
             let w = b.min(cols - c0);
-            let layout = BatchLayout::new(s);
+            let layout = BatchLayout::new(s, w);
             encode_column_batch(src, s, m, c0, w, |rec| {
                 let mut out = vec![0u8; w * s];
                 rec.enumerate()
@@ -202,7 +202,7 @@ pub(crate) fn map_column_parity_batches<T: Send>(
         .into_par_iter()
         .map(|c0| {
             let w = b.min(cols - c0);
-            let layout = BatchLayout::new(s);
+            let layout = BatchLayout::new(s, w);
             // a per-thread block, reused: fresh megabyte blocks per batch cost page faults
             let mut out = BATCH_OUT.with(|c| std::mem::take(&mut *c.borrow_mut()));
             out.resize(m * w * s, 0);
@@ -237,8 +237,8 @@ pub(crate) fn extend_rows(
         .zip(src.par_chunks(b * row_bytes))
         .try_for_each(|(out_blk, src_blk)| {
             let w = src_blk.len() / row_bytes;
-            let layout = BatchLayout::new(s);
-            let bytes = layout.shard_bytes(w);
+            let layout = BatchLayout::new(s, w);
+            let bytes = layout.shard_bytes();
             with_scratch(bytes, |shard| {
                 with_encoder(k, m, bytes, |enc| {
                     for c in 0..k {
@@ -341,8 +341,8 @@ pub(crate) fn decode_columns(
         .into_par_iter()
         .map(|c0| {
             let w = b.min(cols - c0);
-            let layout = BatchLayout::new(s);
-            let bytes = layout.shard_bytes(w);
+            let layout = BatchLayout::new(s, w);
+            let bytes = layout.shard_bytes();
             let mut shard = vec![0u8; bytes];
             let restored = with_decoder(k, m, bytes, |dec| {
                 for &(i, row) in rows {
