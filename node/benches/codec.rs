@@ -119,12 +119,14 @@ fn main() {
             let reps = if len <= 16 * MIB { 5 } else { 3 };
             let shape = params.symbol_shape(len as u64).expect("shape");
             // peak memory of one encode (compact form), relative to the blob
+            floe_node::codec::release_spare_buffers();
             let base = CURRENT.load(Ordering::Relaxed);
             PEAK.store(base, Ordering::Relaxed);
             let enc = one.install(|| encode(&data, params)).expect("encode");
             let peak = PEAK.load(Ordering::Relaxed) - base + len;
             drop(enc);
             // peak memory and time of the metadata-only encoder (`floe blob-id`)
+            floe_node::codec::release_spare_buffers();
             let base = CURRENT.load(Ordering::Relaxed);
             PEAK.store(base, Ordering::Relaxed);
             one.install(|| encode_metadata(&data, params))
@@ -235,6 +237,7 @@ fn print_streaming(one: &rayon::ThreadPool, ns: &[usize], sizes: &[usize]) {
             let data = random_bytes(len, 0x243F_6A88);
             std::fs::write(&path, &data).expect("write blob");
             let measure = |f: &(dyn Fn() -> usize + Sync)| {
+                floe_node::codec::release_spare_buffers();
                 let base = CURRENT.load(Ordering::Relaxed);
                 PEAK.store(base, Ordering::Relaxed);
                 let t = Instant::now();

@@ -20,7 +20,7 @@ pub mod stream;
 pub mod wire;
 
 pub use decode::{decode, decode_verified, ConsistencyCheck};
-pub use encode::{encode, encode_metadata, reed_solomon_floor, EncodedBlob};
+pub use encode::{encode, encode_metadata, reed_solomon_floor, release_spare_buffers, EncodedBlob};
 pub use error::CodecError;
 pub use merkle::{Hash, MerkleProof, MerkleTree, ProofError, TreeIndex, TreeShape};
 pub use metadata::{BlobId, BlobMetadata, ENCODING_RS2};

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub sliver_stage: HistogramVec,
     pub sync_shards_pending: IntGauge,
     pub synced_blobs: IntCounter,
+    /// Helper slivers expanded to answer `GetRecoverySymbols` (what helping peers costs).
+    pub recovery_expansions: IntCounter,
     pub synced_slivers: IntCounter,
     pub sync_fallbacks: IntCounter,
     /// Sliver and symbol bytes received from peers, by purpose (sync, recovery): what an epoch
@@ -129,6 +131,11 @@ impl Metrics {
         let sync_shards_pending = IntGauge::new(
             "floe_node_sync_shards_pending",
             "Shards gained at the last epoch change still being pulled from their previous owners",
+        )
+        .expect("metric");
+        let recovery_expansions = IntCounter::new(
+            "floe_node_recovery_expansions_total",
+            "Helper slivers expanded to answer GetRecoverySymbols",
         )
         .expect("metric");
         let synced_blobs = IntCounter::new(
@@ -237,6 +244,7 @@ impl Metrics {
             Box::new(sliver_stage.clone()),
             Box::new(sync_shards_pending.clone()),
             Box::new(synced_blobs.clone()),
+            Box::new(recovery_expansions.clone()),
             Box::new(synced_slivers.clone()),
             Box::new(peer_bytes.clone()),
             Box::new(sync_fallbacks.clone()),
@@ -271,6 +279,7 @@ impl Metrics {
             sliver_stage,
             sync_shards_pending,
             synced_blobs,
+            recovery_expansions,
             synced_slivers,
             peer_bytes,
             sync_fallbacks,

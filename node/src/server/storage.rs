@@ -534,6 +534,7 @@ impl Storage for StorageService {
                     let Ok(Some(helper)) = st.store.get_sliver(&id, pair, helper_axis) else {
                         continue;
                     };
+                    st.metrics.recovery_expansions.inc();
                     let syms = recovery_symbols(&helper, &shape, &targets)
                         .map_err(|e| Status::internal(e.to_string()))?;
                     out.extend(syms.iter().map(|s| s.to_bytes()));
