@@ -502,7 +502,7 @@ async fn challenges_are_answered_with_provable_symbols() {
     );
 }
 
-/// Writes through the streaming encoder (blob in memory: three pair groups; a file read in
+/// Writes through the streaming encoder (blob in memory: four pair groups; a file read in
 /// pieces: two) store exactly what the in-memory encoder would, on every node, and read back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_writes_from_memory_and_from_a_file_round_trip() {

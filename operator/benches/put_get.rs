@@ -96,7 +96,7 @@ async fn memory_table() {
     std::fs::write(&path, rand_bytes(len as usize, 7)).unwrap();
     for (mode, stream_from, from_file) in [
         ("in memory, compact encoder (before)", u64::MAX, false),
-        ("in memory, streaming encoder (3 pair groups)", 0, false),
+        ("in memory, streaming encoder (4 pair groups)", 0, false),
         ("from the file, streaming encoder (2 pair groups)", 0, true),
     ] {
         let client = BlobClient::connect(

@@ -220,8 +220,8 @@ impl BlobClient {
 
     /// Encode, upload, collect confirmations to a quorum, certify. When the network moved to a
     /// newer epoch meanwhile, the upload is repeated against the new committee. Blobs of at
-    /// least [`ClientConfig::stream_from_bytes`] go through the streaming encoder in three pair
-    /// groups (peak memory about 2.4× the blob, the blob included, instead of 4.7×).
+    /// least [`ClientConfig::stream_from_bytes`] go through the streaming encoder in four pair
+    /// groups (peak memory about 2.3× the blob, the blob included, instead of 4.7×).
     pub async fn write(
         &self,
         data: Vec<u8>,
@@ -819,10 +819,10 @@ where
     }
 }
 
-/// Pair groups of a streamed write whose blob is held in memory (`Q` + `P`/3 + the blob ≈ 2.4×)
+/// Pair groups of a streamed write whose blob is held in memory (`Q` + `P`/4 + the blob ≈ 2.3×)
 /// or read from a file (`Q` + `P`/2 ≈ 1.8×); each group after the first costs one more pass of
 /// `P`'s Reed–Solomon work (`docs/codec.md`).
-const GROUPS_IN_MEMORY: usize = 3;
+const GROUPS_IN_MEMORY: usize = 4;
 /// Most bytes and most slivers in one `PutSlivers` request (the node takes up to 4096 items):
 /// enough to amortise a request and a commit, small enough to pipeline and keep memory low.
 const BATCH_BYTES: usize = 4 << 20;

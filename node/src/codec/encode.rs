@@ -260,7 +260,11 @@ impl Matrices<'_> {
         hash_rows_into(&mut leaves, n, 0, 0, ks, self.data, s);
         hash_rows_into(&mut leaves, n, 0, ks, f, self.parity_cols, s);
         hash_rows_into(&mut leaves, n, kp, 0, ks, self.parity_rows, s);
-        finish_hashed_roots(leaves, self.parity_cols, n, kp, ks, f, s)
+        let roots = finish_hashed_roots(&mut leaves, self.parity_cols, n, kp, ks, f, s);
+        // kept for the next encode: this path serves blobs below the streaming threshold,
+        // where a 32 MB matrix is a large share of the work
+        recycle_leaf_matrix(leaves);
+        roots
     }
 
     /// Sliver hashes for `s ≤ 32`: chunks of a row's symbols are its tree's leaves, chunks of
@@ -316,7 +320,7 @@ const ROW_BLOCK: usize = 16;
 /// column (secondary) sliver roots. Shared by the full encoder and the metadata-only one.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn finish_hashed_roots(
-    mut leaves: Vec<Hash>,
+    leaves: &mut [Hash],
     q: &[u8],
     n: usize,
     kp: usize,
@@ -328,7 +332,7 @@ pub(super) fn finish_hashed_roots(
     {
         // each batch's hashes go into a per-thread buffer (reused: no page faults per batch)
         // and straight into their columns of the matrix
-        let shared = std::sync::Mutex::new(&mut leaves);
+        let shared = std::sync::Mutex::new(&mut *leaves);
         rs::map_column_parity_batches(&q_rows, s, 2 * f, |c0, w, rows| {
             HASHES.with(|cell| {
                 let mut h = std::mem::take(&mut *cell.borrow_mut());
@@ -341,9 +345,7 @@ pub(super) fn finish_hashed_roots(
             })
         })?;
     }
-    let roots = (row_roots_blocked(&leaves, n), column_roots(&leaves, n));
-    recycle_leaf_matrix(leaves);
-    Ok(roots)
+    Ok((row_roots_blocked(leaves, n), column_roots(leaves, n)))
 }
 
 thread_local! {
@@ -412,7 +414,7 @@ pub fn release_spare_buffers() {
 }
 
 /// Hand a leaf matrix back for the next encode (kept if it is the largest so far, up to n = 1000).
-pub(super) fn recycle_leaf_matrix(v: Vec<Hash>) {
+fn recycle_leaf_matrix(v: Vec<Hash>) {
     if v.capacity() <= SPARE_MAX {
         let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
         if v.capacity() > spare.capacity() {

@@ -333,7 +333,10 @@ fn metadata_pass(
             place_rows(&mut kept, row, c0 * s, w * s, &rows);
         },
     )?;
-    let (primary, secondary) = finish_hashed_roots(leaves, &q, n, kp, ks, f, s)?;
+    // not kept for a next encode: this path is for blobs whose memory matters, and the matrix
+    // would stay resident through the upload
+    let (primary, secondary) = finish_hashed_roots(&mut leaves, &q, n, kp, ks, f, s)?;
+    drop(leaves);
     Ok(Pass {
         metadata: metadata_from_roots(source.len(), &primary, &secondary),
         q,
