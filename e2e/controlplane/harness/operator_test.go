@@ -87,16 +87,25 @@ func installOperator(t *testing.T) {
 	})
 }
 
-// ownedObjects waits until all six objects of StorageCluster testnet exist in ns, each with
-// its owner reference.
+// ownedObjects waits until all seven objects of StorageCluster testnet exist in ns, each with
+// its owner reference (the NetworkPolicy: both the manifests and the chart run the operator
+// with --network-policy).
 func ownedObjects(t *testing.T, ns string) {
 	t.Helper()
 	eventually(t, "owned objects in "+ns, 60*time.Second, func() (bool, string) {
 		out, err := run(t, "kubectl", "get", "statefulset/testnet", "service/testnet", "service/testnet-nodes",
-			"configmap/testnet-config", "secret/testnet-admin-token", "poddisruptionbudget/testnet", "-n", ns,
+			"configmap/testnet-config", "secret/testnet-admin-token", "poddisruptionbudget/testnet",
+			"networkpolicy/testnet-nodes", "-n", ns,
 			"-o", "jsonpath={range .items[*]}{.kind}:{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name} {end}")
-		return err == nil && strings.Count(out, ":StorageCluster/testnet") == 6, out
+		return err == nil && strings.Count(out, ":StorageCluster/testnet") == 7, out
 	})
+}
+
+// adminPortPolicy is the NetworkPolicy's admin rule: its port and who may reach it.
+func adminPortPolicy(t *testing.T, ns string) string {
+	t.Helper()
+	return strings.TrimSpace(kubectl(t, "get", "networkpolicy", "testnet-nodes", "-n", ns, "-o",
+		`jsonpath={range .spec.ingress[?(@.from)]}{.ports[*].port} from {.from[0].namespaceSelector.matchLabels.kubernetes\.io/metadata\.name}/{.from[0].podSelector.matchLabels.app\.kubernetes\.io/name}{end}`))
 }
 
 func runningPods(t *testing.T, ns string) int {
@@ -122,6 +131,10 @@ func TestOperatorRunsAsAPodAndBuildsTheCluster(t *testing.T) {
 	}
 	if got := strings.TrimSpace(kubectl(t, "get", "service", "testnet-nodes", "-n", ns, "-o", "jsonpath={.spec.publishNotReadyAddresses}")); got != "true" {
 		t.Fatalf("headless Service publishNotReadyAddresses = %q", got)
+	}
+	// the API server accepted the policy as built: the admin port only from the operator's pods
+	if got := adminPortPolicy(t, ns); got != "7072 from floe-system/floe-operator" {
+		t.Fatalf("NetworkPolicy admin rule = %q", got)
 	}
 
 	// status and finalizer
@@ -182,7 +195,7 @@ func TestOperatorRunsAsAPodAndBuildsTheCluster(t *testing.T) {
 	// deletion: finalizer runs, owned objects are garbage-collected, node processes stop
 	kubectl(t, "delete", "fsc", "testnet", "-n", ns, "--wait=true", "--timeout=60s")
 	eventually(t, "owned objects garbage-collected", 90*time.Second, func() (bool, string) {
-		out, _ := run(t, "kubectl", "get", "statefulset,service,configmap,secret,poddisruptionbudget,pods", "-n", ns,
+		out, _ := run(t, "kubectl", "get", "statefulset,service,configmap,secret,poddisruptionbudget,networkpolicy,pods", "-n", ns,
 			"-l", "app.kubernetes.io/instance=testnet", "-o", "name")
 		return strings.TrimSpace(out) == "", out
 	})

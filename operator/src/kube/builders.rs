@@ -15,6 +15,10 @@ use k8s_openapi::api::core::v1::{
     Secret, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
     TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -76,6 +80,15 @@ pub struct Inputs<'a> {
     pub replicas: i32,
     /// From [`super::pdb::max_unavailable`].
     pub pdb_max_unavailable: i32,
+    /// Where the operator runs, when it writes NetworkPolicies (`--network-policy`).
+    pub operator: Option<&'a OperatorPeer>,
+}
+
+/// The operator's pods, the only clients of the nodes' admin port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorPeer {
+    pub namespace: String,
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 /// Every object the operator owns for one cluster.
@@ -89,6 +102,8 @@ pub struct Desired {
     pub pdb: PodDisruptionBudget,
     /// Only when `spec.serviceMonitor.enabled`.
     pub service_monitor: Option<DynamicObject>,
+    /// Only when the operator runs with `--network-policy`.
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// Build everything.
@@ -102,6 +117,7 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Desired, MetaError> {
         stateful_set: stateful_set(&m, inputs.cluster, inputs.replicas),
         pdb: pdb(&m, inputs.pdb_max_unavailable),
         service_monitor: service_monitor(&m, inputs.cluster),
+        network_policy: inputs.operator.map(|op| network_policy(&m, op)),
     })
 }
 
@@ -487,6 +503,53 @@ pub fn pdb(m: &ClusterMeta, max_unavailable: i32) -> PodDisruptionBudget {
             ..PodDisruptionBudgetSpec::default()
         }),
         status: None,
+    }
+}
+
+/// Ingress to a cluster's node pods: gRPC and HTTP from anywhere (clients, peers, Prometheus,
+/// kubelet probes), the admin port only from the operator's pods — the admin token is then no
+/// longer the only thing between a pod in the cluster and `SetCommittee`. Like Strimzi's
+/// generated policies it only allows: once a policy selects the pods, anything it does not list
+/// is dropped, by a CNI that enforces NetworkPolicy (others ignore it).
+pub fn network_policy(m: &ClusterMeta, operator: &OperatorPeer) -> NetworkPolicy {
+    let tcp = |port: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".into()),
+        ..NetworkPolicyPort::default()
+    };
+    NetworkPolicy {
+        metadata: m.object(m.names.network_policy(), COMPONENT_NODE),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&m.names.cluster)),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: None,
+                    ports: Some(vec![tcp(GRPC_PORT), tcp(HTTP_PORT)]),
+                },
+                NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer {
+                        namespace_selector: Some(LabelSelector {
+                            match_labels: Some(BTreeMap::from([(
+                                "kubernetes.io/metadata.name".to_string(),
+                                operator.namespace.clone(),
+                            )])),
+                            ..LabelSelector::default()
+                        }),
+                        pod_selector: Some(LabelSelector {
+                            match_labels: Some(operator.pod_labels.clone()),
+                            ..LabelSelector::default()
+                        }),
+                        ..NetworkPolicyPeer::default()
+                    }]),
+                    ports: Some(vec![tcp(ADMIN_PORT)]),
+                },
+            ]),
+            ..NetworkPolicySpec::default()
+        }),
     }
 }
 

@@ -3,11 +3,15 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::networking::v1::NetworkPolicyIngressRule;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
 use super::builders::*;
-use super::meta::{self, selector_labels, selector_string, ClusterMeta, MetaError};
+use super::meta::{
+    self, selector_labels, selector_string, ClusterMeta, MetaError, ADMIN_PORT, GRPC_PORT,
+    HTTP_PORT,
+};
 use crate::crd::spec::{Addressing, Retention};
 use crate::crd::validate::{validate, ValidSpec};
 use crate::crd::{StorageCluster, StorageClusterSpec};
@@ -37,8 +41,85 @@ fn desired(sc: &StorageCluster, replicas: i32, pdb: i32) -> Desired {
         admin_token: "s3cret",
         replicas,
         pdb_max_unavailable: pdb,
+        operator: None,
     })
     .expect("builds")
+}
+
+#[test]
+fn network_policy_opens_grpc_and_http_and_keeps_admin_for_the_operator() {
+    let sc = testnet();
+    let valid: ValidSpec = validate(&sc.spec).expect("valid spec");
+    let peer = OperatorPeer {
+        namespace: "floe-system".into(),
+        pod_labels: BTreeMap::from([(
+            "app.kubernetes.io/name".to_string(),
+            "floe-operator".to_string(),
+        )]),
+    };
+    let without = desired(&sc, 4, 1);
+    assert!(
+        without.network_policy.is_none(),
+        "only with --network-policy"
+    );
+    let with = build(&Inputs {
+        cluster: &sc,
+        valid: &valid,
+        admin_token: "s3cret",
+        replicas: 4,
+        pdb_max_unavailable: 1,
+        operator: Some(&peer),
+    })
+    .expect("builds");
+    let np = with.network_policy.expect("a policy");
+    assert_eq!(np.metadata.name.as_deref(), Some("alpha-nodes"));
+    assert!(
+        np.metadata.owner_references.is_some(),
+        "owned: deleted with the cluster"
+    );
+    let spec = np.spec.expect("spec");
+    // it selects exactly the StatefulSet's pods
+    let sts_selector = with
+        .stateful_set
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.clone());
+    assert_eq!(spec.pod_selector.and_then(|s| s.match_labels), sts_selector);
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+    let rules = spec.ingress.expect("ingress rules");
+    let ports = |r: &NetworkPolicyIngressRule| -> Vec<i32> {
+        r.ports
+            .iter()
+            .flatten()
+            .map(|p| match &p.port {
+                Some(IntOrString::Int(n)) => *n,
+                other => panic!("numeric port expected, got {other:?}"),
+            })
+            .collect()
+    };
+    // every port the pods serve appears in exactly one rule
+    let open: Vec<&NetworkPolicyIngressRule> = rules.iter().filter(|r| r.from.is_none()).collect();
+    assert_eq!(open.len(), 1);
+    assert_eq!(ports(open[0]), vec![GRPC_PORT, HTTP_PORT]);
+    let admin: Vec<&NetworkPolicyIngressRule> = rules.iter().filter(|r| r.from.is_some()).collect();
+    assert_eq!(admin.len(), 1);
+    assert_eq!(ports(admin[0]), vec![ADMIN_PORT]);
+    let from = &admin[0].from.as_ref().expect("from")[0];
+    assert_eq!(
+        from.namespace_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref())
+            .and_then(|l| l.get("kubernetes.io/metadata.name"))
+            .map(String::as_str),
+        Some("floe-system")
+    );
+    assert_eq!(
+        from.pod_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.clone()),
+        Some(peer.pod_labels.clone())
+    );
+    assert!(from.ip_block.is_none());
 }
 
 fn pod_spec(d: &Desired) -> &PodSpec {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -77,6 +78,8 @@ pub struct Context {
     backoff: Mutex<HashMap<ObjectRef<StorageCluster>, u32>>,
     /// The control plane's brain, one driver per cluster.
     pub brains: super::brain::Brains,
+    /// Set by `--network-policy`: the operator's own pods, allowed to the nodes' admin port.
+    pub operator_peer: Option<builders::OperatorPeer>,
 }
 
 impl Context {
@@ -92,7 +95,14 @@ impl Context {
             metrics,
             backoff: Mutex::new(HashMap::new()),
             brains: Default::default(),
+            operator_peer: None,
         }
+    }
+
+    /// Write a NetworkPolicy per cluster that lets only `peer` reach the nodes' admin port.
+    pub fn with_network_policy(mut self, peer: builders::OperatorPeer) -> Self {
+        self.operator_peer = Some(peer);
+        self
     }
 }
 
@@ -431,6 +441,7 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
         admin_token: &token,
         replicas,
         pdb_max_unavailable: max_unavailable,
+        operator: ctx.operator_peer.as_ref(),
     })?;
     // independent objects, applied concurrently (pods wait for their ConfigMap and Secret
     // on their own, so the order does not matter)
@@ -465,6 +476,18 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
         Api::<Pod>::namespaced(client.clone(), &ns)
             .delete(&pod, &Default::default())
             .await?;
+    }
+    match &desired.network_policy {
+        Some(np) => ssa(client, &ns, np).await?,
+        // switched off: remove ours if there is one
+        None => match Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+            .delete(&names.network_policy(), &Default::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        },
     }
     let sm_api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), &ns, &builders::service_monitor_resource());

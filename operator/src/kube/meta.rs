@@ -94,6 +94,9 @@ impl Names {
     pub fn service_monitor(&self) -> String {
         self.cluster.clone()
     }
+    pub fn network_policy(&self) -> String {
+        format!("{}-nodes", self.cluster)
+    }
 }
 
 /// Labels that select a cluster's storage-node pods (immutable in the StatefulSet, so never

@@ -1,5 +1,6 @@
 //! `floe-operator`: the in-cluster controller of `StorageCluster`s (see docs/operator.md).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,6 +36,33 @@ struct Args {
     /// This replica's name in the Lease and in Events [default: $POD_NAME, else a random name]
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Write a NetworkPolicy per StorageCluster: gRPC and HTTP open, the admin port only from
+    /// this operator's pods (those in `--lease-namespace` with `--operator-pod-labels`)
+    #[arg(long, env = "FLOE_NETWORK_POLICY", default_value_t = false, action = clap::ArgAction::Set)]
+    network_policy: bool,
+    /// The operator pods' labels, `key=value,…` (with `--network-policy`)
+    #[arg(long, env = "FLOE_OPERATOR_POD_LABELS", value_parser = parse_labels, default_value = "app.kubernetes.io/name=floe-operator")]
+    operator_pod_labels: BTreeMap<String, String>,
+}
+
+/// `key=value,key=value` → labels.
+fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => Err(format!("`{kv}` is not key=value")),
+        })
+        .collect::<Result<BTreeMap<_, _>, _>>()
+        .and_then(|m| {
+            if m.is_empty() {
+                Err("no labels: the admin port would be open to every pod of the namespace".into())
+            } else {
+                Ok(m)
+            }
+        })
 }
 
 /// Lease: taken over by a standby 15 s after the leader stops renewing (at once when the
@@ -156,7 +184,14 @@ async fn main() -> anyhow::Result<()> {
             let _ = stop_tx.send(());
         })
     });
-    let ctx = Arc::new(Context::new(client, metrics, Some(identity)));
+    let mut ctx = Context::new(client, metrics, Some(identity));
+    if args.network_policy {
+        ctx = ctx.with_network_policy(floe_operator::kube::builders::OperatorPeer {
+            namespace: args.lease_namespace.clone(),
+            pod_labels: args.operator_pod_labels.clone(),
+        });
+    }
+    let ctx = Arc::new(ctx);
     controller::run(ctx, async move {
         let _ = stop_rx.await;
     })
