@@ -6,7 +6,7 @@
 //! does) of the same bytes into the same directory in the same run, and the node's peak RSS while
 //! it stores every sliver of a 64 MiB and of a 256 MiB blob.
 
-use floe_node::testing::random_bytes as rand_bytes;
+use floe_node::testing::{free_port, random_bytes as rand_bytes};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,14 +24,6 @@ struct Round {
     raw_time: f64,
     verify: f64,
     persist: f64,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Node {
@@ -204,25 +196,8 @@ async fn main() {
                 len,
                 pair_hashes,
             };
-            let id = md.blob_id();
-            client.put_metadata(&id, &md).await.unwrap();
             let before = stage_sums(&node);
-            let t = Instant::now();
-            use futures::stream::StreamExt;
-            futures::stream::iter(&slivers)
-                .map(|sl| {
-                    let client = client.clone();
-                    async move {
-                        assert!(
-                            !client.put_sliver(&id, sl.index, sl).await.unwrap(),
-                            "stored twice"
-                        )
-                    }
-                })
-                .buffer_unordered(in_flight)
-                .collect::<Vec<_>>()
-                .await;
-            let node_time = t.elapsed().as_secs_f64();
+            let node_time = store_round(&client, &md, &slivers, in_flight).await;
             let after = stage_sums(&node);
             let raw_time = raw_write(
                 &root

@@ -5,6 +5,7 @@
 //! Run: `cargo bench -p floe-node --bench store_engines` (env `FLOE_BENCH_SCALE=0.2` for a quick
 //! run). Prints one table.
 
+use floe_node::testing::disk_usage as du;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -264,23 +265,6 @@ fn run_writes(
         (count as f64 * size as f64) / secs / (1 << 20) as f64,
         commits,
     )
-}
-
-fn du(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt as _;
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                total += m.blocks() * 512;
-            }
-        }
-    }
-    total
 }
 
 fn main() {

@@ -40,7 +40,17 @@ impl EngineKind {
             1 => Self::Gfni,
             2 => Self::Default,
             _ => {
-                let forced = std::env::var("FLOE_RS_ENGINE").as_deref() == Ok("default");
+                let forced = match std::env::var("FLOE_RS_ENGINE").as_deref() {
+                    Ok("default") => true,
+                    Ok("gfni") | Err(_) => false,
+                    Ok(other) => {
+                        tracing::warn!(
+                            value = other,
+                            "FLOE_RS_ENGINE is neither `default` nor `gfni`: ignored"
+                        );
+                        false
+                    }
+                };
                 let kind = if !forced && Gfni::new().is_some() {
                     Self::Gfni
                 } else {
@@ -353,6 +363,35 @@ impl Gfni {
 }
 
 #[cfg(target_arch = "x86_64")]
+impl Gfni {
+    /// Two FFT (or IFFT) layers at butterfly distance `dist` over the first `truncated` shards,
+    /// in groups of `4·dist` with the crate's skew factors.
+    fn two_layer_pass(
+        &self,
+        data: &mut ShardsRefMut,
+        pos: usize,
+        dist: usize,
+        truncated: usize,
+        skew_delta: usize,
+        fft: bool,
+    ) {
+        let mut r = 0;
+        while r < truncated {
+            let base = r + dist + skew_delta - 1;
+            let m = [
+                self.skew[base],
+                self.skew[base + dist * 2],
+                self.skew[base + dist],
+            ];
+            for i in r..r + dist {
+                self.two_layers(data, pos + i, dist, m, fft);
+            }
+            r += 4 * dist;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
 impl Engine for Gfni {
     // The schedule below is reed-solomon-simd's (`engine_avx2.rs`, `fft_private`).
     fn fft(
@@ -366,19 +405,7 @@ impl Engine for Gfni {
         let mut dist4 = size;
         let mut dist = size >> 2;
         while dist != 0 {
-            let mut r = 0;
-            while r < truncated {
-                let base = r + dist + skew_delta - 1;
-                let m = [
-                    self.skew[base],
-                    self.skew[base + dist * 2],
-                    self.skew[base + dist],
-                ];
-                for i in r..r + dist {
-                    self.two_layers(data, pos + i, dist, m, true);
-                }
-                r += dist4;
-            }
+            self.two_layer_pass(data, pos, dist, truncated, skew_delta, true);
             dist4 = dist;
             dist >>= 2;
         }
@@ -405,19 +432,7 @@ impl Engine for Gfni {
         let mut dist = 1;
         let mut dist4 = 4;
         while dist4 <= size {
-            let mut r = 0;
-            while r < truncated {
-                let base = r + dist + skew_delta - 1;
-                let m = [
-                    self.skew[base],
-                    self.skew[base + dist * 2],
-                    self.skew[base + dist],
-                ];
-                for i in r..r + dist {
-                    self.two_layers(data, pos + i, dist, m, false);
-                }
-                r += dist4;
-            }
+            self.two_layer_pass(data, pos, dist, truncated, skew_delta, false);
             dist = dist4;
             dist4 <<= 2;
         }

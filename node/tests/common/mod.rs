@@ -3,7 +3,7 @@
 
 pub use floe_node::testing::random_bytes;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,8 +14,7 @@ use floe_node::protocol::{Committee, Member, NodeId};
 pub const TOKEN: &str = "test-admin-token";
 
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    SocketAddr::from(([127, 0, 0, 1], floe_node::testing::free_port()))
 }
 
 pub struct TestNode {
