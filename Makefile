@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test test-rust test-k8s test-chart test-images bench images
+.PHONY: demo test test-rust test-k8s test-chart test-images bench images soak
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 FLOE := $(TARGET_DIR)/release/floe
@@ -43,6 +43,12 @@ test-k8s: test-rust
 
 bench:
 	$(CARGO) bench -p floe-node --bench codec
+
+# The churn soak (not in CI): a 7-node testnet under kills, wipes, joins, drains, stake changes,
+# forced epochs and supervisor crashes for SOAK_SECS, then it must heal (operator/tests/soak.rs).
+SOAK_SECS ?= 300
+soak:
+	FLOE_SOAK_SECS=$(SOAK_SECS) $(CARGO) test -p floe-operator --test soak -- --ignored --nocapture
 
 # Container images (images/Dockerfile): floe-node and floe-operator, tagged $(IMAGE_TAG). The
 # binaries are compiled in a Rust builder stage; BASE is the runtime base (a public distroless

@@ -20,5 +20,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(server::run(config))
+    let result = runtime.block_on(server::run(config));
+    // blocking tasks still waiting on the disk are not waited for (server::SHUTDOWN_GRACE)
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }

@@ -86,6 +86,11 @@ pub struct Args {
     /// Seconds between background scans for missing slivers [default: 2]
     #[arg(long, env = "FLOE_RECOVERY_INTERVAL")]
     pub recovery_interval: Option<u64>,
+    /// Journal bytes the storage engine keeps before it flushes harder; writes halt above it
+    /// until journals are released (min 24MiB; each sealed journal counts at least 32MiB)
+    /// [default: 256MiB]
+    #[arg(long, env = "FLOE_STORE_JOURNAL_LIMIT", value_parser = parse_bytes)]
+    pub store_journal_limit: Option<u64>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "FLOE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -111,6 +116,11 @@ pub enum Fault {
     CorruptSlivers,
     /// Never scrub or recover: data lost under it stays lost (a lazy node, for challenges).
     NoRepair,
+    /// The store's keeper does not get journals released (the engine alone: shows the halt).
+    PinnedJournals,
+    /// The store's writer holds its commits while `<data-dir>/stall-writes` exists, as the
+    /// engine does when it halts writes.
+    StallWrites,
 }
 
 /// `123`, `64KiB`, `10MB`, `2GiB`…
@@ -173,6 +183,8 @@ pub struct NodeConfig {
     pub max_concurrent_requests: usize,
     pub recovery_concurrency: usize,
     pub recovery_interval: std::time::Duration,
+    /// Sizes of the storage engine (journal limit, write buffer, memtables).
+    pub store_engine: crate::store::EngineTuning,
     pub log_format: LogFormat,
     pub fault: Option<Fault>,
 }
@@ -220,6 +232,8 @@ struct FileConfig {
     max_concurrent_requests: Option<usize>,
     recovery_concurrency: Option<usize>,
     recovery_interval: Option<u64>,
+    #[serde(default, deserialize_with = "de_bytes")]
+    store_journal_limit: Option<u64>,
     log_format: Option<LogFormat>,
 }
 
@@ -256,6 +270,11 @@ impl Args {
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("floe-data"));
+        let store_engine = engine_tuning(
+            self.store_journal_limit.or(file.store_journal_limit),
+            self.fault,
+            &data_dir,
+        );
         Ok(NodeConfig {
             key_file: self
                 .key_file
@@ -329,9 +348,31 @@ impl Args {
                     .unwrap_or(2)
                     .max(1),
             ),
+            store_engine,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             fault: self.fault,
         })
+    }
+}
+
+/// Engine sizes from the journal limit: the write buffer and memtables scale down with it so
+/// that a small limit (tests, small volumes) still flushes before it is reached.
+fn engine_tuning(
+    journal_limit: Option<u64>,
+    fault: Option<Fault>,
+    data_dir: &std::path::Path,
+) -> crate::store::EngineTuning {
+    let d = crate::store::EngineTuning::default();
+    let limit = journal_limit
+        .unwrap_or(d.max_journal_bytes)
+        .max(crate::store::MIN_JOURNAL_LIMIT);
+    crate::store::EngineTuning {
+        max_journal_bytes: limit,
+        max_write_buffer_bytes: d.max_write_buffer_bytes.min(limit / 2),
+        max_memtable_bytes: d.max_memtable_bytes.min((limit / 8) as u32),
+        release_pinned_journals: fault != Some(Fault::PinnedJournals),
+        flush_workers: d.flush_workers,
+        stall_file: (fault == Some(Fault::StallWrites)).then(|| data_dir.join("stall-writes")),
     }
 }
 

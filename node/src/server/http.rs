@@ -1,4 +1,4 @@
-//! `/metrics`, `/healthz` (alive) and `/readyz` (store open and committee known).
+//! `/metrics`, `/healthz` (alive) and `/readyz` (committee known and store writes not stalled).
 
 use std::sync::Arc;
 
@@ -24,6 +24,16 @@ async fn metrics(State(state): State<Arc<NodeState>>) -> String {
 }
 
 async fn ready(State(state): State<Arc<NodeState>>) -> (StatusCode, String) {
+    // a node whose store cannot write takes no new blobs: out of the Services until it can
+    if let Some((d, why)) = state.store.stall_report().current {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: store writes stalled for {:.0} s: {why}\n",
+                d.as_secs_f64()
+            ),
+        );
+    }
     match state.committee() {
         Some(c) => (StatusCode::OK, format!("ready: epoch {}\n", c.epoch)),
         None => (

@@ -47,6 +47,103 @@ pub struct Metrics {
     pub gc_slivers: IntCounter,
     pub gc_bytes: IntCounterVec,
     pub uncertified_bytes: IntGauge,
+    pub store: StoreMetrics,
+}
+
+/// The store's write health (refreshed from `BlobStore::stall_report` on scrape).
+pub struct StoreMetrics {
+    pub stalled: IntGauge,
+    pub stall_seconds: Gauge,
+    pub stalls: IntCounter,
+    pub stall_seconds_total: prometheus::Counter,
+    pub longest_stall: Gauge,
+    pub journal_bytes: IntGauge,
+    pub journals: IntGauge,
+    pub journal_limit: IntGauge,
+    pub journal_releases: IntCounter,
+}
+
+impl StoreMetrics {
+    fn new() -> Self {
+        let g = |n: &str, h: &str| Gauge::new(n, h).expect("metric");
+        let i = |n: &str, h: &str| IntGauge::new(n, h).expect("metric");
+        let c = |n: &str, h: &str| IntCounter::new(n, h).expect("metric");
+        Self {
+            stalled: i(
+                "floe_node_store_write_stalled",
+                "1 while a store commit has been running for over a second (writes halted)",
+            ),
+            stall_seconds: g(
+                "floe_node_store_write_stall_seconds",
+                "Length of the store write stall going on now (0 when none)",
+            ),
+            stalls: c(
+                "floe_node_store_write_stalls_total",
+                "Store write stalls since the node started",
+            ),
+            stall_seconds_total: prometheus::Counter::new(
+                "floe_node_store_write_stall_seconds_total",
+                "Time store writes spent stalled since the node started",
+            )
+            .expect("metric"),
+            longest_stall: g(
+                "floe_node_store_write_stall_longest_seconds",
+                "Longest store write stall since the node started",
+            ),
+            journal_bytes: i(
+                "floe_node_store_journal_bytes",
+                "Bytes of the storage engine's journals on disk",
+            ),
+            journals: i(
+                "floe_node_store_journals",
+                "Journal files of the storage engine (the active one included)",
+            ),
+            journal_limit: i(
+                "floe_node_store_journal_limit_bytes",
+                "Journal bytes above which the storage engine halts writes",
+            ),
+            journal_releases: c(
+                "floe_node_store_journal_releases_total",
+                "Times the store flushed every partition to release journals near their limit",
+            ),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.stalled.clone()),
+            Box::new(self.stall_seconds.clone()),
+            Box::new(self.stalls.clone()),
+            Box::new(self.stall_seconds_total.clone()),
+            Box::new(self.longest_stall.clone()),
+            Box::new(self.journal_bytes.clone()),
+            Box::new(self.journals.clone()),
+            Box::new(self.journal_limit.clone()),
+            Box::new(self.journal_releases.clone()),
+        ]
+    }
+
+    /// Bring the metrics up to `r` (counters only ever move forward).
+    pub fn set(&self, r: &crate::store::StallReport) {
+        let current = r.current.as_ref().map_or(0.0, |(d, _)| d.as_secs_f64());
+        self.stalled.set(i64::from(r.current.is_some()));
+        self.stall_seconds.set(current);
+        self.stalls
+            .inc_by(r.stalls.saturating_sub(self.stalls.get()));
+        let total = r.total.as_secs_f64();
+        if total > self.stall_seconds_total.get() {
+            self.stall_seconds_total
+                .inc_by(total - self.stall_seconds_total.get());
+        }
+        self.longest_stall.set(r.longest.as_secs_f64());
+        self.journal_bytes.set(r.journal_bytes as i64);
+        self.journals.set(r.journals as i64);
+        self.journal_limit.set(r.journal_limit as i64);
+        self.journal_releases.inc_by(
+            r.journal_releases
+                .saturating_sub(self.journal_releases.get()),
+        );
+    }
 }
 
 impl Metrics {
@@ -262,6 +359,10 @@ impl Metrics {
         ] {
             registry.register(c).expect("unique metric");
         }
+        let store = StoreMetrics::new();
+        for c in store.collectors() {
+            registry.register(c).expect("unique metric");
+        }
         Self {
             registry,
             requests,
@@ -292,6 +393,7 @@ impl Metrics {
             gc_slivers,
             gc_bytes,
             uncertified_bytes,
+            store,
         }
     }
 

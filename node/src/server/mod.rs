@@ -161,11 +161,41 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             Ok::<_, std::io::Error>(())
         }
     };
-    let (g, a, h, s) = tokio::join!(grpc_server, admin_server, http_server, signals);
-    g.context("gRPC server")?;
-    a.context("admin server")?;
-    h.context("HTTP server")?;
+    // once stopping, in-flight requests get SHUTDOWN_GRACE to finish: a request stuck on a
+    // stalled disk must not keep the process alive past its orchestrator's patience
+    let servers = async { tokio::join!(grpc_server, admin_server, http_server) };
+    let deadline = {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+    let (finished, s) = tokio::join!(
+        async {
+            tokio::select! {
+                r = servers => Some(r),
+                _ = deadline => None,
+            }
+        },
+        signals
+    );
     s.context("signal handler")?;
+    match finished {
+        Some((g, a, h)) => {
+            g.context("gRPC server")?;
+            a.context("admin server")?;
+            h.context("HTTP server")?;
+        }
+        None => {
+            let stall = state.store.stall_report();
+            tracing::warn!(
+                grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                store_stall = ?stall.current,
+                "in-flight requests did not finish in time; stopping without them"
+            );
+        }
+    }
     recovery.abort();
     sync.abort();
     gc.abort();
@@ -181,6 +211,9 @@ pub const LIGHT_MAX_BODY: usize = 1 << 20;
 /// Admin requests in flight at once, and connections the admin listener accepts.
 pub const ADMIN_SLOTS: usize = 4;
 pub const ADMIN_CONNECTIONS: usize = 16;
+/// Time in-flight requests get to finish after SIGTERM (Kubernetes waits 30 s by default
+/// before it kills a pod).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Longest TLS handshake (and time from accept to a usable connection).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -50,10 +50,19 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
         }
         scrub_cursor = scrub(&state, scrub_cursor).await;
         let st = state.clone();
-        let Ok(work) = tokio::task::spawn_blocking(move || missing_work(&st)).await else {
+        let found = tokio::task::spawn_blocking(move || {
+            let found = missing_work(&st);
+            if let Err(e) = st.store.clear_pending(found.complete.clone()) {
+                tracing::warn!(error = %e, "could not update the recovery list");
+            }
+            found
+        })
+        .await;
+        let Ok(found) = found else {
             continue;
         };
-        let backlog: usize = work.iter().map(|(_, w)| w.len()).sum();
+        let backlog = found.slivers();
+        let work = found.work;
         state
             .recovery_backlog
             .store(backlog as u64, Ordering::Relaxed);
@@ -140,7 +149,23 @@ pub(super) fn peer_clients(
 /// of them (the owned pairs changed); blobs found complete here are taken off.
 ///
 /// Blocking (store reads); the recovery loop runs it, after [`repend`], off the async workers.
-pub(super) fn missing_work(state: &NodeState) -> Vec<(BlobId, Vec<(u16, Axis)>)> {
+/// What recovery has to do, found by reading the store only (status calls count it too, so it
+/// never writes: a stalled store must not hold a status answer).
+#[derive(Debug, Default)]
+pub(super) struct MissingWork {
+    /// Certified blobs with slivers this node owns and lacks.
+    pub work: Vec<(BlobId, Vec<(u16, Axis)>)>,
+    /// Pending blobs found complete (or no longer owed): only the recovery loop clears them.
+    pub complete: Vec<BlobId>,
+}
+
+impl MissingWork {
+    pub fn slivers(&self) -> usize {
+        self.work.iter().map(|(_, w)| w.len()).sum()
+    }
+}
+
+pub(super) fn missing_work(state: &NodeState) -> MissingWork {
     let mut work = Vec::new();
     let syncing = state.syncing_shards();
     let mut complete = Vec::new();
@@ -182,10 +207,7 @@ pub(super) fn missing_work(state: &NodeState) -> Vec<(BlobId, Vec<(u16, Axis)>)>
             }
         }
     }
-    if let Err(e) = state.store.clear_pending(complete) {
-        tracing::warn!(error = %e, "could not update the recovery list");
-    }
-    work
+    MissingWork { work, complete }
 }
 
 /// Once per epoch, put every certified blob back on the pending list (the owned pairs changed):
@@ -432,16 +454,16 @@ async fn recover_axis(
 /// from where the last round stopped; a page whose cursor does not advance ends that peer's
 /// turn, so a peer answering `more = true` forever costs a bounded number of calls.
 pub(super) async fn learn_certified(
-    state: &NodeState,
+    state: &Arc<NodeState>,
     _committee: &Committee,
     peers: &[(NodeId, NodeClient)],
 ) {
     let mut learned = 0usize;
-    let mut accept = |cert: &crate::protocol::Certificate, c: &Committee| {
+    // verified certificates are stored off the async workers, a page at a time
+    let mut verified: Vec<crate::protocol::Certificate> = Vec::new();
+    let accept = |verified: &mut Vec<_>, cert: &crate::protocol::Certificate, c: &Committee| {
         if verify_certificate(c, cert).is_ok() {
-            if state.store.put_certificate(cert).is_ok() {
-                learned += 1;
-            }
+            verified.push(cert.clone());
         } else {
             state
                 .metrics
@@ -486,12 +508,13 @@ pub(super) async fn learn_certified(
                     continue;
                 }
                 match state.committee_of(cert.epoch) {
-                    Some(c) => accept(&cert, &c),
+                    Some(c) => accept(&mut verified, &cert, &c),
                     None => {
                         state.hold_certificate(*peer_id, cert);
                     }
                 }
             }
+            learned += store_certificates(state, std::mem::take(&mut verified)).await;
             if !more {
                 finished = true;
                 break;
@@ -509,12 +532,33 @@ pub(super) async fn learn_certified(
     learn_past_committees(state, peers).await;
     for (cert, c) in state.take_verifiable_held() {
         if !is_certified(state, &cert.blob_id) {
-            accept(&cert, &c);
+            accept(&mut verified, &cert, &c);
         }
     }
+    learned += store_certificates(state, verified).await;
     if learned > 0 {
         tracing::info!(learned, "learned certified blobs from peers");
     }
+}
+
+/// Store verified certificates (blocking work, off the async workers); returns how many were
+/// stored.
+async fn store_certificates(
+    state: &Arc<NodeState>,
+    certs: Vec<crate::protocol::Certificate>,
+) -> usize {
+    if certs.is_empty() {
+        return 0;
+    }
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        certs
+            .iter()
+            .filter(|c| st.store.put_certificate(c).is_ok())
+            .count()
+    })
+    .await
+    .unwrap_or(0)
 }
 
 /// Past epochs looked up per learning round.

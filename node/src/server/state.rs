@@ -112,12 +112,13 @@ pub enum CommitteeUpdateError {
 
 impl NodeState {
     pub fn open(config: NodeConfig, key: SigningKey) -> Result<Self, StoreError> {
-        let store = BlobStore::open_with(
+        let store = BlobStore::open_tuned(
             &config.data_dir,
             StoreLimits {
                 capacity: config.max_storage,
                 uncertified_quota: Some(config.uncertified_quota),
             },
+            config.store_engine.clone(),
         )?;
         let committees: Committees = match read_checked(&config.data_dir.join(COMMITTEE_FILE)) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -457,10 +458,7 @@ impl NodeState {
                 return *v;
             }
         }
-        let count: u64 = super::recovery::missing_work(self)
-            .iter()
-            .map(|(_, w)| w.len() as u64)
-            .sum();
+        let count = super::recovery::missing_work(self).slivers() as u64;
         // cached only if nothing changed while counting (else the next call counts again)
         if key(self) == before {
             *cache = Some((before, count));
@@ -485,6 +483,7 @@ impl NodeState {
 
     /// Refresh gauges derived from the store (called on scrape).
     pub fn refresh_gauges(&self) {
+        self.metrics.store.set(&self.store.stall_report());
         self.metrics
             .stored_bytes
             .set(self.store.used_bytes() as i64);

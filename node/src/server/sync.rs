@@ -275,10 +275,9 @@ async fn fall_back(
     }
     super::recovery::repend(state, epoch).await;
     let st = state.clone();
-    let backlog: usize =
-        tokio::task::spawn_blocking(move || missing_work(&st).iter().map(|(_, w)| w.len()).sum())
-            .await
-            .unwrap_or(0);
+    let backlog: usize = tokio::task::spawn_blocking(move || missing_work(&st).slivers())
+        .await
+        .unwrap_or(0);
     state
         .recovery_backlog
         .store(backlog as u64, Ordering::Relaxed);

@@ -26,6 +26,7 @@
 //! concurrent identical writes.
 
 pub mod file;
+mod keeper;
 pub mod keys;
 mod writer;
 
@@ -40,6 +41,8 @@ use fjall::{PartitionCreateOptions, PartitionHandle};
 use crate::codec::{Axis, BlobId, BlobMetadata, MerkleTree, Sliver};
 use crate::protocol::Certificate;
 use file::{read_checked, FileError};
+use keeper::{CommitClock, Keeper};
+pub use keeper::{EngineTuning, StallReport, MIN_JOURNAL_LIMIT, STALL_AFTER};
 use keys::{frame, sliver_key, unframe, Record};
 use writer::{Op, SliverBody, Writer};
 
@@ -223,6 +226,24 @@ pub(crate) mod counter {
     }
 }
 
+impl Parts {
+    /// Every partition (the keeper flushes them all).
+    fn all(&self) -> [&PartitionHandle; 10] {
+        [
+            &self.blobs,
+            &self.metadata,
+            &self.certs,
+            &self.invalid,
+            &self.slivers,
+            &self.held,
+            &self.certified,
+            &self.uncertified,
+            &self.pending,
+            &self.counters,
+        ]
+    }
+}
+
 pub(crate) struct Parts {
     pub keyspace: fjall::Keyspace,
     pub blobs: PartitionHandle,
@@ -242,6 +263,7 @@ pub struct BlobStore {
     large_dir: PathBuf,
     limits: StoreLimits,
     writer: Writer,
+    keeper: Keeper,
     /// Counters as of the last commit (mirrors the `counters` partition).
     counters: Arc<Mutex<HashMap<Vec<u8>, u64>>>,
     /// Bumped after every commit: lets derived counts be cached until something changed.
@@ -282,6 +304,15 @@ impl BlobStore {
     /// Open with explicit limits. Cost: the engine's journal replay (bounded by its size, not
     /// by the number of blobs) plus reading the counters; no index is rebuilt.
     pub fn open_with(data_dir: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
+        Self::open_tuned(data_dir, limits, EngineTuning::default())
+    }
+
+    /// Open with explicit limits and engine sizes.
+    pub fn open_tuned(
+        data_dir: &Path,
+        limits: StoreLimits,
+        tuning: EngineTuning,
+    ) -> Result<Self, StoreError> {
         let started = std::time::Instant::now();
         let store_dir = data_dir.join("store");
         let large_dir = data_dir.join("large");
@@ -293,16 +324,22 @@ impl BlobStore {
         }
         let keyspace = fjall::Config::new(&store_dir)
             .cache_size(32 << 20)
-            .max_write_buffer_size(64 << 20)
-            .max_journaling_size(128 << 20)
+            .max_write_buffer_size(tuning.max_write_buffer_bytes.max(1 << 20))
+            .max_journaling_size(tuning.max_journal_bytes.max(MIN_JOURNAL_LIMIT))
+            .flush_workers(tuning.flush_workers)
             .open()
             .map_err(|e| damaged(&store_dir, StoreError::from(e)))?;
         let plain = || {
             PartitionCreateOptions::default()
                 .compression(fjall::CompressionType::None)
                 .manual_journal_persist(true)
+                .max_memtable_size(tuning.max_memtable_bytes)
         };
-        let small = || PartitionCreateOptions::default().manual_journal_persist(true);
+        let small = || {
+            PartitionCreateOptions::default()
+                .manual_journal_persist(true)
+                .max_memtable_size(tuning.max_memtable_bytes)
+        };
         let p = |name: &str, opts: PartitionCreateOptions| {
             keyspace
                 .open_partition(name, opts)
@@ -332,18 +369,23 @@ impl BlobStore {
         let parts = Arc::new(parts);
         let counters = Arc::new(Mutex::new(counters));
         let generation = Arc::new(AtomicU64::new(0));
+        let clock = Arc::new(CommitClock::default());
         let writer = Writer::start(
             parts.clone(),
             large_dir.clone(),
             limits.clone(),
             counters.clone(),
             generation.clone(),
+            clock.clone(),
+            tuning.stall_file.clone(),
         )?;
+        let keeper = Keeper::start(parts.clone(), clock, tuning)?;
         let store = Self {
             parts,
             large_dir,
             limits,
             writer,
+            keeper,
             counters,
             generation,
             md_cache: Mutex::new(HashMap::new()),
@@ -863,22 +905,20 @@ impl BlobStore {
 
     /// Flush every memtable to tables (benchmarks and tools: measure steady-state disk use).
     pub fn flush(&self) -> Result<(), StoreError> {
-        let p = &self.parts;
-        for part in [
-            &p.blobs,
-            &p.metadata,
-            &p.certs,
-            &p.invalid,
-            &p.slivers,
-            &p.held,
-            &p.certified,
-            &p.uncertified,
-            &p.pending,
-            &p.counters,
-        ] {
+        for part in self.parts.all() {
             part.rotate_memtable_and_wait()?;
         }
         Ok(())
+    }
+
+    /// Write stalls and the journals behind them (the keeper thread measures them).
+    pub fn stall_report(&self) -> StallReport {
+        self.keeper.report()
+    }
+
+    /// True while a commit has been stalled for at least [`STALL_AFTER`].
+    pub fn writes_stalled(&self) -> bool {
+        self.keeper.report().current.is_some()
     }
 }
 

@@ -153,3 +153,103 @@ fn certified_listing_and_pending_are_range_scans() {
     // certified blobs never expire
     assert_eq!(s.expire_uncertified(now_secs() + 10, 100).unwrap().0, 0);
 }
+
+/// Engine sizes small enough to reach the journal limit in seconds.
+fn small_engine(release_pinned_journals: bool) -> EngineTuning {
+    EngineTuning {
+        max_journal_bytes: MIN_JOURNAL_LIMIT,
+        max_write_buffer_bytes: 64 << 20,
+        max_memtable_bytes: 1 << 20,
+        release_pinned_journals,
+        ..EngineTuning::default()
+    }
+}
+
+/// Write inline slivers of fresh blobs until `bytes` went through the journal; None when every
+/// write returned within `deadline`, else the number of writes done before one did not.
+fn write_slivers(
+    s: &Arc<BlobStore>,
+    first: u64,
+    bytes: usize,
+    deadline: std::time::Duration,
+) -> Option<usize> {
+    let enc = encode(&vec![7u8; 150_000], EncodingParams::new(7).unwrap()).unwrap();
+    let sliver = enc.pair(0).primary.clone();
+    let per = sliver.data.len();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s2 = s.clone();
+    std::thread::spawn(move || {
+        for i in 0..(bytes / per + 1) as u64 {
+            let mut raw = [0x3cu8; 32];
+            raw[..8].copy_from_slice(&(first + i).to_be_bytes());
+            s2.put_sliver(BlobId(raw), 0, &sliver).unwrap();
+            if tx.send(i).is_err() {
+                return;
+            }
+        }
+    });
+    let mut done = 0;
+    loop {
+        match rx.recv_timeout(deadline) {
+            Ok(i) => done = i as usize + 1,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Some(done),
+        }
+    }
+}
+
+/// A store that crashed holding many sealed journals none of which was flushed (its engine ran
+/// without flush threads: the state a busy node can be killed in), opened again.
+fn reopen_after_a_crash(dir: &std::path::Path, release: bool) -> Arc<BlobStore> {
+    {
+        let crashed = EngineTuning {
+            max_journal_bytes: 4 << 30,
+            flush_workers: 0,
+            ..small_engine(release)
+        };
+        let s = Arc::new(BlobStore::open_tuned(dir, StoreLimits::default(), crashed).unwrap());
+        // every MiB of slivers rotates a memtable, sealing a journal
+        assert_eq!(
+            write_slivers(&s, 0, 24 << 20, std::time::Duration::from_secs(60)),
+            None
+        );
+        assert!(s.parts.keyspace.journal_count() > 12);
+    }
+    Arc::new(BlobStore::open_tuned(dir, StoreLimits::default(), small_engine(release)).unwrap())
+}
+
+#[test]
+fn recovered_flush_tasks_are_drained() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = reopen_after_a_crash(dir.path(), true);
+    let stuck = write_slivers(&s, 1 << 32, 8 << 20, std::time::Duration::from_secs(30));
+    let r = s.stall_report();
+    assert_eq!(stuck, None, "writes halted for good after recovery: {r:?}");
+    assert!(r.journal_releases > 0, "{r:?}");
+    // every recovered slivers is still there
+    let enc = encode(&vec![7u8; 150_000], EncodingParams::new(7).unwrap()).unwrap();
+    let mut raw = [0x3cu8; 32];
+    raw[..8].copy_from_slice(&3u64.to_be_bytes());
+    assert_eq!(
+        s.get_sliver(&BlobId(raw), 0, Axis::Primary)
+            .unwrap()
+            .unwrap(),
+        enc.pair(0).primary
+    );
+}
+
+/// The reproduction is honest: without the keeper the same store halts writes for good (the
+/// store is leaked: its writer never returns).
+#[test]
+fn without_the_keeper_recovered_flush_tasks_halt_writes_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = reopen_after_a_crash(dir.path(), false);
+    let stuck = write_slivers(&s, 1 << 32, 8 << 20, std::time::Duration::from_secs(30));
+    let r = s.stall_report();
+    assert!(stuck.is_some(), "the writes finished without a halt: {r:?}");
+    assert!(r.journal_bytes > r.journal_limit, "{r:?}");
+    let (_, why) = r.current.clone().expect("the halt is reported as a stall");
+    assert!(why.contains("journals"), "{why}");
+    std::mem::forget(s);
+    std::mem::forget(dir);
+}

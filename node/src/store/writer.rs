@@ -13,6 +13,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use crate::codec::BlobId;
 
+use super::keeper::CommitClock;
 use super::keys::{age_key, sliver_key, Record, SLIVER_KEY_LEN};
 use super::{counter, now_secs, AxisKey, Parts, StoreError, StoreLimits, OBJECT_OVERHEAD};
 
@@ -112,6 +113,8 @@ impl Writer {
         limits: StoreLimits,
         counters: Arc<Mutex<HashMap<Vec<u8>, u64>>>,
         generation: Arc<AtomicU64>,
+        clock: Arc<CommitClock>,
+        stall_file: Option<PathBuf>,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Request>();
         let thread = std::thread::Builder::new()
@@ -144,7 +147,13 @@ impl Writer {
                             req.ops.into_iter().map(|op| txn.apply(op)).collect();
                         replies.push((req.reply, results));
                     }
-                    match txn.commit() {
+                    clock.begin();
+                    while stall_file.as_ref().is_some_and(|f| f.exists()) {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    let committed = txn.commit();
+                    clock.end();
+                    match committed {
                         Ok((new_counters, delete)) => {
                             *counters.lock().unwrap_or_else(|p| p.into_inner()) = new_counters;
                             generation.fetch_add(1, Ordering::Relaxed);
@@ -195,12 +204,25 @@ impl Writer {
     }
 }
 
+/// Longest wait for the writer to finish its queue when the store closes.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Drop for Writer {
     fn drop(&mut self) {
         self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let Some(t) = self.thread.take() else { return };
+        // a writer stuck in a commit (a disk that never answers) must not hold the process
+        let started = std::time::Instant::now();
+        while !t.is_finished() {
+            if started.elapsed() > CLOSE_WAIT {
+                tracing::error!(
+                    "the store writer did not finish its last commit; closing without it"
+                );
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        let _ = t.join();
     }
 }
 

@@ -123,9 +123,14 @@ impl TestNode {
 
     /// SIGTERM and wait for a clean exit; returns the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.terminate_within(Duration::from_secs(15))
+    }
+
+    /// SIGTERM and wait up to `patience` for the exit (then SIGKILL and None).
+    pub fn terminate_within(&mut self, patience: Duration) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
         unsafe_sigterm(c.id());
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + patience;
         loop {
             if let Ok(Some(st)) = c.try_wait() {
                 return Some(st);

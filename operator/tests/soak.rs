@@ -1,0 +1,480 @@
+//! The churn soak (issue 19): a 7-node, 100-shard testnet with 20 s epochs driven for a given
+//! time with puts of 16 KiB–1 MiB and reads, while nodes are killed -9 and restarted (some with
+//! their disk wiped), nodes join and drain, stakes change, epochs are forced and the supervisor
+//! itself is killed -9 and resumed. Then the churn stops and the network must heal.
+//!
+//! Not in CI (minutes long): `make soak` (default 5 minutes) or
+//! `FLOE_SOAK_SECS=900 make soak`. It asserts:
+//! - no store write stall longer than 10 s on any node (their own metrics, sampled every 5 s);
+//! - every confirmed blob reads back, byte for byte, once the churn stopped (within
+//!   [`HEAL_SECS`]), and the epoch change in flight completes;
+//! - a put only fails while members holding f or more shards are down.
+//!
+//! It prints a report (puts, reads, failures, longest stall, journal bytes over time per node)
+//! and writes the journal samples to `$FLOE_SOAK_OUT` (default `target/soak-journals.csv`).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{floe_in, Testnet};
+use floe_node::testing::random_bytes;
+use serde_json::Value;
+
+/// Time the network has, after the churn stopped, to make every blob readable again.
+const HEAL_SECS: u64 = 600;
+/// Longest store write stall allowed on any node.
+const MAX_STALL: f64 = 10.0;
+
+/// A tiny deterministic generator (the run is repeatable from its seed).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn state(dir: &Path) -> Value {
+    std::fs::read(dir.join("testnet.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn control(dir: &Path) -> Value {
+    std::fs::read(dir.join("control.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Shards of the current committee held by each node ID.
+fn shards_by_node(dir: &Path) -> BTreeMap<String, usize> {
+    let c = control(dir);
+    c["committee"]["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .map(|m| {
+                    (
+                        m["node_id"].as_str().unwrap_or_default().to_string(),
+                        m["shards"].as_array().map_or(0, Vec::len),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What the churn driver has taken down right now (node names), to judge failed puts.
+#[derive(Default)]
+struct Down {
+    nodes: BTreeSet<String>,
+    supervisor: bool,
+}
+
+/// Shards of the committee held by nodes that are down now.
+fn down_shards(dir: &Path, down: &Mutex<Down>) -> usize {
+    let names = down.lock().unwrap().nodes.clone();
+    let st = state(dir);
+    let by_id = shards_by_node(dir);
+    st["nodes"]
+        .as_array()
+        .map(|ns| {
+            ns.iter()
+                .filter(|n| names.contains(n["name"].as_str().unwrap_or_default()))
+                .filter_map(|n| n["node_id"].as_str().and_then(|id| by_id.get(id)).copied())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// One sample of a node's store health.
+#[derive(Clone, Copy, Default)]
+struct StoreSample {
+    journal_bytes: f64,
+    journals: f64,
+    longest_stall: f64,
+}
+
+struct Outcome {
+    puts_ok: usize,
+    puts_failed: usize,
+    puts_failed_with_quorum: Vec<String>,
+    reads_ok: usize,
+    reads_failed: Vec<String>,
+}
+
+#[test]
+#[ignore = "a soak of several minutes: make soak"]
+fn churn_soak() {
+    let secs: u64 = std::env::var("FLOE_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let seed: u64 = std::env::var("FLOE_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(19);
+    let out_csv = std::env::var("FLOE_SOAK_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/soak-journals.csv")
+        });
+    let t = Testnet::up(&["--nodes", "7", "--shards", "100", "--epoch", "20s"]);
+    let dir = t.dir.path().to_path_buf();
+    let f = (100 - 1) / 3;
+    let started = Instant::now();
+    let churning = Arc::new(AtomicBool::new(true));
+    let down = Arc::new(Mutex::new(Down::default()));
+    let blobs: Arc<Mutex<Vec<(String, u64, Vec<u8>)>>> = Arc::new(Mutex::new(Vec::new()));
+    println!(
+        "soak: {secs} s of churn, seed {seed}, testnet in {}",
+        dir.display()
+    );
+
+    // store health of every node, every 5 s, as long as the test runs
+    let samples: Arc<Mutex<Vec<(f64, String, StoreSample)>>> = Arc::new(Mutex::new(Vec::new()));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (dir, samples, sampling) = (dir.clone(), samples.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                let at = started.elapsed().as_secs_f64();
+                for n in state(&dir)["nodes"].as_array().cloned().unwrap_or_default() {
+                    let (Some(name), Some(http)) = (n["name"].as_str(), n["http"].as_str()) else {
+                        continue;
+                    };
+                    let Some(text) = http_get(http, "/metrics") else {
+                        continue;
+                    };
+                    let s = StoreSample {
+                        journal_bytes: metric(&text, "floe_node_store_journal_bytes")
+                            .unwrap_or(0.0),
+                        journals: metric(&text, "floe_node_store_journals").unwrap_or(0.0),
+                        longest_stall: metric(&text, "floe_node_store_write_stall_longest_seconds")
+                            .unwrap_or(0.0)
+                            .max(
+                                metric(&text, "floe_node_store_write_stall_seconds").unwrap_or(0.0),
+                            ),
+                    };
+                    samples.lock().unwrap().push((at, name.to_string(), s));
+                }
+                let until = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < until && sampling.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+    };
+
+    // writers and readers: one blob at a time, each put checked against what was down
+    let traffic = {
+        let (dir, churning, down, blobs) =
+            (dir.clone(), churning.clone(), down.clone(), blobs.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng(seed ^ 0x5eed);
+            let mut o = Outcome {
+                puts_ok: 0,
+                puts_failed: 0,
+                puts_failed_with_quorum: Vec::new(),
+                reads_ok: 0,
+                reads_failed: Vec::new(),
+            };
+            let mut i = 0u64;
+            while churning.load(Ordering::Relaxed) {
+                i += 1;
+                let len = (16 << 10) + rng.below((1 << 20) - (16 << 10)) as usize;
+                let data = random_bytes(len, seed * 1_000_000 + i);
+                let file = dir.join(format!("soak-{i}"));
+                std::fs::write(&file, &data).unwrap();
+                let down_before = down_shards(&dir, &down);
+                let sup_before = down.lock().unwrap().supervisor;
+                let out = floe_in(&dir, &["--json", "put", file.to_str().unwrap()]);
+                let down_after = down_shards(&dir, &down);
+                let _ = std::fs::remove_file(&file);
+                if out.status.success() {
+                    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+                    let id = v["blob_id"].as_str().unwrap().to_string();
+                    o.puts_ok += 1;
+                    blobs.lock().unwrap().push((id, i, data));
+                } else {
+                    o.puts_failed += 1;
+                    let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                    println!(
+                        "soak: put {i} failed at {:.0} s ({down_before}/{down_after} shards down): {why}",
+                        started.elapsed().as_secs_f64()
+                    );
+                    if down_before.max(down_after) < f && !sup_before {
+                        o.puts_failed_with_quorum.push(format!("put {i}: {why}"));
+                    }
+                }
+                // read one earlier blob back
+                let pick = {
+                    let b = blobs.lock().unwrap();
+                    (!b.is_empty()).then(|| b[rng.below(b.len() as u64) as usize].clone())
+                };
+                if let Some((id, _, want)) = pick {
+                    let dest = dir.join("soak-read");
+                    let out = floe_in(&dir, &["get", &id, "-o", dest.to_str().unwrap()]);
+                    if out.status.success()
+                        && std::fs::read(&dest).ok().as_deref() == Some(&want[..])
+                    {
+                        o.reads_ok += 1;
+                    } else {
+                        let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                        println!("soak: read of {id} failed during the churn: {why}");
+                        o.reads_failed.push(format!("{id}: {why}"));
+                    }
+                }
+            }
+            o
+        })
+    };
+
+    // the churn itself, one action every few seconds; at most one node down at a time
+    let mut rng = Rng(seed);
+    let mut added = 0;
+    let mut drained = 0;
+    let mut actions: BTreeMap<&str, usize> = BTreeMap::new();
+    let live_nodes = |dir: &Path| -> Vec<String> {
+        state(dir)["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|n| n["leaving"] != true && n["released"] != true)
+            .filter_map(|n| n["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    let run = |args: &[&str]| {
+        let out = floe_in(&dir, args);
+        if !out.status.success() {
+            println!(
+                "soak: floe {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        out.status.success()
+    };
+    while started.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_millis(2000 + rng.below(4000)));
+        let nodes = live_nodes(&dir);
+        match rng.below(100) {
+            0..=39 => {
+                // kill -9 one node, restart it 3–10 s later; a third of the restarts wipe it
+                let victim = nodes[rng.below(nodes.len() as u64) as usize].clone();
+                if run(&["testnet", "kill", &victim]) {
+                    down.lock().unwrap().nodes.insert(victim.clone());
+                    std::thread::sleep(Duration::from_millis(3000 + rng.below(7000)));
+                    let wipe = rng.below(3) == 0;
+                    let args: Vec<&str> = if wipe {
+                        vec!["testnet", "restart", &victim, "--wipe"]
+                    } else {
+                        vec!["testnet", "restart", &victim]
+                    };
+                    run(&args);
+                    down.lock().unwrap().nodes.remove(&victim);
+                    *actions
+                        .entry(if wipe { "kill+wipe" } else { "kill" })
+                        .or_default() += 1;
+                }
+            }
+            40..=54 => {
+                if run(&["testnet", "next-epoch", "--no-wait"]) {
+                    *actions.entry("next-epoch").or_default() += 1;
+                }
+            }
+            55..=66 => {
+                let who = nodes[rng.below(nodes.len() as u64) as usize].clone();
+                let stake = 1 + rng.below(5);
+                if run(&["testnet", "set-stake", &who, &stake.to_string()]) {
+                    *actions.entry("set-stake").or_default() += 1;
+                }
+            }
+            67..=76 if added < 3 => {
+                if run(&[
+                    "testnet",
+                    "add-node",
+                    "--stake",
+                    &(1 + rng.below(3)).to_string(),
+                ]) {
+                    added += 1;
+                    *actions.entry("add-node").or_default() += 1;
+                }
+            }
+            77..=84 if drained < 2 && nodes.len() > 6 => {
+                let who = nodes[rng.below(nodes.len() as u64) as usize].clone();
+                if run(&["testnet", "remove-node", &who]) {
+                    drained += 1;
+                    *actions.entry("remove-node").or_default() += 1;
+                }
+            }
+            85..=99 => {
+                // the supervisor killed -9, then resumed in the same directory
+                let pid = std::fs::read_to_string(dir.join("supervisor.pid"))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok());
+                if let Some(pid) = pid {
+                    down.lock().unwrap().supervisor = true;
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status();
+                    let gone = Instant::now() + Duration::from_secs(10);
+                    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < gone {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    std::thread::sleep(Duration::from_millis(rng.below(3000)));
+                    let ok = run(&[
+                        "testnet", "up", "--nodes", "7", "--shards", "100", "--epoch", "20s",
+                    ]);
+                    down.lock().unwrap().supervisor = false;
+                    assert!(ok, "the supervisor could not be resumed");
+                    *actions.entry("supervisor kill -9").or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    churning.store(false, Ordering::Relaxed);
+    let o = traffic.join().unwrap();
+    let churn_secs = started.elapsed().as_secs_f64();
+    println!("soak: churn stopped after {churn_secs:.0} s; actions: {actions:?}");
+
+    // healing: the epoch change in flight completes, and every blob reads back
+    let heal_started = Instant::now();
+    let heal_deadline = heal_started + Duration::from_secs(HEAL_SECS);
+    loop {
+        let c = control(&dir);
+        if c["phase"]["phase"] == "stable" {
+            break;
+        }
+        assert!(
+            Instant::now() < heal_deadline,
+            "the epoch change did not complete {HEAL_SECS} s after the churn stopped: {}",
+            String::from_utf8_lossy(&t.floe(&["testnet", "status"]).stdout)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let settled = heal_started.elapsed().as_secs_f64();
+    let all = blobs.lock().unwrap().clone();
+    let mut unreadable = Vec::new();
+    let mut slowest = 0f64;
+    for (id, _, want) in &all {
+        let t0 = Instant::now();
+        loop {
+            let dest = dir.join("soak-final");
+            let out = floe_in(&dir, &["get", id, "-o", dest.to_str().unwrap()]);
+            if out.status.success() && std::fs::read(&dest).ok().as_deref() == Some(&want[..]) {
+                break;
+            }
+            if Instant::now() > heal_deadline {
+                unreadable.push(format!(
+                    "{id}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        slowest = slowest.max(t0.elapsed().as_secs_f64());
+    }
+    let read_back = heal_started.elapsed().as_secs_f64();
+    sampling.store(false, Ordering::Relaxed);
+    sampler.join().unwrap();
+
+    // the report
+    let samples = samples.lock().unwrap().clone();
+    let mut per_node: BTreeMap<String, (f64, f64, f64, usize)> = BTreeMap::new();
+    for (_, name, s) in &samples {
+        let e = per_node.entry(name.clone()).or_default();
+        e.0 = e.0.max(s.journal_bytes);
+        e.1 = e.1.max(s.journals);
+        e.2 = e.2.max(s.longest_stall);
+        e.3 += 1;
+    }
+    let mut csv = String::from("seconds,node,journal_bytes,journals,longest_stall_seconds\n");
+    for (at, name, s) in &samples {
+        csv.push_str(&format!(
+            "{at:.1},{name},{},{},{:.3}\n",
+            s.journal_bytes, s.journals, s.longest_stall
+        ));
+    }
+    if let Some(p) = out_csv.parent() {
+        let _ = std::fs::create_dir_all(p);
+    }
+    let _ = std::fs::write(&out_csv, csv);
+    println!("\n## Soak report ({churn_secs:.0} s of churn, seed {seed})");
+    println!(
+        "puts: {} ok, {} failed ({} while fewer than f = {f} shards were down)",
+        o.puts_ok,
+        o.puts_failed,
+        o.puts_failed_with_quorum.len()
+    );
+    println!(
+        "reads during the churn: {} ok, {} failed",
+        o.reads_ok,
+        o.reads_failed.len()
+    );
+    println!(
+        "after the churn: epoch change settled in {settled:.0} s; {} blobs read back in {read_back:.0} s (slowest {slowest:.1} s), {} unreadable",
+        all.len(),
+        unreadable.len()
+    );
+    println!("| node | samples | max journal MiB | max journals | longest write stall (s) |");
+    println!("|---|---|---|---|---|");
+    for (name, (jb, jn, st, n)) in &per_node {
+        println!(
+            "| {name} | {n} | {:.1} | {jn} | {st:.2} |",
+            jb / (1 << 20) as f64
+        );
+    }
+    println!("journal samples: {}", out_csv.display());
+
+    assert!(
+        unreadable.is_empty(),
+        "blobs not readable after the churn: {unreadable:#?}"
+    );
+    let longest = per_node.values().map(|v| v.2).fold(0f64, f64::max);
+    assert!(
+        longest <= MAX_STALL,
+        "a store write stall lasted {longest:.1} s"
+    );
+    assert!(
+        o.puts_failed_with_quorum.is_empty(),
+        "puts failed while fewer than f shards were down: {:#?}",
+        o.puts_failed_with_quorum
+    );
+}
