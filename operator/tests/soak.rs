@@ -7,7 +7,8 @@
 //! `FLOE_SOAK_SECS=900 make soak`. It asserts:
 //! - no store write stall longer than 10 s on any node (their own metrics, sampled every 5 s);
 //! - every confirmed blob reads back, byte for byte, once the churn stopped (within
-//!   [`HEAL_SECS`]), and the epoch change in flight completes;
+//!   [`HEAL_SECS`]), the epoch change in flight completes and every running member's recovery
+//!   backlog drains;
 //! - a put only fails while members holding f or more shards are down.
 //!
 //! It prints a report (puts, reads, failures, longest stall, journal bytes over time per node)
@@ -412,6 +413,33 @@ fn churn_soak() {
         slowest = slowest.max(t0.elapsed().as_secs_f64());
     }
     let read_back = heal_started.elapsed().as_secs_f64();
+    // recovery catches up: no running member still misses slivers
+    let backlogs = |t: &Testnet| -> Vec<(String, u64)> {
+        let st = t.json(&["testnet", "status"]);
+        st["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|n| !n["pid"].is_null())
+            .map(|n| {
+                (
+                    n["name"].as_str().unwrap_or_default().to_string(),
+                    n["recovery_backlog"].as_u64().unwrap_or(u64::MAX),
+                )
+            })
+            .collect()
+    };
+    let backlog_drained = loop {
+        let b = backlogs(&t);
+        if b.iter().all(|(_, n)| *n == 0) {
+            break Ok(heal_started.elapsed().as_secs_f64());
+        }
+        if Instant::now() > heal_deadline {
+            break Err(b);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
     sampling.store(false, Ordering::Relaxed);
     sampler.join().unwrap();
 
@@ -453,6 +481,10 @@ fn churn_soak() {
         all.len(),
         unreadable.len()
     );
+    match &backlog_drained {
+        Ok(s) => println!("recovery backlogs drained {s:.0} s after the churn stopped"),
+        Err(b) => println!("recovery backlogs NOT drained: {b:?}"),
+    }
     println!("| node | samples | max journal MiB | max journals | longest write stall (s) |");
     println!("|---|---|---|---|---|");
     for (name, (jb, jn, st, n)) in &per_node {
@@ -466,6 +498,10 @@ fn churn_soak() {
     assert!(
         unreadable.is_empty(),
         "blobs not readable after the churn: {unreadable:#?}"
+    );
+    assert!(
+        backlog_drained.is_ok(),
+        "recovery backlogs not drained: {backlog_drained:?}"
     );
     let longest = per_node.values().map(|v| v.2).fold(0f64, f64::max);
     assert!(

@@ -71,7 +71,7 @@ impl StoreMetrics {
         Self {
             stalled: i(
                 "floe_node_store_write_stalled",
-                "1 while a store commit has been running for over a second (writes halted)",
+                "1 while a store commit has been running for over two seconds (writes halted)",
             ),
             stall_seconds: g(
                 "floe_node_store_write_stall_seconds",

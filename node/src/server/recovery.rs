@@ -38,9 +38,12 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
             continue;
         };
         repend(&state, committee.epoch).await;
-        if committee.member(&state.node_id).is_none()
-            || state.config.fault == Some(super::config::Fault::NoRepair)
-        {
+        if committee.member(&state.node_id).is_none() {
+            // a node outside the committee owns no pair: nothing is missing
+            state.recovery_backlog.store(0, Ordering::Relaxed);
+            continue;
+        }
+        if state.config.fault == Some(super::config::Fault::NoRepair) {
             continue;
         }
         let peers = peer_clients(&state, &committee, &mut clients);

@@ -37,7 +37,7 @@ use fjall::AbstractTree as _;
 use super::Parts;
 
 /// A commit still running after this long is a write stall.
-pub const STALL_AFTER: Duration = Duration::from_secs(1);
+pub const STALL_AFTER: Duration = Duration::from_secs(2);
 /// Sealed journals above this fraction of their limit: get them released (the engine's own
 /// monitor starts at the same fraction, one partition per 250 ms).
 pub const NUDGE_AT: f64 = 0.5;
