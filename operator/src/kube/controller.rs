@@ -1,7 +1,9 @@
 //! The reconcile of `floe-operator`: a kube-runtime `Controller` over `StorageCluster` that
 //! builds the owned objects with the pure builders, server-side-applies them under one field
 //! manager, observes the pods and writes status. Epochs and committees belong to the control
-//! plane's brain (`crate::control`); the one place it will be called is [`drive_control_plane`].
+//! plane's brain (`crate::control`), which runs as one task per cluster ([`super::plane`]): a
+//! reconcile hands it what it observed and reads the task's latest outcome, never waiting on
+//! members.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,17 +27,19 @@ use serde::Serialize;
 use super::builders::{self, Inputs};
 use super::meta::{self, selector_string, Names, MANAGER};
 use super::pdb::{self, DisruptionState};
+use super::plane::{Observation, Observed, Planes};
 use crate::crd::status::{
     merge_conditions, phase, transitions, ConditionType, ConditionUpdate, StorageClusterStatus,
 };
 use crate::crd::validate::{validate, SpecError};
 use crate::crd::StorageCluster;
+use futures::channel::mpsc;
 
 /// Finalizer on every StorageCluster the operator manages: deletion waits for [`cleanup`].
 pub const FINALIZER: &str = "floe.dev/cleanup";
 
-/// Requeue of a settled cluster when nothing else wakes it (the brain will shorten this to
-/// the next epoch deadline).
+/// Requeue of a settled cluster when nothing else wakes it (the brain's outcome shortens this
+/// to its next deadline, and its task asks for a reconcile when the outcome changes).
 pub const SETTLED_REQUEUE: Duration = Duration::from_secs(300);
 /// Requeue while pods are starting. Pod changes wake the controller anyway (node pods are
 /// watched and mapped to their cluster by label); this is only a safety net.
@@ -76,8 +80,10 @@ pub struct Context {
     pub metrics: super::http::Metrics,
     recorder: Recorder,
     backoff: Mutex<HashMap<ObjectRef<StorageCluster>, u32>>,
-    /// The control plane's brain, one driver per cluster.
-    pub brains: super::brain::Brains,
+    /// The control plane's brain, one task per cluster.
+    pub planes: Planes,
+    /// Taken by [`run`]: the tasks' requests for a reconcile.
+    wake: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<StorageCluster>>>>,
     /// Set by `--network-policy`: the operator's own pods, allowed to the nodes' admin port.
     pub operator_peer: Option<builders::OperatorPeer>,
 }
@@ -89,12 +95,14 @@ impl Context {
             controller: MANAGER.to_string(),
             instance,
         };
+        let (wake_tx, wake_rx) = mpsc::unbounded();
         Context {
             recorder: Recorder::new(client.clone(), reporter),
+            planes: Planes::new(client.clone(), metrics.clone(), wake_tx),
+            wake: Mutex::new(Some(wake_rx)),
             client,
             metrics,
             backoff: Mutex::new(HashMap::new()),
-            brains: Default::default(),
             operator_peer: None,
         }
     }
@@ -149,82 +157,18 @@ pub fn pod_to_roll(
         .map(|(_, pod)| pod.clone())
 }
 
-/// What the brain decides for one reconcile. Today [`drive_control_plane`] returns
-/// [`BrainOutcome::not_connected`]; the brain fills every field.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BrainOutcome {
-    /// Shards per StatefulSet ordinal in the current committee; `None` before the first one.
-    pub member_shards: Option<Vec<u32>>,
-    /// Epoch change, sync or recovery running (PDB allows nothing then).
-    pub busy: bool,
-    /// Replicas the scale-down has drained to (pods at or above it hold no shards).
-    pub drained_to: Option<i32>,
-    /// The conditions the brain owns: Available, Degraded, EpochChanging, Recovering.
-    pub conditions: Vec<ConditionUpdate>,
-    /// Epoch, epoch state, deadline, committee table, blobs and bytes.
-    pub status: StorageClusterStatus,
-    /// When the brain must act next (epoch end, sync deadline).
-    pub next_deadline: Option<Duration>,
-}
-
-impl BrainOutcome {
-    /// No brain: no committee, nothing drained, and `Available` says why.
-    pub fn not_connected() -> Self {
-        BrainOutcome {
-            member_shards: None,
-            busy: false,
-            drained_to: None,
-            conditions: vec![ConditionUpdate::new(
-                ConditionType::Available,
-                false,
-                "NoCommittee",
-                "no committee yet: the control plane is not connected to floe-operator",
-            )],
-            status: StorageClusterStatus::default(),
-            next_deadline: None,
-        }
-    }
-}
-
-/// What the body observed this reconcile, for the brain.
-#[derive(Debug, Clone)]
-pub struct Observed {
-    /// (pod name, pod IP, Ready) of every node pod.
-    pub pods: Vec<(String, Option<String>, bool)>,
-    /// Pod name → UID: a pod recreated under the same name (and maybe the same IP) is another
-    /// pod, whose node identity must be asked again.
-    pub uids: HashMap<String, String>,
-}
-
-/// THE SEAM: one round of the control plane's brain (committees, epochs, challenges,
-/// rewards) through its `Body` trait ([`super::body::KubeBody`]), given what was observed.
-pub async fn drive_control_plane(
-    cluster: &StorageCluster,
-    valid: &crate::crd::validate::ValidSpec,
-    observed: &Observed,
-    admin_token: &str,
-    current_replicas: Option<i32>,
-    ctx: &Context,
-) -> BrainOutcome {
-    ctx.brains
-        .step(
-            cluster,
-            valid,
-            observed,
-            admin_token,
-            current_replicas,
-            &ctx.client,
-            &ctx.metrics,
-        )
-        .await
-}
-
 /// Run the controller until SIGTERM/SIGINT or until `stop` resolves (leadership lost).
 pub async fn run(
     ctx: Arc<Context>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
+    let wake = ctx
+        .wake
+        .lock()
+        .ok()
+        .and_then(|mut w| w.take())
+        .map_or_else(|| futures::stream::empty().boxed(), |rx| rx.boxed());
     // only the operator's own objects: watching every Secret of the cluster would cost memory
     let owned =
         watcher::Config::default().labels(&format!("{}={}", meta::LABEL_MANAGED_BY, MANAGER));
@@ -249,6 +193,8 @@ pub async fn run(
             .zip(ns)
             .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
     })
+    // a cluster's control-plane task published a changed outcome
+    .reconcile_on(wake)
     .shutdown_on_signal()
     .graceful_shutdown_on(stop)
     .run(reconcile, error_policy, ctx)
@@ -421,7 +367,13 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
     };
     let ready = observed.pods.iter().filter(|p| p.2).count() as i32;
 
-    let brain = drive_control_plane(sc, &valid, &observed, &token, current, ctx).await;
+    let brain = ctx.planes.observe(Observation {
+        cluster: sc.clone(),
+        valid: valid.clone(),
+        observed: observed.clone(),
+        admin_token: token.clone(),
+        current_replicas: current,
+    });
 
     let replicas = stateful_set_replicas(sc.spec.nodes, current, brain.drained_to);
     let state = if brain.busy || ready < replicas {
@@ -615,18 +567,19 @@ async fn write_status(
 }
 
 /// Deletion: owned objects go by garbage collection (owner references), volumes by the
-/// StatefulSet's retention policy. Nothing else to undo yet; the brain will stop its epoch
-/// work for the cluster here.
+/// StatefulSet's retention policy; the cluster's control-plane task stops here.
 async fn cleanup(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
-    ctx.brains.remove(sc, &ctx.metrics).await;
+    ctx.planes.remove(sc);
     tracing::info!(cluster = %sc.name_any(), "StorageCluster deleted; its epochs stop, owned objects are garbage-collected");
     Ok(Action::await_change())
 }
 
 #[cfg(test)]
+mod api_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::status::ConditionStatus;
 
     #[test]
     fn rolling_takes_one_outdated_pod_at_a_time_and_only_when_idle() {
@@ -689,15 +642,5 @@ mod tests {
             "never below spec.nodes"
         );
         assert_eq!(stateful_set_replicas(4, Some(4), None), 4);
-    }
-
-    #[test]
-    fn without_the_brain_nothing_is_faked() {
-        let b = BrainOutcome::not_connected();
-        assert_eq!(b.member_shards, None);
-        assert_eq!(b.status.epoch, None);
-        assert!(b.status.committee.is_empty());
-        assert_eq!(b.conditions[0].type_, ConditionType::Available);
-        assert_eq!(b.conditions[0].status, ConditionStatus::False);
     }
 }

@@ -3,12 +3,12 @@
 //! ([`pdb`]).
 
 pub mod body;
-pub mod brain;
 pub mod builders;
 pub mod controller;
 pub mod http;
 pub mod meta;
 pub mod pdb;
+pub mod plane;
 
 #[cfg(test)]
 mod builders_tests;

@@ -8,7 +8,7 @@ use floe_node::client::{BlobClient, ClientConfig, NodeClient};
 use floe_node::codec::stream::metadata_only;
 use floe_node::codec::{BlobId, BlobSource, EncodingParams, FileSource};
 use floe_node::proto;
-use floe_operator::local::testnet::TestnetState;
+use floe_operator::local::TestnetState;
 use serde_json::json;
 
 use crate::table::{self, Col};
