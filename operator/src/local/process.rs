@@ -186,11 +186,13 @@ impl Nodes {
             let mut waiting = Vec::new();
             for ((i, c), answer) in pending.into_iter().zip(answers) {
                 let why = match answer {
-                    Ok(Ok(info)) => {
+                    // an answer while our process is gone came from whoever holds its port
+                    Ok(Ok(info)) if !self.procs[i].as_mut().is_some_and(|p| p.exited()) => {
                         let id = NodeId::try_from(info.node_id.as_slice()).map_err(Into::into);
                         out.push((i, id));
                         continue;
                     }
+                    Ok(Ok(_)) => "another process answered on its port".to_string(),
                     Ok(Err(e)) => e.to_string(),
                     Err(_) => "no answer".to_string(),
                 };
@@ -222,11 +224,12 @@ impl Nodes {
         let dir = self.state.dir.join(&name);
         fs::create_dir_all(&dir)?;
         let _ = fs::remove_file(dir.join("stopped"));
+        let ports = self.fresh_ports(3)?;
         Ok(NodeEntry {
             name,
-            grpc: format!("127.0.0.1:{}", free_port()?),
-            http: format!("127.0.0.1:{}", free_port()?),
-            admin: format!("127.0.0.1:{}", free_port()?),
+            grpc: format!("127.0.0.1:{}", ports[0]),
+            http: format!("127.0.0.1:{}", ports[1]),
+            admin: format!("127.0.0.1:{}", ports[2]),
             tls: true,
             dir,
             node_id: None,
@@ -318,6 +321,33 @@ impl Nodes {
         }
     }
 
+    /// `k` free loopback ports, none of them given to a node of this testnet already: a port
+    /// picked by binding port 0 is released at once, so two picks can return the same port,
+    /// and two nodes started together would then fight over it.
+    fn fresh_ports(&self, k: usize) -> anyhow::Result<Vec<u16>> {
+        let mut taken: std::collections::BTreeSet<u16> = self
+            .state
+            .nodes
+            .iter()
+            .flat_map(|n| [&n.grpc, &n.http, &n.admin])
+            .filter_map(|a| a.rsplit(':').next()?.parse().ok())
+            .collect();
+        let mut out = Vec::with_capacity(k);
+        for _ in 0..100 * k {
+            if out.len() == k {
+                break;
+            }
+            let p = free_port()?;
+            if taken.insert(p) {
+                out.push(p);
+            }
+        }
+        if out.len() < k {
+            bail!("no free loopback port left for a node");
+        }
+        Ok(out)
+    }
+
     /// A node that never came up and found one of its ports taken (free ports are picked
     /// before the node binds them; a parallel process can take one first) gets fresh ports.
     pub(crate) fn reassign_ports_if_taken(&mut self, i: usize) -> anyhow::Result<bool> {
@@ -327,11 +357,12 @@ impl Nodes {
             return Ok(false);
         }
         let _ = fs::write(n.dir.join("log"), "");
+        let ports = self.fresh_ports(3)?;
         let n = &mut self.state.nodes[i];
-        n.grpc = format!("127.0.0.1:{}", free_port()?);
-        n.http = format!("127.0.0.1:{}", free_port()?);
+        n.grpc = format!("127.0.0.1:{}", ports[0]);
+        n.http = format!("127.0.0.1:{}", ports[1]);
         if !n.admin.is_empty() {
-            n.admin = format!("127.0.0.1:{}", free_port()?);
+            n.admin = format!("127.0.0.1:{}", ports[2]);
         }
         self.dirty = true;
         Ok(true)
