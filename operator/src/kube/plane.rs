@@ -94,7 +94,7 @@ impl BrainOutcome {
 }
 
 /// What the body observed in one reconcile, for the brain.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Observed {
     /// (pod name, pod IP, Ready) of every node pod.
     pub pods: Vec<(String, Option<String>, bool)>,
