@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use super::layout::*;
-use super::process::*;
+use super::layout::TestnetState;
+use super::process::{alive, signal};
 
 /// Wait until the supervisor in `dir` reports the testnet ready.
 pub fn wait_ready(
