@@ -5,7 +5,8 @@
 #   - its RSS with 1, 10 and 50 StorageClusters (the active 7-node cluster, the rest paused),
 #     each measured once every cluster's status records its current generation;
 #   - reconcile latency of the settled active cluster (p50/p99 over N reconciles triggered by
-#     annotating it), from the operator's own histogram
+#     annotating it), and again over N/4 reconciles during a challenge round with one member
+#     SIGSTOPped (challenge timeout 30 s), from the operator's own histogram
 #     floe_operator_reconcile_duration_seconds (interpolated within buckets, as Prometheus'
 #     histogram_quantile does).
 # Needs a running control plane: e2e/bin/controlplane-up.sh && source $FLOE_E2E_STATE/env.
@@ -81,31 +82,56 @@ done
 # reconcile latency of the active cluster
 count() { metrics | awk -v m="floe_operator_reconcile_duration_seconds_count{cluster=\"$NS/testnet\"}" '$1 == m {print $2}'; }
 buckets() { metrics | awk -v p="floe_operator_reconcile_duration_seconds_bucket{cluster=\"$NS/testnet\",le=" 'index($1, p) == 1 {le = substr($1, length(p) + 2); sub(/"}$/, "", le); print le, $2}'; }
-before_count=$(count)
-buckets >/tmp/bench-operator-before.$$
-for i in $(seq 1 "$N_RECONCILES"); do
-  kubectl annotate fsc testnet -n "$NS" --overwrite "bench.floe.dev/touch=$i" >/dev/null
-  # one reconcile per annotation: wait for it before the next
-  want=$((before_count + i))
-  wait_until "reconcile $i" 30 bash -c "[[ \$(curl -sf http://$OP_IP:8080/metrics | awk '\$1 == \"floe_operator_reconcile_duration_seconds_count{cluster=\\\"$NS/testnet\\\"}\" {print \$2}') -ge $want ]]"
-done
-buckets >/tmp/bench-operator-after.$$
-read -r p50 p99 < <(paste /tmp/bench-operator-before.$$ /tmp/bench-operator-after.$$ | awk '
-  { le[NR] = $1; c[NR] = $4 - $2 } END {
-    total = c[NR]
-    for (q = 1; q <= 2; q++) {
-      target = (q == 1 ? 0.5 : 0.99) * total; prev_le = 0; prev_c = 0
-      for (i = 1; i <= NR; i++) {
-        if (c[i] >= target) {
-          if (le[i] == "+Inf") { v = prev_le } else { v = prev_le + (le[i] - prev_le) * (target - prev_c) / (c[i] - prev_c) }
-          out = out sprintf("%.1f ", v * 1000); break
+# measure_reconciles TAG N: N reconciles of the active cluster, each triggered by an annotation
+# and counted before the next; sets P50 and P99 (ms) from the histogram's change
+measure_reconciles() {
+  local n=$2 before_count want i
+  before_count=$(count)
+  buckets >/tmp/bench-operator-before.$$
+  for i in $(seq 1 "$n"); do
+    kubectl annotate fsc testnet -n "$NS" --overwrite "bench.floe.dev/touch=$1-$i" >/dev/null
+    # one reconcile per annotation: wait for it before the next
+    want=$((before_count + i))
+    wait_until "reconcile $i" 30 bash -c "[[ \$(curl -sf http://$OP_IP:8080/metrics | awk '\$1 == \"floe_operator_reconcile_duration_seconds_count{cluster=\\\"$NS/testnet\\\"}\" {print \$2}') -ge $want ]]"
+  done
+  buckets >/tmp/bench-operator-after.$$
+  read -r P50 P99 < <(paste /tmp/bench-operator-before.$$ /tmp/bench-operator-after.$$ | awk '
+    { le[NR] = $1; c[NR] = $4 - $2 } END {
+      total = c[NR]
+      for (q = 1; q <= 2; q++) {
+        target = (q == 1 ? 0.5 : 0.99) * total; prev_le = 0; prev_c = 0
+        for (i = 1; i <= NR; i++) {
+          if (c[i] >= target) {
+            if (le[i] == "+Inf") { v = prev_le } else { v = prev_le + (le[i] - prev_le) * (target - prev_c) / (c[i] - prev_c) }
+            out = out sprintf("%.1f ", v * 1000); break
+          }
+          prev_le = le[i]; prev_c = c[i]
         }
-        prev_le = le[i]; prev_c = c[i]
       }
-    }
-    print out
-  }')
-rm -f /tmp/bench-operator-before.$$ /tmp/bench-operator-after.$$
+      print out
+    }')
+  rm -f /tmp/bench-operator-before.$$ /tmp/bench-operator-after.$$
+}
+measure_reconciles settled "$N_RECONCILES"
+p50=$P50 p99=$P99
+
+# the same during a challenge round with one member stopped (SIGSTOP: it accepts connections and
+# never answers, the worst case for the round): challenges time out after 30 s, the forced epoch
+# change runs the round first; reconciles must not wait for it
+kubectl patch fsc testnet -n "$NS" --type merge -p '{"spec":{"challenges":{"timeout":"30s"}}}' >/dev/null
+pv=$(kubectl get pvc data-testnet-6 -n "$NS" -o jsonpath='{.spec.volumeName}')
+pv_dir=$(kubectl get pv "$pv" -o jsonpath='{.spec.hostPath.path}')
+STOPPED=$(pgrep -f -- "floe-node.*$pv_dir/" | head -n1)
+[[ -n "$STOPPED" ]] || { log "no floe-node process for testnet-6 ($pv_dir)"; exit 1; }
+trap 'kill -CONT "$STOPPED" 2>/dev/null || true; kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true' EXIT
+kill -STOP "$STOPPED"
+kubectl annotate fsc testnet -n "$NS" --overwrite "floe.dev/next-epoch=bench-$(date +%s)" >/dev/null
+sleep 4 # the member's observation times out (3 s) and the round starts
+started_round=$SECONDS
+measure_reconciles stalled $((N_RECONCILES / 4))
+stalled_secs=$((SECONDS - started_round))
+kill -CONT "$STOPPED"
+sp50=$P50 sp99=$P99
 
 echo "| StorageClusters (1 active, rest paused) | operator RSS |"
 echo "|---|---|"
@@ -113,6 +139,7 @@ for n in 1 10 50; do echo "| $n | $((RSS[$n] / 1024)) MiB (${RSS[$n]} KiB) |"; d
 echo
 echo "| settled 7-node cluster, $N_RECONCILES reconciles | p50 | p99 |"
 echo "|---|---|---|"
-echo "| reconcile (objects, status and one round of the brain: 7 members observed over gRPC) | ${p50} ms | ${p99} ms |"
+echo "| reconcile, settled (objects, status; the brain runs in the cluster's own task) | ${p50} ms | ${p99} ms |"
+echo "| reconcile during a challenge round with testnet-6 SIGSTOPped ($((N_RECONCILES / 4)) reconciles in ${stalled_secs} s) | ${sp50} ms | ${sp99} ms |"
 echo
 echo "kubectl apply of a 7-node cluster → Available: ${to_available} s"

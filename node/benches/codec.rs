@@ -10,10 +10,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use floe_node::client::FileSource;
 use floe_node::codec::gf_engine::EngineKind;
 use floe_node::codec::{
     decode, encode, encode_metadata, merkle, reed_solomon_floor, ConsistencyCheck, EncodingParams,
-    FileSource, Sliver, StreamingEncoder,
+    Sliver, StreamingEncoder,
 };
 use floe_node::testing::random_bytes;
 

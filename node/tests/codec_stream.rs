@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use floe_node::codec::{
-    encode, BlobSource, CodecError, EncodingParams, FileSource, StreamingEncoder,
-};
+use floe_node::client::FileSource;
+use floe_node::codec::{encode, BlobSource, CodecError, EncodingParams, StreamingEncoder};
 use floe_node::testing::random_bytes as blob;
 use proptest::prelude::*;
 

@@ -9,9 +9,10 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Semaphore;
 
 use super::node::{ClientError, NodeClient};
+use super::source::FileSource;
 use crate::codec::{
     self, decode_verified, Axis, BlobId, BlobMetadata, BlobSource, CodecError, ConsistencyCheck,
-    EncodedBlob, FileSource, PairGroup, Sliver, StreamingEncoder, SymbolShape,
+    EncodedBlob, PairGroup, Sliver, StreamingEncoder, SymbolShape,
 };
 use crate::protocol::{Certificate, Committee, Confirmation, Member, NodeId};
 

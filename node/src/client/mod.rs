@@ -3,8 +3,10 @@
 
 mod blob;
 mod node;
+mod source;
 
 pub use blob::{
     BlobClient, ClientConfig, Progress, ProgressFn, ReadError, WriteError, WriteOutcome,
 };
 pub use node::{ClientError, NodeClient};
+pub use source::FileSource;

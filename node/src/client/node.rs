@@ -7,7 +7,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::{Axis, BlobId, BlobMetadata, CodecError, RecoverySymbol, Sliver};
 use crate::proto::{self, admin_client::AdminClient, storage_client::StorageClient};
-use crate::protocol::{Certificate, Committee, Confirmation, NodeId, SyncRequest};
+use crate::protocol::{Certificate, Committee, Confirmation, NodeId, StaleCommittee, SyncRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -20,12 +20,19 @@ pub enum ClientError {
     Address { address: String, message: String },
     #[error("{address}: node sent invalid data: {message}")]
     Invalid { address: String, message: String },
+    /// The node is already past the committee's epoch (`SetCommittee`): a stale command.
+    #[error("{address}: {stale}")]
+    StaleCommittee {
+        address: String,
+        stale: StaleCommittee,
+    },
 }
 
 impl ClientError {
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
             ClientError::Rpc { status, .. } => Some(status.code()),
+            ClientError::StaleCommittee { .. } => Some(tonic::Code::FailedPrecondition),
             _ => None,
         }
     }
@@ -426,6 +433,8 @@ impl NodeClient {
         r.map(|r| r.into_inner()).map_err(|s| self.err(s))
     }
 
+    /// Hand the node committee `c`; a node already past its epoch answers
+    /// [`ClientError::StaleCommittee`].
     pub async fn set_committee(&self, c: &Committee) -> Result<(), ClientError> {
         let req = self.admin_req(proto::Committee::from(c))?;
         self.admin
@@ -433,7 +442,13 @@ impl NodeClient {
             .set_committee(req)
             .await
             .map(|_| ())
-            .map_err(|s| self.err(s))
+            .map_err(|s| match StaleCommittee::from_status(&s) {
+                Some(stale) => ClientError::StaleCommittee {
+                    address: self.address.clone(),
+                    stale,
+                },
+                None => self.err(s),
+            })
     }
 
     /// The node's answers (one per item) and the bytes of stored data it read for them.

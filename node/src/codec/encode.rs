@@ -147,16 +147,6 @@ impl EncodedBlob {
     }
 }
 
-/// The metadata and blob ID of `blob`, without keeping its expansion: the streaming encoder's
-/// metadata pass over the blob in place ([`super::stream`]): only `Q` (half the blob at
-/// n = 1000), the n² leaf matrix and one 16 MiB stripe are held besides the blob.
-pub fn encode_metadata(
-    blob: &[u8],
-    params: EncodingParams,
-) -> Result<(BlobMetadata, BlobId), CodecError> {
-    super::stream::metadata_only(&super::stream::SliceSource(blob), params)
-}
-
 /// The metadata of a blob of `len` bytes from its sliver roots.
 pub(super) fn metadata_from_roots(len: u64, primary: &[Hash], secondary: &[Hash]) -> BlobMetadata {
     let n = primary.len();

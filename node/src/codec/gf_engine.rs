@@ -520,6 +520,28 @@ mod tests {
         out
     }
 
+    /// The GFNI engine, or `None` (the test is skipped) on a CPU without it. Where the
+    /// environment says the CPU has it (`FLOE_EXPECT_GFNI=1`, which `.ci/run` sets from
+    /// `/proc/cpuinfo`), an engine that cannot be used fails the test instead of skipping it.
+    fn gfni_or_skip() -> Option<Gfni> {
+        let g = Gfni::new();
+        if g.is_none() {
+            assert!(
+                std::env::var("FLOE_EXPECT_GFNI").map_or(true, |v| v != "1"),
+                "FLOE_EXPECT_GFNI=1 (the CPU reports AVX-512F, AVX-512BW and GFNI) but the GFNI \
+                 engine cannot be used"
+            );
+            eprintln!("skipped: this CPU has no AVX-512 + GFNI");
+        }
+        g
+    }
+
+    #[test]
+    fn gfni_is_used_where_the_environment_says_the_cpu_has_it() {
+        // the skip itself, checked once with no property test around it
+        let _ = gfni_or_skip();
+    }
+
     fn shards(k: usize, bytes: usize, seed: u64) -> Vec<Vec<u8>> {
         let all = crate::testing::random_bytes(k * bytes, seed);
         all.chunks(bytes).map(<[u8]>::to_vec).collect()
@@ -527,8 +549,7 @@ mod tests {
 
     #[test]
     fn gfni_matrices_multiply_like_the_tables() {
-        let Some(g) = Gfni::new() else {
-            eprintln!("skipped: this CPU has no AVX-512 + GFNI");
+        let Some(g) = gfni_or_skip() else {
             return;
         };
         // every log_m on 32 elements of one chunk (incl. 0, 1 and 0xFFFF), against the crate's
@@ -568,8 +589,7 @@ mod tests {
             seed in any::<u64>(),
             lost_seed in any::<u64>(),
         ) {
-            let Some(g) = Gfni::new() else {
-                eprintln!("skipped: this CPU has no AVX-512 + GFNI");
+            let Some(g) = gfni_or_skip() else {
                 return Ok(());
             };
             // shard sizes that are not whole chunks too (the crate pads the last one)
@@ -594,8 +614,7 @@ mod tests {
     #[test]
     fn codec_shapes_match_at_n_1000() {
         // the shapes the codec runs at n = 1000 (k = 334 or 667 originals, 16 KiB batches)
-        let Some(g) = Gfni::new() else {
-            eprintln!("skipped: this CPU has no AVX-512 + GFNI");
+        let Some(g) = gfni_or_skip() else {
             return;
         };
         for (k, m, bytes) in [(334, 666, 16 * 1024), (667, 333, 4 * 1024), (667, 333, 2)] {

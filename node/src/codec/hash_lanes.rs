@@ -10,7 +10,9 @@
 
 use std::sync::OnceLock;
 
-use super::merkle::Hash;
+/// A BLAKE3 output (the same type as `merkle::Hash`; defined here so that `merkle` depends on
+/// this module and not the other way round).
+type Hash = [u8; 32];
 
 const IV: [u32; 8] = [
     0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19,

@@ -20,7 +20,7 @@ pub mod stream;
 pub mod wire;
 
 pub use decode::{decode, decode_verified, ConsistencyCheck};
-pub use encode::{encode, encode_metadata, reed_solomon_floor, release_spare_buffers, EncodedBlob};
+pub use encode::{encode, reed_solomon_floor, release_spare_buffers, EncodedBlob};
 pub use error::CodecError;
 pub use merkle::{Hash, MerkleProof, MerkleTree, ProofError, TreeIndex, TreeShape};
 pub use metadata::{BlobId, BlobMetadata, ENCODING_RS2};
@@ -29,7 +29,7 @@ pub use recovery::{
     recovery_symbols, InconsistencyProof, RebuildError, RecoverySymbol, SliverRebuilder,
 };
 pub use sliver::{Axis, Sliver, SliverPair};
-pub use stream::{BlobSource, FileSource, PairGroup, StreamingEncoder};
+pub use stream::{encode_metadata, BlobSource, PairGroup, StreamingEncoder};
 
 /// Name of the BLAKE3 lane engine this process hashes with (`avx512`, `avx2` or `portable`),
 /// for benchmark reports.

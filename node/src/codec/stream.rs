@@ -19,11 +19,8 @@
 //! `G − 1` extra passes of `P`'s Reed–Solomon work. Blobs with symbols of at most 32 bytes are
 //! at most `32·k_p·k_s` bytes (7 MiB at n = 1000) and go through [`encode`] unchanged.
 
-use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use super::encode::{
@@ -49,7 +46,7 @@ pub trait BlobSource: Send + Sync {
 }
 
 /// Split `buf` at the blob's end: the part to read and the zero padding.
-fn within(len: u64, offset: u64, buf: &mut [u8]) -> &mut [u8] {
+pub(crate) fn within(len: u64, offset: u64, buf: &mut [u8]) -> &mut [u8] {
     let have = len.saturating_sub(offset).min(buf.len() as u64) as usize;
     let (read, pad) = buf.split_at_mut(have);
     pad.fill(0);
@@ -82,31 +79,14 @@ impl BlobSource for SliceSource<'_> {
     }
 }
 
-/// A file read with positioned reads (`pread`): the blob is never held in memory.
-pub struct FileSource {
-    file: File,
-    len: u64,
-}
-
-impl FileSource {
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let file = File::open(path)?;
-        let len = file.metadata()?.len();
-        Ok(Self { file, len })
-    }
-}
-
-impl BlobSource for FileSource {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let read = within(self.len, offset, buf);
-        if read.is_empty() {
-            return Ok(());
-        }
-        self.file.read_exact_at(read, offset)
-    }
+/// The metadata and blob ID of `blob`, without keeping its expansion: the streaming encoder's
+/// metadata pass over the blob in place: only `Q` (half the blob at n = 1000), the n² leaf
+/// matrix and one 16 MiB stripe are held besides the blob.
+pub fn encode_metadata(
+    blob: &[u8],
+    params: EncodingParams,
+) -> Result<(BlobMetadata, BlobId), CodecError> {
+    metadata_only(&SliceSource(blob), params)
 }
 
 /// Bytes of `D` read and extended at once (a row batch or a column stripe).

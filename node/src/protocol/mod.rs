@@ -1,8 +1,10 @@
 //! Protocol objects shared by node, client and operator (PROTOCOL.md §4, §6): committees,
-//! storage confirmations and certificates, shard sync requests. Pure: no I/O.
+//! storage confirmations and certificates, shard sync requests, and the typed refusals that cross
+//! the gRPC boundary. Pure: no I/O.
 
 mod certificate;
 mod committee;
+mod stale;
 mod sync;
 
 pub use certificate::{
@@ -11,4 +13,5 @@ pub use certificate::{
 #[cfg(test)]
 pub(crate) use committee::fixtures;
 pub use committee::{Committee, CommitteeError, Member, NodeId};
+pub use stale::{StaleCommittee, NODE_EPOCH_KEY, REQUEST_EPOCH_KEY};
 pub use sync::{gained_shards, sync_request_message, SyncAuthError, SyncRequest};

@@ -10,7 +10,7 @@ use super::state::{CommitteeUpdateError, NodeState};
 use super::storage::{blob_id, blocking, metered};
 use crate::codec::{recovery_symbols, Axis, BlobId};
 use crate::proto::{self, admin_server::Admin};
-use crate::protocol::Committee;
+use crate::protocol::{Committee, StaleCommittee};
 use crate::store::BlobStore;
 
 pub struct AdminService {
@@ -70,6 +70,11 @@ impl Admin for AdminService {
             blocking(move || {
                 st.set_committee(c).map_err(|e| match e {
                     CommitteeUpdateError::Store(e) => super::storage::store_status(e),
+                    CommitteeUpdateError::Stale { got, current } => StaleCommittee {
+                        request_epoch: got,
+                        node_epoch: current,
+                    }
+                    .to_status(),
                     other => Status::failed_precondition(other.to_string()),
                 })
             })

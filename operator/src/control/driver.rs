@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use floe_node::client::NodeClient;
+use floe_node::client::{ClientError, NodeClient};
 use floe_node::codec::{BlobId, BlobMetadata};
 use floe_node::proto;
 use floe_node::protocol::{Committee, NodeId};
@@ -19,10 +19,41 @@ use super::brain::{Brain, BrainState, Candidate, Command, Inputs, Report};
 use super::challenge::{self, Eligible, MemberResult, Outcome, Round};
 use super::metrics::ControlMetrics;
 
-/// An error of the body (persistence, process or pod handling), with its message.
+/// What went wrong in a body: callers decide by the kind (e.g. a regression means another
+/// writer is ahead), the message is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyErrorKind {
+    /// The stored state could not be read, or does not parse.
+    Load,
+    /// The state could not be encoded or written.
+    Save,
+    /// The state to store is older than the one stored (another writer is ahead of this one).
+    Regression,
+    /// Finding the nodes, or stopping one, failed.
+    Nodes,
+}
+
+/// An error of the body (persistence, process or pod handling).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BodyError(pub String);
+#[error("{message}")]
+pub struct BodyError {
+    pub kind: BodyErrorKind,
+    pub message: String,
+}
+
+impl BodyError {
+    pub fn new(kind: BodyErrorKind, message: impl Into<String>) -> Self {
+        BodyError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A refused regression (`brain::check_monotonic`).
+    pub fn regression(e: super::brain::StateError) -> Self {
+        Self::new(BodyErrorKind::Regression, e.to_string())
+    }
+}
 
 /// What the brain needs from whatever runs the nodes.
 pub trait Body: Send {
@@ -171,12 +202,7 @@ impl Members {
         match client.set_committee(c).await {
             Ok(()) => Ok(()),
             // the node is already past this epoch: nothing to do (stale command dropped)
-            Err(e)
-                if e.code() == Some(tonic::Code::FailedPrecondition)
-                    && e.to_string().contains("older than") =>
-            {
-                Ok(())
-            }
+            Err(ClientError::StaleCommittee { .. }) => Ok(()),
             Err(e) => Err(e.to_string()),
         }
     }

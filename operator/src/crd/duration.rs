@@ -22,6 +22,16 @@ pub enum DurationError {
     Overflow(String),
 }
 
+/// A command-line flag (`floe testnet up --epoch 30s`): the same format, surrounding blanks
+/// ignored, and a bare number counts as seconds. One parser for the resource and the CLI.
+pub fn parse_flag(s: &str) -> Result<Duration, DurationError> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return parse(&format!("{s}s"));
+    }
+    parse(s)
+}
+
 /// Parse `30s`, `10m`, `2h`, `1d` and concatenations such as `1h30m`.
 pub fn parse(s: &str) -> Result<Duration, DurationError> {
     if s.is_empty() {

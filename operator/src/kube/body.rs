@@ -22,7 +22,7 @@ use kube::Client;
 use super::builders::member_address;
 use super::meta::{ClusterMeta, COMPONENT_CONFIG, MANAGER};
 use crate::control::brain::{BrainState, Candidate, Intent};
-use crate::control::driver::{Body, BodyError};
+use crate::control::driver::{Body, BodyError, BodyErrorKind};
 use crate::crd::StorageCluster;
 
 /// Key of the state in the control ConfigMap.
@@ -94,7 +94,12 @@ impl KubeBody {
         let cm = api
             .get_opt(&control_config_map(cluster))
             .await
-            .map_err(|e| BodyError(format!("reading the control state: {e}")))?;
+            .map_err(|e| {
+                BodyError::new(
+                    BodyErrorKind::Load,
+                    format!("reading the control state: {e}"),
+                )
+            })?;
         let Some(text) = cm
             .and_then(|c| c.data)
             .and_then(|d| d.get(STATE_KEY).cloned())
@@ -102,10 +107,13 @@ impl KubeBody {
             return Ok(None);
         };
         serde_json::from_str(&text).map(Some).map_err(|e| {
-            BodyError(format!(
-                "the control state in {} does not parse: {e}",
-                control_config_map(cluster)
-            ))
+            BodyError::new(
+                BodyErrorKind::Load,
+                format!(
+                    "the control state in {} does not parse: {e}",
+                    control_config_map(cluster)
+                ),
+            )
         })
     }
 }
@@ -175,12 +183,13 @@ impl Body for KubeBody {
         let stored =
             Self::load(&self.client, &self.meta.namespace, &self.meta.names.cluster).await?;
         crate::control::brain::check_monotonic(stored.as_ref(), state)
-            .map_err(|e| BodyError(e.to_string()))?;
+            .map_err(BodyError::regression)?;
         let cm = ConfigMap {
             metadata: self.meta.object(name.clone(), COMPONENT_CONFIG),
             data: Some(BTreeMap::from([(
                 STATE_KEY.to_string(),
-                serde_json::to_string(state).map_err(|e| BodyError(e.to_string()))?,
+                serde_json::to_string(state)
+                    .map_err(|e| BodyError::new(BodyErrorKind::Save, e.to_string()))?,
             )])),
             ..Default::default()
         };
@@ -190,7 +199,12 @@ impl Body for KubeBody {
             &Patch::Apply(&cm),
         )
         .await
-        .map_err(|e| BodyError(format!("writing the control state: {e}")))?;
+        .map_err(|e| {
+            BodyError::new(
+                BodyErrorKind::Save,
+                format!("writing the control state: {e}"),
+            )
+        })?;
         Ok(())
     }
 

@@ -1,7 +1,9 @@
 //! The reconcile of `floe-operator`: a kube-runtime `Controller` over `StorageCluster` that
 //! builds the owned objects with the pure builders, server-side-applies them under one field
 //! manager, observes the pods and writes status. Epochs and committees belong to the control
-//! plane's brain (`crate::control`); the one place it will be called is [`drive_control_plane`].
+//! plane's brain (`crate::control`), which runs as one task per cluster ([`super::plane`]): a
+//! reconcile hands it what it observed and reads the task's latest outcome, never waiting on
+//! members.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,17 +27,19 @@ use serde::Serialize;
 use super::builders::{self, Inputs};
 use super::meta::{self, selector_string, Names, MANAGER};
 use super::pdb::{self, DisruptionState};
+use super::plane::{BrainOutcome, Observation, Observed, Planes};
 use crate::crd::status::{
     merge_conditions, phase, transitions, ConditionType, ConditionUpdate, StorageClusterStatus,
 };
 use crate::crd::validate::{validate, SpecError};
 use crate::crd::StorageCluster;
+use futures::channel::mpsc;
 
 /// Finalizer on every StorageCluster the operator manages: deletion waits for [`cleanup`].
 pub const FINALIZER: &str = "floe.dev/cleanup";
 
-/// Requeue of a settled cluster when nothing else wakes it (the brain will shorten this to
-/// the next epoch deadline).
+/// Requeue of a settled cluster when nothing else wakes it (the brain's outcome shortens this
+/// to its next deadline, and its task asks for a reconcile when the outcome changes).
 pub const SETTLED_REQUEUE: Duration = Duration::from_secs(300);
 /// Requeue while pods are starting. Pod changes wake the controller anyway (node pods are
 /// watched and mapped to their cluster by label); this is only a safety net.
@@ -76,8 +80,10 @@ pub struct Context {
     pub metrics: super::http::Metrics,
     recorder: Recorder,
     backoff: Mutex<HashMap<ObjectRef<StorageCluster>, u32>>,
-    /// The control plane's brain, one driver per cluster.
-    pub brains: super::brain::Brains,
+    /// The control plane's brain, one task per cluster.
+    pub planes: Planes,
+    /// Taken by [`run`]: the tasks' requests for a reconcile.
+    wake: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<StorageCluster>>>>,
     /// Set by `--network-policy`: the operator's own pods, allowed to the nodes' admin port.
     pub operator_peer: Option<builders::OperatorPeer>,
 }
@@ -89,12 +95,14 @@ impl Context {
             controller: MANAGER.to_string(),
             instance,
         };
+        let (wake_tx, wake_rx) = mpsc::unbounded();
         Context {
             recorder: Recorder::new(client.clone(), reporter),
+            planes: Planes::new(client.clone(), metrics.clone(), wake_tx),
+            wake: Mutex::new(Some(wake_rx)),
             client,
             metrics,
             backoff: Mutex::new(HashMap::new()),
-            brains: Default::default(),
             operator_peer: None,
         }
     }
@@ -149,82 +157,18 @@ pub fn pod_to_roll(
         .map(|(_, pod)| pod.clone())
 }
 
-/// What the brain decides for one reconcile. Today [`drive_control_plane`] returns
-/// [`BrainOutcome::not_connected`]; the brain fills every field.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BrainOutcome {
-    /// Shards per StatefulSet ordinal in the current committee; `None` before the first one.
-    pub member_shards: Option<Vec<u32>>,
-    /// Epoch change, sync or recovery running (PDB allows nothing then).
-    pub busy: bool,
-    /// Replicas the scale-down has drained to (pods at or above it hold no shards).
-    pub drained_to: Option<i32>,
-    /// The conditions the brain owns: Available, Degraded, EpochChanging, Recovering.
-    pub conditions: Vec<ConditionUpdate>,
-    /// Epoch, epoch state, deadline, committee table, blobs and bytes.
-    pub status: StorageClusterStatus,
-    /// When the brain must act next (epoch end, sync deadline).
-    pub next_deadline: Option<Duration>,
-}
-
-impl BrainOutcome {
-    /// No brain: no committee, nothing drained, and `Available` says why.
-    pub fn not_connected() -> Self {
-        BrainOutcome {
-            member_shards: None,
-            busy: false,
-            drained_to: None,
-            conditions: vec![ConditionUpdate::new(
-                ConditionType::Available,
-                false,
-                "NoCommittee",
-                "no committee yet: the control plane is not connected to floe-operator",
-            )],
-            status: StorageClusterStatus::default(),
-            next_deadline: None,
-        }
-    }
-}
-
-/// What the body observed this reconcile, for the brain.
-#[derive(Debug, Clone)]
-pub struct Observed {
-    /// (pod name, pod IP, Ready) of every node pod.
-    pub pods: Vec<(String, Option<String>, bool)>,
-    /// Pod name → UID: a pod recreated under the same name (and maybe the same IP) is another
-    /// pod, whose node identity must be asked again.
-    pub uids: HashMap<String, String>,
-}
-
-/// THE SEAM: one round of the control plane's brain (committees, epochs, challenges,
-/// rewards) through its `Body` trait ([`super::body::KubeBody`]), given what was observed.
-pub async fn drive_control_plane(
-    cluster: &StorageCluster,
-    valid: &crate::crd::validate::ValidSpec,
-    observed: &Observed,
-    admin_token: &str,
-    current_replicas: Option<i32>,
-    ctx: &Context,
-) -> BrainOutcome {
-    ctx.brains
-        .step(
-            cluster,
-            valid,
-            observed,
-            admin_token,
-            current_replicas,
-            &ctx.client,
-            &ctx.metrics,
-        )
-        .await
-}
-
 /// Run the controller until SIGTERM/SIGINT or until `stop` resolves (leadership lost).
 pub async fn run(
     ctx: Arc<Context>,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
+    let wake = ctx
+        .wake
+        .lock()
+        .ok()
+        .and_then(|mut w| w.take())
+        .map_or_else(|| futures::stream::empty().boxed(), |rx| rx.boxed());
     // only the operator's own objects: watching every Secret of the cluster would cost memory
     let owned =
         watcher::Config::default().labels(&format!("{}={}", meta::LABEL_MANAGED_BY, MANAGER));
@@ -249,6 +193,8 @@ pub async fn run(
             .zip(ns)
             .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
     })
+    // a cluster's control-plane task published a changed outcome
+    .reconcile_on(wake)
     .shutdown_on_signal()
     .graceful_shutdown_on(stop)
     .run(reconcile, error_policy, ctx)
@@ -367,29 +313,71 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
-    let names = Names::new(&name);
-    // the three reads are independent: one round trip instead of three
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let selector = selector_string(&name);
-    let pod_params = ListParams::default().labels(&selector);
+    let view = observe(client, &ns, &name).await?;
+    let token = match &view.admin_token {
+        Some(t) => t.clone(),
+        None => builders::generate_admin_token().map_err(Error::Token)?,
+    };
+    let brain = ctx.planes.observe(Observation {
+        cluster: sc.clone(),
+        valid: valid.clone(),
+        observed: view.observed.clone(),
+        admin_token: token.clone(),
+        current_replicas: view.current_replicas,
+    });
+    let decision = decide(
+        sc,
+        &valid,
+        &view,
+        &token,
+        &brain,
+        ctx.operator_peer.as_ref(),
+    )?;
+    apply_objects(client, &ns, sc, &decision.desired).await?;
+    if let Some(pod) = &decision.roll {
+        tracing::info!(cluster = %name, %pod, "rolling the pod onto the StatefulSet's new revision");
+        Api::<Pod>::namespaced(client.clone(), &ns)
+            .delete(pod, &Default::default())
+            .await?;
+    }
+    write_status(sc, ctx, decision.conditions, Some(decision.status)).await?;
+    Ok(Action::requeue(decision.requeue))
+}
+
+/// What one reconcile read from the API server about a cluster's own objects (plain values).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// The admin token in the existing Secret, if there is one.
+    pub admin_token: Option<String>,
+    /// The StatefulSet's `updateRevision` and `spec.replicas`, if it exists.
+    pub update_revision: Option<String>,
+    pub current_replicas: Option<i32>,
+    /// (pod, `controller-revision-hash`) of every node pod.
+    pub revisions: Vec<(String, Option<String>)>,
+    /// Pods as the control plane sees them.
+    pub observed: Observed,
+}
+
+/// Read the cluster's admin Secret, StatefulSet and node pods (three independent reads: one
+/// round trip).
+async fn observe(client: &Client, ns: &str, name: &str) -> Result<ClusterView, Error> {
+    let names = Names::new(name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod_params = ListParams::default().labels(&selector_string(name));
     let (secret_name, sts_name) = (names.admin_secret(), names.stateful_set());
     let (secret, sts, pod_list) = futures::try_join!(
         secrets.get_opt(&secret_name),
         sts_api.get_opt(&sts_name),
         pods.list(&pod_params),
     )?;
-    let token = match secret.as_ref().and_then(builders::existing_admin_token) {
-        Some(t) => t,
-        None => builders::generate_admin_token().map_err(Error::Token)?,
-    };
     let update_revision = sts
         .as_ref()
         .and_then(|s| s.status.as_ref())
         .and_then(|s| s.update_revision.clone());
-    let current = sts.and_then(|s| s.spec).and_then(|s| s.replicas);
-    let revisions: Vec<(String, Option<String>)> = pod_list
+    let current_replicas = sts.and_then(|s| s.spec).and_then(|s| s.replicas);
+    let revisions = pod_list
         .items
         .iter()
         .map(|p| {
@@ -419,11 +407,52 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
             })
             .collect(),
     };
-    let ready = observed.pods.iter().filter(|p| p.2).count() as i32;
+    Ok(ClusterView {
+        admin_token: secret.as_ref().and_then(builders::existing_admin_token),
+        update_revision,
+        current_replicas,
+        revisions,
+        observed,
+    })
+}
 
-    let brain = drive_control_plane(sc, &valid, &observed, &token, current, ctx).await;
+/// What one reconcile wants, decided from plain values.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// StatefulSet replicas (a scale-down waits for the drain).
+    pub replicas: i32,
+    /// Every owned object; `None` entries are deleted.
+    pub desired: builders::Desired,
+    /// The pod to delete for the rolling update, if any.
+    pub roll: Option<String>,
+    /// Condition updates: the body's (Paused, Invalid, Progressing) then the brain's.
+    pub conditions: Vec<ConditionUpdate>,
+    /// The status to write (the brain's, with `readyNodes`).
+    pub status: StorageClusterStatus,
+    /// When to reconcile again at the latest.
+    pub requeue: Duration,
+}
 
-    let replicas = stateful_set_replicas(sc.spec.nodes, current, brain.drained_to);
+/// Decide replicas, PDB budget, objects, the pod to roll, conditions, status and requeue from
+/// what was observed and the brain's outcome. Pure.
+pub fn decide(
+    sc: &StorageCluster,
+    valid: &crate::crd::validate::ValidSpec,
+    view: &ClusterView,
+    token: &str,
+    brain: &BrainOutcome,
+    operator: Option<&builders::OperatorPeer>,
+) -> Result<Decision, Error> {
+    let names = Names::new(&sc.name_any());
+    let ready_names: Vec<&str> = view
+        .observed
+        .pods
+        .iter()
+        .filter(|p| p.2)
+        .map(|p| p.0.as_str())
+        .collect();
+    let ready = ready_names.len() as i32;
+    let replicas = stateful_set_replicas(sc.spec.nodes, view.current_replicas, brain.drained_to);
     let state = if brain.busy || ready < replicas {
         DisruptionState::Busy
     } else {
@@ -437,78 +466,25 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
     );
     let desired = builders::build(&Inputs {
         cluster: sc,
-        valid: &valid,
-        admin_token: &token,
+        valid,
+        admin_token: token,
         replicas,
         pdb_max_unavailable: max_unavailable,
-        operator: ctx.operator_peer.as_ref(),
+        operator,
     })?;
-    // independent objects, applied concurrently (pods wait for their ConfigMap and Secret
-    // on their own, so the order does not matter)
-    futures::try_join!(
-        ssa(client, &ns, &desired.config_map),
-        ssa(client, &ns, &desired.admin_secret),
-        ssa(client, &ns, &desired.headless_service),
-        ssa(client, &ns, &desired.client_service),
-        ssa(client, &ns, &desired.stateful_set),
-        ssa(client, &ns, &desired.pdb),
-    )?;
     // rolling update (the StatefulSet is OnDelete): one outdated pod at a time, only while
     // the cluster is idle and every pod is back and serving
     let members_down = brain.conditions.iter().any(|c| {
         c.type_ == ConditionType::Degraded && c.status == crate::crd::status::ConditionStatus::True
     });
-    let ready_names: Vec<&str> = observed
-        .pods
-        .iter()
-        .filter(|p| p.2)
-        .map(|p| p.0.as_str())
-        .collect();
-    if let Some(pod) = pod_to_roll(
+    let roll = pod_to_roll(
         &names,
-        &revisions,
+        &view.revisions,
         &ready_names,
-        update_revision.as_deref(),
+        view.update_revision.as_deref(),
         brain.busy || members_down || brain.member_shards.is_none(),
         replicas,
-    ) {
-        tracing::info!(cluster = %name, %pod, "rolling the pod onto the StatefulSet's new revision");
-        Api::<Pod>::namespaced(client.clone(), &ns)
-            .delete(&pod, &Default::default())
-            .await?;
-    }
-    match &desired.network_policy {
-        Some(np) => ssa(client, &ns, np).await?,
-        // switched off: remove ours if there is one
-        None => match Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
-            .delete(&names.network_policy(), &Default::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        },
-    }
-    let sm_api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &ns, &builders::service_monitor_resource());
-    match &desired.service_monitor {
-        Some(sm) => {
-            sm_api
-                .patch(&names.service_monitor(), &apply_params(), &Patch::Apply(sm))
-                .await?;
-        }
-        None if sc.spec.service_monitor.enabled => {}
-        // switched off: remove ours if there is one (and the CRD may not even exist)
-        None => match sm_api
-            .delete(&names.service_monitor(), &Default::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        },
-    }
-
+    );
     let (progressing, reason, message) = if replicas > sc.spec.nodes {
         (
             true,
@@ -533,16 +509,14 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
             format!("{ready} of {replicas} node pods Ready"),
         )
     };
-    let mut updates = vec![
+    let mut conditions = vec![
         ConditionUpdate::new(ConditionType::Paused, false, "Reconciling", ""),
         ConditionUpdate::new(ConditionType::Invalid, false, "SpecValid", ""),
         ConditionUpdate::new(ConditionType::Progressing, progressing, reason, message),
     ];
-    updates.extend(brain.conditions.iter().cloned());
+    conditions.extend(brain.conditions.iter().cloned());
     let mut status = brain.status.clone();
     status.ready_nodes = ready;
-    write_status(sc, ctx, updates, Some(status)).await?;
-
     // the brain's deadline (epoch end, challenge, a running change) wins over the safety nets
     let fallback = if progressing {
         PROGRESS_REQUEUE
@@ -550,7 +524,72 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
         SETTLED_REQUEUE
     };
     let requeue = brain.next_deadline.map_or(fallback, |d| d.min(fallback));
-    Ok(Action::requeue(requeue))
+    Ok(Decision {
+        replicas,
+        desired,
+        roll,
+        conditions,
+        status,
+        requeue,
+    })
+}
+
+/// Server-side-apply every desired object under the one field manager, and delete the optional
+/// objects that are not wanted (any more): the NetworkPolicy without `--network-policy`, the
+/// ServiceMonitor when disabled.
+async fn apply_objects(
+    client: &Client,
+    ns: &str,
+    sc: &StorageCluster,
+    desired: &builders::Desired,
+) -> Result<(), Error> {
+    let names = Names::new(&sc.name_any());
+    // independent objects, applied concurrently (pods wait for their ConfigMap and Secret
+    // on their own, so the order does not matter)
+    futures::try_join!(
+        ssa(client, ns, &desired.config_map),
+        ssa(client, ns, &desired.admin_secret),
+        ssa(client, ns, &desired.headless_service),
+        ssa(client, ns, &desired.client_service),
+        ssa(client, ns, &desired.stateful_set),
+        ssa(client, ns, &desired.pdb),
+    )?;
+    match &desired.network_policy {
+        Some(np) => ssa(client, ns, np).await?,
+        None => {
+            delete_if_present(
+                &Api::<NetworkPolicy>::namespaced(client.clone(), ns),
+                &names.network_policy(),
+            )
+            .await?
+        }
+    }
+    let sm_api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &builders::service_monitor_resource());
+    match &desired.service_monitor {
+        Some(sm) => {
+            sm_api
+                .patch(&names.service_monitor(), &apply_params(), &Patch::Apply(sm))
+                .await?;
+        }
+        // enabled but not built: nothing to delete
+        None if sc.spec.service_monitor.enabled => {}
+        // switched off: remove ours if there is one (and the CRD may not even exist)
+        None => delete_if_present(&sm_api, &names.service_monitor()).await?,
+    }
+    Ok(())
+}
+
+/// Delete `name`; absent already is fine.
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &Default::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Server-side-apply the status: observedGeneration, merged conditions, phase, selector.
@@ -615,18 +654,139 @@ async fn write_status(
 }
 
 /// Deletion: owned objects go by garbage collection (owner references), volumes by the
-/// StatefulSet's retention policy. Nothing else to undo yet; the brain will stop its epoch
-/// work for the cluster here.
+/// StatefulSet's retention policy; the cluster's control-plane task stops here.
 async fn cleanup(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
-    ctx.brains.remove(sc, &ctx.metrics).await;
+    ctx.planes.remove(sc);
     tracing::info!(cluster = %sc.name_any(), "StorageCluster deleted; its epochs stop, owned objects are garbage-collected");
     Ok(Action::await_change())
 }
 
 #[cfg(test)]
+mod api_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::status::ConditionStatus;
+
+    fn cluster(nodes: i32) -> StorageCluster {
+        let spec = serde_json::from_value(serde_json::json!({"nodes": nodes, "shards": 10,
+            "epochDuration": "30s", "challenges": {"timeout": "5s"}, "storage": {"size": "1Gi"}}))
+        .expect("spec");
+        let mut sc = StorageCluster::new("c", spec);
+        sc.metadata.namespace = Some("ns".into());
+        sc.metadata.uid = Some("u".into());
+        sc
+    }
+
+    /// `n` Ready pods on revision `rev`.
+    fn view(n: u32, rev: &str, update: &str, replicas: i32) -> ClusterView {
+        let pods: Vec<String> = (0..n).map(|i| format!("c-{i}")).collect();
+        ClusterView {
+            admin_token: Some("t".into()),
+            update_revision: Some(update.into()),
+            current_replicas: Some(replicas),
+            revisions: pods.iter().map(|p| (p.clone(), Some(rev.into()))).collect(),
+            observed: Observed {
+                pods: pods
+                    .iter()
+                    .map(|p| (p.clone(), Some("10.0.0.1".into()), true))
+                    .collect(),
+                uids: HashMap::new(),
+            },
+        }
+    }
+
+    fn settled(nodes: usize) -> BrainOutcome {
+        BrainOutcome {
+            member_shards: Some(vec![10 / nodes as u32; nodes]),
+            busy: false,
+            drained_to: None,
+            conditions: vec![ConditionUpdate::new(
+                ConditionType::Degraded,
+                false,
+                "AllMembersUp",
+                "",
+            )],
+            status: StorageClusterStatus {
+                epoch: Some(3),
+                ..Default::default()
+            },
+            next_deadline: Some(Duration::from_secs(7)),
+        }
+    }
+
+    fn decide_for(sc: &StorageCluster, v: &ClusterView, brain: &BrainOutcome) -> Decision {
+        let valid = validate(&sc.spec).expect("valid");
+        decide(sc, &valid, v, "t", brain, None).expect("decide")
+    }
+
+    #[test]
+    fn a_settled_cluster_rolls_one_outdated_pod_and_follows_the_brains_deadline() {
+        let sc = cluster(4);
+        let d = decide_for(&sc, &view(4, "old", "new", 4), &settled(4));
+        assert_eq!(d.replicas, 4);
+        assert_eq!(d.roll.as_deref(), Some("c-3"), "the highest outdated pod");
+        assert_eq!(d.requeue, Duration::from_secs(7));
+        assert_eq!(d.status.epoch, Some(3));
+        assert_eq!(d.status.ready_nodes, 4);
+        let progressing = d
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ConditionType::Progressing)
+            .expect("progressing");
+        assert_eq!(progressing.reason, "PodsReady");
+        assert_eq!(
+            d.desired
+                .stateful_set
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas),
+            Some(4)
+        );
+        assert!(d.desired.network_policy.is_none(), "not asked for");
+    }
+
+    #[test]
+    fn nothing_is_rolled_or_disrupted_while_the_brain_is_busy_or_has_not_looked() {
+        let sc = cluster(4);
+        let mut busy = settled(4);
+        busy.busy = true;
+        let d = decide_for(&sc, &view(4, "old", "new", 4), &busy);
+        assert_eq!(d.roll, None);
+        let pdb = d.desired.pdb.spec.as_ref().expect("pdb spec");
+        assert_eq!(
+            pdb.max_unavailable,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(0))
+        );
+        let starting = BrainOutcome::starting(&sc);
+        let d = decide_for(&sc, &view(4, "old", "new", 4), &starting);
+        assert_eq!(d.roll, None, "no committee known yet");
+        assert!(
+            d.conditions.len() == 3,
+            "the brain's conditions are kept as they are: {:?}",
+            d.conditions
+        );
+    }
+
+    #[test]
+    fn a_scale_down_keeps_the_pods_until_the_brain_reports_them_drained() {
+        let sc = cluster(4);
+        let d = decide_for(&sc, &view(6, "new", "new", 6), &settled(6));
+        assert_eq!(d.replicas, 6);
+        assert!(d
+            .conditions
+            .iter()
+            .any(|c| c.reason == "ScaleDownWaitsForDrain"));
+        assert_eq!(
+            d.requeue,
+            Duration::from_secs(7),
+            "the brain's deadline is sooner"
+        );
+        let mut drained = settled(6);
+        drained.drained_to = Some(4);
+        let d = decide_for(&sc, &view(6, "new", "new", 6), &drained);
+        assert_eq!(d.replicas, 4);
+    }
 
     #[test]
     fn rolling_takes_one_outdated_pod_at_a_time_and_only_when_idle() {
@@ -689,15 +849,5 @@ mod tests {
             "never below spec.nodes"
         );
         assert_eq!(stateful_set_replicas(4, Some(4), None), 4);
-    }
-
-    #[test]
-    fn without_the_brain_nothing_is_faked() {
-        let b = BrainOutcome::not_connected();
-        assert_eq!(b.member_shards, None);
-        assert_eq!(b.status.epoch, None);
-        assert!(b.status.committee.is_empty());
-        assert_eq!(b.conditions[0].type_, ConditionType::Available);
-        assert_eq!(b.conditions[0].status, ConditionStatus::False);
     }
 }

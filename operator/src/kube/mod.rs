@@ -1,14 +1,15 @@
-//! The Kubernetes body: pure builders of the objects a `StorageCluster` owns ([`builders`]),
-//! their names, labels and owner references ([`meta`]), and the PodDisruptionBudget sizing
-//! ([`pdb`]).
+//! The Kubernetes body: the reconcile ([`controller`]), each cluster's control-plane task
+//! ([`plane`]) and the brain's `Body` for a cluster ([`body`]), pure builders of the objects a
+//! `StorageCluster` owns ([`builders`]), their names, labels and owner references ([`meta`]),
+//! the PodDisruptionBudget sizing ([`pdb`]) and the HTTP endpoints ([`http`]).
 
 pub mod body;
-pub mod brain;
 pub mod builders;
 pub mod controller;
 pub mod http;
 pub mod meta;
 pub mod pdb;
+pub mod plane;
 
 #[cfg(test)]
 mod builders_tests;

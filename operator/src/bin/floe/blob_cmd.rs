@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
+use floe_node::client::FileSource;
 use floe_node::client::{BlobClient, ClientConfig, NodeClient};
 use floe_node::codec::stream::metadata_only;
-use floe_node::codec::{BlobId, BlobSource, EncodingParams, FileSource};
+use floe_node::codec::{BlobId, BlobSource, EncodingParams};
 use floe_node::proto;
-use floe_operator::local::testnet::TestnetState;
+use floe_operator::local::TestnetState;
 use serde_json::json;
 
 use crate::table::{self, Col};

@@ -9,7 +9,8 @@ mod testnet_cmd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use floe_operator::crd::duration::parse_flag;
 
 #[derive(Parser)]
 #[command(
@@ -69,48 +70,52 @@ pub enum Cmd {
     },
 }
 
+/// `floe testnet up`.
+#[derive(Args, Clone)]
+pub struct UpArgs {
+    #[arg(long, default_value_t = 7)]
+    pub nodes: usize,
+    #[arg(long, default_value_t = 100)]
+    pub shards: u16,
+    /// Testnet directory (default: --testnet-dir)
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Epoch duration, e.g. 30s, 5m
+    #[arg(long, default_value = "60s", value_parser = parse_flag)]
+    pub epoch: Duration,
+    /// Stay in the foreground (Ctrl-C stops the testnet)
+    #[arg(long)]
+    pub foreground: bool,
+    /// The floe-node binary [default: next to floe, $FLOE_NODE_BIN, or PATH]
+    #[arg(long)]
+    pub node_bin: Option<PathBuf>,
+    /// Challenge items per member per epoch [default: 1375, which catches a node missing
+    /// 1 % of its slivers with probability ≥ 1 − 10⁻⁶]
+    #[arg(long)]
+    pub challenge_samples: Option<usize>,
+    /// How long a member has to answer its challenge
+    #[arg(long, default_value = "30s", value_parser = parse_flag)]
+    pub challenge_timeout: Duration,
+    /// Reward units split each epoch among the members that passed
+    #[arg(long, default_value_t = 1_000_000)]
+    pub reward_per_epoch: u64,
+    /// A node unreachable this long loses its shards at the next epoch [default: 2 epochs]
+    #[arg(long, value_parser = parse_flag)]
+    pub unreachable_after: Option<Duration>,
+    /// Report an epoch change as stuck after this long [default: a quarter epoch, 5 s–5 min]
+    #[arg(long, value_parser = parse_flag)]
+    pub stuck_after: Option<Duration>,
+    /// TEST ONLY: INDEX=FAULT, e.g. 3=corrupt-slivers
+    #[arg(long, hide = true)]
+    pub fault: Vec<String>,
+}
+
 #[derive(Subcommand)]
 pub enum TestnetCmd {
     /// Start nodes and the control plane (epochs, committees, challenges), supervise them.
     /// In a directory that holds a testnet, resume it (another --nodes becomes a membership
     /// change at the next epoch; --shards cannot change)
-    Up {
-        #[arg(long, default_value_t = 7)]
-        nodes: usize,
-        #[arg(long, default_value_t = 100)]
-        shards: u16,
-        /// Testnet directory (default: --testnet-dir)
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Epoch duration, e.g. 30s, 5m
-        #[arg(long, default_value = "60s", value_parser = parse_duration)]
-        epoch: Duration,
-        /// Stay in the foreground (Ctrl-C stops the testnet)
-        #[arg(long)]
-        foreground: bool,
-        /// The floe-node binary [default: next to floe, $FLOE_NODE_BIN, or PATH]
-        #[arg(long)]
-        node_bin: Option<PathBuf>,
-        /// Challenge items per member per epoch [default: 1375, which catches a node missing
-        /// 1 % of its slivers with probability ≥ 1 − 10⁻⁶]
-        #[arg(long)]
-        challenge_samples: Option<usize>,
-        /// How long a member has to answer its challenge
-        #[arg(long, default_value = "30s", value_parser = parse_duration)]
-        challenge_timeout: Duration,
-        /// Reward units split each epoch among the members that passed
-        #[arg(long, default_value_t = 1_000_000)]
-        reward_per_epoch: u64,
-        /// A node unreachable this long loses its shards at the next epoch [default: 2 epochs]
-        #[arg(long, value_parser = parse_duration)]
-        unreachable_after: Option<Duration>,
-        /// Report an epoch change as stuck after this long [default: a quarter epoch, 5 s–5 min]
-        #[arg(long, value_parser = parse_duration)]
-        stuck_after: Option<Duration>,
-        /// TEST ONLY: INDEX=FAULT, e.g. 3=corrupt-slivers
-        #[arg(long, hide = true)]
-        fault: Vec<String>,
-    },
+    Up(UpArgs),
     /// Epoch, phase and deadline; per node: status, shards, stake, sync, challenge, rewards
     Status,
     /// Start one more node; it joins the committee at the next epoch
@@ -127,7 +132,7 @@ pub enum TestnetCmd {
         /// Return once requested
         #[arg(long)]
         no_wait: bool,
-        #[arg(long, default_value = "300s", value_parser = parse_duration)]
+        #[arg(long, default_value = "300s", value_parser = parse_flag)]
         timeout: Duration,
     },
     /// SIGKILL a node (by index or name) and keep it down
@@ -147,19 +152,6 @@ pub enum TestnetCmd {
         #[arg(long)]
         options: String,
     },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    Ok(Duration::from_secs(match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("invalid duration unit in {s:?} (use s, m, h or d)")),
-    }))
 }
 
 fn main() -> anyhow::Result<()> {

@@ -7,12 +7,12 @@ use anyhow::{bail, Context as _};
 use floe_node::client::NodeClient;
 use floe_operator::control::brain::{BrainState, Phase};
 use floe_operator::control::driver::now_ms;
-use floe_operator::local::testnet::{self, ControlOptions, Request, TestnetState, UpOptions};
+use floe_operator::local::{self as testnet, ControlOptions, Request, TestnetState, UpOptions};
 use serde_json::json;
 
 use crate::blob_cmd::status_name;
 use crate::table::{self, Col};
-use crate::{Cli, TestnetCmd};
+use crate::{Cli, TestnetCmd, UpArgs};
 
 fn parse_faults(f: &[String]) -> anyhow::Result<Vec<(usize, String)>> {
     f.iter()
@@ -23,25 +23,27 @@ fn parse_faults(f: &[String]) -> anyhow::Result<Vec<(usize, String)>> {
         .collect()
 }
 
+/// The control plane's settings from the flags.
+fn control_options(args: &UpArgs) -> ControlOptions {
+    let mut control = ControlOptions::new(args.epoch);
+    if let Some(s) = args.challenge_samples {
+        control.challenge_samples = s;
+    }
+    control.challenge_timeout_seconds = args.challenge_timeout.as_secs().max(1);
+    control.reward_per_epoch = args.reward_per_epoch;
+    control.stuck_after_seconds = args.stuck_after.map(|d| d.as_secs());
+    if let Some(u) = args.unreachable_after {
+        control.unreachable_after_seconds = u.as_secs();
+    }
+    control
+}
+
 pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
     let dir = &cli.testnet_dir;
     match cmd {
-        TestnetCmd::Up {
-            nodes,
-            shards,
-            dir: d,
-            epoch,
-            foreground,
-            node_bin,
-            fault,
-            challenge_samples,
-            challenge_timeout,
-            reward_per_epoch,
-            unreachable_after,
-            stuck_after,
-        } => {
-            let dir = d.clone().unwrap_or_else(|| dir.clone());
-            let node_bin = testnet::find_node_bin(node_bin.clone())?;
+        TestnetCmd::Up(args) => {
+            let dir = args.dir.clone().unwrap_or_else(|| dir.clone());
+            let node_bin = testnet::find_node_bin(args.node_bin.clone())?;
             if let Ok(pid) = std::fs::read_to_string(dir.join("supervisor.pid")) {
                 if pid.trim().parse().is_ok_and(testnet::alive) {
                     bail!(
@@ -50,27 +52,17 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
                     );
                 }
             }
-            let mut control = ControlOptions::new(*epoch);
-            if let Some(s) = challenge_samples {
-                control.challenge_samples = *s;
-            }
-            control.challenge_timeout_seconds = challenge_timeout.as_secs().max(1);
-            control.reward_per_epoch = *reward_per_epoch;
-            control.stuck_after_seconds = stuck_after.map(|d| d.as_secs());
-            if let Some(u) = unreachable_after {
-                control.unreachable_after_seconds = u.as_secs();
-            }
             let opts = UpOptions {
                 dir: dir.clone(),
-                nodes: *nodes,
-                shards: *shards,
+                nodes: args.nodes,
+                shards: args.shards,
                 node_bin,
-                faults: parse_faults(fault)?,
-                control,
+                faults: parse_faults(&args.fault)?,
+                control: control_options(args),
             };
             // refuse a bad directory or shard count here, before detaching
             drop(testnet::Supervisor::create(&opts)?);
-            if *foreground {
+            if args.foreground {
                 eprintln!("testnet starting in the foreground (Ctrl-C stops it)");
                 return testnet::Supervisor::create(&opts)?.run().await;
             }
