@@ -53,10 +53,14 @@ IMAGE_REPO ?= ghcr.io/floe-dev
 VERSION ?= $(shell awk -F'"' '/^version = / {print $$2; exit}' Cargo.toml)
 IMAGE_TAG ?= $(VERSION)
 IMAGE_BUILD_ARGS ?=
+# where the binaries come from: build (the Rust builder stage) or prebuilt (images/prebuilt/).
+# Passed explicitly: podman 4.3 (Debian 12) does not resolve `FROM ${BINARIES}` to a stage from
+# the ARG's default alone ("short-name build did not resolve").
+BINARIES ?= build
 images:
 	for t in floe-node floe-operator; do \
 	  $(DOCKER) build -f images/Dockerfile --target $$t --build-arg VERSION=$(VERSION) \
-	    --build-arg REVISION=$$(git rev-parse --short HEAD) $(IMAGE_BUILD_ARGS) \
+	    --build-arg BINARIES=$(BINARIES) --build-arg REVISION=$$(git rev-parse --short HEAD) $(IMAGE_BUILD_ARGS) \
 	    -t $(IMAGE_REPO)/$$t:$(IMAGE_TAG) . || exit 1; \
 	done
 
