@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test test-rust test-k8s test-chart test-images bench images
+.PHONY: demo test test-rust test-k8s test-chart test-images test-nodes bench images
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 FLOE := $(TARGET_DIR)/release/floe
@@ -40,6 +40,13 @@ test-rust:
 # Tier 3: a real kube-apiserver/etcd/controller-manager/scheduler plus the test node agent.
 test-k8s: test-rust
 	e2e/run-k8s-tests.sh
+
+# Tier 4: real kubelets, containerd, CNI, kube-proxy, CoreDNS, NetworkPolicy, volumes and a
+# registry on this machine (root; e2e/bin/nodes-up.sh); the images built through the Dockerfile's
+# builder stage; the kind scenario and e2e/controlplane/nodes against them. Not part of `make
+# test` yet (see e2e/README.md).
+test-nodes:
+	e2e/run-node-tests.sh
 
 bench:
 	$(CARGO) bench -p floe-node --bench codec
