@@ -66,6 +66,11 @@ if [[ -f "$STATE/sysctls.orig" ]]; then
   rm -f "$STATE/sysctls.orig"
 fi
 
+if [[ -f "$STATE/created-dirs" ]]; then
+  while IFS= read -r d; do rmdir "$d" 2>/dev/null || echo "nodes-down: $d (made by nodes-up.sh) is not empty; left alone" >&2; done <"$STATE/created-dirs"
+  rm -f "$STATE/created-dirs"
+fi
+
 problems="$(leftovers | sed "s|state directory $STATE||")"
 if [[ "$KEEP" != 1 ]]; then
   rm -rf "$STATE"

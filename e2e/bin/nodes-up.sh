@@ -65,6 +65,14 @@ for k in "${KUBELET_SYSCTLS[@]}"; do
   echo "$k=$(sysctl -n "$k")"
 done >"$STATE/sysctls.orig"
 
+# ---- the mount points of the nodes' own directories: made if missing, removed by nodes-down.sh ----
+for d in "${NODE_PATHS[@]}"; do
+  if [[ ! -e "$d" ]]; then
+    mkdir -p "$d"
+    echo "$d" >>"$STATE/created-dirs"
+  fi
+done
+
 # ---- network: a bridge in a namespace of its own, this host and every node on it ----
 ip netns add "$HUB"
 ip -n "$HUB" link set lo up

@@ -14,6 +14,11 @@ REGISTRY="$NET.1:5000"
 KUBELET_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes)
 
+# paths every kubelet and containerd on a machine share whatever their flags say: each node binds
+# a directory of its own over them in its mount namespace (node-init.sh)
+NODE_PATHS=(/var/lib/kubelet /var/lib/containerd /run/containerd /var/log/pods /var/log/containers
+  /var/lib/cni /etc/cni/net.d /run/netns /var/lib/floe-local-path)
+
 node_ns() { echo "$PREFIX-n$1"; }
 node_name() { echo "floe-worker-$1"; }
 node_ip() { echo "$NET.$((10 + $1))"; }

@@ -9,18 +9,24 @@
 set -euo pipefail
 
 NODE_DIR=$1 CGROUP=$2 BIN=$3 NAME=$4 IP=$5
+# shellcheck source=e2e/nodes/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # every process of this node (containerd, its shims, the containers, the kubelet) under CGROUP,
 # so that tear-down finds them all
 for h in /sys/fs/cgroup/*/; do
   [[ "$h" == */unified/ ]] && continue
   mkdir -p "$h$CGROUP/system"
+  if [[ -f "$h$CGROUP/system/cpuset.cpus" ]]; then
+    cat "$h$CGROUP/cpuset.cpus" >"$h$CGROUP/system/cpuset.cpus"
+    cat "$h$CGROUP/cpuset.mems" >"$h$CGROUP/system/cpuset.mems"
+  fi
   echo $$ >"$h$CGROUP/system/cgroup.procs"
 done
 
 mount --make-rprivate /
-for d in /var/lib/kubelet /var/lib/containerd /run/containerd /var/log/pods /var/log/containers \
-  /var/lib/cni /etc/cni/net.d /run/netns /var/lib/floe-local-path; do
+# (nodes-up.sh made the mount points that were missing, and nodes-down.sh removes those)
+for d in "${NODE_PATHS[@]}"; do
   src="$NODE_DIR/fs${d//\//_}"
   mkdir -p "$src"
   mount --bind "$src" "$d"
