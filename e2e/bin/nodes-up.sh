@@ -231,7 +231,8 @@ for i in $(seq 1 "$NODES"); do
     --metrics-bind-address 127.0.0.1:10249 --healthz-bind-address "$(node_ip "$i"):10256" --v=1
   start "kube-router-$i" nsenter --net="/run/netns/$(node_ns "$i")" -- "$BIN/kube-router" --kubeconfig "$KC" \
     --hostname-override "$(node_name "$i")" --run-firewall=true --run-router=false --run-service-proxy=false \
-    --enable-cni=false --enable-ipv4=true --enable-ipv6=false --health-port 20244 --metrics-port 0 -v 1
+    --enable-cni=false --enable-ipv4=true --enable-ipv6=false --service-cluster-ip-range 10.96.0.0/16 \
+    --health-port 20244 --metrics-port 0 -v 1
 done
 for i in $(seq 1 "$NODES"); do
   wait_until "node $(node_name "$i") Ready" 120 "$STATE/logs/kubelet-$i.log" \
