@@ -176,7 +176,6 @@ done
 
 # ---- cluster lifetime, logs on failure ----
 WORK="$(mktemp -d)"
-PF_PIDS=()
 # shellcheck disable=SC2317  # called from the EXIT trap
 collect_logs() {
   mkdir -p "$ARTIFACTS"
@@ -192,7 +191,6 @@ collect_logs() {
 # shellcheck disable=SC2317  # called from the EXIT trap
 finish() {
   local status=$?
-  for pid in "${PF_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   if [[ $status -ne 0 ]]; then
     log "FAILED (exit $status)"
     collect_logs
@@ -237,7 +235,8 @@ fi
 
 # ---- install ----
 log "helm install floe-crds, then floe with a $STORAGE_NODES-node testnet"
-"$HELM" "${HELM_CTX[@]}" install floe-crds "$REPO/charts/floe-crds" --wait
+# upgrade --install: an existing cluster may have the CRD release already (it stays after the run)
+"$HELM" "${HELM_CTX[@]}" upgrade --install floe-crds "$REPO/charts/floe-crds" --wait
 "$HELM" "${HELM_CTX[@]}" install floe "$REPO/charts/floe" -n "$NAMESPACE" --create-namespace \
   -f "$WORK/values.yaml" "${HELM_SETS[@]}" --wait --timeout 5m
 fsc() { "${KUBECTL[@]}" -n "$NAMESPACE" get fsc testnet -o "jsonpath={$1}"; }
@@ -314,21 +313,15 @@ scale "$STORAGE_NODES"
 read_back "after scaling down"
 
 # ---- metrics endpoints ----
-port_forward() {
-  local target="$1" port="$2" local_port
-  local_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)))"
-  "${KUBECTL[@]}" -n "$NAMESPACE" port-forward "$target" "$local_port:$port" >/dev/null 2>&1 &
-  PF_PIDS+=($!)
-  for _ in $(seq 1 50); do
-    curl -fsS "http://127.0.0.1:$local_port/healthz" >/dev/null 2>&1 && { echo "$local_port"; return 0; }
-    sleep 0.2
-  done
-  die "port-forward to $target:$port did not answer /healthz"
+# Through the API server's pod proxy: the operator and the nodes listen on their pod IP only
+# (--http-addr=$(POD_IP):…), which kubectl port-forward (it dials localhost inside the pod)
+# cannot reach.
+pod_metrics() {
+  "${KUBECTL[@]}" get --raw "/api/v1/namespaces/$NAMESPACE/pods/$1:$2/proxy/metrics"
 }
-op_port="$(port_forward deploy/floe-operator 8080)"
-node_port="$(port_forward pod/testnet-0 7071)"
-curl -fsS "http://127.0.0.1:$op_port/metrics" >"$WORK/operator.prom"
-curl -fsS "http://127.0.0.1:$node_port/metrics" >"$WORK/node.prom"
+op_pod="$("${KUBECTL[@]}" -n "$NAMESPACE" get pods -l app.kubernetes.io/name=floe-operator -o jsonpath='{.items[0].metadata.name}')"
+pod_metrics "$op_pod" 8080 >"$WORK/operator.prom" || die "the operator's /metrics did not answer"
+pod_metrics testnet-0 7071 >"$WORK/node.prom" || die "testnet-0's /metrics did not answer"
 for m in floe_operator_reconciles_total process_resident_memory_bytes floe_control_epoch; do
   grep -q "^$m" "$WORK/operator.prom" || die "the operator's /metrics lacks $m"
 done
