@@ -186,7 +186,9 @@ collect_logs() {
     "${KUBECTL[@]}" logs -n "$NAMESPACE" "$pod" --all-containers --prefix >"$ARTIFACTS/$(basename "$pod").log" 2>&1 || true
     "${KUBECTL[@]}" logs -n "$NAMESPACE" "$pod" --all-containers --previous >"$ARTIFACTS/$(basename "$pod").previous.log" 2>/dev/null || true
   done
-  [[ -z "$KUBECONFIG_FILE" ]] && { kind export logs "$ARTIFACTS/kind" --name "$CLUSTER" >/dev/null 2>&1 || true; }
+  if [[ -z "$KUBECONFIG_FILE" ]]; then
+    kind export logs "$ARTIFACTS/kind" --name "$CLUSTER" >/dev/null 2>&1 || true
+  fi
 }
 # shellcheck disable=SC2317  # called from the EXIT trap
 finish() {
@@ -231,7 +233,9 @@ if [[ "$SKIP_BUILD" != true ]]; then
     docker tag "localhost/floe-operator:$TAG" "$OPERATOR_IMAGE"
   fi
 fi
-[[ -z "$KUBECONFIG_FILE" ]] && kind load docker-image --name "$CLUSTER" "$NODE_IMAGE" "$OPERATOR_IMAGE"
+if [[ -z "$KUBECONFIG_FILE" ]]; then
+  kind load docker-image --name "$CLUSTER" "$NODE_IMAGE" "$OPERATOR_IMAGE"
+fi
 
 # ---- install ----
 log "helm install floe-crds, then floe with a $STORAGE_NODES-node testnet"
@@ -244,6 +248,9 @@ wait_available() {
   "${KUBECTL[@]}" -n "$NAMESPACE" wait fsc/testnet --for=condition=Available --timeout="${1:-10m}"
 }
 wait_available
+# Available can come before the pods are Ready (the committee forms over the headless Service,
+# which publishes not-ready pods); the client Service routes only to Ready pods
+"${KUBECTL[@]}" -n "$NAMESPACE" rollout status statefulset/testnet --timeout=5m >&2
 "${KUBECTL[@]}" -n "$NAMESPACE" get fsc testnet >&2
 
 # ---- a blob in, a blob out ----

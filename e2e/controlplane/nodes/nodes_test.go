@@ -215,7 +215,8 @@ spec:
 	}
 	took := eventually(t, "StorageCluster dns Available", 6*time.Minute, func() (bool, string) {
 		s := jsonpath(ns, "storagecluster/dns", `{.status.conditions[?(@.type=="Available")].status}`)
-		return s == "True", "Available=" + s + "; pods: " + jsonpath(ns, "pods", "{range .items[*]}{.metadata.name}={.status.phase} {end}")
+		ready := jsonpath(ns, "statefulset/dns", "{.status.readyReplicas}")
+		return s == "True" && ready == "4", "Available=" + s + ", ready pods " + ready
 	})
 	t.Logf("FIGURE: StorageCluster (4 nodes, DNS addressing) applied → Available in %s", took.Round(time.Second))
 
