@@ -250,7 +250,7 @@ wait_available() {
 wait_available
 # Available can come before the pods are Ready (the committee forms over the headless Service,
 # which publishes not-ready pods); the client Service routes only to Ready pods
-"${KUBECTL[@]}" -n "$NAMESPACE" rollout status statefulset/testnet --timeout=5m >&2
+"${KUBECTL[@]}" -n "$NAMESPACE" wait statefulset/testnet --for=jsonpath='{.status.readyReplicas}'="$STORAGE_NODES" --timeout=5m >&2
 "${KUBECTL[@]}" -n "$NAMESPACE" get fsc testnet >&2
 
 # ---- a blob in, a blob out ----
