@@ -196,8 +196,10 @@ kind: StorageCluster
 metadata: {name: dns, namespace: %s}
 spec:
   nodes: 4
-  shards: 10
-  epochDuration: 20s
+  # 140 shards: the largest blob is k_primary·k_secondary·65534 B = 48·94·65534 B ≈ 282 MiB
+  shards: 140
+  epochDuration: 40s
+  challenges: {samples: 2, timeout: 10s}
   image: %s
   imagePullPolicy: IfNotPresent
   addressing: DNS
