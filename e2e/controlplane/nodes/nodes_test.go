@@ -336,15 +336,17 @@ spec:
 		if blobID == "" {
 			t.Skip("no blob stored")
 		}
-		// the worker of dns-3 (neither CoreDNS's nor the operator's, if possible)
-		victim := jsonpath(ns, "pod/dns-3", "{.spec.nodeName}")
-		opNode := jsonpath(ns, "pods -l app.kubernetes.io/name=floe-operator", "{.items[0].spec.nodeName}")
-		dnsNode := jsonpath("kube-system", "pods -l k8s-app=kube-dns", "{.items[0].spec.nodeName}")
-		for i := 0; i < 4 && (victim == opNode || victim == dnsNode); i++ {
-			victim = jsonpath(ns, fmt.Sprintf("pod/dns-%d", i), "{.spec.nodeName}")
+		// a worker with a storage pod but not the operator (CoreDNS runs twice, on two workers)
+		opNode := strings.TrimSpace(kubectl(t, "-n", ns, "get", "pods", "-l", "app.kubernetes.io/name=floe-operator",
+			"-o", "jsonpath={.items[0].spec.nodeName}"))
+		victim := ""
+		for i := 3; i >= 0 && victim == ""; i-- {
+			if n := jsonpath(ns, fmt.Sprintf("pod/dns-%d", i), "{.spec.nodeName}"); n != opNode {
+				victim = n
+			}
 		}
-		if victim == opNode || victim == dnsNode {
-			t.Skipf("every storage pod shares a worker with the operator (%s) or CoreDNS (%s)", opNode, dnsNode)
+		if victim == "" || opNode == "" {
+			t.Fatalf("no worker without the operator (on %q) holds a storage pod", opNode)
 		}
 		idx := strings.TrimPrefix(victim, "floe-worker-")
 		link := "floe4-v" + idx
