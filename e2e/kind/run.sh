@@ -34,11 +34,12 @@ usage: e2e/kind/run.sh [options]
   --kubeconfig FILE       run against the existing cluster of FILE instead of creating a kind
                           cluster (it is left running; only the release is removed)
   --registry HOST:PORT    images are REGISTRY/floe-node:TAG and REGISTRY/floe-operator:TAG, pushed
-                          there after the build ($DOCKER push, default docker; extra flags in
-                          $PUSH_FLAGS, e.g. --tls-verify=false for podman and a plain-HTTP registry)
+                          there after the build (\$DOCKER push, default docker; extra flags in
+                          \$PUSH_FLAGS, e.g. --tls-verify=false for podman and a plain-HTTP registry)
                           and pulled by the nodes (pullPolicy IfNotPresent)
   --set KEY=VALUE         an extra Helm value for the floe chart (repeatable), e.g.
                           testnet.cleanup.image=REGISTRY/kubectl:v1.33.4 where no public registry is
+                          reachable
   --keep                  keep the cluster at the end (it is always deleted otherwise)
   --artifacts DIR         where logs go on failure (default ./kind-artifacts)
   --render DIR            write the kind config, the Helm values and the rendered manifests to DIR
