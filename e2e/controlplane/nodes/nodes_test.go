@@ -305,10 +305,16 @@ spec:
 	t.Run("NetworkPolicy: admin port only from the operator", func(t *testing.T) {
 		kubectl(t, "-n", ns, "get", "networkpolicy", "dns-nodes")
 		ip := jsonpath(ns, "pod/dns-0", "{.status.podIP}")
-		probe := func(port int) string {
+		// an open port is tried for up to 30 s: kube-router admits a new pod's address a few
+		// seconds after the pod appears (its ipsets follow pod events); a closed one once, after
+		// the open ones answered
+		open := func(port int) string {
+			return fmt.Sprintf("r=closed; for i in $(seq 1 15); do if nc -w 2 %s %d </dev/null; then r=open; break; fi; sleep 2; done; echo port-%d-$r", ip, port, port)
+		}
+		closed := func(port int) string {
 			return fmt.Sprintf("if nc -w 3 %s %d </dev/null; then echo port-%d-open; else echo port-%d-closed; fi", ip, port, port, port)
 		}
-		out := clientPod(t, ns, "np-other", nil, busybox(probe(7070)+"; "+probe(7071)+"; "+probe(7072)))
+		out := clientPod(t, ns, "np-other", nil, busybox(open(7070)+"; "+open(7071)+"; "+closed(7072)))
 		for _, want := range []string{"port-7070-open", "port-7071-open", "port-7072-closed"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("a pod that is not the operator: want %s, got:\n%s", want, out)
@@ -320,7 +326,7 @@ spec:
 		if err := json.Unmarshal([]byte(raw), &labels); err != nil {
 			t.Fatalf("operator pod labels %q: %v", raw, err)
 		}
-		out = clientPod(t, ns, "np-operator", labels, busybox(probe(7072)))
+		out = clientPod(t, ns, "np-operator", labels, busybox(open(7072)))
 		if !strings.Contains(out, "port-7072-open") {
 			t.Errorf("a pod with the operator's labels: admin port closed:\n%s", out)
 		}
