@@ -33,16 +33,17 @@ for f in "$STATE"/pids/local-path-provisioner.pid "$STATE"/pids/kube-router-*.pi
 done
 # every process left in a node's cgroups: containerd, shims, containers
 for round in 1 2 3 4 5 6 7 8 9 10; do
-  pids="$(cat /sys/fs/cgroup/pids/"$PREFIX"-n*/cgroup.procs /sys/fs/cgroup/pids/"$PREFIX"-n*/*/cgroup.procs \
-    /sys/fs/cgroup/pids/"$PREFIX"-n*/*/*/cgroup.procs /sys/fs/cgroup/pids/"$PREFIX"-n*/*/*/*/cgroup.procs 2>/dev/null | sort -u)"
+  # every depth: containers sit at <node>/kubepods/<qos>/pod<uid>/<container>
+  pids="$(find /sys/fs/cgroup/pids/ -mindepth 2 -path "/sys/fs/cgroup/pids/$PREFIX-n*" -name cgroup.procs -print0 2>/dev/null |
+    xargs -0 -r cat 2>/dev/null | sort -u)"
   [[ -z "$pids" ]] && break
   # shellcheck disable=SC2086  # a list of pids
   if ((round < 4)); then kill -TERM $pids 2>/dev/null; else kill -KILL $pids 2>/dev/null; fi
   sleep 1
 done
 # the cgroups, deepest first
+# (runc also makes them in the cgroup2 hierarchy of this hybrid host)
 for h in /sys/fs/cgroup/*/; do
-  [[ "$h" == */unified/ ]] && continue
   for cg in "$h$PREFIX"-n*; do
     [[ -d "$cg" ]] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
   done

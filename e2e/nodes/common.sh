@@ -30,6 +30,6 @@ leftovers() {
   [[ -e "$STATE" ]] && found+=("state directory $STATE")
   ip netns list 2>/dev/null | grep -q "^$PREFIX-" && found+=("network namespaces $PREFIX-*")
   ip link show "$HOST_LINK" >/dev/null 2>&1 && found+=("link $HOST_LINK")
-  compgen -G "/sys/fs/cgroup/memory/$PREFIX-n*" >/dev/null && found+=("cgroups /sys/fs/cgroup/*/$PREFIX-n*")
+  compgen -G "/sys/fs/cgroup/*/$PREFIX-n*" >/dev/null && found+=("cgroups /sys/fs/cgroup/*/$PREFIX-n*")
   echo "${found[*]}"
 }
