@@ -117,6 +117,12 @@ func TestWorkerNodesAreRealKubelets(t *testing.T) {
 // clientPod runs one pod to completion and returns its logs: initContainers then containers, in
 // order, sharing an emptyDir at /data. Each step is [image, command...].
 func clientPod(t *testing.T, ns, name string, labels map[string]string, steps ...[]string) string {
+	return clientPodAvoiding(t, ns, name, labels, "", steps...)
+}
+
+// clientPodAvoiding is clientPod kept off the worker named avoid (a lost one: the scheduler may
+// still place a pod there before the node is marked unreachable).
+func clientPodAvoiding(t *testing.T, ns, name string, labels map[string]string, avoid string, steps ...[]string) string {
 	t.Helper()
 	type container struct {
 		Name            string              `json:"name"`
@@ -147,6 +153,14 @@ func clientPod(t *testing.T, ns, name string, labels map[string]string, steps ..
 			"containers":      cs[len(cs)-1:],
 			"volumes":         []map[string]any{{"name": "data", "emptyDir": map[string]any{}}},
 		},
+	}
+	if avoid != "" {
+		pod["spec"].(map[string]any)["affinity"] = map[string]any{"nodeAffinity": map[string]any{
+			"requiredDuringSchedulingIgnoredDuringExecution": map[string]any{"nodeSelectorTerms": []any{
+				map[string]any{"matchExpressions": []any{map[string]any{
+					"key": "kubernetes.io/hostname", "operator": "NotIn", "values": []string{avoid}}}},
+			}},
+		}}
 	}
 	b, _ := json.Marshal(pod)
 	cmd := exec.Command("kubectl", "apply", "-f", "-")
@@ -386,7 +400,7 @@ spec:
 			return true, ""
 		})
 		t.Logf("FIGURE: %s's pods left the client Service %s after the cut", victim, (time.Since(cut)).Round(time.Second))
-		out := clientPod(t, ns, "get-lost", nil, floe("get", blobID, "-o", "/data/back"), busybox("sha256sum /data/back"))
+		out := clientPodAvoiding(t, ns, "get-lost", nil, victim, floe("get", blobID, "-o", "/data/back"), busybox("sha256sum /data/back"))
 		if m := sha256Line.FindStringSubmatch(out); m == nil || m[1] != sum {
 			t.Fatalf("read with %s lost differs (want %s):\n%s", victim, sum, out)
 		}
