@@ -3,7 +3,14 @@
 # kube-scheduler), etcd, helm and the test node agent floe-kubelet into the cache, and print the
 # directory that holds them. Warm runs rebuild nothing: each binary carries a stamp of the
 # inputs it was built from.
+#
+#   build-controlplane.sh           the tier-3 set
+#   build-controlplane.sh --nodes   also the real-node tier's (tier 4): kubelet, kube-proxy, the
+#                                   pod sandbox floe-pause, CoreDNS, the distribution registry,
+#                                   rancher local-path-provisioner, kube-router (network policy)
 set -euo pipefail
+NODES=false
+[[ "${1:-}" == "--nodes" ]] && NODES=true
 
 E2E="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 K8S_VERSION=v1.33.13
@@ -19,7 +26,7 @@ stamp() {
   cat "$dir/go.mod" "$dir/go.sum" "$@" 2>/dev/null | sha256sum | cut -c1-16
 }
 
-# build NAME MODULE_DIR PACKAGE STAMP [LDFLAGS]
+# build NAME MODULE_DIR PACKAGE STAMP [LDFLAGS]  (CGO_ENABLED from $CGO, default 1)
 build() {
   local name=$1 dir=$2 pkg=$3 want=$4 ldflags=${5:-}
   if [[ -x "$BIN/$name" && -f "$BIN/.$name.stamp" && "$(cat "$BIN/.$name.stamp")" == "$want" ]]; then
@@ -27,7 +34,7 @@ build() {
   fi
   log "building $name (cold builds take a while on 2 cores; later runs reuse it)"
   local t0=$SECONDS
-  (cd "$dir" && GOFLAGS=-mod=mod nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$BIN/$name.tmp" "$pkg")
+  (cd "$dir" && CGO_ENABLED="${CGO:-1}" GOFLAGS=-mod=mod nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$BIN/$name.tmp" "$pkg")
   mv "$BIN/$name.tmp" "$BIN/$name"
   echo "$want" >"$BIN/.$name.stamp"
   log "built $name in $((SECONDS - t0))s"
@@ -52,4 +59,15 @@ build helm "$E2E/helm" helm.sh/helm/v3/cmd/helm "$(stamp "$E2E/helm")" "-s -w -X
 # The test harness's own tools: rebuilt whenever their sources change (seconds, cached).
 build floe-kubelet "$CP" ./cmd/floe-kubelet "$(stamp "$CP" "$CP"/cmd/floe-kubelet/*.go)" "-s -w"
 build floe-pki "$CP" ./cmd/floe-pki "$(stamp "$CP" "$CP"/cmd/floe-pki/*.go)" "-s -w"
+if [[ "$NODES" == true ]]; then
+  build kubelet "$CP" k8s.io/kubernetes/cmd/kubelet "$CP_STAMP" "$LDFLAGS"
+  build kube-proxy "$CP" k8s.io/kubernetes/cmd/kube-proxy "$CP_STAMP" "$LDFLAGS"
+  # static: it is the only file of the pause image
+  CGO=0 build floe-pause "$CP" ./cmd/floe-pause "$(stamp "$CP" "$CP"/cmd/floe-pause/*.go)" "-s -w"
+  A="$E2E/addons"
+  CGO=0 build coredns "$A/coredns" github.com/coredns/coredns "$(stamp "$A/coredns")" "-s -w"
+  build registry "$A/registry" github.com/distribution/distribution/v3/cmd/registry "$(stamp "$A/registry")" "-s -w"
+  build local-path-provisioner "$A/local-path" github.com/rancher/local-path-provisioner "$(stamp "$A/local-path")" "-s -w"
+  build kube-router "$A/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router "$(stamp "$A/kube-router")" "-s -w"
+fi
 echo "$BIN"

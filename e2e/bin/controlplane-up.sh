@@ -5,12 +5,18 @@
 #
 #   FLOE_E2E_STATE  state directory (default /tmp/floe-e2e; wiped first)
 #   FLOE_BIN_DIR    where floe-node & co. live (default: <repo>/target/debug)
+#   FLOE_E2E_ADDRESS the address the API server listens on and advertises (default 127.0.0.1;
+#                   tier 4 gives an address of its own bridge so that nodes and pods reach it)
+#   FLOE_E2E_AGENT  0: no floe-kubelet (tier 4 runs real kubelets instead)
+#   FLOE_E2E_PKI_CLIENTS extra client certificates and kubeconfigs (floe-pki --clients)
 set -euo pipefail
 
 E2E="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REPO="$(cd "$E2E/.." && pwd)"
 STATE="${FLOE_E2E_STATE:-/tmp/floe-e2e}"
 FLOE_BIN_DIR="${FLOE_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO/target}/debug}"
+ADDRESS="${FLOE_E2E_ADDRESS:-127.0.0.1}"
+AGENT="${FLOE_E2E_AGENT:-1}"
 
 log() { echo "controlplane-up: $*" >&2; }
 die() { log "$*"; "$E2E/bin/controlplane-down.sh" --keep >&2 || true; exit 1; }
@@ -23,7 +29,9 @@ PKI="$STATE/pki"
 
 mapfile -t PORTS < <("$BIN/floe-pki" --free-ports 5)
 ETCD_PORT=${PORTS[0]} ETCD_PEER=${PORTS[1]} API_PORT=${PORTS[2]} KCM_PORT=${PORTS[3]} SCHED_PORT=${PORTS[4]}
-"$BIN/floe-pki" --dir "$PKI" --server "https://127.0.0.1:$API_PORT"
+# the API server's client certificate for kubelets (logs, exec, port-forward) comes with every run
+"$BIN/floe-pki" --dir "$PKI" --server "https://$ADDRESS:$API_PORT" --ips "$ADDRESS" \
+  --clients "apiserver-kubelet=kube-apiserver-kubelet-client/system:masters${FLOE_E2E_PKI_CLIENTS:+,$FLOE_E2E_PKI_CLIENTS}"
 cp "$PKI/kubeconfig" "$KC"
 
 # start NAME ARGS...: run a component in the background with its log and pid file
@@ -58,7 +66,9 @@ wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 
 start kube-apiserver "$BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+  --bind-address "$ADDRESS" --advertise-address "$ADDRESS" --secure-port "$API_PORT" \
+  --kubelet-client-certificate "$PKI/apiserver-kubelet.crt" --kubelet-client-key "$PKI/apiserver-kubelet.key" \
+  --kubelet-preferred-address-types InternalIP \
   --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
   --client-ca-file "$PKI/ca.crt" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
@@ -78,8 +88,10 @@ start kube-scheduler "$BIN/kube-scheduler" \
 wait_for kube-controller-manager 60 curl -kfsS "https://127.0.0.1:$KCM_PORT/healthz"
 wait_for kube-scheduler 60 curl -kfsS "https://127.0.0.1:$SCHED_PORT/healthz"
 
-start floe-kubelet "$BIN/floe-kubelet" --kubeconfig "$KC" --state-dir "$STATE" --bin-dir "$FLOE_BIN_DIR" --node-name floe-agent-0
-wait_for "the test node" 60 kubectl --kubeconfig "$KC" wait node/floe-agent-0 --for=condition=Ready --timeout=1s
+if [[ "$AGENT" != 0 ]]; then
+  start floe-kubelet "$BIN/floe-kubelet" --kubeconfig "$KC" --state-dir "$STATE" --bin-dir "$FLOE_BIN_DIR" --node-name floe-agent-0
+  wait_for "the test node" 60 kubectl --kubeconfig "$KC" wait node/floe-agent-0 --for=condition=Ready --timeout=1s
+fi
 # the default namespace's service account appears once the controller-manager runs
 wait_for "service accounts" 60 kubectl --kubeconfig "$KC" get serviceaccount default -n default
 

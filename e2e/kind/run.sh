@@ -8,7 +8,11 @@
 #   e2e/kind/run.sh [--k8s-version v1.33.4] [--nodes 2] [--storage-nodes 4] [--shards 10] ...
 #   e2e/kind/run.sh --render DIR [...]     # no Docker: write the kind config, the Helm values and
 #                                          # the rendered manifests it would apply, then exit
-# Needs docker, kind, kubectl, helm (and curl) in PATH; --render needs only helm.
+#   e2e/kind/run.sh --kubeconfig FILE --registry HOST:PORT [...]
+#                                          # the same scenario on an existing cluster (no kind):
+#                                          # images pushed to and pulled from the registry
+# Needs docker, kind, kubectl, helm (and curl) in PATH; --render needs only helm; --kubeconfig
+# needs no kind (and no docker with --skip-build).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -25,7 +29,17 @@ usage: e2e/kind/run.sh [options]
   --cluster NAME          kind cluster name (default floe-e2e)
   --namespace NS          namespace of the release and the testnet (default floe-system)
   --tag TAG               tag of the images built and loaded (default kind)
-  --skip-build            use images floe-node:TAG and floe-operator:TAG already in Docker
+  --skip-build            use images floe-node:TAG and floe-operator:TAG already in Docker (with
+                          --registry: already in the registry)
+  --kubeconfig FILE       run against the existing cluster of FILE instead of creating a kind
+                          cluster (it is left running; only the release is removed)
+  --registry HOST:PORT    images are REGISTRY/floe-node:TAG and REGISTRY/floe-operator:TAG, pushed
+                          there after the build (\$DOCKER push, default docker; extra flags in
+                          \$PUSH_FLAGS, e.g. --tls-verify=false for podman and a plain-HTTP registry)
+                          and pulled by the nodes (pullPolicy IfNotPresent)
+  --set KEY=VALUE         an extra Helm value for the floe chart (repeatable), e.g.
+                          testnet.cleanup.image=REGISTRY/kubectl:v1.33.4 where no public registry is
+                          reachable
   --keep                  keep the cluster at the end (it is always deleted otherwise)
   --artifacts DIR         where logs go on failure (default ./kind-artifacts)
   --render DIR            write the kind config, the Helm values and the rendered manifests to DIR
@@ -49,6 +63,10 @@ SKIP_BUILD=false
 KEEP=false
 ARTIFACTS=./kind-artifacts
 RENDER=""
+KUBECONFIG_FILE=""
+REGISTRY=""
+HELM_SETS=()
+DOCKER="${DOCKER:-docker}"
 
 need_value() { [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"; }
 while [[ $# -gt 0 ]]; do
@@ -63,6 +81,9 @@ while [[ $# -gt 0 ]]; do
     --tag) need_value "$@"; TAG="$2"; shift 2 ;;
     --artifacts) need_value "$@"; ARTIFACTS="$2"; shift 2 ;;
     --render) need_value "$@"; RENDER="$2"; shift 2 ;;
+    --kubeconfig) need_value "$@"; KUBECONFIG_FILE="$2"; shift 2 ;;
+    --registry) need_value "$@"; REGISTRY="$2"; shift 2 ;;
+    --set) need_value "$@"; HELM_SETS+=(--set "$2"); shift 2 ;;
     --skip-build) SKIP_BUILD=true; shift ;;
     --keep) KEEP=true; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -82,9 +103,21 @@ in_range "$SHARDS" 4 1000 || die "--shards must be 4-1000, got '$SHARDS'"
 [[ "$NAMESPACE" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || die "--namespace must be a DNS label, got '$NAMESPACE'"
 [[ "$TAG" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "--tag must be an image tag, got '$TAG'"
 
-NODE_IMAGE="floe-node:$TAG"
-OPERATOR_IMAGE="floe-operator:$TAG"
-KUBECTL=(kubectl --context "kind-$CLUSTER")
+[[ -z "$KUBECONFIG_FILE" || -r "$KUBECONFIG_FILE" ]] || die "--kubeconfig: cannot read '$KUBECONFIG_FILE'"
+[[ -z "$REGISTRY" || "$REGISTRY" =~ ^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?$ ]] || die "--registry must look like host:port, got '$REGISTRY'"
+
+IMAGE_PREFIX="${REGISTRY:+$REGISTRY/}"
+NODE_IMAGE="${IMAGE_PREFIX}floe-node:$TAG"
+OPERATOR_IMAGE="${IMAGE_PREFIX}floe-operator:$TAG"
+PULL_POLICY=Never
+[[ -n "$REGISTRY" ]] && PULL_POLICY=IfNotPresent
+if [[ -n "$KUBECONFIG_FILE" ]]; then
+  KUBECTL=(kubectl --kubeconfig "$KUBECONFIG_FILE")
+  HELM_CTX=(--kubeconfig "$KUBECONFIG_FILE")
+else
+  KUBECTL=(kubectl --context "kind-$CLUSTER")
+  HELM_CTX=(--kube-context "kind-$CLUSTER")
+fi
 
 # ---- what the suite applies (also written by --render) ----
 kind_config() {
@@ -102,9 +135,9 @@ kind_config() {
 values() {
   cat <<VALUES
 image:
-  repository: floe-operator
+  repository: ${IMAGE_PREFIX}floe-operator
   tag: "$TAG"
-  pullPolicy: Never
+  pullPolicy: $PULL_POLICY
 testnet:
   enabled: true
   name: testnet
@@ -112,7 +145,7 @@ testnet:
   shards: $SHARDS
   epochDuration: "$EPOCH"
   image: "$NODE_IMAGE"
-  imagePullPolicy: Never
+  imagePullPolicy: $PULL_POLICY
   retention: Delete
 monitoring:
   dashboard:
@@ -126,7 +159,7 @@ render() {
   kind_config >"$dir/kind-config.yaml"
   values >"$dir/values.yaml"
   "$HELM" template floe-crds "$REPO/charts/floe-crds" >"$dir/floe-crds.yaml"
-  "$HELM" template floe "$REPO/charts/floe" -n "$NAMESPACE" -f "$dir/values.yaml" >"$dir/floe.yaml"
+  "$HELM" template floe "$REPO/charts/floe" -n "$NAMESPACE" -f "$dir/values.yaml" "${HELM_SETS[@]}" >"$dir/floe.yaml"
 }
 
 if [[ -n "$RENDER" ]]; then
@@ -135,13 +168,15 @@ if [[ -n "$RENDER" ]]; then
   exit 0
 fi
 
-for tool in docker kind kubectl "$HELM" curl; do
+tools=(kubectl "$HELM" curl)
+[[ -z "$KUBECONFIG_FILE" ]] && tools+=(docker kind)
+[[ -n "$KUBECONFIG_FILE" && "$SKIP_BUILD" != true ]] && tools+=("${DOCKER%% *}")
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null || die "$tool is not in PATH"
 done
 
 # ---- cluster lifetime, logs on failure ----
 WORK="$(mktemp -d)"
-PF_PIDS=()
 # shellcheck disable=SC2317  # called from the EXIT trap
 collect_logs() {
   mkdir -p "$ARTIFACTS"
@@ -152,17 +187,24 @@ collect_logs() {
     "${KUBECTL[@]}" logs -n "$NAMESPACE" "$pod" --all-containers --prefix >"$ARTIFACTS/$(basename "$pod").log" 2>&1 || true
     "${KUBECTL[@]}" logs -n "$NAMESPACE" "$pod" --all-containers --previous >"$ARTIFACTS/$(basename "$pod").previous.log" 2>/dev/null || true
   done
-  kind export logs "$ARTIFACTS/kind" --name "$CLUSTER" >/dev/null 2>&1 || true
+  if [[ -z "$KUBECONFIG_FILE" ]]; then
+    kind export logs "$ARTIFACTS/kind" --name "$CLUSTER" >/dev/null 2>&1 || true
+  fi
 }
 # shellcheck disable=SC2317  # called from the EXIT trap
 finish() {
   local status=$?
-  for pid in "${PF_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   if [[ $status -ne 0 ]]; then
     log "FAILED (exit $status)"
     collect_logs
   fi
-  if [[ "$KEEP" == true ]]; then
+  if [[ -n "$KUBECONFIG_FILE" ]]; then
+    # an existing cluster stays; what the scenario installed goes (unless --keep)
+    if [[ "$KEEP" != true ]]; then
+      "$HELM" "${HELM_CTX[@]}" uninstall floe -n "$NAMESPACE" --wait --timeout 5m >/dev/null 2>&1 || true
+      "${KUBECTL[@]}" delete namespace "$NAMESPACE" --wait=false >/dev/null 2>&1 || true
+    fi
+  elif [[ "$KEEP" == true ]]; then
     log "keeping cluster kind-$CLUSTER (kind delete cluster --name $CLUSTER)"
   else
     kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
@@ -173,27 +215,43 @@ finish() {
 trap finish EXIT
 
 render "$WORK"
-log "creating kind cluster $CLUSTER (Kubernetes $K8S_VERSION, $NODES workers)"
-kind create cluster --name "$CLUSTER" --config "$WORK/kind-config.yaml" --wait 5m
+if [[ -z "$KUBECONFIG_FILE" ]]; then
+  log "creating kind cluster $CLUSTER (Kubernetes $K8S_VERSION, $NODES workers)"
+  kind create cluster --name "$CLUSTER" --config "$WORK/kind-config.yaml" --wait 5m
+else
+  log "using the cluster of $KUBECONFIG_FILE: $("${KUBECTL[@]}" get nodes --no-headers | wc -l) nodes"
+fi
 
 if [[ "$SKIP_BUILD" != true ]]; then
   log "building images $NODE_IMAGE and $OPERATOR_IMAGE"
-  make -C "$REPO" images IMAGE_REPO=localhost IMAGE_TAG="$TAG" >&2
-  docker tag "localhost/floe-node:$TAG" "$NODE_IMAGE"
-  docker tag "localhost/floe-operator:$TAG" "$OPERATOR_IMAGE"
+  if [[ -n "$REGISTRY" ]]; then
+    make -C "$REPO" images DOCKER="$DOCKER" IMAGE_REPO="$REGISTRY" IMAGE_TAG="$TAG" >&2
+    # shellcheck disable=SC2086  # PUSH_FLAGS: zero or more flags
+    for image in "$NODE_IMAGE" "$OPERATOR_IMAGE"; do $DOCKER push ${PUSH_FLAGS:-} "$image" >&2; done
+  else
+    make -C "$REPO" images IMAGE_REPO=localhost IMAGE_TAG="$TAG" >&2
+    docker tag "localhost/floe-node:$TAG" "$NODE_IMAGE"
+    docker tag "localhost/floe-operator:$TAG" "$OPERATOR_IMAGE"
+  fi
 fi
-kind load docker-image --name "$CLUSTER" "$NODE_IMAGE" "$OPERATOR_IMAGE"
+if [[ -z "$KUBECONFIG_FILE" ]]; then
+  kind load docker-image --name "$CLUSTER" "$NODE_IMAGE" "$OPERATOR_IMAGE"
+fi
 
 # ---- install ----
 log "helm install floe-crds, then floe with a $STORAGE_NODES-node testnet"
-"$HELM" --kube-context "kind-$CLUSTER" install floe-crds "$REPO/charts/floe-crds" --wait
-"$HELM" --kube-context "kind-$CLUSTER" install floe "$REPO/charts/floe" -n "$NAMESPACE" --create-namespace \
-  -f "$WORK/values.yaml" --wait --timeout 5m
+# upgrade --install: an existing cluster may have the CRD release already (it stays after the run)
+"$HELM" "${HELM_CTX[@]}" upgrade --install floe-crds "$REPO/charts/floe-crds" --wait
+"$HELM" "${HELM_CTX[@]}" install floe "$REPO/charts/floe" -n "$NAMESPACE" --create-namespace \
+  -f "$WORK/values.yaml" "${HELM_SETS[@]}" --wait --timeout 5m
 fsc() { "${KUBECTL[@]}" -n "$NAMESPACE" get fsc testnet -o "jsonpath={$1}"; }
 wait_available() {
   "${KUBECTL[@]}" -n "$NAMESPACE" wait fsc/testnet --for=condition=Available --timeout="${1:-10m}"
 }
 wait_available
+# Available can come before the pods are Ready (the committee forms over the headless Service,
+# which publishes not-ready pods); the client Service routes only to Ready pods
+"${KUBECTL[@]}" -n "$NAMESPACE" wait statefulset/testnet --for=jsonpath='{.status.readyReplicas}'="$STORAGE_NODES" --timeout=5m >&2
 "${KUBECTL[@]}" -n "$NAMESPACE" get fsc testnet >&2
 
 # ---- a blob in, a blob out ----
@@ -211,7 +269,7 @@ spec:
   containers:
     - name: floe
       image: $OPERATOR_IMAGE
-      imagePullPolicy: Never
+      imagePullPolicy: $PULL_POLICY
       command: ["/usr/local/bin/floe", "--json", "--connect", "https://testnet.$NAMESPACE.svc:7070"]
       args: [$(printf '"%s",' "$@" | sed 's/,$//')]
       volumeMounts: [{name: tmp, mountPath: /tmp}]
@@ -223,8 +281,9 @@ POD
   "${KUBECTL[@]}" -n "$NAMESPACE" logs "$name"
   "${KUBECTL[@]}" -n "$NAMESPACE" delete pod "$name" --wait=false >/dev/null
 }
-# the blob: the floe binary of the image itself (a few MiB, known size)
-blob_id="$(client put /usr/local/bin/floe | sed -n 's/.*"blob_id": *"\([^"]*\)".*/\1/p')"
+# the blob: the CA bundle of the image (a few hundred KiB; distroless and the locally made base
+# both carry it). The floe binary itself is too large for a 10-shard network (1.7 MiB at most).
+blob_id="$(client put /etc/ssl/certs/ca-certificates.crt | sed -n 's/.*"blob_id": *"\([^"]*\)".*/\1/p')"
 [[ -n "$blob_id" ]] || die "floe put printed no blob ID"
 log "stored blob $blob_id"
 read_back() { client get "$blob_id" -o /tmp/blob | grep -q "\"blob_id\": *\"$blob_id\"" || die "floe get $blob_id failed ($1)"; }
@@ -243,7 +302,7 @@ scale() {
   local nodes="$1" epoch
   epoch="$(fsc .status.epoch)"
   log "scaling to $nodes storage nodes (epoch $epoch)"
-  "$HELM" --kube-context "kind-$CLUSTER" upgrade floe "$REPO/charts/floe" -n "$NAMESPACE" --reuse-values \
+  "$HELM" "${HELM_CTX[@]}" upgrade floe "$REPO/charts/floe" -n "$NAMESPACE" --reuse-values \
     --set "testnet.nodes=$nodes" --wait --timeout 5m
   for _ in $(seq 1 120); do
     if [[ "$(fsc .status.epoch)" -gt "$epoch" && "$("${KUBECTL[@]}" -n "$NAMESPACE" get statefulset testnet -o jsonpath='{.status.readyReplicas}')" == "$nodes" \
@@ -262,21 +321,15 @@ scale "$STORAGE_NODES"
 read_back "after scaling down"
 
 # ---- metrics endpoints ----
-port_forward() {
-  local target="$1" port="$2" local_port
-  local_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo $((20000 + RANDOM % 20000)))"
-  "${KUBECTL[@]}" -n "$NAMESPACE" port-forward "$target" "$local_port:$port" >/dev/null 2>&1 &
-  PF_PIDS+=($!)
-  for _ in $(seq 1 50); do
-    curl -fsS "http://127.0.0.1:$local_port/healthz" >/dev/null 2>&1 && { echo "$local_port"; return 0; }
-    sleep 0.2
-  done
-  die "port-forward to $target:$port did not answer /healthz"
+# Through the API server's pod proxy: the operator and the nodes listen on their pod IP only
+# (--http-addr=$(POD_IP):…), which kubectl port-forward (it dials localhost inside the pod)
+# cannot reach.
+pod_metrics() {
+  "${KUBECTL[@]}" get --raw "/api/v1/namespaces/$NAMESPACE/pods/$1:$2/proxy/metrics"
 }
-op_port="$(port_forward deploy/floe-operator 8080)"
-node_port="$(port_forward pod/testnet-0 7071)"
-curl -fsS "http://127.0.0.1:$op_port/metrics" >"$WORK/operator.prom"
-curl -fsS "http://127.0.0.1:$node_port/metrics" >"$WORK/node.prom"
+op_pod="$("${KUBECTL[@]}" -n "$NAMESPACE" get pods -l app.kubernetes.io/name=floe-operator -o jsonpath='{.items[0].metadata.name}')"
+pod_metrics "$op_pod" 8080 >"$WORK/operator.prom" || die "the operator's /metrics did not answer"
+pod_metrics testnet-0 7071 >"$WORK/node.prom" || die "testnet-0's /metrics did not answer"
 for m in floe_operator_reconciles_total process_resident_memory_bytes floe_control_epoch; do
   grep -q "^$m" "$WORK/operator.prom" || die "the operator's /metrics lacks $m"
 done
@@ -286,8 +339,12 @@ done
 log "metrics endpoints ok"
 
 # ---- uninstall ----
-"$HELM" --kube-context "kind-$CLUSTER" uninstall floe -n "$NAMESPACE" --wait --timeout 5m
+"$HELM" "${HELM_CTX[@]}" uninstall floe -n "$NAMESPACE" --wait --timeout 5m
 if "${KUBECTL[@]}" -n "$NAMESPACE" get fsc testnet >/dev/null 2>&1; then
   die "helm uninstall left StorageCluster testnet"
 fi
-log "ok: Kubernetes $K8S_VERSION, $NODES workers, $STORAGE_NODES storage nodes"
+if [[ -n "$KUBECONFIG_FILE" ]]; then
+  log "ok: the cluster of $KUBECONFIG_FILE, $STORAGE_NODES storage nodes"
+else
+  log "ok: Kubernetes $K8S_VERSION, $NODES workers, $STORAGE_NODES storage nodes"
+fi

@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -63,6 +64,8 @@ func main() {
 	dir := flag.String("dir", "", "output directory")
 	server := flag.String("server", "", "API server URL for the kubeconfig, e.g. https://127.0.0.1:6443")
 	freePorts := flag.Int("free-ports", 0, "print this many free loopback TCP ports and exit")
+	extraIPs := flag.String("ips", "", "comma-separated extra IP addresses for the API server's certificate")
+	clients := flag.String("clients", "", "comma-separated extra client identities FILE=CN[/ORG]: each gets FILE.crt, FILE.key and kubeconfig-FILE (e.g. node-1=system:node:floe-node-1/system:nodes)")
 	flag.Parse()
 	if *freePorts > 0 {
 		var ls []net.Listener
@@ -98,7 +101,7 @@ func main() {
 	srvDER := sign(&x509.Certificate{
 		Subject:     pkix.Name{CommonName: "kube-apiserver"},
 		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")},
+		IPAddresses: serverIPs(*extraIPs),
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}, &srvKey.PublicKey, ca, caKey)
@@ -126,7 +129,8 @@ func main() {
 		must(err)
 		return base64.StdEncoding.EncodeToString(b)
 	}
-	kubeconfig := fmt.Sprintf(`apiVersion: v1
+	writeKubeconfig := func(path, user, crt, key string) {
+		kubeconfig := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
 - name: floe-test
@@ -134,7 +138,7 @@ clusters:
     server: %s
     certificate-authority-data: %s
 users:
-- name: floe-admin
+- name: %s
   user:
     client-certificate-data: %s
     client-key-data: %s
@@ -142,9 +146,53 @@ contexts:
 - name: floe-test
   context:
     cluster: floe-test
-    user: floe-admin
+    user: %s
     namespace: default
 current-context: floe-test
-`, *server, b64(p("ca.crt")), b64(p("admin.crt")), b64(p("admin.key")))
-	must(os.WriteFile(p("kubeconfig"), []byte(kubeconfig), 0o600))
+`, *server, b64(p("ca.crt")), user, b64(crt), b64(key), user)
+		must(os.WriteFile(path, []byte(kubeconfig), 0o600))
+	}
+	writeKubeconfig(p("kubeconfig"), "floe-admin", p("admin.crt"), p("admin.key"))
+
+	// extra client identities: kubelets (system:node:NAME in system:nodes), the API server's
+	// client certificate for kubelets, add-ons
+	for _, c := range strings.Split(*clients, ",") {
+		if c == "" {
+			continue
+		}
+		file, id, ok := strings.Cut(c, "=")
+		if !ok {
+			log.Fatalf("--clients: %q is not FILE=CN[/ORG]", c)
+		}
+		cn, org, _ := strings.Cut(id, "/")
+		subject := pkix.Name{CommonName: cn}
+		if org != "" {
+			subject.Organization = []string{org}
+		}
+		k := newKey()
+		der := sign(&x509.Certificate{
+			Subject:     subject,
+			KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}, &k.PublicKey, ca, caKey)
+		writePEM(p(file+".crt"), "CERTIFICATE", der)
+		writePEM(p(file+".key"), "EC PRIVATE KEY", keyDER(k))
+		writeKubeconfig(p("kubeconfig-"+file), cn, p(file+".crt"), p(file+".key"))
+	}
+}
+
+// serverIPs: the API server certificate's IP SANs: loopback, the first Service IP, and extra.
+func serverIPs(extra string) []net.IP {
+	ips := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")}
+	for _, s := range strings.Split(extra, ",") {
+		if s == "" {
+			continue
+		}
+		ip := net.ParseIP(s)
+		if ip == nil {
+			log.Fatalf("--ips: %q is not an IP address", s)
+		}
+		ips = append(ips, ip)
+	}
+	return ips
 }

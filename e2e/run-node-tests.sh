@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Tier 4 (DESIGN.md), `make test-nodes`: Floe on real Kubernetes nodes. Brings up the real-node
+# cluster (e2e/bin/nodes-up.sh), builds the images through images/Dockerfile's Rust builder stage
+# (make images with podman, on the local RUST_IMAGE and BASE of e2e/images/local-build-images.sh),
+# pushes them to the cluster's registry, runs the kind scenario against the cluster
+# (e2e/kind/run.sh --kubeconfig), then the tier-4 Go tests (e2e/controlplane/nodes), and always
+# tears everything down. On failure it prints the tail of every component's log and keeps the
+# state directory.
+#
+#   FLOE_NODES=3 FLOE_NODES_STATE=/tmp/floe-nodes e2e/run-node-tests.sh
+#   FLOE_SKIP_KIND=1   skip the kind scenario;  FLOE_SKIP_GO=1   skip the Go tests
+set -euo pipefail
+
+E2E="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$E2E/.." && pwd)"
+export FLOE_NODES_STATE="${FLOE_NODES_STATE:-/tmp/floe-nodes}"
+export FLOE_IMAGE_TAG="${FLOE_IMAGE_TAG:-t4-$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo dev)}"
+log() { echo "run-node-tests: $(date -u +%H:%M:%S) $*" >&2; }
+
+status=0
+# shellcheck disable=SC2317  # called from the EXIT trap
+cleanup() {
+  status=${status:-$?}
+  if [[ $status -ne 0 ]]; then
+    log "FAILED; last lines of every log:"
+    for f in "$FLOE_NODES_STATE"/logs/*.log "$FLOE_NODES_STATE"/cp/logs/*.log "$FLOE_NODES_STATE"/n*/logs/*.log; do
+      [[ -f "$f" ]] || continue
+      echo "===== $f" >&2
+      tail -n 25 "$f" >&2
+    done
+    "$E2E/bin/nodes-down.sh" --keep
+    log "logs kept in $FLOE_NODES_STATE (remove with: FLOE_NODES_STATE=$FLOE_NODES_STATE e2e/bin/nodes-down.sh)"
+  else
+    "$E2E/bin/nodes-down.sh"
+  fi
+  log "tier 4 took $((SECONDS - t0))s in all"
+}
+t0=$SECONDS
+trap 'status=$?; cleanup' EXIT
+
+"$E2E/bin/nodes-up.sh" >/dev/null
+# shellcheck disable=SC1091
+source "$FLOE_NODES_STATE/env"
+log "cluster up in $((SECONDS - t0))s"
+kubectl get nodes -o wide
+
+t1=$SECONDS
+args="$("$E2E/images/local-build-images.sh")"
+make -C "$REPO" images DOCKER="podman --runtime runc --cgroup-manager cgroupfs" IMAGE_REPO="$FLOE_REGISTRY" \
+  IMAGE_TAG="$FLOE_IMAGE_TAG" IMAGE_BUILD_ARGS="$args" >"$FLOE_NODES_STATE/logs/images.log" 2>&1 \
+  || { log "make images failed; log: $FLOE_NODES_STATE/logs/images.log"; tail -n 30 "$FLOE_NODES_STATE/logs/images.log" >&2; exit 1; }
+for image in floe-node floe-operator; do
+  podman push --tls-verify=false "$FLOE_REGISTRY/$image:$FLOE_IMAGE_TAG" >>"$FLOE_NODES_STATE/logs/images.log" 2>&1 \
+    || { log "podman push $image failed; log: $FLOE_NODES_STATE/logs/images.log"; exit 1; }
+done
+log "images built through images/Dockerfile and pushed in $((SECONDS - t1))s"
+
+if [[ "${FLOE_SKIP_KIND:-0}" != 1 ]]; then
+  t1=$SECONDS
+  "$E2E/kind/run.sh" --kubeconfig "$KUBECONFIG" --registry "$FLOE_REGISTRY" --tag "$FLOE_IMAGE_TAG" --skip-build \
+    --set "testnet.cleanup.image=$FLOE_REGISTRY/kubectl:v1.33.4" --artifacts "$FLOE_NODES_STATE/kind-artifacts"
+  log "kind scenario passed on the real nodes in $((SECONDS - t1))s"
+fi
+
+if [[ "${FLOE_SKIP_GO:-0}" != 1 ]]; then
+  cd "$E2E/controlplane"
+  GOFLAGS=-mod=mod go test -tags nodes -count=1 -timeout 40m -v ./nodes/
+fi
