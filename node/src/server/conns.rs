@@ -424,7 +424,7 @@ where
             if tx.is_closed() {
                 return;
             }
-            let Some(conn) = registry.admit(peer.ip()) else {
+            let Some(conn) = registry.admit(super::sources::source_of(peer.ip())) else {
                 tracing::debug!(%peer, "connection refused");
                 drop(tcp);
                 continue;

@@ -180,9 +180,9 @@ where
             let class_id = limits.class(&method);
             let class = limits.limit(class_id).clone();
             let info = req.extensions().get::<ConnInfo>().cloned();
-            let source = info
-                .as_ref()
-                .map_or(IpAddr::from([0, 0, 0, 0]), |i| i.remote.ip());
+            let source = info.as_ref().map_or(IpAddr::from([0, 0, 0, 0]), |i| {
+                super::sources::source_of(i.remote.ip())
+            });
             let _on_conn = info.as_ref().map(|i| i.conn.request_started());
             let _stream = match limits.sources.open_stream(source) {
                 Ok(g) => g,

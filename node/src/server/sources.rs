@@ -22,6 +22,22 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// A source without a strike for this long starts again from the first backoff.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 
+/// Sources remembered at most; past it, those that hold nothing and are not backing off are
+/// forgotten.
+const MAX_REMEMBERED: usize = 4096;
+
+/// The address per-source limits count under: IPv4 as it is, IPv6 by its /64 (one host
+/// usually holds a whole /64), an IPv4-mapped IPv6 address as the IPv4 one.
+pub fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
 /// The per-source bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct SourcePolicy {
@@ -84,6 +100,13 @@ struct Source {
 impl Source {
     fn backoff_left(&self, now: Instant) -> Option<Duration> {
         self.until.filter(|u| *u > now).map(|u| u - now)
+    }
+    /// Holds nothing and no longer backs off (its strikes may be forgotten early).
+    fn unused_or_expired(&self, now: Instant) -> bool {
+        self.streams == 0
+            && self.held == 0
+            && self.waiters.is_empty()
+            && self.backoff_left(now).is_none()
     }
     fn unused(&self, now: Instant) -> bool {
         self.streams == 0
@@ -244,6 +267,9 @@ impl Sources {
     pub fn strike(&self, ip: IpAddr) -> Duration {
         let mut st = self.state();
         let now = Instant::now();
+        if st.sources.len() > MAX_REMEMBERED {
+            st.sources.retain(|_, s| !s.unused_or_expired(now));
+        }
         let s = st.sources.entry(ip).or_default();
         if s.last_strike
             .is_some_and(|t| now.duration_since(t) > FORGET_AFTER)
@@ -373,6 +399,18 @@ mod tests {
         assert_eq!(s.strike(attacker), Duration::from_secs(2), "doubles");
         drop(held);
         assert_eq!(s.free_slots(), 16, "every slot came back");
+    }
+
+    #[test]
+    fn ipv6_sources_count_by_their_64_prefix() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_of(a), source_of(b));
+        assert_ne!(source_of(a), source_of(c));
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(source_of(mapped), IpAddr::from([10, 1, 2, 3]));
+        assert_eq!(source_of(ip(7)), ip(7));
     }
 
     #[tokio::test]
