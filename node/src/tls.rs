@@ -5,12 +5,19 @@
 //!
 //! Addresses say whether a node speaks TLS: `https://host:port` does, `host:port` (or
 //! `http://host:port`) does not.
+//!
+//! The admin listener also asks the *client* for a certificate (mutual TLS) and completes the
+//! handshake only for the admin key: an Ed25519 key derived from the admin token
+//! ([`admin_client_key`]), so whoever holds the token (the operator's Secret, the local
+//! supervisor's file) holds the key, with nothing new to provision, and a peer without it
+//! cannot hold one of the listener's connections past a failed handshake.
 
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::protocol::NodeId;
@@ -45,8 +52,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The server side: a self-signed certificate made from the node key, TLS 1.3, ALPN h2.
-pub fn server_config(key: &SigningKey) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// A self-signed certificate for `key` (its common name says what it is for).
+fn self_signed(
+    key: &SigningKey,
+    what: &str,
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
     let mut pkcs8 = ED25519_PKCS8_PREFIX.to_vec();
     pkcs8.extend_from_slice(&key.to_bytes());
     let der = PrivatePkcs8KeyDer::from(pkcs8);
@@ -55,40 +65,79 @@ pub fn server_config(key: &SigningKey) -> Result<Arc<rustls::ServerConfig>, TlsE
     let mut params = rcgen::CertificateParams::new(vec![format!("floe-{}", &id[..16])])?;
     params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("floe node {id}"));
+        .push(rcgen::DnType::CommonName, format!("floe {what} {id}"));
     let cert = params.self_signed(&pair)?;
+    Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(der)))
+}
+
+/// The server side: a self-signed certificate made from the node key, TLS 1.3, ALPN h2.
+pub fn server_config(key: &SigningKey) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let (cert, private) = self_signed(key, "node")?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(der.clone_key()),
-        )?;
+        .with_single_cert(vec![cert], private)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The key an admin client proves in the admin listener's TLS handshake: derived from the
+/// admin token, so the token's holders have it and nobody else does.
+pub fn admin_client_key(token: &str) -> SigningKey {
+    SigningKey::from_bytes(&blake3::derive_key(
+        "floe 2026-12 admin client key v1",
+        token.as_bytes(),
+    ))
+}
+
+/// The admin listener's side: the node's certificate, and a client certificate required whose
+/// key is `admin` (the public half of [`admin_client_key`]); without a token (`None`) no
+/// client is accepted, as the admin API refuses every call then anyway.
+pub fn admin_server_config(
+    key: &SigningKey,
+    admin: Option<ed25519_dalek::VerifyingKey>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let (cert, private) = self_signed(key, "node")?;
+    let provider = provider();
+    let verifier = Arc::new(AdminClientVerifier {
+        expect: admin.map(|k| k.to_bytes()),
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![cert], private)?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(cfg))
 }
 
 /// The client side. With `expect`, only the node with that ID is accepted; without, any node
-/// (encrypted, not authenticated: for a first contact such as `floe --connect`).
-pub fn client_config(expect: Option<NodeId>) -> Arc<rustls::ClientConfig> {
+/// (encrypted, not authenticated: for a first contact such as `floe --connect`). With
+/// `client_key`, a certificate of that key is presented when the server asks (the admin
+/// listener's mutual TLS).
+pub fn client_config(
+    expect: Option<NodeId>,
+    client_key: Option<&SigningKey>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = provider();
     let verifier = Arc::new(IdentityVerifier {
         expect,
         algorithms: provider.signature_verification_algorithms,
     });
-    // TLS 1.3 with the ring provider is always a valid combination
-    let builder = match rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-    {
-        Ok(b) => b,
-        Err(_) => unreachable!("ring supports TLS 1.3"),
-    };
-    let mut cfg = builder
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = builder
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let mut cfg = match client_key {
+        None => builder.with_no_client_auth(),
+        Some(k) => {
+            let (cert, private) = self_signed(k, "admin client")?;
+            builder.with_client_auth_cert(vec![cert], private)?
+        }
+    };
     cfg.alpn_protocols = vec![b"h2".to_vec()];
-    Arc::new(cfg)
+    Ok(Arc::new(cfg))
 }
 
 /// The Ed25519 key a certificate carries, if it carries exactly one.
@@ -160,10 +209,65 @@ impl ServerCertVerifier for IdentityVerifier {
     }
 }
 
-/// A tonic connector speaking TLS to `host:port`, accepting only `expect` (when given).
+/// Accepts a client certificate only when its Ed25519 key is the admin key (the handshake
+/// signature, checked with the certificate's key, proves the client holds it).
+#[derive(Debug)]
+struct AdminClientVerifier {
+    expect: Option<[u8; 32]>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AdminClientVerifier {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match (self.expect, certificate_key(end_entity)) {
+            (Some(want), Some(got)) if want == got => Ok(ClientCertVerified::assertion()),
+            (_, None) => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::BadEncoding,
+            )),
+            _ => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A tonic connector speaking TLS with `config` (from [`client_config`]) to `host:port`.
 pub fn connector(
     host_port: String,
-    expect: Option<NodeId>,
+    config: Arc<rustls::ClientConfig>,
 ) -> impl tower::Service<
     http::Uri,
     Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
@@ -172,7 +276,7 @@ pub fn connector(
 > + Clone
        + Send
        + 'static {
-    let tls = tokio_rustls::TlsConnector::from(client_config(expect));
+    let tls = tokio_rustls::TlsConnector::from(config);
     tower::service_fn(move |_: http::Uri| {
         let tls = tls.clone();
         let host_port = host_port.clone();
@@ -202,6 +306,10 @@ mod tests {
         let key = SigningKey::from_bytes(&[7; 32]);
         let cfg = server_config(&key).unwrap();
         drop(cfg);
+        let admin = admin_client_key("token");
+        assert_ne!(admin.to_bytes(), admin_client_key("token2").to_bytes());
+        admin_server_config(&key, Some(admin.verifying_key())).unwrap();
+        client_config(None, Some(&admin)).unwrap();
         let pair = {
             let mut p = ED25519_PKCS8_PREFIX.to_vec();
             p.extend_from_slice(&key.to_bytes());

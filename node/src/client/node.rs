@@ -46,6 +46,8 @@ pub struct NodeClient {
     address: String,
     storage: StorageClient<Channel>,
     admin: AdminClient<Channel>,
+    /// The admin listener's address, when it is not the storage address.
+    admin_address: Option<String>,
     admin_token: Option<String>,
     max_message: usize,
     /// The node this client must be talking to (checked by TLS).
@@ -71,7 +73,7 @@ impl NodeClient {
         expect: Option<NodeId>,
         max_message: usize,
     ) -> Result<Self, ClientError> {
-        let channel = Self::channel(address, expect)?;
+        let channel = Self::channel(address, expect, None)?;
         Ok(Self {
             address: address.to_string(),
             storage: StorageClient::new(channel.clone())
@@ -80,13 +82,20 @@ impl NodeClient {
             admin: AdminClient::new(channel)
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
+            admin_address: None,
             admin_token: None,
             max_message,
             expect,
         })
     }
 
-    fn channel(address: &str, expect: Option<NodeId>) -> Result<Channel, ClientError> {
+    /// A lazy channel to `address`; over TLS, accepting only `expect` (when given) and
+    /// presenting a certificate of `client_key` when the server asks for one.
+    fn channel(
+        address: &str,
+        expect: Option<NodeId>,
+        client_key: Option<&ed25519_dalek::SigningKey>,
+    ) -> Result<Channel, ClientError> {
         let (tls, host_port) = crate::tls::split_address(address);
         let endpoint = Endpoint::from_shared(format!("http://{host_port}"))
             .map_err(|e| ClientError::Address {
@@ -99,8 +108,14 @@ impl NodeClient {
             .initial_connection_window_size(Some(32 << 20))
             .max_frame_size(Some(1 << 20));
         Ok(if tls {
+            let config = crate::tls::client_config(expect, client_key).map_err(|e| {
+                ClientError::Address {
+                    address: address.to_string(),
+                    message: e.to_string(),
+                }
+            })?;
             endpoint
-                .connect_with_connector_lazy(crate::tls::connector(host_port.to_string(), expect))
+                .connect_with_connector_lazy(crate::tls::connector(host_port.to_string(), config))
         } else {
             endpoint.connect_lazy()
         })
@@ -109,10 +124,26 @@ impl NodeClient {
     /// Send admin calls to `address` (the node's `--admin-addr` listener) instead of the
     /// storage address.
     pub fn with_admin_address(mut self, address: &str) -> Result<Self, ClientError> {
-        self.admin = AdminClient::new(Self::channel(address, self.expect)?)
+        self.admin_address = Some(address.to_string());
+        self.rebuild_admin()?;
+        Ok(self)
+    }
+
+    /// The admin channel: to the admin listener (over TLS with the admin client certificate
+    /// derived from the token, `tls::admin_client_key`), or the storage channel when the admin
+    /// API shares the storage port.
+    fn rebuild_admin(&mut self) -> Result<(), ClientError> {
+        let Some(address) = &self.admin_address else {
+            return Ok(());
+        };
+        let key = self
+            .admin_token
+            .as_deref()
+            .map(crate::tls::admin_client_key);
+        self.admin = AdminClient::new(Self::channel(address, self.expect, key.as_ref())?)
             .max_decoding_message_size(self.max_message)
             .max_encoding_message_size(self.max_message);
-        Ok(self)
+        Ok(())
     }
 
     /// The admin address of a node whose storage API is at `address` and whose `GetInfo`
@@ -125,8 +156,15 @@ impl NodeClient {
         format!("{host}:{admin_port}")
     }
 
+    /// Authenticate admin calls with `token`: as the bearer token of every call, and (over
+    /// TLS to a separate admin listener) by the client certificate derived from it.
     pub fn with_admin_token(mut self, token: &str) -> Self {
         self.admin_token = Some(token.to_string());
+        if let Err(e) = self.rebuild_admin() {
+            // the same address built a channel before; keep that one (calls will fail the
+            // handshake and say so)
+            tracing::warn!(address = %self.address, error = %e, "admin channel with client certificate");
+        }
         self
     }
 

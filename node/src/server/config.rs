@@ -46,6 +46,17 @@ pub struct Args {
     /// Open connections accepted on the gRPC listener; more are closed at once [default: 256]
     #[arg(long, env = "FLOE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Open connections from one source address (each listener); more are closed at once
+    /// [default: 64]
+    #[arg(long, env = "FLOE_MAX_CONNECTIONS_PER_SOURCE")]
+    pub max_connections_per_source: Option<usize>,
+    /// Seconds from accept to a connection's first request (TLS handshake, HTTP/2 preface and
+    /// one request header); a connection that sent none by then is closed [default: 5]
+    #[arg(long, env = "FLOE_FIRST_REQUEST_TIMEOUT")]
+    pub first_request_timeout: Option<u64>,
+    /// Requests in flight (or waiting for a slot) from one source address [default: 128]
+    #[arg(long, env = "FLOE_MAX_STREAMS_PER_SOURCE")]
+    pub max_streams_per_source: Option<usize>,
     /// HTTP/2 receive window of one connection (bytes or with a unit): the most unread request
     /// body a connection can park in the node [default: 4MiB]
     #[arg(long, env = "FLOE_CONNECTION_WINDOW", value_parser = parse_bytes)]
@@ -169,6 +180,9 @@ pub struct NodeConfig {
     pub admin_addr: Option<SocketAddr>,
     pub tls: bool,
     pub max_connections: usize,
+    pub max_connections_per_source: usize,
+    pub first_request_timeout: std::time::Duration,
+    pub max_streams_per_source: usize,
     pub connection_window: u32,
     pub max_streams_per_connection: u32,
     pub request_timeout: std::time::Duration,
@@ -216,6 +230,9 @@ struct FileConfig {
     #[serde(default)]
     tls: bool,
     max_connections: Option<usize>,
+    max_connections_per_source: Option<usize>,
+    first_request_timeout: Option<u64>,
+    max_streams_per_source: Option<usize>,
     #[serde(default, deserialize_with = "de_bytes")]
     connection_window: Option<u64>,
     max_streams_per_connection: Option<u32>,
@@ -295,6 +312,22 @@ impl Args {
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(256)
+                .max(1),
+            max_connections_per_source: self
+                .max_connections_per_source
+                .or(file.max_connections_per_source)
+                .unwrap_or(64)
+                .max(1),
+            first_request_timeout: std::time::Duration::from_secs(
+                self.first_request_timeout
+                    .or(file.first_request_timeout)
+                    .unwrap_or(5)
+                    .max(1),
+            ),
+            max_streams_per_source: self
+                .max_streams_per_source
+                .or(file.max_streams_per_source)
+                .unwrap_or(128)
                 .max(1),
             connection_window: self
                 .connection_window

@@ -1,8 +1,11 @@
-//! Transport limits that bound what clients can make a node hold (docs/node.md, "Limits"):
-//! accepted connections, requests per class (storage, light, admin) each with its own slots,
-//! a deadline per request and an idle timeout between request-body frames.
+//! Request limits that bound what clients can make a node hold (docs/node.md, "Limits"):
+//! requests per class (storage, light, admin) each with its own slots, per source address
+//! (`sources.rs`: streams in flight, a fair share of storage slots, backoff after a stall), a
+//! deadline per request and an idle timeout between request-body frames. Connections are
+//! bounded in `conns.rs`.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,19 +13,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tonic::body::Body;
-use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use super::conns::{ConnInfo, Eviction};
 use super::metrics::Metrics;
+use super::sources::Sources;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Requests of one class in flight at once, and how they are timed.
 #[derive(Clone)]
 pub struct ClassLimit {
+    /// Slots of the light and admin classes; storage slots are shared fairly by `Sources`.
     slots: Arc<Semaphore>,
     /// Whole-request deadline (body read, handling, answer).
     request_timeout: Duration,
@@ -53,12 +56,15 @@ pub struct Limits {
     pub queue_timeout: Duration,
     /// Longest pause between two frames of a request body.
     pub body_timeout: Duration,
+    /// Per source address: streams, storage slots, backoff.
+    pub sources: Arc<Sources>,
     pub metrics: Arc<MetricsHandle>,
 }
 
 /// The counters the limits report to (a handle, so that the layer stays `Clone`).
 pub struct MetricsHandle {
     pub refused: prometheus::IntCounterVec,
+    pub evicted: prometheus::IntCounterVec,
     pub connections: prometheus::IntGauge,
 }
 
@@ -66,11 +72,15 @@ impl MetricsHandle {
     pub fn of(m: &Metrics) -> Arc<Self> {
         Arc::new(Self {
             refused: m.refused.clone(),
+            evicted: m.evicted.clone(),
             connections: m.connections.clone(),
         })
     }
-    fn refuse(&self, reason: &str) {
+    pub fn refuse(&self, reason: &str) {
         self.refused.with_label_values(&[reason]).inc();
+    }
+    pub fn evict(&self, why: Eviction) {
+        self.evicted.with_label_values(&[why.label()]).inc();
     }
 }
 
@@ -86,16 +96,45 @@ const HEAVY: &[&str] = &[
     "PutSlivers",
 ];
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Storage,
+    Light,
+    Admin,
+}
+
 impl Limits {
-    fn class(&self, path: &str) -> &ClassLimit {
+    fn class(&self, path: &str) -> Class {
         if path.starts_with("/floe.v1.Admin/") {
-            return &self.admin;
+            return Class::Admin;
         }
         match path.strip_prefix("/floe.v1.Storage/") {
-            Some(m) if HEAVY.contains(&m) => &self.storage,
-            _ => &self.light,
+            Some(m) if HEAVY.contains(&m) => Class::Storage,
+            _ => Class::Light,
         }
     }
+    fn limit(&self, class: Class) -> &ClassLimit {
+        match class {
+            Class::Storage => &self.storage,
+            Class::Light => &self.light,
+            Class::Admin => &self.admin,
+        }
+    }
+}
+
+/// A slot of one class, held until the request ends: storage slots come from the fair
+/// per-source scheduler.
+#[allow(dead_code)] // held for its Drop
+enum Slot {
+    Shared(tokio::sync::OwnedSemaphorePermit),
+    Fair(super::sources::SlotPermit),
+}
+
+fn overloaded(limits: &Limits, method: &str) -> http::Response<Body> {
+    limits.metrics.refuse("overloaded");
+    tracing::debug!(%method, "refused: no free slot");
+    tonic::Status::resource_exhausted("node overloaded: no free request slot, retry later")
+        .into_http()
 }
 
 impl<S> tower::Layer<S> for Limits {
@@ -137,22 +176,46 @@ where
         std::mem::swap(&mut inner, &mut self.inner);
         let limits = self.limits.clone();
         Box::pin(async move {
-            let class = limits.class(req.uri().path()).clone();
             let method = req.uri().path().to_string();
-            let permit = match tokio::time::timeout(
-                limits.queue_timeout,
-                class.slots.clone().acquire_owned(),
-            )
-            .await
-            {
-                Ok(Ok(p)) => p,
-                _ => {
-                    limits.metrics.refuse("overloaded");
-                    tracing::debug!(%method, "refused: no free slot");
-                    return Ok(tonic::Status::resource_exhausted(
-                        "node overloaded: no free request slot, retry later",
-                    )
-                    .into_http());
+            let class_id = limits.class(&method);
+            let class = limits.limit(class_id).clone();
+            let info = req.extensions().get::<ConnInfo>().cloned();
+            let source = info.as_ref().map_or(IpAddr::from([0, 0, 0, 0]), |i| {
+                super::sources::source_of(i.remote.ip())
+            });
+            let _on_conn = info.as_ref().map(|i| i.conn.request_started());
+            let _stream = match limits.sources.open_stream(source) {
+                Ok(g) => g,
+                Err(r) => {
+                    limits.metrics.refuse(r.label());
+                    tracing::debug!(%method, %source, "refused: {r}");
+                    return Ok(tonic::Status::resource_exhausted(r.to_string()).into_http());
+                }
+            };
+            let slot = if class_id == Class::Storage {
+                match tokio::time::timeout(
+                    limits.queue_timeout,
+                    limits.sources.storage_slot(source),
+                )
+                .await
+                {
+                    Ok(Ok(p)) => Slot::Fair(p),
+                    Ok(Err(r)) => {
+                        limits.metrics.refuse(r.label());
+                        tracing::debug!(%method, %source, "refused: {r}");
+                        return Ok(tonic::Status::resource_exhausted(r.to_string()).into_http());
+                    }
+                    Err(_) => return Ok(overloaded(&limits, &method)),
+                }
+            } else {
+                match tokio::time::timeout(
+                    limits.queue_timeout,
+                    class.slots.clone().acquire_owned(),
+                )
+                .await
+                {
+                    Ok(Ok(p)) => Slot::Shared(p),
+                    _ => return Ok(overloaded(&limits, &method)),
                 }
             };
             let req = req.map(|b| {
@@ -163,10 +226,13 @@ where
                     read: 0,
                     max: class.max_body,
                     metrics: limits.metrics.clone(),
+                    // only stalled storage streams pin something worth a backoff
+                    on_stall: (class_id == Class::Storage)
+                        .then(|| (limits.sources.clone(), source)),
                 })
             });
             let r = tokio::time::timeout(class.request_timeout, inner.call(req)).await;
-            drop(permit);
+            drop(slot);
             match r {
                 Ok(r) => r.map_err(Into::into),
                 Err(_) => {
@@ -192,6 +258,8 @@ struct GuardedBody {
     read: usize,
     max: Option<usize>,
     metrics: Arc<MetricsHandle>,
+    /// Whom to charge a backoff when this body stalls.
+    on_stall: Option<(Arc<Sources>, IpAddr)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +302,10 @@ impl HttpBody for GuardedBody {
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
                 if timer.as_mut().poll(cx).is_ready() {
                     this.metrics.refuse("timeout");
+                    if let Some((sources, ip)) = this.on_stall.take() {
+                        let backoff = sources.strike(ip);
+                        tracing::info!(source = %ip, ?backoff, "stalled request cut; source backs off");
+                    }
                     return Poll::Ready(Some(Err(tonic::Status::deadline_exceeded(
                         BodyError::Stalled(idle).to_string(),
                     ))));
@@ -248,214 +320,5 @@ impl HttpBody for GuardedBody {
     }
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// An accepted connection holding one of the listener's connection slots until it closes.
-pub struct LimitedIo<IO> {
-    io: IO,
-    remote: TcpConnectInfo,
-    _permit: OwnedSemaphorePermit,
-    gauge: prometheus::IntGauge,
-}
-
-impl<IO> Drop for LimitedIo<IO> {
-    fn drop(&mut self) {
-        self.gauge.dec();
-    }
-}
-
-impl<IO> Connected for LimitedIo<IO> {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.remote.clone()
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for LimitedIo<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for LimitedIo<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
-
-/// How an accepted TCP connection becomes the stream the server speaks on (plain TCP, or a
-/// TLS handshake bounded by `handshake_timeout`).
-pub type Upgrade<IO> = Arc<
-    dyn Fn(tokio::net::TcpStream) -> Pin<Box<dyn Future<Output = std::io::Result<IO>> + Send>>
-        + Send
-        + Sync,
->;
-
-/// Accept connections on `listener`, at most `max` open at once: one more is closed right
-/// away (counted as refused). Upgrades (TLS handshakes) run concurrently, each bounded in time,
-/// so a slow handshake does not hold up the accept loop.
-pub fn incoming<IO>(
-    listener: TcpListener,
-    max: usize,
-    handshake_timeout: Duration,
-    upgrade: Upgrade<IO>,
-    metrics: Arc<MetricsHandle>,
-) -> tokio_stream::wrappers::ReceiverStream<Result<LimitedIo<IO>, std::io::Error>>
-where
-    IO: Send + 'static,
-{
-    let (tx, rx) = mpsc::channel(64);
-    let slots = Arc::new(Semaphore::new(max.max(1)));
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // e.g. out of file descriptors: back off instead of spinning
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                metrics.refuse("connections");
-                tracing::debug!(%peer, "connection refused: limit of {max} reached");
-                drop(tcp);
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let remote = TcpConnectInfo {
-                local_addr: tcp.local_addr().ok(),
-                remote_addr: Some(peer),
-            };
-            if tx.is_closed() {
-                return;
-            }
-            let tx = tx.clone();
-            let upgrade = upgrade.clone();
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let io = match tokio::time::timeout(handshake_timeout, upgrade(tcp)).await {
-                    Ok(Ok(io)) => io,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        metrics.refuse("timeout");
-                        tracing::debug!(%peer, "handshake timed out");
-                        return;
-                    }
-                };
-                metrics.connections.inc();
-                let conn = LimitedIo {
-                    io,
-                    remote,
-                    _permit: permit,
-                    gauge: metrics.connections.clone(),
-                };
-                let _ = tx.send(Ok(conn)).await;
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-/// A served connection: plain TCP or TLS over it.
-pub enum MaybeTls {
-    Plain(tokio::net::TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
-}
-
-/// Plain TCP, or TLS with `config` (`--tls`).
-pub fn upgrade(config: Option<Arc<rustls::ServerConfig>>) -> Upgrade<MaybeTls> {
-    match config {
-        None => Arc::new(|tcp| Box::pin(async move { Ok(MaybeTls::Plain(tcp)) })),
-        Some(cfg) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            Arc::new(move |tcp| {
-                let a = acceptor.clone();
-                Box::pin(async move { Ok(MaybeTls::Tls(Box::new(a.accept(tcp).await?))) })
-            })
-        }
-    }
-}
-
-impl AsyncRead for MaybeTls {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for MaybeTls {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
-            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            MaybeTls::Plain(s) => s.is_write_vectored(),
-            MaybeTls::Tls(s) => s.is_write_vectored(),
-        }
     }
 }

@@ -38,6 +38,8 @@ pub struct Metrics {
     /// Requests and connections refused or cut, by reason (overloaded, timeout, too_large,
     /// connections).
     pub refused: IntCounterVec,
+    /// Connections the node closed itself, by reason (no_request, idle_at_cap).
+    pub evicted: IntCounterVec,
     /// Open client connections (gRPC public and admin listeners).
     pub connections: IntGauge,
     pub up: Gauge,
@@ -311,8 +313,28 @@ impl Metrics {
             &["reason"],
         )
         .expect("metric");
-        for r in ["overloaded", "timeout", "too_large", "connections"] {
+        for r in [
+            "overloaded",
+            "timeout",
+            "too_large",
+            "connections",
+            "source_connections",
+            "source_streams",
+            "backoff",
+        ] {
             refused.with_label_values(&[r]);
+        }
+        let evicted = IntCounterVec::new(
+            Opts::new(
+                "floe_node_evicted_connections_total",
+                "Connections closed by the node: no request within the first-request deadline \
+                 (no_request) or the oldest idle one when the listener was full (idle_at_cap)",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        for r in ["no_request", "idle_at_cap"] {
+            evicted.with_label_values(&[r]);
         }
         let connections = IntGauge::new(
             "floe_node_connections",
@@ -348,6 +370,7 @@ impl Metrics {
             Box::new(certificates_refused.clone()),
             Box::new(certificates_held.clone()),
             Box::new(refused.clone()),
+            Box::new(evicted.clone()),
             Box::new(connections.clone()),
             Box::new(up.clone()),
             Box::new(gc_blobs.clone()),
@@ -387,6 +410,7 @@ impl Metrics {
             certificates_refused,
             certificates_held,
             refused,
+            evicted,
             connections,
             up,
             gc_blobs,

@@ -4,15 +4,18 @@
 pub mod admin;
 pub mod challenge;
 pub mod config;
+pub mod conns;
 pub mod gc;
 pub mod http;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod recovery;
+pub mod sources;
 pub mod state;
 pub mod storage;
 pub mod sync;
+pub mod trim;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -88,6 +91,19 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     } else {
         None
     };
+    // the admin listener completes TLS handshakes only with the admin client certificate
+    let admin_tls = if config.tls {
+        let admin_key = config
+            .admin_token
+            .as_deref()
+            .map(|t| crate::tls::admin_client_key(t).verifying_key());
+        Some(
+            crate::tls::admin_server_config(&state.key, admin_key)
+                .context("setting up the admin listener's TLS")?,
+        )
+    } else {
+        None
+    };
     let lim = transport_limits(&config, metrics.clone());
     let mut grpc_stop = stop_rx.clone();
     let (admin_here, admin_apart) = match admin {
@@ -100,11 +116,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .add_service(storage)
         .add_optional_service(admin_here)
         .serve_with_incoming_shutdown(
-            limits::incoming(
+            conns::incoming(
                 grpc,
-                config.max_connections,
-                HANDSHAKE_TIMEOUT,
-                limits::upgrade(tls.clone()),
+                conns::ConnLimits {
+                    max: config.max_connections,
+                    per_source: config.max_connections_per_source,
+                    first_request: config.first_request_timeout,
+                },
+                conns::upgrade(tls),
                 metrics.clone(),
             ),
             async move {
@@ -115,6 +134,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let mut stop = stop_rx.clone();
         let metrics = metrics.clone();
         let mut builder = server_builder(&config).layer(lim);
+        let first_request_timeout = config.first_request_timeout;
         async move {
             let Some((listener, svc)) = admin_apart else {
                 return Ok(());
@@ -123,11 +143,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
                 .add_service(health_service)
                 .add_service(svc)
                 .serve_with_incoming_shutdown(
-                    limits::incoming(
+                    conns::incoming(
                         listener,
-                        ADMIN_CONNECTIONS,
-                        HANDSHAKE_TIMEOUT,
-                        limits::upgrade(tls),
+                        conns::ConnLimits {
+                            max: ADMIN_CONNECTIONS,
+                            per_source: ADMIN_CONNECTIONS_PER_SOURCE,
+                            first_request: first_request_timeout,
+                        },
+                        conns::upgrade(admin_tls),
                         metrics,
                     ),
                     async move {
@@ -145,6 +168,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let recovery = tokio::spawn(recovery::run(state.clone(), stop_rx.clone()));
     let sync = tokio::spawn(sync::run(state.clone(), stop_rx.clone()));
     let gc = tokio::spawn(gc::run(state.clone(), stop_rx.clone()));
+    let trim = tokio::spawn(trim::run(
+        state.metrics.connections.clone(),
+        stop_rx.clone(),
+    ));
 
     let signals = {
         let state = state.clone();
@@ -199,6 +226,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     recovery.abort();
     sync.abort();
     gc.abort();
+    trim.abort();
     tracing::info!("stopped");
     Ok(())
 }
@@ -208,14 +236,14 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 pub const LIGHT_SLOTS: usize = 64;
 pub const LIGHT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const LIGHT_MAX_BODY: usize = 1 << 20;
-/// Admin requests in flight at once, and connections the admin listener accepts.
+/// Admin requests in flight at once, connections the admin listener accepts, and from one
+/// source address (over TLS only the admin certificate's holders get past the handshake).
 pub const ADMIN_SLOTS: usize = 4;
 pub const ADMIN_CONNECTIONS: usize = 16;
+pub const ADMIN_CONNECTIONS_PER_SOURCE: usize = 8;
 /// Time in-flight requests get to finish after SIGTERM (Kubernetes waits 30 s by default
 /// before it kills a pod).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Longest TLS handshake (and time from accept to a usable connection).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn transport_limits(config: &NodeConfig, metrics: Arc<limits::MetricsHandle>) -> limits::Limits {
     limits::Limits {
@@ -229,6 +257,11 @@ fn transport_limits(config: &NodeConfig, metrics: Arc<limits::MetricsHandle>) ->
         // a request waiting for a slot holds no more than its stream's window
         queue_timeout: config.request_timeout,
         body_timeout: config.body_timeout,
+        sources: sources::Sources::new(sources::SourcePolicy::new(
+            config.max_streams_per_source,
+            config.max_concurrent_requests,
+            config.body_timeout,
+        )),
         metrics,
     }
 }

@@ -154,7 +154,19 @@ pub enum TestnetCmd {
     },
 }
 
+/// `floe … | head` closes stdout before the output ends: the process then ends quietly, killed
+/// by SIGPIPE as other command-line tools are, instead of panicking in `println!` (Rust ignores
+/// SIGPIPE by default). Sockets are unaffected: std and tokio send with `MSG_NOSIGNAL`, and
+/// child processes get the default disposition anyway.
+fn exit_quietly_on_closed_stdout() {
+    // SAFETY: called first in main, before any other thread exists; SIG_DFL is always valid.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    exit_quietly_on_closed_stdout();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLOE_LOG")
