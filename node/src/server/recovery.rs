@@ -54,7 +54,7 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
         scrub_cursor = scrub(&state, scrub_cursor).await;
         let st = state.clone();
         let found = tokio::task::spawn_blocking(move || {
-            let found = missing_work(&st);
+            let found = st.missing_work();
             if let Err(e) = st.store.clear_pending(found.complete.clone()) {
                 tracing::warn!(error = %e, "could not update the recovery list");
             }
@@ -152,67 +152,6 @@ pub(super) fn peer_clients(
 /// of them (the owned pairs changed); blobs found complete here are taken off.
 ///
 /// Blocking (store reads); the recovery loop runs it, after [`repend`], off the async workers.
-/// What recovery has to do, found by reading the store only (status calls count it too, so it
-/// never writes: a stalled store must not hold a status answer).
-#[derive(Debug, Default)]
-pub(super) struct MissingWork {
-    /// Certified blobs with slivers this node owns and lacks.
-    pub work: Vec<(BlobId, Vec<(u16, Axis)>)>,
-    /// Pending blobs found complete (or no longer owed): only the recovery loop clears them.
-    pub complete: Vec<BlobId>,
-}
-
-impl MissingWork {
-    pub fn slivers(&self) -> usize {
-        self.work.iter().map(|(_, w)| w.len()).sum()
-    }
-}
-
-pub(super) fn missing_work(state: &NodeState) -> MissingWork {
-    let mut work = Vec::new();
-    let syncing = state.syncing_shards();
-    let mut complete = Vec::new();
-    let mut after = None;
-    loop {
-        let page = state.store.pending_page(after, 4096);
-        let Some(last) = page.last().copied() else {
-            break;
-        };
-        after = Some(last);
-        for id in page {
-            let owned = state.owned_pairs_excluding(&id, &syncing);
-            let Some(entry) = state.store.entry_without_metadata(&id) else {
-                complete.push(id);
-                continue;
-            };
-            if entry.invalid || entry.certified_epoch.is_none() {
-                complete.push(id);
-                continue;
-            }
-            let mut missing = Vec::new();
-            for p in owned {
-                for (axis, key) in [
-                    (Axis::Primary, crate::store::AxisKey::Primary),
-                    (Axis::Secondary, crate::store::AxisKey::Secondary),
-                ] {
-                    if !entry.slivers.contains(&(p, key)) {
-                        missing.push((p, axis));
-                    }
-                }
-            }
-            if missing.is_empty() {
-                // shards being synced are not checked here: keep the blob until they are done
-                if syncing.is_empty() {
-                    complete.push(id);
-                }
-            } else {
-                work.push((id, missing));
-            }
-        }
-    }
-    MissingWork { work, complete }
-}
-
 /// Once per epoch, put every certified blob back on the pending list (the owned pairs changed):
 /// one pass over the certified index, off the async workers.
 pub(super) async fn repend(state: &Arc<NodeState>, epoch: u32) {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::NodeConfig;
 use super::metrics::Metrics;
-use crate::codec::BlobId;
+use crate::codec::{Axis, BlobId};
 use crate::proto::NodeStatus;
 use crate::protocol::{gained_shards, Certificate, Committee, NodeId};
 use crate::store::file::{read_checked, write_atomic};
@@ -458,7 +458,7 @@ impl NodeState {
                 return *v;
             }
         }
-        let count = super::recovery::missing_work(self).slivers() as u64;
+        let count = self.missing_work().slivers() as u64;
         // cached only if nothing changed while counting (else the next call counts again)
         if key(self) == before {
             *cache = Some((before, count));
@@ -593,6 +593,71 @@ fn next_sync_plan(old: &Committees, new: &Committee, me: &NodeId) -> Option<Sync
         blobs_done: 0,
         fell_back: Vec::new(),
     })
+}
+
+/// What recovery has to do, found by reading the store only (status calls count it too, so it
+/// never writes: a stalled store must not hold a status answer).
+#[derive(Debug, Default)]
+pub(super) struct MissingWork {
+    /// Certified blobs with slivers this node owns and lacks.
+    pub work: Vec<(BlobId, Vec<(u16, Axis)>)>,
+    /// Pending blobs found complete (or no longer owed): only the recovery loop clears them.
+    pub complete: Vec<BlobId>,
+}
+
+impl MissingWork {
+    pub fn slivers(&self) -> usize {
+        self.work.iter().map(|(_, w)| w.len()).sum()
+    }
+}
+
+impl NodeState {
+    /// What recovery has to do (see [`MissingWork`]).
+    pub(super) fn missing_work(&self) -> MissingWork {
+        let state = self;
+        let mut work = Vec::new();
+        let syncing = state.syncing_shards();
+        let mut complete = Vec::new();
+        let mut after = None;
+        loop {
+            let page = state.store.pending_page(after, 4096);
+            let Some(last) = page.last().copied() else {
+                break;
+            };
+            after = Some(last);
+            for id in page {
+                let owned = state.owned_pairs_excluding(&id, &syncing);
+                let Some(entry) = state.store.entry_without_metadata(&id) else {
+                    complete.push(id);
+                    continue;
+                };
+                if entry.invalid || entry.certified_epoch.is_none() {
+                    complete.push(id);
+                    continue;
+                }
+                let mut missing = Vec::new();
+                for p in owned {
+                    for (axis, key) in [
+                        (Axis::Primary, crate::store::AxisKey::Primary),
+                        (Axis::Secondary, crate::store::AxisKey::Secondary),
+                    ] {
+                        if !entry.slivers.contains(&(p, key)) {
+                            missing.push((p, axis));
+                        }
+                    }
+                }
+                if missing.is_empty() {
+                    // shards being synced are not checked here: keep the blob until they are done
+                    if syncing.is_empty() {
+                        complete.push(id);
+                    }
+                } else {
+                    work.push((id, missing));
+                }
+            }
+        }
+        MissingWork { work, complete }
+    }
 }
 
 #[cfg(test)]

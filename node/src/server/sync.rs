@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::recovery::{learn_certified, missing_work, peer_clients};
+use super::recovery::{learn_certified, peer_clients};
 use super::state::{NodeState, ShardSync};
 use crate::client::NodeClient;
 use crate::codec::{Axis, BlobId, BlobMetadata, MerkleTree, Sliver};
@@ -275,7 +275,7 @@ async fn fall_back(
     }
     super::recovery::repend(state, epoch).await;
     let st = state.clone();
-    let backlog: usize = tokio::task::spawn_blocking(move || missing_work(&st).slivers())
+    let backlog: usize = tokio::task::spawn_blocking(move || st.missing_work().slivers())
         .await
         .unwrap_or(0);
     state
