@@ -146,6 +146,9 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// A confirmed blob: its ID, the put's number and its bytes.
+type Confirmed = (String, u64, Vec<u8>);
+
 /// One sample of a node's store health.
 #[derive(Clone, Copy, Default)]
 struct StoreSample {
@@ -184,7 +187,7 @@ fn churn_soak() {
     let started = Instant::now();
     let churning = Arc::new(AtomicBool::new(true));
     let down = Arc::new(Mutex::new(Down::default()));
-    let blobs: Arc<Mutex<Vec<(String, u64, Vec<u8>)>>> = Arc::new(Mutex::new(Vec::new()));
+    let blobs: Arc<Mutex<Vec<Confirmed>>> = Arc::new(Mutex::new(Vec::new()));
     println!(
         "soak: {secs} s of churn, seed {seed}, testnet in {}",
         dir.display()
@@ -340,10 +343,8 @@ fn churn_soak() {
                         .or_default() += 1;
                 }
             }
-            40..=54 => {
-                if run(&["testnet", "next-epoch", "--no-wait"]) {
-                    *actions.entry("next-epoch").or_default() += 1;
-                }
+            40..=54 if run(&["testnet", "next-epoch", "--no-wait"]) => {
+                *actions.entry("next-epoch").or_default() += 1;
             }
             55..=66 => {
                 let who = nodes[rng.below(nodes.len() as u64) as usize].clone();
@@ -352,16 +353,17 @@ fn churn_soak() {
                     *actions.entry("set-stake").or_default() += 1;
                 }
             }
-            67..=76 if added < 3 => {
-                if run(&[
-                    "testnet",
-                    "add-node",
-                    "--stake",
-                    &(1 + rng.below(3)).to_string(),
-                ]) {
-                    added += 1;
-                    *actions.entry("add-node").or_default() += 1;
-                }
+            67..=76
+                if added < 3
+                    && run(&[
+                        "testnet",
+                        "add-node",
+                        "--stake",
+                        &(1 + rng.below(3)).to_string(),
+                    ]) =>
+            {
+                added += 1;
+                *actions.entry("add-node").or_default() += 1;
             }
             77..=84 if drained < 2 && nodes.len() > 6 => {
                 let who = nodes[rng.below(nodes.len() as u64) as usize].clone();

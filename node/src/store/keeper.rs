@@ -11,6 +11,7 @@
 //!   stay queued with nothing left to wake the worker;
 //! - the engine's monitor never flushes a partition that has queued tasks, and it is exactly
 //!   those partitions (never flushed since the restart) that it picks first.
+//!
 //! So the journals are never released, and once they pass the limit (each sealed journal counts
 //! as its 32 MiB preallocated file, however little it holds) the node never writes again. The
 //! churn soak reproduced it on a node restarted with ten sealed journals; the store test
