@@ -194,6 +194,56 @@ async fn wiped_node_rebuilds_every_sliver_from_peers() {
     }
 }
 
+/// Red Stuff's second phase, with a peer down as well: the wiped node's reachable peers hold
+/// fewer secondary slivers than rebuilding a primary needs, and its own secondaries, rebuilt a
+/// moment before, make up the difference. Its recovery backlog does not hold the epoch's sync:
+/// it gained no shard, so the epoch change does not wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_node_rebuilds_primaries_from_its_own_secondaries_while_a_peer_is_down() {
+    // 4 nodes × 2 of 8 shards: f = 2, a secondary needs 4 symbols, a primary 6
+    let mut c = TestCluster::start(4, 8, |_| vec![]).await;
+    let client = c.blob_client();
+    let mut ids = Vec::new();
+    for seed in 0..2 {
+        let data = random_bytes(400_000 + seed as usize * 999, seed + 90);
+        ids.push(client.write(data, None).await.unwrap().blob_id);
+    }
+    c.nodes[1].kill9();
+    c.nodes[1].wipe();
+    c.nodes[1].start();
+    c.nodes[2].kill9();
+    c.nodes[1]
+        .admin()
+        .set_committee(&c.committee)
+        .await
+        .unwrap();
+    let st = c.nodes[1].admin().sync_status().await.unwrap();
+    assert!(
+        st.done && st.target_epoch == 1,
+        "a wiped node that gained no shard holds no epoch change: {st:?}"
+    );
+    // peers 0 and 3 hold 4 secondaries: a primary needs 6, the node's own 2 make it
+    for id in &ids {
+        assert!(
+            wait_until_async(Duration::from_secs(90), || node_holds_all(&c.nodes[1], id)).await,
+            "node 1 did not rebuild {id}; log:\n{}",
+            c.nodes[1].log()
+        );
+        let md = c.nodes[0].client().get_metadata(id).await.unwrap();
+        for pair in pairs_of(&c, 1, id) {
+            c.nodes[1]
+                .client()
+                .get_sliver(id, pair, Axis::Primary)
+                .await
+                .unwrap()
+                .verify(&md)
+                .unwrap();
+        }
+    }
+    let st = c.nodes[1].admin().sync_status().await.unwrap();
+    assert_eq!(st.recovery_backlog, 0, "{st:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_sliver_file_is_detected_and_rebuilt() {
     let c = TestCluster::start(4, 10, |_| vec![]).await;

@@ -61,22 +61,21 @@ fn control(dir: &Path) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Shards of the current committee held by each node ID.
+/// Shards held by each node ID: during an epoch change, the most of the current committee and
+/// the one it changes to (clients write to the newest committee they know, so a node taken down
+/// blocks as many shards as it holds in either).
 fn shards_by_node(dir: &Path) -> BTreeMap<String, usize> {
     let c = control(dir);
-    c["committee"]["members"]
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .map(|m| {
-                    (
-                        m["node_id"].as_str().unwrap_or_default().to_string(),
-                        m["shards"].as_array().map_or(0, Vec::len),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    let mut out: BTreeMap<String, usize> = BTreeMap::new();
+    for committee in [&c["committee"], &c["phase"]["to"]] {
+        for m in committee["members"].as_array().into_iter().flatten() {
+            let id = m["node_id"].as_str().unwrap_or_default().to_string();
+            let held = m["shards"].as_array().map_or(0, Vec::len);
+            let e = out.entry(id).or_default();
+            *e = (*e).max(held);
+        }
+    }
+    out
 }
 
 /// What the churn driver has taken down right now (node names), to judge failed puts.

@@ -180,6 +180,9 @@ impl Admin for AdminService {
                 // an exact count, not the recovery loop's last round: "done" must never be
                 // reported for work that is not finished (cached until the store changes)
                 let backlog = st.recovery_backlog_exact();
+                // done: every gained shard pulled, or rebuilt by recovery where its sync fell
+                // back; the rest of the backlog (a wiped disk) is reported but does not hold the
+                // epoch change (PROTOCOL.md §6)
                 let to_pull: u64 = plan
                     .pending
                     .values()
@@ -188,11 +191,11 @@ impl Admin for AdminService {
                 Ok(proto::SyncStatus {
                     epoch,
                     target_epoch: if plan.epoch == 0 { epoch } else { plan.epoch },
-                    done: plan.pending.is_empty() && backlog == 0,
+                    done: plan.pending.is_empty() && backlog.gained == 0,
                     blobs_total: plan.blobs_done + to_pull,
                     blobs_done: plan.blobs_done,
                     shards_pending: plan.pending.keys().map(|s| *s as u32).collect(),
-                    recovery_backlog: backlog,
+                    recovery_backlog: backlog.slivers,
                 })
             })
             .await

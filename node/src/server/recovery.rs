@@ -12,7 +12,11 @@ use tokio::sync::watch;
 
 use super::state::NodeState;
 use crate::client::NodeClient;
-use crate::codec::{Axis, BlobId, BlobMetadata, RebuildError, SliverRebuilder};
+use crate::codec::{
+    recovery_symbols, Axis, BlobId, BlobMetadata, RebuildError, RecoverySymbol, SliverRebuilder,
+    SymbolShape,
+};
+use crate::store::AxisKey;
 use crate::protocol::{verify_certificate, Committee, NodeId};
 
 /// Peers asked for their certificate lists each round.
@@ -307,6 +311,17 @@ async fn recover_axis(
         let chunk =
             (super::storage::recovery_answer_cap(state.config.max_message) / per_target).max(1);
         let chunks: Vec<&[u16]> = indices.chunks(chunk).collect();
+        // this node's own slivers of the other axis help too (Red Stuff's second phase: the
+        // secondaries rebuilt a moment ago are sources for the primaries); without them a node
+        // whose reachable peers hold fewer than the needed shards could never rebuild its
+        // primaries, though the symbols it lacks are on its own disk
+        for sym in own_symbols(state, id, axis.other(), shape, &indices).await {
+            if let Some(b) = builders.get_mut(&sym.position) {
+                if !b.is_ready() {
+                    let _ = b.add(sym);
+                }
+            }
+        }
         let mut calls: FuturesUnordered<_> = peers
             .iter()
             .map(|(_, p)| {
@@ -324,6 +339,9 @@ async fn recover_axis(
                 }
             })
             .collect();
+        if builders.values().all(|b| b.is_ready()) {
+            calls.clear();
+        }
         while let Some(answer) = calls.next().await {
             let Ok(symbols) = answer else { continue };
             let bytes: usize = symbols
@@ -387,6 +405,40 @@ async fn recover_axis(
         }
     }
     Ok(AxisOutcome::Rebuilt(done))
+}
+
+/// Recovery symbols for `targets` from the slivers of `helper_axis` this node holds.
+async fn own_symbols(
+    state: &Arc<NodeState>,
+    id: BlobId,
+    helper_axis: Axis,
+    shape: SymbolShape,
+    targets: &[u16],
+) -> Vec<RecoverySymbol> {
+    let st = state.clone();
+    let targets = targets.to_vec();
+    let key = match helper_axis {
+        Axis::Primary => AxisKey::Primary,
+        Axis::Secondary => AxisKey::Secondary,
+    };
+    tokio::task::spawn_blocking(move || {
+        let Some(entry) = st.store.entry_without_metadata(&id) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (pair, _) in entry.slivers.iter().filter(|(_, a)| *a == key) {
+            let Ok(Some(helper)) = st.store.get_sliver(&id, *pair, helper_axis) else {
+                continue;
+            };
+            st.metrics.recovery_expansions.inc();
+            if let Ok(syms) = recovery_symbols(&helper, &shape, &targets) {
+                out.extend(syms);
+            }
+        }
+        out
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Ask a few peers which blobs are certified and keep the certificates that verify against a

@@ -80,7 +80,7 @@ pub struct NodeState {
     /// Port of the admin listener (0: the admin API shares the gRPC port).
     pub admin_port: std::sync::atomic::AtomicU32,
     /// The last full count of the recovery backlog and what it was counted against.
-    backlog_cache: std::sync::Mutex<Option<(BacklogKey, u64)>>,
+    backlog_cache: std::sync::Mutex<Option<(BacklogKey, Backlog)>>,
     /// (store generation, epoch) of the last per-shard count: a scrape recounts only after a change.
     shard_gauges_at: std::sync::Mutex<Option<(u64, u32)>>,
     /// Certificates of unknown epochs, per reporting peer, held until their committee arrives.
@@ -96,6 +96,19 @@ struct BacklogKey {
     generation: u64,
     epoch: u32,
     syncing: Vec<u16>,
+    fell_back: Vec<u16>,
+}
+
+/// Slivers recovery still owes (see [`NodeState::recovery_backlog_exact`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Every owned sliver of a certified blob this node lacks.
+    pub slivers: u64,
+    /// Of those, the slivers of shards gained at this epoch whose sync fell back to recovery:
+    /// the epoch's sync is done only when these are rebuilt. The rest (a wiped disk, blobs
+    /// missed while down) is ordinary recovery and does not hold the epoch change: a node
+    /// rebuilding its own shards must not stop the network from rotating its committee.
+    pub gained: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -437,19 +450,30 @@ impl NodeState {
     /// Until the recovery loop has queued this epoch's re-check, or while more than
     /// [`EXACT_PENDING`] blobs wait for it, the answer is an upper bound (never 0), so that
     /// "done" is never reported early and the call stays cheap.
-    pub fn recovery_backlog_exact(&self) -> u64 {
+    pub fn recovery_backlog_exact(&self) -> Backlog {
+        let upper_bound = |n: u64| Backlog {
+            slivers: n,
+            gained: if self.sync_plan().is_some_and(|p| !p.fell_back.is_empty()) {
+                n
+            } else {
+                0
+            },
+        };
         if let Some(c) = self.committee() {
             if self.store.pending_epoch() < c.epoch {
-                return self.store.certified_count().max(1);
+                return upper_bound(self.store.certified_count().max(1));
             }
         }
         if self.store.pending_page(None, EXACT_PENDING + 1).len() > EXACT_PENDING {
-            return (self.store.pending_count_estimate() as u64).max(EXACT_PENDING as u64 + 1);
+            return upper_bound(
+                (self.store.pending_count_estimate() as u64).max(EXACT_PENDING as u64 + 1),
+            );
         }
         let key = |s: &Self| BacklogKey {
             generation: s.store.generation(),
             epoch: s.committee().map_or(0, |c| c.epoch),
             syncing: s.syncing_shards().into_iter().collect(),
+            fell_back: s.sync_plan().map(|p| p.fell_back).unwrap_or_default(),
         };
         let before = key(self);
         let mut cache = self.backlog_cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -458,7 +482,33 @@ impl NodeState {
                 return *v;
             }
         }
-        let count = self.missing_work().slivers() as u64;
+        let work = self.missing_work();
+        let fell_back: std::collections::BTreeSet<u16> = before.fell_back.iter().copied().collect();
+        let gained = if fell_back.is_empty() {
+            0
+        } else {
+            let everything_else: std::collections::BTreeSet<u16> = self
+                .committee()
+                .and_then(|c| c.member(&self.node_id).map(|m| m.shards.clone()))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|s| !fell_back.contains(s))
+                .collect();
+            work.work
+                .iter()
+                .map(|(id, missing)| {
+                    let gained_pairs = self.owned_pairs_excluding(id, &everything_else);
+                    missing
+                        .iter()
+                        .filter(|(p, _)| gained_pairs.contains(p))
+                        .count() as u64
+                })
+                .sum()
+        };
+        let count = Backlog {
+            slivers: work.slivers() as u64,
+            gained,
+        };
         // cached only if nothing changed while counting (else the next call counts again)
         if key(self) == before {
             *cache = Some((before, count));

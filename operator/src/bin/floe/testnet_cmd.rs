@@ -122,20 +122,34 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             testnet::restart_node(&state, node, *wipe)?;
             let n = state.node(node)?;
             let client = NodeClient::new(&n.address(), 16 << 20)?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while client.info().await.map(|i| i.epoch).unwrap_or(0) == 0 {
-                if Instant::now() > deadline {
-                    bail!(
-                        "{node} did not come back; see {}",
+            // back = its process answers; its committee comes from the control plane, which
+            // may itself be down or mid-change: waited for a while, then only reported
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let epoch = loop {
+                match client.info().await {
+                    Ok(i) => break i.epoch,
+                    Err(_) if Instant::now() > deadline => bail!(
+                        "{node} did not come back within 60 s; see {}",
                         n.dir.join("log").display()
-                    );
+                    ),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
+            };
+            let committee_deadline = Instant::now() + Duration::from_secs(30);
+            let mut epoch = epoch;
+            while epoch == 0 && Instant::now() < committee_deadline {
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                epoch = client.info().await.map(|i| i.epoch).unwrap_or(0);
             }
             eprintln!(
-                "{node} is back{}",
+                "{node} is back{}{}",
                 if *wipe {
                     " with an empty disk; it rebuilds its slivers from peers"
+                } else {
+                    ""
+                },
+                if epoch == 0 {
+                    " (no committee yet: the control plane gives it one when it next runs a round)"
                 } else {
                     ""
                 }
