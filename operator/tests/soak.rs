@@ -10,7 +10,8 @@
 //! - no store write stall longer than 10 s on any node (their own metrics, sampled every 5 s);
 //! - every confirmed blob reads back, byte for byte, once the churn stopped (within
 //!   [`HEAL_SECS`]), the epoch change in flight completes and every running member's recovery
-//!   backlog drains;
+//!   backlog drains (the total must reach a new low at least every [`DRAIN_STUCK_SECS`] and
+//!   zero within [`DRAIN_SECS`]; on a failure the testnet directory, logs included, is kept);
 //! - a put only fails while members holding f or more shards are down.
 //!
 //! It prints a report (puts, reads, failures, longest stall, journal bytes over time per node)
@@ -30,6 +31,11 @@ use serde_json::Value;
 
 /// Time the network has, after the churn stopped, to make every blob readable again.
 const HEAL_SECS: u64 = 600;
+/// Recovery backlogs must keep shrinking once the churn stopped: a total that has not fallen for
+/// this long is stuck (a slow machine only makes it slower), and it must be gone within
+/// [`DRAIN_SECS`] of the churn's end in any case.
+const DRAIN_STUCK_SECS: u64 = 180;
+const DRAIN_SECS: u64 = 1800;
 /// Longest store write stall allowed on any node.
 const MAX_STALL: f64 = 10.0;
 
@@ -154,6 +160,7 @@ struct StoreSample {
     journal_bytes: f64,
     journals: f64,
     longest_stall: f64,
+    recovery_backlog: f64,
 }
 
 struct Outcome {
@@ -180,7 +187,7 @@ fn churn_soak() {
         .unwrap_or_else(|_| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/soak-journals.csv")
         });
-    let t = Testnet::up(&["--nodes", "7", "--shards", "100", "--epoch", "20s"]);
+    let mut t = Testnet::up(&["--nodes", "7", "--shards", "100", "--epoch", "20s"]);
     let dir = t.dir.path().to_path_buf();
     let f = (100 - 1) / 3;
     let started = Instant::now();
@@ -216,6 +223,8 @@ fn churn_soak() {
                             .max(
                                 metric(&text, "floe_node_store_write_stall_seconds").unwrap_or(0.0),
                             ),
+                        recovery_backlog: metric(&text, "floe_node_recovery_backlog")
+                            .unwrap_or(0.0),
                     };
                     samples.lock().unwrap().push((at, name.to_string(), s));
                 }
@@ -458,12 +467,21 @@ fn churn_soak() {
             })
             .collect()
     };
+    // drained, or at least still shrinking: stuck = no new low for DRAIN_STUCK_SECS
+    let drain_deadline = started + Duration::from_secs(secs + DRAIN_SECS);
+    let mut lowest = (u64::MAX, Instant::now());
     let backlog_drained = loop {
         let b = backlogs(&t);
-        if b.iter().all(|(_, n)| *n == 0) {
+        let total = b.iter().map(|(_, n)| *n).fold(0u64, u64::saturating_add);
+        if total == 0 {
             break Ok(heal_started.elapsed().as_secs_f64());
         }
-        if Instant::now() > heal_deadline {
+        if total < lowest.0 {
+            lowest = (total, Instant::now());
+        }
+        if Instant::now() > drain_deadline
+            || lowest.1.elapsed() > Duration::from_secs(DRAIN_STUCK_SECS)
+        {
             break Err(b);
         }
         std::thread::sleep(Duration::from_secs(2));
@@ -481,11 +499,13 @@ fn churn_soak() {
         e.2 = e.2.max(s.longest_stall);
         e.3 += 1;
     }
-    let mut csv = String::from("seconds,node,journal_bytes,journals,longest_stall_seconds\n");
+    let mut csv = String::from(
+        "seconds,node,journal_bytes,journals,longest_stall_seconds,recovery_backlog\n",
+    );
     for (at, name, s) in &samples {
         csv.push_str(&format!(
-            "{at:.1},{name},{},{},{:.3}\n",
-            s.journal_bytes, s.journals, s.longest_stall
+            "{at:.1},{name},{},{},{:.3},{}\n",
+            s.journal_bytes, s.journals, s.longest_stall, s.recovery_backlog
         ));
     }
     if let Some(p) = out_csv.parent() {
@@ -521,7 +541,17 @@ fn churn_soak() {
             jb / (1 << 20) as f64
         );
     }
-    println!("journal samples: {}", out_csv.display());
+    println!("journal and backlog samples: {}", out_csv.display());
+    let longest = per_node.values().map(|v| v.2).fold(0f64, f64::max);
+    let failed = !unreadable.is_empty()
+        || backlog_drained.is_err()
+        || longest > MAX_STALL
+        || !o.puts_failed_with_quorum.is_empty();
+    if failed {
+        // the nodes' logs and stores are the evidence: kept, not cleaned up
+        t.dir.disable_cleanup(true);
+        println!("soak failed: the testnet directory is kept: {}", dir.display());
+    }
 
     assert!(
         unreadable.is_empty(),
@@ -531,7 +561,6 @@ fn churn_soak() {
         backlog_drained.is_ok(),
         "recovery backlogs not drained: {backlog_drained:?}"
     );
-    let longest = per_node.values().map(|v| v.2).fold(0f64, f64::max);
     assert!(
         longest <= MAX_STALL,
         "a store write stall lasted {longest:.1} s"
