@@ -3,10 +3,13 @@
 
 mod blob;
 mod node;
+mod ranged;
+mod status;
 mod source;
 
 pub use blob::{
     BlobClient, ClientConfig, Progress, ProgressFn, ReadError, WriteError, WriteOutcome,
 };
 pub use node::{ClientError, NodeClient};
+pub use ranged::rows_for;
 pub use source::FileSource;
