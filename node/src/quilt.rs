@@ -117,7 +117,10 @@ fn index_len(items: &[Item]) -> usize {
             2 + i.identifier.len()
                 + 16
                 + 2
-                + i.tags.iter().map(|(k, v)| 4 + k.len() + v.len()).sum::<usize>()
+                + i.tags
+                    .iter()
+                    .map(|(k, v)| 4 + k.len() + v.len())
+                    .sum::<usize>()
         })
         .sum()
 }
@@ -310,13 +313,10 @@ impl std::str::FromStr for PatchId {
             )));
         }
         if b[32] != 1 {
-            return Err(QuiltError::BadPatchId(format!(
-                "unknown version {}",
-                b[32]
-            )));
+            return Err(QuiltError::BadPatchId(format!("unknown version {}", b[32])));
         }
-        let quilt_id = BlobId::from_slice(&b[..32])
-            .map_err(|e| QuiltError::BadPatchId(e.to_string()))?;
+        let quilt_id =
+            BlobId::from_slice(&b[..32]).map_err(|e| QuiltError::BadPatchId(e.to_string()))?;
         let index = u32::from_le_bytes([b[33], b[34], b[35], b[36]]);
         Ok(Self { quilt_id, index })
     }
@@ -353,16 +353,16 @@ mod tests {
         assert_eq!(
             hex::encode(&q),
             "464c4f45514c5401\
-             3d000000\
+             4c000000\
              02000000\
              0500612e747874\
-             4d00000000000000\
+             5c00000000000000\
              0500000000000000\
              0100\
              0c00636f6e74656e742d74797065\
              0a00746578742f706c61696e\
              0500622e62696e\
-             5200000000000000\
+             6100000000000000\
              0300000000000000\
              0000\
              68656c6c6f\
@@ -378,7 +378,7 @@ mod tests {
     }
 
     /// Kept in sync with docs/quilt.md.
-    const QUILT_VECTOR_ID: &str = "SEE_DOCS";
+    const QUILT_VECTOR_ID: &str = "YQEycfDqFUMKBrLbKntA-7FdKDS0i5FyI5gIZRYsRsc";
 
     #[test]
     fn round_trip_and_lookup() {

@@ -46,6 +46,9 @@ impl Reply {
 fn curl(dir: &Path, args: &[&str]) -> Reply {
     let body = dir.join("curl.body");
     let heads = dir.join("curl.headers");
+    // curl leaves the output file alone when a response has no body
+    let _ = std::fs::remove_file(&body);
+    let _ = std::fs::remove_file(&heads);
     let out = Command::new("curl")
         .args(["-sS", "-o"])
         .arg(&body)
@@ -61,7 +64,10 @@ fn curl(dir: &Path, args: &[&str]) -> Reply {
         .unwrap_or_else(|_| panic!("curl {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
     let text = std::fs::read_to_string(&heads).unwrap_or_default();
     // the last response's headers (after a 100 Continue, say)
-    let last = text.rsplit("\r\n\r\n").find(|b| !b.trim().is_empty()).unwrap_or("");
+    let last = text
+        .rsplit("\r\n\r\n")
+        .find(|b| !b.trim().is_empty())
+        .unwrap_or("");
     let headers = last
         .lines()
         .filter_map(|l| l.split_once(':'))
@@ -112,7 +118,10 @@ fn conforms(doc: &Value, s: &Value, v: &Value, path: &str) -> Result<(), String>
     if !ok_type {
         return Err(format!("{path}: {v} is not {types:?}"));
     }
-    if let (Some(props), Some(obj)) = (s.get("properties").and_then(Value::as_object), v.as_object()) {
+    if let (Some(props), Some(obj)) = (
+        s.get("properties").and_then(Value::as_object),
+        v.as_object(),
+    ) {
         for req in s["required"].as_array().into_iter().flatten() {
             let k = req.as_str().unwrap_or_default();
             if !obj.contains_key(k) {
@@ -136,7 +145,8 @@ fn conforms(doc: &Value, s: &Value, v: &Value, path: &str) -> Result<(), String>
 
 /// The schema of `method path`'s 200 answer in the OpenAPI document.
 fn response_schema<'a>(doc: &'a Value, path: &str, method: &str) -> &'a Value {
-    let s = &doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"];
+    let s =
+        &doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"];
     assert!(!s.is_null(), "no 200 JSON schema for {method} {path}");
     s
 }
@@ -173,7 +183,14 @@ fn strict_gateway(nodes: &str, dir: &Path) -> Strict {
     std::fs::create_dir_all(&spool).unwrap();
     let child = Command::new(gateway_bin())
         .args(["--listen", &format!("127.0.0.1:{port}"), "--nodes", nodes])
-        .args(["--max-body", "4096", "--in-memory", "1024", "--max-concurrent", "1"])
+        .args([
+            "--max-body",
+            "4096",
+            "--in-memory",
+            "1024",
+            "--max-concurrent",
+            "1",
+        ])
         .args(["--body-idle-timeout", "1"])
         .arg("--jwt-secret-file")
         .arg(dir.join("jwt.secret"))
@@ -195,13 +212,24 @@ fn wait_ready(dir: &Path, url: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{url}/readyz")])
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("{url}/readyz"),
+            ])
             .output()
             .unwrap();
         if r.stdout == b"200" {
             return;
         }
-        assert!(Instant::now() < deadline, "gateway {url} not ready; dir {}", dir.display());
+        assert!(
+            Instant::now() < deadline,
+            "gateway {url} not ready; dir {}",
+            dir.display()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -212,7 +240,7 @@ fn jwt(secret: &str) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &serde_json::json!({ "exp": exp }),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap(),
     )
     .unwrap()
 }
@@ -248,7 +276,13 @@ fn gateway_speaks_walrus_http_to_curl() {
     let file = t.file("blob.bin", &data);
     let put = curl(
         dir,
-        &["-X", "PUT", "--data-binary", &format!("@{}", file.display()), &format!("{url}/v1/blobs?epochs=2")],
+        &[
+            "-X",
+            "PUT",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &format!("{url}/v1/blobs?epochs=2"),
+        ],
     );
     assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
     let v = put.json();
@@ -264,10 +298,22 @@ fn gateway_speaks_walrus_http_to_curl() {
     assert_eq!(offline["blob_id"], id.as_str());
     let again = curl(
         dir,
-        &["-X", "PUT", "--data-binary", &format!("@{}", file.display()), &format!("{url}/v1/blobs")],
+        &[
+            "-X",
+            "PUT",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &format!("{url}/v1/blobs"),
+        ],
     );
     let v = again.json();
-    conforms(&doc, response_schema(&doc, "/v1/blobs", "put"), &v, "put again").unwrap();
+    conforms(
+        &doc,
+        response_schema(&doc, "/v1/blobs", "put"),
+        &v,
+        "put again",
+    )
+    .unwrap();
     assert_eq!(v["alreadyCertified"]["blobId"], id.as_str(), "{v}");
 
     // GET whole, with the headers caches and browsers rely on
@@ -332,14 +378,41 @@ fn gateway_speaks_walrus_http_to_curl() {
     assert_eq!((r.status, r.reason().as_str()), (404, "BLOB_NOT_FOUND"));
     let r = curl(dir, &[&format!("{url}/v1/blobs/not*base64")]);
     assert_eq!((r.status, r.reason().as_str()), (400, "INVALID_BLOB_ID"));
-    let r = curl(dir, &["-X", "PUT", "--data-binary", "x", &format!("{url}/v1/blobs?epochs=0")]);
+    let r = curl(
+        dir,
+        &[
+            "-X",
+            "PUT",
+            "--data-binary",
+            "x",
+            &format!("{url}/v1/blobs?epochs=0"),
+        ],
+    );
     assert_eq!((r.status, r.reason().as_str()), (400, "INVALID_EPOCHS"));
     let r = curl(
         dir,
-        &["-X", "PUT", "--data-binary", "x", &format!("{url}/v1/blobs?deletable=true&permanent=true")],
+        &[
+            "-X",
+            "PUT",
+            "--data-binary",
+            "x",
+            &format!("{url}/v1/blobs?deletable=true&permanent=true"),
+        ],
     );
-    assert_eq!((r.status, r.reason().as_str()), (400, "INVALID_BLOB_PERSISTENCE"));
-    let r = curl(dir, &["-X", "PUT", "--data-binary", "x", &format!("{url}/v1/blobs?colour=red")]);
+    assert_eq!(
+        (r.status, r.reason().as_str()),
+        (400, "INVALID_BLOB_PERSISTENCE")
+    );
+    let r = curl(
+        dir,
+        &[
+            "-X",
+            "PUT",
+            "--data-binary",
+            "x",
+            &format!("{url}/v1/blobs?colour=red"),
+        ],
+    );
     assert_eq!((r.status, r.reason().as_str()), (400, "INVALID_QUERY"));
 
     // quilts through multipart, with tags from _metadata and from the parts' content types
@@ -351,17 +424,28 @@ fn gateway_speaks_walrus_http_to_curl() {
     let put = curl(
         dir,
         &[
-            "-X", "PUT",
-            "-F", &format!("a.txt=@{};type=text/plain", a.display()),
-            "-F", &format!("b.json=@{};type=application/json", b.display()),
-            "-F", &format!("c.bin=@{}", c.display()),
-            "-F", &format!("_metadata={meta}"),
+            "-X",
+            "PUT",
+            "-F",
+            &format!("a.txt=@{};type=text/plain", a.display()),
+            "-F",
+            &format!("b.json=@{};type=application/json", b.display()),
+            "-F",
+            &format!("c.bin=@{}", c.display()),
+            "-F",
+            &format!("_metadata={meta}"),
             &format!("{url}/v1/quilts"),
         ],
     );
     assert_eq!(put.status, 200, "{}", String::from_utf8_lossy(&put.body));
     let v = put.json();
-    conforms(&doc, response_schema(&doc, "/v1/quilts", "put"), &v, "quilt").unwrap();
+    conforms(
+        &doc,
+        response_schema(&doc, "/v1/quilts", "put"),
+        &v,
+        "quilt",
+    )
+    .unwrap();
     let quilt = v["blobStoreResult"]["newlyCreated"]["blobObject"]["blobId"]
         .as_str()
         .unwrap()
@@ -370,7 +454,13 @@ fn gateway_speaks_walrus_http_to_curl() {
     assert_eq!(patches.len(), 3);
     let list = curl(dir, &[&format!("{url}/v1/quilts/{quilt}/patches")]);
     let lv = list.json();
-    conforms(&doc, response_schema(&doc, "/v1/quilts/{quilt_id}/patches", "get"), &lv, "patches").unwrap();
+    conforms(
+        &doc,
+        response_schema(&doc, "/v1/quilts/{quilt_id}/patches", "get"),
+        &lv,
+        "patches",
+    )
+    .unwrap();
     assert_eq!(lv[0]["identifier"], "a.txt");
     assert_eq!(lv[0]["tags"]["color"], "blue");
     assert_eq!(lv[0]["tags"]["content-type"], "text/plain");
@@ -386,12 +476,22 @@ fn gateway_speaks_walrus_http_to_curl() {
     assert!(r.body == c_data);
     let r = curl(
         dir,
-        &["-H", "Range: bytes=-100", &format!("{url}/v1/blobs/by-quilt-patch-id/{pid}")],
+        &[
+            "-H",
+            "Range: bytes=-100",
+            &format!("{url}/v1/blobs/by-quilt-patch-id/{pid}"),
+        ],
     );
     assert_eq!(r.status, 206);
     assert!(r.body == c_data[c_data.len() - 100..]);
-    let r = curl(dir, &[&format!("{url}/v1/blobs/by-quilt-id/{quilt}/nope.txt")]);
-    assert_eq!((r.status, r.reason().as_str()), (404, "QUILT_PATCH_NOT_FOUND"));
+    let r = curl(
+        dir,
+        &[&format!("{url}/v1/blobs/by-quilt-id/{quilt}/nope.txt")],
+    );
+    assert_eq!(
+        (r.status, r.reason().as_str()),
+        (404, "QUILT_PATCH_NOT_FOUND")
+    );
     let r = curl(dir, &[&format!("{url}/v1/blobs/by-quilt-patch-id/AAAA")]);
     assert_eq!((r.status, r.reason().as_str()), (400, "INVALID_PATCH_ID"));
     // a blob that is not a quilt
@@ -402,31 +502,59 @@ fn gateway_speaks_walrus_http_to_curl() {
     let r = curl(
         dir,
         &[
-            "-X", "PUT",
-            "-H", "Content-Type: multipart/form-data; boundary=XYZ",
-            "--data-binary", "--XYZ\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nunterminated",
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: multipart/form-data; boundary=XYZ",
+            "--data-binary",
+            "--XYZ\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nunterminated",
             &format!("{url}/v1/quilts"),
         ],
     );
-    assert_eq!((r.status, r.reason().as_str()), (400, "MALFORMED_MULTIPART"), "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        (r.status, r.reason().as_str()),
+        (400, "MALFORMED_MULTIPART"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     let r = curl(
         dir,
-        &["-X", "PUT", "-F", &format!("a.txt=@{}", a.display()), "-F", "_metadata=[{\"identifier\":\"zzz\"}]", &format!("{url}/v1/quilts")],
+        &[
+            "-X",
+            "PUT",
+            "-F",
+            &format!("a.txt=@{}", a.display()),
+            "-F",
+            "_metadata=[{\"identifier\":\"zzz\"}]",
+            &format!("{url}/v1/quilts"),
+        ],
     );
     assert_eq!((r.status, r.reason().as_str()), (400, "INVALID_METADATA"));
-    let r = curl(dir, &["-X", "PUT", "-F", "_metadata=[]", &format!("{url}/v1/quilts")]);
+    let r = curl(
+        dir,
+        &[
+            "-X",
+            "PUT",
+            "-F",
+            "_metadata=[]",
+            &format!("{url}/v1/quilts"),
+        ],
+    );
     assert_eq!((r.status, r.reason().as_str()), (400, "EMPTY_QUILT"));
 
     // metrics by route and status
     let m = String::from_utf8(curl(dir, &[&format!("{url}/metrics")]).body).unwrap();
     assert!(
-        m.lines().any(|l| l.starts_with("floe_gateway_requests_total")
-            && l.contains("route=\"/v1/blobs/{blob_id}\"")
-            && l.contains("status=\"206\"")),
+        m.lines()
+            .any(|l| l.starts_with("floe_gateway_requests_total")
+                && l.contains("route=\"/v1/blobs/{blob_id}\"")
+                && l.contains("status=\"206\"")),
         "{m}"
     );
     assert!(m.contains("floe_gateway_request_duration_seconds_bucket"));
-    assert!(m.lines().any(|l| l.starts_with("floe_gateway_bytes_total{direction=\"out\"}")));
+    assert!(m
+        .lines()
+        .any(|l| l.starts_with("floe_gateway_bytes_total{direction=\"out\"}")));
 
     // a strict gateway: publisher auth, body limit, concurrency, stalled and cut uploads
     let nodes: Vec<String> = t.state()["nodes"]
@@ -435,7 +563,11 @@ fn gateway_speaks_walrus_http_to_curl() {
         .iter()
         .map(|n| {
             let g = n["grpc"].as_str().unwrap();
-            if n["tls"].as_bool().unwrap_or(false) { format!("https://{g}") } else { g.to_string() }
+            if n["tls"].as_bool().unwrap_or(false) {
+                format!("https://{g}")
+            } else {
+                g.to_string()
+            }
         })
         .collect();
     let s = strict_gateway(&nodes.join(","), dir);
@@ -454,19 +586,39 @@ fn gateway_speaks_walrus_http_to_curl() {
     assert_eq!(r.header("www-authenticate"), "Bearer");
     let r = put_small(&["-H", "Authorization: Bearer not-a-token"]);
     assert_eq!(r.status, 401);
-    let wrong = format!("Authorization: Bearer {}", jwt("some-other-secret-entirely"));
+    let wrong = format!(
+        "Authorization: Bearer {}",
+        jwt("some-other-secret-entirely")
+    );
     assert_eq!(put_small(&["-H", &wrong]).status, 401);
-    let good = format!("Authorization: Bearer {}", jwt("a-test-secret-of-some-length"));
+    let good = format!(
+        "Authorization: Bearer {}",
+        jwt("a-test-secret-of-some-length")
+    );
     let r = put_small(&["-H", &good]);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     // reads need no token
-    let sid = r.json()["newlyCreated"]["blobObject"]["blobId"].as_str().unwrap().to_string();
-    assert_eq!(curl(dir, &[&format!("{}/v1/blobs/{sid}", s.url)]).status, 200);
+    let sid = r.json()["newlyCreated"]["blobObject"]["blobId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        curl(dir, &[&format!("{}/v1/blobs/{sid}", s.url)]).status,
+        200
+    );
     // over the body limit
     let big = t.file("big.bin", &random_bytes(5000, 12));
     let r = curl(
         dir,
-        &["-X", "PUT", "-H", &good, "--data-binary", &format!("@{}", big.display()), &format!("{}/v1/blobs", s.url)],
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            &good,
+            "--data-binary",
+            &format!("@{}", big.display()),
+            &format!("{}/v1/blobs", s.url),
+        ],
     );
     assert_eq!((r.status, r.reason().as_str()), (413, "BLOB_TOO_LARGE"));
 
@@ -489,7 +641,9 @@ fn gateway_speaks_walrus_http_to_curl() {
         saw_429 = r.status == 429 && r.reason() == "TOO_MANY_REQUESTS";
     }
     assert!(saw_429, "no 429 while the only slot was taken");
-    stalled.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
     let mut answer = String::new();
     let _ = stalled.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
@@ -516,6 +670,8 @@ fn gateway_speaks_walrus_http_to_curl() {
     }
     let r = curl(dir, &[&format!("{}/v1/blobs/{would_be}", s.url)]);
     assert_eq!(r.status, 404, "a partial upload was stored");
-    let left: Vec<_> = std::fs::read_dir(dir.join("strict-spool")).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(dir.join("strict-spool"))
+        .unwrap()
+        .collect();
     assert!(left.is_empty(), "spool files left: {left:?}");
 }

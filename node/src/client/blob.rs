@@ -653,15 +653,7 @@ impl BlobClient {
         let mut failures = Vec::new();
         let mut invalid_votes = 0usize;
         let fetch = |pair: u16| {
-            fetch_verified_primary(
-                &view,
-                &owners,
-                prev_owners.as_deref(),
-                id,
-                md,
-                pair,
-                rot,
-            )
+            fetch_verified_primary(&view, &owners, prev_owners.as_deref(), id, md, pair, rot)
         };
         for pair in candidates
             .by_ref()

@@ -73,7 +73,10 @@ pub struct BlobObject {
 #[serde(rename_all = "camelCase")]
 pub enum ResourceOperation {
     #[serde(rename_all = "camelCase")]
-    RegisterFromScratch { encoded_length: u64, epochs_ahead: u32 },
+    RegisterFromScratch {
+        encoded_length: u64,
+        epochs_ahead: u32,
+    },
 }
 
 /// The blob was uploaded and certified by this request.
@@ -166,7 +169,10 @@ pub struct GatewayStatus {
 /// The OpenAPI document: every route, generated from the handlers.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Floe gateway", description = "Walrus-compatible HTTP publisher and aggregator for Floe"),
+    info(
+        title = "Floe gateway",
+        description = "Walrus-compatible HTTP publisher and aggregator for Floe"
+    ),
     paths(
         super::blobs::put_blob,
         super::blobs::get_blob,
@@ -183,9 +189,20 @@ pub struct GatewayStatus {
         super::ops::api_doc,
     ),
     components(schemas(
-        BlobStoreResult, NewlyCreated, AlreadyCertified, BlobObject, StorageResource,
-        ResourceOperation, QuiltStoreResult, StoredQuiltPatch, QuiltPatchItem, QuiltPatchMetadata,
-        GatewayStatus, ErrorBody, ErrorStatus, ErrorInfo
+        BlobStoreResult,
+        NewlyCreated,
+        AlreadyCertified,
+        BlobObject,
+        StorageResource,
+        ResourceOperation,
+        QuiltStoreResult,
+        StoredQuiltPatch,
+        QuiltPatchItem,
+        QuiltPatchMetadata,
+        GatewayStatus,
+        ErrorBody,
+        ErrorStatus,
+        ErrorInfo
     ))
 )]
 pub struct ApiDoc;

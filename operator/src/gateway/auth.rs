@@ -72,7 +72,7 @@ mod tests {
         encode(
             &Header::new(Algorithm::HS256),
             &serde_json::json!({"exp": exp, "max_size": 10}),
-            &EncodingKey::from_secret(secret),
+            &EncodingKey::from_secret(secret).unwrap(),
         )
         .unwrap()
     }

@@ -31,9 +31,10 @@ pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// A blob ID from a path, or 400 saying why it is not one.
 pub fn parse_blob_id(s: &str) -> Result<BlobId, ApiError> {
-    s.parse().map_err(|e: floe_node::codec::metadata::ParseBlobIdError| {
-        ApiError::bad_request("INVALID_BLOB_ID", format!("{s:?} is not a blob ID: {e}"))
-    })
+    s.parse()
+        .map_err(|e: floe_node::codec::metadata::ParseBlobIdError| {
+            ApiError::bad_request("INVALID_BLOB_ID", format!("{s:?} is not a blob ID: {e}"))
+        })
 }
 
 /// The query, or 400 naming the bad parameter.
@@ -183,7 +184,14 @@ pub async fn put_blob(
         |n| m.bytes_in(n),
     )
     .await?;
-    let r = store(&client, received, epochs, deletable, q.force.unwrap_or(false)).await?;
+    let r = store(
+        &client,
+        received,
+        epochs,
+        deletable,
+        q.force.unwrap_or(false),
+    )
+    .await?;
     tracing::info!(blob = r.blob_id(), "stored");
     Ok(Json(r))
 }
@@ -308,7 +316,10 @@ fn respond(
     let h = r.headers_mut();
     content_headers(h, s.etag);
     h.insert(header::CONTENT_TYPE, content_type(s.stored_type, headers));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(part.end - part.start));
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(part.end - part.start),
+    );
     if status == StatusCode::PARTIAL_CONTENT {
         if let Ok(v) = HeaderValue::from_str(&range::content_range(&part, len)) {
             h.insert(header::CONTENT_RANGE, v);
@@ -317,7 +328,12 @@ fn respond(
     r
 }
 
-async fn blob(gw: &Shared, id: &str, headers: &HeaderMap, head: bool) -> Result<Response, ApiError> {
+async fn blob(
+    gw: &Shared,
+    id: &str,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, ApiError> {
     let id = parse_blob_id(id)?;
     let etag = id.to_string();
     if not_modified(headers, &etag) {

@@ -66,13 +66,15 @@ pub async fn receive(
     let mut file: Option<tempfile::NamedTempFile> = None;
     let mut total = 0u64;
     loop {
-        let next = tokio::time::timeout(idle, stream.next()).await.map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "REQUEST_TIMEOUT",
-                format!("no body bytes arrived for {idle:?}; the upload was dropped"),
-            )
-        })?;
+        let next = tokio::time::timeout(idle, stream.next())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "REQUEST_TIMEOUT",
+                    format!("no body bytes arrived for {idle:?}; the upload was dropped"),
+                )
+            })?;
         let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| {
             ApiError::bad_request(

@@ -126,8 +126,12 @@ impl IntoResponse for ApiError {
 impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> Self {
         match &e {
-            ReadError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "BLOB_NOT_FOUND", e.to_string()),
-            ReadError::Invalid(_) => Self::new(StatusCode::NOT_FOUND, "BLOB_INVALID", e.to_string()),
+            ReadError::NotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "BLOB_NOT_FOUND", e.to_string())
+            }
+            ReadError::Invalid(_) => {
+                Self::new(StatusCode::NOT_FOUND, "BLOB_INVALID", e.to_string())
+            }
             ReadError::NotEnoughSlivers { .. } | ReadError::Unavailable { .. } => {
                 Self::unavailable(e.to_string())
             }

@@ -176,8 +176,10 @@ async fn limit(State(gw): State<Shared>, req: Request, next: Next) -> Response {
             ),
         )
         .into_response();
-        r.headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from_static("1"),
+        );
         return r;
     };
     match tokio::time::timeout(gw.limits.request_timeout, next.run(req)).await {

@@ -9,7 +9,7 @@ use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::Response;
 use axum::Json;
-use floe_node::client::BlobClient;
+use floe_node::client::{BlobClient, QuiltReadError};
 use floe_node::codec::{BlobId, BlobMetadata};
 use floe_node::quilt::{self, Entry, Item, PatchId, QuiltError};
 
@@ -17,8 +17,8 @@ use super::api::{
     PublisherQuery, QuiltPatchItem, QuiltPatchMetadata, QuiltStoreResult, StoredQuiltPatch,
 };
 use super::blobs::{
-    admit_write, check_publisher, not_modified, not_modified_response, parse_blob_id, query,
-    serve, store, Served,
+    admit_write, check_publisher, not_modified, not_modified_response, parse_blob_id, query, serve,
+    store, Served,
 };
 use super::body::Received;
 use super::error::ApiError;
@@ -45,27 +45,16 @@ fn quilt_error(e: QuiltError) -> ApiError {
     }
 }
 
-/// The index of quilt `id`: the first row of the blob holds the header and, for most quilts,
-/// the whole index; a longer index costs one more read.
+/// The index of quilt `id`, or the error a client should see.
 pub async fn read_index(
     client: &Arc<BlobClient>,
     id: &BlobId,
     md: &Arc<BlobMetadata>,
 ) -> Result<Vec<Entry>, ApiError> {
-    let shape = md.shape().map_err(|e| ApiError::internal(e.to_string()))?;
-    let first = (shape.primary_sliver_len() as u64)
-        .max(quilt::HEADER_LEN as u64)
-        .min(shape.len);
-    let mut prefix = client.read_range(id, md, 0..first).await?;
-    let (ilen, _) = quilt::parse_header(&prefix).map_err(quilt_error)?;
-    let need = (quilt::HEADER_LEN + ilen) as u64;
-    if need > shape.len {
-        return Err(quilt_error(QuiltError::Truncated("index")));
-    }
-    if need > prefix.len() as u64 {
-        prefix.extend(client.read_range(id, md, prefix.len() as u64..need).await?);
-    }
-    quilt::parse_index(&prefix, shape.len).map_err(quilt_error)
+    client.quilt_index(id, md).await.map_err(|e| match e {
+        QuiltReadError::Read(r) => r.into(),
+        QuiltReadError::Quilt(q) => quilt_error(q),
+    })
 }
 
 /// Store many files as one quilt.
@@ -100,8 +89,8 @@ pub async fn put_quilt(
             "the body is larger than this gateway's limit of {limit} bytes"
         )));
     }
-    let mut multipart = multipart
-        .map_err(|e| ApiError::bad_request("MALFORMED_MULTIPART", e.body_text()))?;
+    let mut multipart =
+        multipart.map_err(|e| ApiError::bad_request("MALFORMED_MULTIPART", e.body_text()))?;
     let malformed = |e: axum::extract::multipart::MultipartError| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(e.body_text())
@@ -147,7 +136,10 @@ pub async fn put_quilt(
         let Some(item) = items.iter_mut().find(|i| i.identifier == m.identifier) else {
             return Err(ApiError::bad_request(
                 "INVALID_METADATA",
-                format!("_metadata names {:?}, which is not a file of this upload", m.identifier),
+                format!(
+                    "_metadata names {:?}, which is not a file of this upload",
+                    m.identifier
+                ),
             ));
         };
         item.tags.extend(m.tags);

@@ -111,7 +111,15 @@ mod tests {
 
     #[test]
     fn malformed_is_an_error() {
-        for h in ["bytes", "bytes=", "bytes=-", "bytes=a-b", "bytes=5-1", "bytes=1", "bytes=+1-2"] {
+        for h in [
+            "bytes",
+            "bytes=",
+            "bytes=-",
+            "bytes=a-b",
+            "bytes=5-1",
+            "bytes=1",
+            "bytes=+1-2",
+        ] {
             assert!(decide(Some(h), 100).is_err(), "{h:?}");
         }
     }

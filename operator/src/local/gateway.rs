@@ -65,7 +65,10 @@ impl Gateway {
             .map(str::to_string);
         let addr = match previous {
             Some(a) => a,
-            None => format!("127.0.0.1:{}", TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()),
+            None => format!(
+                "127.0.0.1:{}",
+                TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
+            ),
         };
         let log = fs::OpenOptions::new()
             .create(true)
@@ -96,7 +99,10 @@ impl Gateway {
         };
         if exited {
             self.restarts += 1;
-            tracing::warn!(restarts = self.restarts, "the gateway exited; restarting it");
+            tracing::warn!(
+                restarts = self.restarts,
+                "the gateway exited; restarting it"
+            );
             self.start(state)?;
         }
         Ok(exited)

@@ -23,7 +23,12 @@ struct Args {
     listen: SocketAddr,
     /// Storage node gRPC addresses to learn the committee from (comma-separated; a Service
     /// name is enough in Kubernetes)
-    #[arg(long, env = "FLOE_GATEWAY_NODES", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        env = "FLOE_GATEWAY_NODES",
+        value_delimiter = ',',
+        required = true
+    )]
     nodes: Vec<String>,
     /// Largest request body in bytes (413 above)
     #[arg(long, env = "FLOE_GATEWAY_MAX_BODY", default_value_t = 1 << 30)]
@@ -61,11 +66,17 @@ async fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLOE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.log_format == "json" {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let secret = match (&args.jwt_secret_file, std::env::var("FLOE_GATEWAY_JWT_SECRET")) {
+    let secret = match (
+        &args.jwt_secret_file,
+        std::env::var("FLOE_GATEWAY_JWT_SECRET"),
+    ) {
         (Some(f), _) => Some(
             std::fs::read(f)
                 .with_context(|| format!("reading the JWT secret {}", f.display()))?
@@ -135,8 +146,9 @@ async fn main() -> anyhow::Result<()> {
     let app = gateway::router(gw);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

@@ -103,7 +103,9 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
                     println!("  control plane metrics http://{m}/metrics");
                 }
                 match &state.gateway {
-                    Some(g) => println!("  HTTP gateway {g}  (PUT {g}/v1/blobs · GET {g}/v1/blobs/ID · {g}/v1/api)"),
+                    Some(g) => println!(
+                        "  HTTP gateway {g}  (PUT {g}/v1/blobs · GET {g}/v1/blobs/ID · {g}/v1/api)"
+                    ),
                     None => println!("  no HTTP gateway (floe-gateway not found beside floe)"),
                 }
                 println!("try:  floe put FILE   ·   floe testnet status   ·   floe testnet down");
