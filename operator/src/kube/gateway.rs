@@ -8,8 +8,8 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -68,7 +68,11 @@ pub fn url(sc: &StorageCluster) -> Option<String> {
         return None;
     }
     if let Some(i) = &g.ingress {
-        let scheme = if i.tls_secret.is_some() { "https" } else { "http" };
+        let scheme = if i.tls_secret.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         return Some(format!("{scheme}://{}", i.host));
     }
     let ns = sc.metadata.namespace.as_deref()?;
@@ -331,18 +335,34 @@ mod tests {
         assert_eq!(d.metadata.name.as_deref(), Some("alpha-gateway"));
         assert_eq!(d.metadata.namespace.as_deref(), Some("data"));
         let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("StorageCluster", "u-1"));
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("StorageCluster", "u-1")
+        );
         let spec = d.spec.as_ref().unwrap();
         assert_eq!(spec.replicas, Some(2));
-        let pod_labels = spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
         for (k, v) in spec.selector.match_labels.as_ref().unwrap() {
             assert_eq!(pod_labels.get(k), Some(v), "selector {k} matches the pods");
         }
         assert_eq!(pod_labels[LABEL_COMPONENT], COMPONENT_GATEWAY);
         let c = &spec.template.spec.as_ref().unwrap().containers[0];
-        assert_eq!(c.command.as_deref(), Some(&["floe-gateway".to_string()][..]));
+        assert_eq!(
+            c.command.as_deref(),
+            Some(&["floe-gateway".to_string()][..])
+        );
         let args = c.args.as_ref().unwrap();
-        assert!(args.contains(&"--nodes=https://alpha.data.svc:7070".to_string()), "{args:?}");
+        assert!(
+            args.contains(&"--nodes=https://alpha.data.svc:7070".to_string()),
+            "{args:?}"
+        );
         assert!(args.contains(&"--max-body=1000".to_string()));
         assert!(args.contains(&format!("--listen=$(POD_IP):{GATEWAY_PORT}")));
         let jwt = c
@@ -352,11 +372,24 @@ mod tests {
             .iter()
             .find(|e| e.name == "FLOE_GATEWAY_JWT_SECRET")
             .unwrap();
-        let key = jwt.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        let key = jwt
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
         assert_eq!((key.name.as_str(), key.key.as_str()), ("pub-jwt", JWT_KEY));
         assert_eq!(c.resources, Some(default_resources()));
         assert_eq!(
-            c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(),
+            c.readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
             Some("/readyz")
         );
         let svc = g.service.spec.as_ref().unwrap();
@@ -364,7 +397,10 @@ mod tests {
         assert_eq!(svc.selector.as_ref(), spec.selector.match_labels.as_ref());
         assert_eq!(svc.ports.as_ref().unwrap()[0].port, GATEWAY_PORT);
         assert!(g.ingress.is_none());
-        assert_eq!(url(&sc).as_deref(), Some("http://alpha-gateway.data.svc:31415"));
+        assert_eq!(
+            url(&sc).as_deref(),
+            Some("http://alpha-gateway.data.svc:31415")
+        );
     }
 
     #[test]
@@ -385,9 +421,16 @@ mod tests {
         assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
         let rule = &spec.rules.as_ref().unwrap()[0];
         assert_eq!(rule.host.as_deref(), Some("blobs.example.com"));
-        let backend = rule.http.as_ref().unwrap().paths[0].backend.service.as_ref().unwrap();
+        let backend = rule.http.as_ref().unwrap().paths[0]
+            .backend
+            .service
+            .as_ref()
+            .unwrap();
         assert_eq!(backend.name, "alpha-gateway");
-        assert_eq!(spec.tls.as_ref().unwrap()[0].secret_name.as_deref(), Some("blobs-tls"));
+        assert_eq!(
+            spec.tls.as_ref().unwrap()[0].secret_name.as_deref(),
+            Some("blobs-tls")
+        );
         assert_eq!(i.metadata.annotations.as_ref().unwrap()["a"], "b");
         assert_eq!(url(&sc).as_deref(), Some("https://blobs.example.com"));
     }
