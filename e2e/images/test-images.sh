@@ -71,7 +71,7 @@ fi
 # ---- build both targets ----
 rm -rf "$REPO/images/prebuilt"
 mkdir -p "$REPO/images/prebuilt"
-cp "$BIN_DIR/floe-node" "$BIN_DIR/floe-operator" "$BIN_DIR/floe" "$REPO/images/prebuilt/"
+cp "$BIN_DIR/floe-node" "$BIN_DIR/floe-operator" "$BIN_DIR/floe" "$BIN_DIR/floe-gateway" "$REPO/images/prebuilt/"
 # debug builds carry hundreds of MB of debug info; the images do not need it
 if command -v strip >/dev/null; then
   strip --strip-debug "$REPO/images/prebuilt/"*

@@ -6,6 +6,7 @@ pub mod client;
 pub mod codec;
 pub mod proto;
 pub mod protocol;
+pub mod quilt;
 pub mod server;
 pub mod store;
 #[doc(hidden)]

@@ -4,5 +4,6 @@
 
 pub mod control;
 pub mod crd;
+pub mod gateway;
 pub mod kube;
 pub mod local;

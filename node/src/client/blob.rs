@@ -106,6 +106,9 @@ pub enum ReadError {
     Codec(#[from] CodecError),
     #[error("writing the blob: {0}")]
     Io(String),
+    /// Too few nodes answered to tell whether the blob exists: try again later.
+    #[error("blob {id} is temporarily unavailable: {reason}")]
+    Unavailable { id: BlobId, reason: String },
 }
 
 /// What a write did, and where the time went.
@@ -650,46 +653,7 @@ impl BlobClient {
         let mut failures = Vec::new();
         let mut invalid_votes = 0usize;
         let fetch = |pair: u16| {
-            let shard = params.shard_for_pair(pair as usize, rot);
-            // the owner now, then (shards still moving) the owner in the previous epoch
-            let mut holders: Vec<NodeClient> = Vec::new();
-            if let Some(m) = owners.get(shard).copied().flatten() {
-                holders.push(view.node(&view.committee.members[m]).clone());
-            }
-            if let (Some(prev), Some(po)) = (&view.previous, &prev_owners) {
-                if let Some(m) = po.get(shard).copied().flatten() {
-                    let node = view.node(&prev.members[m]).clone();
-                    if holders.iter().all(|h| h.address() != node.address()) {
-                        holders.push(node);
-                    }
-                }
-            }
-            let md = md.clone();
-            let id = *id;
-            async move {
-                if holders.is_empty() {
-                    return Err(format!("shard {shard} has no owner"));
-                }
-                let mut last = String::new();
-                for node in holders {
-                    let sliver = match node.get_sliver(&id, pair, Axis::Primary).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            last = e.to_string();
-                            continue;
-                        }
-                    };
-                    let md = md.clone();
-                    match tokio::task::spawn_blocking(move || sliver.verify(&md).map(|()| sliver))
-                        .await
-                        .map_err(|e| e.to_string())?
-                    {
-                        Ok(s) => return Ok(s),
-                        Err(e) => last = format!("{}: sliver {pair} rejected: {e}", node.address()),
-                    }
-                }
-                Err(last)
-            }
+            fetch_verified_primary(&view, &owners, prev_owners.as_deref(), id, md, pair, rot)
         };
         for pair in candidates
             .by_ref()
@@ -735,6 +699,84 @@ impl BlobClient {
             }
         }
         Ok(())
+    }
+}
+
+/// One verified primary sliver of `id`: from its shard's owner now, then (shards still moving)
+/// from the owner in the previous epoch. The future owns what it needs, so many can run at once.
+fn fetch_verified_primary(
+    view: &View,
+    owners: &[Option<usize>],
+    prev_owners: Option<&[Option<usize>]>,
+    id: &BlobId,
+    md: &Arc<BlobMetadata>,
+    pair: u16,
+    rot: usize,
+) -> impl std::future::Future<Output = Result<Sliver, String>> + Send + 'static {
+    let shard = (pair as usize + rot) % md.n().max(1);
+    let mut holders: Vec<NodeClient> = Vec::new();
+    if let Some(m) = owners.get(shard).copied().flatten() {
+        holders.push(view.node(&view.committee.members[m]).clone());
+    }
+    if let (Some(prev), Some(po)) = (&view.previous, prev_owners) {
+        if let Some(m) = po.get(shard).copied().flatten() {
+            let node = view.node(&prev.members[m]).clone();
+            if holders.iter().all(|h| h.address() != node.address()) {
+                holders.push(node);
+            }
+        }
+    }
+    let md = md.clone();
+    let id = *id;
+    async move {
+        if holders.is_empty() {
+            return Err(format!("shard {shard} has no owner"));
+        }
+        let mut last = String::new();
+        for node in holders {
+            let sliver = match node.get_sliver(&id, pair, Axis::Primary).await {
+                Ok(s) => s,
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            };
+            let md = md.clone();
+            match tokio::task::spawn_blocking(move || sliver.verify(&md).map(|()| sliver))
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Ok(s) => return Ok(s),
+                Err(e) => last = format!("{}: sliver {pair} rejected: {e}", node.address()),
+            }
+        }
+        Err(last)
+    }
+}
+
+impl BlobClient {
+    /// One verified primary sliver of `id` (row `pair` of the blob when `pair < k_p`).
+    pub(super) fn primary_sliver(
+        &self,
+        id: &BlobId,
+        md: &Arc<BlobMetadata>,
+        pair: u16,
+    ) -> impl std::future::Future<Output = Result<Sliver, String>> + Send + 'static {
+        let view = self.view();
+        let rot = id.mod_n(md.n());
+        let owners = view.committee.shard_owners();
+        let prev_owners = view.previous.as_ref().map(|p| p.shard_owners());
+        fetch_verified_primary(&view, &owners, prev_owners.as_deref(), id, md, pair, rot)
+    }
+
+    /// Every member of the committees this client knows, for questions asked of all of them.
+    pub(super) fn members(&self) -> Vec<(NodeClient, usize)> {
+        let view = self.view();
+        view.committee
+            .members
+            .iter()
+            .map(|m| (view.node(m).clone(), m.shards.len()))
+            .collect()
     }
 }
 

@@ -3,10 +3,15 @@
 
 mod blob;
 mod node;
+mod quilt;
+mod ranged;
 mod source;
+mod status;
 
 pub use blob::{
     BlobClient, ClientConfig, Progress, ProgressFn, ReadError, WriteError, WriteOutcome,
 };
 pub use node::{ClientError, NodeClient};
+pub use quilt::QuiltReadError;
+pub use ranged::rows_for;
 pub use source::FileSource;

@@ -114,7 +114,10 @@ mod tests {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(cols, ["Nodes", "Ready", "Shards", "Epoch", "Phase", "Age"]);
+        assert_eq!(
+            cols,
+            ["Nodes", "Ready", "Shards", "Epoch", "Phase", "Gateway", "Age"]
+        );
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub const DEFAULT_IMAGE: &str = "ghcr.io/floe-dev/floe-node:0.1.0";
     printcolumn(name = "Shards", type_ = "integer", json_path = ".spec.shards", description = "Shards (fixed at creation)"),
     printcolumn(name = "Epoch", type_ = "integer", json_path = ".status.epoch", description = "Current epoch"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Summary of the conditions"),
+    printcolumn(name = "Gateway", type_ = "string", json_path = ".status.gatewayUrl", description = "URL of the HTTP gateway (spec.gateway)"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name must start with a lowercase letter and hold only lowercase letters, digits and '-': it names the cluster's Services and pods"),
@@ -119,6 +120,10 @@ pub struct StorageClusterSpec {
     /// A Prometheus-operator ServiceMonitor for the node pods' `/metrics`.
     #[serde(default)]
     pub service_monitor: ServiceMonitorSpec,
+
+    /// The HTTP gateway (Walrus's publisher and aggregator API): a Deployment and a Service.
+    #[serde(default)]
+    pub gateway: GatewaySpec,
 }
 
 fn default_epoch_duration() -> String {
@@ -349,4 +354,71 @@ pub struct ServiceMonitorSpec {
     /// Labels the Prometheus instance selects ServiceMonitors by.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+}
+
+/// The HTTP gateway (`floe-gateway`, docs/gateway.md), run from the node image.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// Run the gateway.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Gateway pods (stateless; any number).
+    #[serde(default = "one_replica")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Type of the gateway's Service: ClusterIP, NodePort or LoadBalancer.
+    #[serde(default = "cluster_ip")]
+    #[schemars(extend("enum" = ["ClusterIP", "NodePort", "LoadBalancer"]))]
+    pub service_type: String,
+    /// Secret whose key `jwt-secret` holds the HS256 secret publisher tokens are signed with;
+    /// without it anyone who reaches the gateway may write (reads never need a token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret: Option<String>,
+    /// Compute resources of the gateway container [default: 100m CPU, 128Mi memory requested,
+    /// 1Gi memory limit].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Largest upload in bytes (413 above) [default: 1 GiB].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+    /// An Ingress in front of the Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<GatewayIngress>,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            replicas: 1,
+            service_type: cluster_ip(),
+            auth_secret: None,
+            resources: None,
+            max_body_bytes: None,
+            ingress: None,
+        }
+    }
+}
+
+fn one_replica() -> i32 {
+    1
+}
+fn cluster_ip() -> String {
+    "ClusterIP".into()
+}
+
+/// An Ingress routing a host to the gateway.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayIngress {
+    /// Host name the Ingress answers for.
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// Secret with the TLS certificate for `host`; plain HTTP without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }

@@ -48,6 +48,10 @@ pub struct StorageClusterStatus {
     /// Label selector of the node pods, for the scale subresource (`kubectl scale`, HPA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// Where the HTTP gateway answers (the Ingress host, else the Service's cluster DNS name),
+    /// when `spec.gateway.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_url: Option<String>,
 }
 
 /// Summary of the conditions, most urgent first (see [`phase`]).

@@ -104,6 +104,8 @@ pub struct Desired {
     pub service_monitor: Option<DynamicObject>,
     /// Only when the operator runs with `--network-policy`.
     pub network_policy: Option<NetworkPolicy>,
+    /// Only when `spec.gateway.enabled`.
+    pub gateway: Option<super::gateway::GatewayObjects>,
 }
 
 /// Build everything.
@@ -118,6 +120,7 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Desired, MetaError> {
         pdb: pdb(&m, inputs.pdb_max_unavailable),
         service_monitor: service_monitor(&m, inputs.cluster),
         network_policy: inputs.operator.map(|op| network_policy(&m, op)),
+        gateway: super::gateway::build(&m, inputs.cluster),
     })
 }
 

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
@@ -177,6 +177,7 @@ pub async fn run(
         watcher::Config::default().any_semantic(),
     )
     .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
+    .owns(Api::<Deployment>::all(client.clone()), owned.clone())
     .owns(Api::<Service>::all(client.clone()), owned.clone())
     .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
     .owns(Api::<Secret>::all(client.clone()), owned.clone())
@@ -536,7 +537,7 @@ pub fn decide(
 
 /// Server-side-apply every desired object under the one field manager, and delete the optional
 /// objects that are not wanted (any more): the NetworkPolicy without `--network-policy`, the
-/// ServiceMonitor when disabled.
+/// ServiceMonitor when disabled, the gateway's objects when `spec.gateway` is off.
 async fn apply_objects(
     client: &Client,
     ns: &str,
@@ -576,6 +577,25 @@ async fn apply_objects(
         None if sc.spec.service_monitor.enabled => {}
         // switched off: remove ours if there is one (and the CRD may not even exist)
         None => delete_if_present(&sm_api, &names.service_monitor()).await?,
+    }
+    let (deployments, services, ingresses) = (
+        Api::<Deployment>::namespaced(client.clone(), ns),
+        Api::<Service>::namespaced(client.clone(), ns),
+        Api::<Ingress>::namespaced(client.clone(), ns),
+    );
+    match &desired.gateway {
+        Some(g) => {
+            futures::try_join!(ssa(client, ns, &g.deployment), ssa(client, ns, &g.service))?;
+            match &g.ingress {
+                Some(i) => ssa(client, ns, i).await?,
+                None => delete_if_present(&ingresses, &names.gateway()).await?,
+            }
+        }
+        None => {
+            delete_if_present(&ingresses, &names.gateway()).await?;
+            delete_if_present(&services, &names.gateway()).await?;
+            delete_if_present(&deployments, &names.gateway()).await?;
+        }
     }
     Ok(())
 }
@@ -617,6 +637,7 @@ async fn write_status(
     status.phase = Some(phase(&status.conditions));
     status.observed_generation = sc.metadata.generation;
     status.selector = Some(selector_string(&name));
+    status.gateway_url = super::gateway::url(sc);
     let flips = transitions(current, &status.conditions);
     let patch = serde_json::json!({
         "apiVersion": "floe.dev/v1alpha1",

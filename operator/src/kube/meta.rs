@@ -25,6 +25,10 @@ pub const COMPONENT_NODE: &str = "storage-node";
 pub const COMPONENT_CLIENT: &str = "client";
 /// Component label of the ConfigMap and the admin-token Secret.
 pub const COMPONENT_CONFIG: &str = "config";
+/// The HTTP gateway's pods and Service.
+pub const COMPONENT_GATEWAY: &str = "gateway";
+/// Port of the gateway's HTTP API (and its Service).
+pub const GATEWAY_PORT: i32 = 31415;
 
 /// Ports of `floe-node` (node/src/server/config.rs defaults).
 pub const GRPC_PORT: i32 = 7070;
@@ -96,6 +100,10 @@ impl Names {
     }
     pub fn network_policy(&self) -> String {
         format!("{}-nodes", self.cluster)
+    }
+    /// Deployment, Service and Ingress of the HTTP gateway.
+    pub fn gateway(&self) -> String {
+        format!("{}-gateway", self.cluster)
     }
 }
 

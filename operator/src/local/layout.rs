@@ -136,6 +136,11 @@ pub struct TestnetState {
     pub metrics: Option<String>,
     #[serde(default)]
     pub control: Option<ControlOptions>,
+    /// The HTTP gateway's URL (`http://127.0.0.1:PORT`), once it runs.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub gateway_pid: Option<u32>,
 }
 
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {

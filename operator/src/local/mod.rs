@@ -4,10 +4,11 @@
 //! runs the control plane's brain (epochs, committees, challenges, rewards) against them:
 //! [`layout`] (the directory and its files), [`process`] (node processes), [`body`] (the
 //! control plane's `Body`), [`supervisor`] (the loop), [`commands`] (what the CLI does to a
-//! running testnet).
+//! running testnet), [`gateway`] (the HTTP gateway process).
 
 pub mod body;
 pub mod commands;
+pub mod gateway;
 pub mod layout;
 pub mod process;
 pub mod supervisor;

@@ -83,6 +83,8 @@ impl Supervisor {
             ready: false,
             metrics: previous.as_ref().and_then(|p| p.metrics.clone()),
             control: Some(opts.control.clone()),
+            gateway: previous.as_ref().and_then(|p| p.gateway.clone()),
+            gateway_pid: previous.as_ref().and_then(|p| p.gateway_pid),
         };
         let force = Arc::new(AtomicBool::new(false));
         let mut body = Nodes {
@@ -169,6 +171,17 @@ impl Supervisor {
             .filter(|&i| !self.nodes.state.nodes[i].wants_stopped())
             .collect();
         self.nodes.bring_up_all(&wanted).await?;
+        let mut gateway = super::gateway::find_gateway_bin(&self.nodes.state.node_bin)
+            .map(super::gateway::Gateway::new);
+        match &mut gateway {
+            Some(g) => {
+                if let Err(e) = g.start(&mut self.nodes.state) {
+                    tracing::warn!("the HTTP gateway did not start: {e:#}");
+                }
+                self.nodes.dirty = true;
+            }
+            None => tracing::warn!("floe-gateway not found: this testnet has no HTTP gateway"),
+        }
         self.nodes.save_state()?;
         self.candidates.send_replace(self.nodes.candidates());
         let (brain_tx, brain) = watch::channel(self.driver.brain.state.clone());
@@ -187,6 +200,13 @@ impl Supervisor {
         let candidates = self.candidates;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
+            if let Some(g) = &mut gateway {
+                match g.keep_alive(&mut nodes.state) {
+                    Ok(true) => nodes.dirty = true,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("restarting the gateway: {e:#}"),
+                }
+            }
             if let Err(e) = supervise(&mut nodes, &mut releases, &candidates).await {
                 tracing::warn!(error = %e, "supervision round failed");
             }
@@ -211,6 +231,9 @@ impl Supervisor {
             }
         }
         brain_task.abort();
+        if let Some(g) = &mut gateway {
+            g.stop(&mut nodes.state);
+        }
         nodes.shutdown();
         Ok(())
     }

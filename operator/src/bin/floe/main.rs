@@ -3,6 +3,7 @@
 
 mod blob_cmd;
 mod progress;
+mod quilt_cmd;
 mod table;
 mod testnet_cmd;
 
@@ -62,6 +63,22 @@ pub enum Cmd {
     },
     /// Print the StorageCluster CRD (what crds/storagecluster.yaml holds)
     Crd,
+    /// Store every file of a directory as one quilt; prints the quilt ID and each file's patch ID
+    PutQuilt { dir: PathBuf },
+    /// Read one file of a quilt by its identifier
+    GetQuilt {
+        #[arg(allow_hyphen_values = true)]
+        quilt_id: String,
+        identifier: String,
+        /// Write here instead of standard output
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// List the files of a quilt
+    LsQuilt {
+        #[arg(allow_hyphen_values = true)]
+        quilt_id: String,
+    },
     /// Compute a file's blob ID offline
     BlobId {
         file: PathBuf,
@@ -192,6 +209,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Get { blob_id, output } => blob_cmd::get(&cli, blob_id, output.as_ref()).await,
         Cmd::Status { blob_id } => blob_cmd::status(&cli, blob_id.as_deref()).await,
         Cmd::BlobId { file, shards } => blob_cmd::blob_id(&cli, file, *shards),
+        Cmd::PutQuilt { dir } => quilt_cmd::put(&cli, dir).await,
+        Cmd::GetQuilt {
+            quilt_id,
+            identifier,
+            output,
+        } => quilt_cmd::get(&cli, quilt_id, identifier, output.as_ref()).await,
+        Cmd::LsQuilt { quilt_id } => quilt_cmd::ls(&cli, quilt_id).await,
     }
 }
 

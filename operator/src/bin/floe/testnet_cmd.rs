@@ -102,6 +102,12 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
                 if let Some(m) = &state.metrics {
                     println!("  control plane metrics http://{m}/metrics");
                 }
+                match &state.gateway {
+                    Some(g) => println!(
+                        "  HTTP gateway {g}  (PUT {g}/v1/blobs · GET {g}/v1/blobs/ID · {g}/v1/api)"
+                    ),
+                    None => println!("  no HTTP gateway (floe-gateway not found beside floe)"),
+                }
                 println!("try:  floe put FILE   ·   floe testnet status   ·   floe testnet down");
             }
             Ok(())
@@ -366,6 +372,7 @@ async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
             json!({
                 "dir": state.dir, "n_shards": state.n_shards, "epoch_seconds": state.epoch_seconds,
                 "metrics": state.metrics,
+                "gateway": state.gateway,
                 "epoch": control.as_ref().map(|c| c.epoch),
                 "phase": control.as_ref().map(|c| c.phase_name()),
                 "phase_detail": control.as_ref().map(phase_text),
@@ -389,6 +396,9 @@ async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
             .as_ref()
             .map_or(String::new(), |m| format!(" · metrics http://{m}/metrics"))
     );
+    if let Some(g) = &state.gateway {
+        println!("gateway {g}");
+    }
     if let Some(c) = &control {
         let left = deadline.unwrap_or(0).saturating_sub(now_ms()) / 1000;
         println!(
