@@ -139,6 +139,7 @@ async fn a_rogue_member_cannot_make_honest_nodes_accept_a_fake_certificate() {
         epoch: 1,
         n_shards: 10,
         members,
+        economics: None,
     };
     let mut c = TestCluster {
         root,

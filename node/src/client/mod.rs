@@ -2,11 +2,13 @@
 //! the blob client that writes and reads whole blobs.
 
 mod blob;
+pub mod control;
 mod node;
 mod source;
 
 pub use blob::{
-    BlobClient, ClientConfig, Progress, ProgressFn, ReadError, WriteError, WriteOutcome,
+    BlobClient, ClientConfig, Progress, ProgressFn, PutOptions, ReadError, Registrar, WriteError,
+    WriteOutcome, DEFAULT_EPOCHS,
 };
 pub use node::{ClientError, NodeClient};
 pub use source::FileSource;

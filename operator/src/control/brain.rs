@@ -410,6 +410,7 @@ impl Brain {
             epoch,
             n_shards: self.settings.n_shards,
             members,
+            economics: None,
         })
     }
 
