@@ -93,6 +93,24 @@ pub struct ControlOptions {
     /// An epoch change not complete after this long is reported stuck.
     #[serde(default)]
     pub stuck_after_seconds: Option<u64>,
+    /// The furthest a blob's lifetime may end beyond the current epoch (docs/economics.md).
+    #[serde(default = "default_max_epochs_ahead")]
+    pub max_epochs_ahead: u32,
+    /// Units `floe testnet faucet` grants (the CLI's default account is funded with it).
+    #[serde(default = "default_faucet_grant")]
+    pub faucet_grant: u64,
+}
+
+/// Walrus's limit: about two years of two-week epochs.
+pub const DEFAULT_MAX_EPOCHS_AHEAD: u32 = 53;
+/// Enough for ~10⁴ puts of a 32 MiB file at the default prices.
+pub const DEFAULT_FAUCET_GRANT: u64 = 1_000_000_000;
+
+fn default_max_epochs_ahead() -> u32 {
+    DEFAULT_MAX_EPOCHS_AHEAD
+}
+fn default_faucet_grant() -> u64 {
+    DEFAULT_FAUCET_GRANT
 }
 
 impl ControlOptions {
@@ -104,6 +122,8 @@ impl ControlOptions {
             reward_per_epoch: 1_000_000,
             unreachable_after_seconds: (2 * epoch.as_secs()).max(10),
             stuck_after_seconds: None,
+            max_epochs_ahead: DEFAULT_MAX_EPOCHS_AHEAD,
+            faucet_grant: DEFAULT_FAUCET_GRANT,
         }
     }
     pub(crate) fn settings(&self, n_shards: u16, nodes: usize) -> Settings {
@@ -136,6 +156,10 @@ pub struct TestnetState {
     pub metrics: Option<String>,
     #[serde(default)]
     pub control: Option<ControlOptions>,
+    /// Where the supervisor serves the control plane's client API (`floe.v1.Control`:
+    /// accounts, registrations; docs/economics.md).
+    #[serde(default)]
+    pub control_api: Option<String>,
 }
 
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {

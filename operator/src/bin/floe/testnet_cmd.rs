@@ -111,6 +111,9 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             testnet::Supervisor::create(&opts)?.run().await
         }
         TestnetCmd::Status => status(cli, dir).await,
+        TestnetCmd::Faucet { account, amount } => {
+            crate::account_cmd::faucet(cli, account.as_deref(), *amount).await
+        }
         TestnetCmd::Kill { node } => {
             let state = TestnetState::load(dir)?;
             testnet::kill_node(&state, node)?;
@@ -346,6 +349,10 @@ async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
         }));
     }
     let deadline = control.as_ref().map(|c| c.deadline_ms(epoch_ms));
+    let economics = control
+        .as_ref()
+        .and_then(|c| c.committee.as_ref())
+        .and_then(|c| c.economics);
     if cli.json {
         println!(
             "{}",
@@ -357,7 +364,11 @@ async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
                 "phase_detail": control.as_ref().map(phase_text),
                 "next_deadline_ms": deadline,
                 "plan_error": control.as_ref().and_then(|c| c.plan_error.clone()),
-                "ledger": control.as_ref().map(|c| json!({"issued": c.ledger.issued, "withheld": c.ledger.withheld, "balanced": c.ledger.balanced()})),
+                "ledger": control.as_ref().map(|c| json!({"issued": c.ledger.issued, "withheld": c.ledger.withheld, "balanced": c.ledger.balanced(), "fees": c.ledger.fees, "rolled_over": c.ledger.rolled_over})),
+                "storage_price": economics.map(|e| e.storage_price),
+                "write_price": economics.map(|e| e.write_price),
+                "max_epochs_ahead": economics.map(|e| e.max_epochs_ahead),
+                "control_api": state.control_api,
                 "last_round": control.as_ref().and_then(|c| c.last_round.clone()),
                 "history": control.as_ref().map(|c| c.history.clone()),
                 "nodes": rows,
@@ -375,6 +386,12 @@ async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
             .as_ref()
             .map_or(String::new(), |m| format!(" · metrics http://{m}/metrics"))
     );
+    if let Some(e) = economics {
+        println!(
+            "prices (voted): storage {} and write {} per MiB of encoded size (storage per epoch) · lifetimes up to {} epochs ahead",
+            e.storage_price, e.write_price, e.max_epochs_ahead
+        );
+    }
     if let Some(c) = &control {
         let left = deadline.unwrap_or(0).saturating_sub(now_ms()) / 1000;
         println!(
