@@ -86,6 +86,12 @@ impl Storage for Rogue {
     async fn sync_shard(&self, _: Request<proto::SyncShardRequest>) -> R<proto::SyncShardResponse> {
         Err(Status::unimplemented("rogue"))
     }
+    async fn put_lifetime(
+        &self,
+        _: Request<proto::PutLifetimeRequest>,
+    ) -> R<proto::PutLifetimeResponse> {
+        Err(Status::unimplemented("rogue"))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
