@@ -223,3 +223,151 @@ fn nodes_refuse_unregistered_and_forged_blobs() {
         node.put_metadata_with(&id, &md, Some(&good)).await.unwrap();
     });
 }
+
+#[test]
+fn the_published_prices_are_the_quorum_below_votes_of_the_nodes() {
+    let t = Testnet::up(&[
+        "--nodes",
+        "4",
+        "--shards",
+        "10",
+        "--epoch",
+        "600s",
+        "--price-vote",
+        "0=50,5",
+        "--price-vote",
+        "1=100,10",
+        "--price-vote",
+        "2=300,30",
+        "--price-vote",
+        "3=1000,100",
+    ]);
+    // the votes by node ID, weighted by the shards each holds in the committee
+    let votes: std::collections::BTreeMap<String, (u64, u64)> = [
+        ("node0", (50, 5)),
+        ("node1", (100, 10)),
+        ("node2", (300, 30)),
+        ("node3", (1000, 100)),
+    ]
+    .into_iter()
+    .map(|(name, v)| {
+        let n = t.state()["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap()["node_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (n, v)
+    })
+    .collect();
+    let c = t.control();
+    let mut weighted: Vec<(u64, u64, usize)> = c["committee"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let (s, w) = votes[m["node_id"].as_str().unwrap()];
+            (s, w, m["shards"].as_array().unwrap().len())
+        })
+        .collect();
+    weighted.sort();
+    // n = 10: a quorum is 7 shards; the lowest vote at or below which 7 shards voted
+    let mut acc = 0;
+    let expect = weighted
+        .iter()
+        .find(|(_, _, w)| {
+            acc += w;
+            acc >= 7
+        })
+        .unwrap();
+    let st = t.json(&["testnet", "status"]);
+    assert_eq!(st["storage_price"].as_u64(), Some(expect.0), "{weighted:?}");
+    assert_eq!(st["write_price"].as_u64(), Some(expect.1), "{weighted:?}");
+    assert!(expect.0 < 1000, "the highest voter alone does not set the price");
+    // what a put costs follows the published prices: 1 unit for 5 epochs, written once
+    let me = t.dir.path().join("me");
+    ok_as(&t, &me, &["put", t.file("x", b"x").to_str().unwrap()]);
+    let left = ok_as(&t, &me, &["account", "balance"])["balance"].as_u64().unwrap();
+    assert_eq!(1_000_000_000 - left, 5 * expect.0 + expect.1);
+}
+
+#[test]
+fn a_control_plane_killed_during_registrations_loses_nothing_confirmed_and_charges_nothing_unregistered() {
+    let t = Testnet::up(&["--nodes", "4", "--shards", "10", "--epoch", "600s"]);
+    let me = t.dir.path().join("me");
+    ok_as(&t, &me, &["put", t.file("first", b"first").to_str().unwrap()]);
+    let files: Vec<_> = (0..40u64)
+        .map(|i| t.file(&format!("f{i}"), &random_bytes(20_000, 100 + i)))
+        .collect();
+    let dir = t.dir.path().to_path_buf();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let me2 = me.clone();
+    let writer = std::thread::spawn(move || {
+        let mut confirmed = Vec::new();
+        for f in files {
+            if stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let out = Command::new(env!("CARGO_BIN_EXE_floe"))
+                .arg("--testnet-dir")
+                .arg(&dir)
+                .args(["--json", "put", f.to_str().unwrap()])
+                .env("FLOE_CONFIG_DIR", &me2)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+                confirmed.push((v["blob_id"].as_str().unwrap().to_string(), f));
+            }
+        }
+        confirmed
+    });
+    // kill -9 the supervisor (the control plane) while the puts run
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let sup: u32 = std::fs::read_to_string(t.dir.path().join("supervisor.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    Command::new("kill")
+        .args(["-9", &sup.to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let confirmed = writer.join().unwrap();
+    assert!(!confirmed.is_empty(), "some puts were confirmed before the kill");
+    t.ok(&["testnet", "up", "--nodes", "4", "--shards", "10", "--epoch", "600s"]);
+    // every confirmed blob is still registered and readable
+    for (id, f) in &confirmed {
+        assert_eq!(t.get(id), std::fs::read(f).unwrap(), "{id}");
+    }
+    // the account paid for exactly the registrations the control plane holds (each 20 kB
+    // put: 1 unit for 5 epochs at 100, written once at 20), and those include every
+    // confirmed one
+    let metrics = t.state()["metrics"].as_str().unwrap().to_string();
+    let registrations = t.wait(30, "the market's metrics", |_| {
+        let body = http_get(&metrics, "/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix("floe_control_economy{quantity=\"registrations\"} "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
+    assert!(registrations > confirmed.len() as u64, "{registrations}");
+    let left = ok_as(&t, &me, &["account", "balance"])["balance"].as_u64().unwrap();
+    assert_eq!(1_000_000_000 - left, 520 * registrations);
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}

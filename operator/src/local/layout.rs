@@ -47,6 +47,9 @@ pub struct NodeEntry {
     pub restarts: u32,
     /// Test-only fault switched on in this node (`floe-node --fault`).
     pub fault: Option<String>,
+    /// This node's price votes (storage per epoch, write), when not the node's defaults.
+    #[serde(default)]
+    pub price_vote: Option<(u64, u64)>,
     #[serde(default = "one")]
     pub stake: u64,
     /// Asked to leave: it gets no shards from the next epoch on.
@@ -265,5 +268,8 @@ pub struct UpOptions {
     pub node_bin: PathBuf,
     /// (node index, fault name)
     pub faults: Vec<(usize, String)>,
+    /// (node index, storage price vote, write price vote)
+    #[serde(default)]
+    pub price_votes: Vec<(usize, u64, u64)>,
     pub control: ControlOptions,
 }

@@ -119,6 +119,11 @@ impl Supervisor {
                 n.fault = Some(f.clone());
             }
         }
+        for (i, storage, write) in &opts.price_votes {
+            if let Some(n) = body.state.nodes.get_mut(*i) {
+                n.price_vote = Some((*storage, *write));
+            }
+        }
         let stored = load_control(&dir)?;
         let brain_state = stored.unwrap_or_else(|| BrainState::new(opts.shards));
         let brain = Brain::new(brain_state, opts.control.settings(opts.shards, opts.nodes))?;

@@ -142,6 +142,13 @@ pub struct UpArgs {
     /// Report an epoch change as stuck after this long [default: a quarter epoch, 5 s–5 min]
     #[arg(long, value_parser = parse_flag)]
     pub stuck_after: Option<Duration>,
+    /// A node's price votes, INDEX=STORAGE,WRITE (units per MiB of encoded size: per epoch,
+    /// and once per write), e.g. 2=300,40 [default: each node's own, 100,20]
+    #[arg(long)]
+    pub price_vote: Vec<String>,
+    /// The furthest a blob's lifetime may end beyond the current epoch
+    #[arg(long, default_value_t = 53)]
+    pub max_epochs_ahead: u32,
     /// TEST ONLY: INDEX=FAULT, e.g. 3=corrupt-slivers
     #[arg(long, hide = true)]
     pub fault: Vec<String>,

@@ -23,6 +23,20 @@ fn parse_faults(f: &[String]) -> anyhow::Result<Vec<(usize, String)>> {
         .collect()
 }
 
+fn parse_votes(v: &[String]) -> anyhow::Result<Vec<(usize, u64, u64)>> {
+    v.iter()
+        .map(|s| {
+            let (i, p) = s
+                .split_once('=')
+                .context("--price-vote wants INDEX=STORAGE,WRITE")?;
+            let (st, w) = p
+                .split_once(',')
+                .context("--price-vote wants INDEX=STORAGE,WRITE")?;
+            Ok((i.parse()?, st.trim().parse()?, w.trim().parse()?))
+        })
+        .collect()
+}
+
 /// The control plane's settings from the flags.
 fn control_options(args: &UpArgs) -> ControlOptions {
     let mut control = ControlOptions::new(args.epoch);
@@ -32,6 +46,7 @@ fn control_options(args: &UpArgs) -> ControlOptions {
     control.challenge_timeout_seconds = args.challenge_timeout.as_secs().max(1);
     control.reward_per_epoch = args.reward_per_epoch;
     control.stuck_after_seconds = args.stuck_after.map(|d| d.as_secs());
+    control.max_epochs_ahead = args.max_epochs_ahead;
     if let Some(u) = args.unreachable_after {
         control.unreachable_after_seconds = u.as_secs();
     }
@@ -58,6 +73,7 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
                 shards: args.shards,
                 node_bin,
                 faults: parse_faults(&args.fault)?,
+                price_votes: parse_votes(&args.price_vote)?,
                 control: control_options(args),
             };
             // refuse a bad directory or shard count here, before detaching
