@@ -62,9 +62,8 @@ fn economy_alone(batch: usize, total: usize, seed: &mut u64) {
     .unwrap();
     let mut lat = Vec::new();
     let start = Instant::now();
-    let mut nonce = 0;
-    for _ in 0..total / batch {
-        nonce += 1;
+    for i in 0..total / batch {
+        let nonce = i as u64 + 1;
         let items = (0..batch)
             .map(|_| {
                 *seed += 1;
@@ -102,7 +101,9 @@ async fn through_api(batch: usize, total: usize, seed: &mut u64) {
     });
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(floe_node::proto::control_server::ControlServer::new(service))
+            .add_service(floe_node::proto::control_server::ControlServer::new(
+                service,
+            ))
             .serve_with_incoming(incoming),
     );
     let client = ControlClient::new(&addr.to_string()).unwrap();

@@ -345,7 +345,11 @@ fn a_node_that_lost_its_slivers_fails_its_challenge_and_earns_nothing() {
         .values()
         .map(|v| v.as_u64().unwrap())
         .sum();
-    assert_eq!(total, 1480 + 1400 - rolled, "the ledger sums to the rewards issued");
+    assert_eq!(
+        total,
+        1480 + 1400 - rolled,
+        "the ledger sums to the rewards issued"
+    );
     let paid_e2: u64 = c["last_paid"]
         .as_object()
         .unwrap()

@@ -81,29 +81,47 @@ fn blobs_expire_extend_and_delete_and_the_nodes_collect_them() {
     let first = floe_as(
         &t,
         &me,
-        &["put", t.file("a", &random_bytes(200_000, 1)).to_str().unwrap(), "--epochs", "2"],
+        &[
+            "put",
+            t.file("a", &random_bytes(200_000, 1)).to_str().unwrap(),
+            "--epochs",
+            "2",
+        ],
     );
     let said = String::from_utf8_lossy(&first.stderr);
     assert!(first.status.success(), "{said}");
-    assert!(said.contains("created account") && said.contains("funded by the testnet faucet"), "{said}");
+    assert!(
+        said.contains("created account") && said.contains("funded by the testnet faucet"),
+        "{said}"
+    );
     let a = String::from_utf8_lossy(&first.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("blob ID:").map(|s| s.trim().to_string()))
         .unwrap();
     let second = floe_as(&t, &me, &["put", t.file("a2", b"x").to_str().unwrap()]);
-    assert!(!String::from_utf8_lossy(&second.stderr).contains("funded"), "said once");
-    let balance0 = ok_as(&t, &me, &["account", "balance"])["balance"].as_u64().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&second.stderr).contains("funded"),
+        "said once"
+    );
+    let balance0 = ok_as(&t, &me, &["account", "balance"])["balance"]
+        .as_u64()
+        .unwrap();
 
     let (b, b_data) = put("b", 2, &["--epochs", "1"]);
     let (c, _) = put("c", 3, &["--deletable"]);
     let (d, _) = put("d", 4, &["--permanent"]);
     // 200 kB encodes to < 1 MiB at n = 10: one unit; storage 100 per epoch, write 20
-    let balance1 = ok_as(&t, &me, &["account", "balance"])["balance"].as_u64().unwrap();
+    let balance1 = ok_as(&t, &me, &["account", "balance"])["balance"]
+        .as_u64()
+        .unwrap();
     assert_eq!(balance0 - balance1, 120 + (5 * 100 + 20) * 2);
 
     // extend b by 2 epochs before it expires: it ends at 4 instead of 2
     let e = ok_as(&t, &me, &["extend", &b, "--epochs", "2"]);
-    assert_eq!((e["end_epoch"].as_u64(), e["cost"].as_u64()), (Some(4), Some(200)));
+    assert_eq!(
+        (e["end_epoch"].as_u64(), e["cost"].as_u64()),
+        (Some(4), Some(200))
+    );
 
     // deleting a permanent blob, or another account's, is refused; nothing changes
     let why = refused_as(&t, &me, &["delete", &d]);
@@ -115,7 +133,8 @@ fn blobs_expire_extend_and_delete_and_the_nodes_collect_them() {
     ok_as(&t, &me, &["delete", &c]);
     t.wait(30, "every node to collect the deleted blob", |t| {
         let p = t.pairs(&c);
-        (states(t, &c).iter().all(|s| s == "deleted") && p.iter().all(|(s, _)| *s == 0)).then_some(())
+        (states(t, &c).iter().all(|s| s == "deleted") && p.iter().all(|(s, _)| *s == 0))
+            .then_some(())
     });
     let why = String::from_utf8_lossy(&t.floe(&["get", &c]).stderr).into_owned();
     assert!(why.contains("deleted"), "{why}");
@@ -141,7 +160,16 @@ fn blobs_expire_extend_and_delete_and_the_nodes_collect_them() {
     assert_eq!(t.get(&b), b_data);
     assert_eq!(t.get(&d).len(), 200_000);
     // registering an expired blob again makes it writable again (a new lifetime)
-    let again = ok_as(&t, &me, &["put", t.dir.path().join("a").to_str().unwrap(), "--epochs", "1"]);
+    let again = ok_as(
+        &t,
+        &me,
+        &[
+            "put",
+            t.dir.path().join("a").to_str().unwrap(),
+            "--epochs",
+            "1",
+        ],
+    );
     assert_eq!(again["blob_id"].as_str(), Some(a.as_str()));
     assert_eq!(t.get(&a).len(), 200_000);
 }
@@ -163,9 +191,15 @@ fn nodes_refuse_unregistered_and_forged_blobs() {
             .await
             .unwrap();
         let committee = client.committee();
-        assert!(committee.economics.is_some(), "the committee carries the control key");
+        assert!(
+            committee.economics.is_some(),
+            "the committee carries the control key"
+        );
         // a plain write (no lifetime) is refused by every node
-        let err = client.write(random_bytes(10_000, 9), None).await.unwrap_err();
+        let err = client
+            .write(random_bytes(10_000, 9), None)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("not registered"), "{err}");
 
         let data = random_bytes(10_000, 10);
@@ -286,19 +320,29 @@ fn the_published_prices_are_the_quorum_below_votes_of_the_nodes() {
     let st = t.json(&["testnet", "status"]);
     assert_eq!(st["storage_price"].as_u64(), Some(expect.0), "{weighted:?}");
     assert_eq!(st["write_price"].as_u64(), Some(expect.1), "{weighted:?}");
-    assert!(expect.0 < 1000, "the highest voter alone does not set the price");
+    assert!(
+        expect.0 < 1000,
+        "the highest voter alone does not set the price"
+    );
     // what a put costs follows the published prices: 1 unit for 5 epochs, written once
     let me = t.dir.path().join("me");
     ok_as(&t, &me, &["put", t.file("x", b"x").to_str().unwrap()]);
-    let left = ok_as(&t, &me, &["account", "balance"])["balance"].as_u64().unwrap();
+    let left = ok_as(&t, &me, &["account", "balance"])["balance"]
+        .as_u64()
+        .unwrap();
     assert_eq!(1_000_000_000 - left, 5 * expect.0 + expect.1);
 }
 
 #[test]
-fn a_control_plane_killed_during_registrations_loses_nothing_confirmed_and_charges_nothing_unregistered() {
+fn a_control_plane_killed_during_registrations_loses_nothing_confirmed_and_charges_nothing_unregistered(
+) {
     let t = Testnet::up(&["--nodes", "4", "--shards", "10", "--epoch", "600s"]);
     let me = t.dir.path().join("me");
-    ok_as(&t, &me, &["put", t.file("first", b"first").to_str().unwrap()]);
+    ok_as(
+        &t,
+        &me,
+        &["put", t.file("first", b"first").to_str().unwrap()],
+    );
     let files: Vec<_> = (0..40u64)
         .map(|i| t.file(&format!("f{i}"), &random_bytes(20_000, 100 + i)))
         .collect();
@@ -340,8 +384,13 @@ fn a_control_plane_killed_during_registrations_loses_nothing_confirmed_and_charg
     std::thread::sleep(std::time::Duration::from_millis(500));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let confirmed = writer.join().unwrap();
-    assert!(!confirmed.is_empty(), "some puts were confirmed before the kill");
-    t.ok(&["testnet", "up", "--nodes", "4", "--shards", "10", "--epoch", "600s"]);
+    assert!(
+        !confirmed.is_empty(),
+        "some puts were confirmed before the kill"
+    );
+    t.ok(&[
+        "testnet", "up", "--nodes", "4", "--shards", "10", "--epoch", "600s",
+    ]);
     // every confirmed blob is still registered and readable
     for (id, f) in &confirmed {
         assert_eq!(t.get(id), std::fs::read(f).unwrap(), "{id}");
@@ -357,7 +406,9 @@ fn a_control_plane_killed_during_registrations_loses_nothing_confirmed_and_charg
             .and_then(|v| v.trim().parse::<u64>().ok())
     });
     assert!(registrations > confirmed.len() as u64, "{registrations}");
-    let left = ok_as(&t, &me, &["account", "balance"])["balance"].as_u64().unwrap();
+    let left = ok_as(&t, &me, &["account", "balance"])["balance"]
+        .as_u64()
+        .unwrap();
     assert_eq!(1_000_000_000 - left, 520 * registrations);
 }
 

@@ -842,10 +842,9 @@ mod tests {
             for a in 0..3 {
                 fund(&mut r, acct(a), 20_000);
             }
-            let mut nonce = 0u64;
             let mut epoch = 1u32;
-            for o in ops {
-                nonce += 1;
+            for (i, o) in ops.into_iter().enumerate() {
+                let nonce = i as u64 + 1;
                 match o {
                     Op::Register(a, b, mib, epochs, d) => {
                         r.apply(&Event::Register { account: acct(a), nonce, items: vec![want(b, mib, epochs, d)] });
