@@ -107,6 +107,7 @@ async fn one_node_committee(node: &Node) -> (NodeClient, Committee) {
             stake: 1,
             shards: (0..1000).collect(),
         }],
+        economics: None,
     };
     c.clone()
         .with_admin_token("bench")

@@ -119,6 +119,7 @@ async fn committee_of(c: &NodeClient, me: NodeId, addr: &str, n: u16, extra: Opt
         epoch: 1,
         n_shards: n,
         members,
+        economics: None,
     };
     c.clone()
         .with_admin_token("bench")

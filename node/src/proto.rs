@@ -23,6 +23,13 @@ mod convert {
                         shards: m.shards.iter().map(|s| *s as u32).collect(),
                     })
                     .collect(),
+                control_key: c
+                    .economics
+                    .map(|e| e.control_key.to_vec())
+                    .unwrap_or_default(),
+                storage_price: c.economics.map_or(0, |e| e.storage_price),
+                write_price: c.economics.map_or(0, |e| e.write_price),
+                max_epochs_ahead: c.economics.map_or(0, |e| e.max_epochs_ahead),
             }
         }
     }
@@ -49,10 +56,25 @@ mod convert {
                     })
                 })
                 .collect::<Result<_, String>>()?;
+            let economics = if c.control_key.is_empty() {
+                None
+            } else {
+                Some(protocol::Economics {
+                    control_key: c
+                        .control_key
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| "control_key: expected 32 bytes".to_string())?,
+                    storage_price: c.storage_price,
+                    write_price: c.write_price,
+                    max_epochs_ahead: c.max_epochs_ahead,
+                })
+            };
             let c = protocol::Committee {
                 epoch: c.epoch,
                 n_shards,
                 members,
+                economics,
             };
             c.validate().map_err(|e| e.to_string())?;
             Ok(c)

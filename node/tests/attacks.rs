@@ -86,6 +86,12 @@ impl Storage for Rogue {
     async fn sync_shard(&self, _: Request<proto::SyncShardRequest>) -> R<proto::SyncShardResponse> {
         Err(Status::unimplemented("rogue"))
     }
+    async fn put_lifetime(
+        &self,
+        _: Request<proto::PutLifetimeRequest>,
+    ) -> R<proto::PutLifetimeResponse> {
+        Err(Status::unimplemented("rogue"))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,6 +145,7 @@ async fn a_rogue_member_cannot_make_honest_nodes_accept_a_fake_certificate() {
         epoch: 1,
         n_shards: 10,
         members,
+        economics: None,
     };
     let mut c = TestCluster {
         root,

@@ -299,6 +299,7 @@ async fn malformed_requests_and_wrong_tokens_are_refused_and_the_node_stays_up()
     let bad = proto::PutMetadataRequest {
         blob_id: vec![0; 32],
         metadata: vec![1, 1, 9, 9, 9],
+        lifetime: Vec::new(),
     };
     assert_eq!(
         code(raw.put_metadata(bad).await),
@@ -309,6 +310,7 @@ async fn malformed_requests_and_wrong_tokens_are_refused_and_the_node_stays_up()
     let wrong = proto::PutMetadataRequest {
         blob_id: vec![7; 32],
         metadata: enc.metadata().to_bytes(),
+        lifetime: Vec::new(),
     };
     assert_eq!(
         code(raw.put_metadata(wrong).await),
@@ -321,6 +323,7 @@ async fn malformed_requests_and_wrong_tokens_are_refused_and_the_node_stays_up()
     let old_req = proto::PutMetadataRequest {
         blob_id: old.blob_id().as_bytes().to_vec(),
         metadata: old.to_bytes(),
+        lifetime: Vec::new(),
     };
     let status = raw.put_metadata(old_req).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -334,6 +337,7 @@ async fn malformed_requests_and_wrong_tokens_are_refused_and_the_node_stays_up()
     raw.put_metadata(proto::PutMetadataRequest {
         blob_id: id.as_bytes().to_vec(),
         metadata: enc.metadata().to_bytes(),
+        lifetime: Vec::new(),
     })
     .await
     .unwrap();

@@ -316,9 +316,28 @@ fn a_node_that_lost_its_slivers_fails_its_challenge_and_earns_nothing() {
         failed["failed"], 200,
         "every item of a node with no slivers fails: {failed}"
     );
-    // the ledger: epoch 1 (nothing eligible, everybody passed) and epoch 2 (node2 failed)
+    // the ledger (docs/economics.md): each put bought 5 epochs of 1 unit at the default prices
+    // (storage 100 per epoch, write 20), so epoch 1 held 4 × 120 in fees and epoch 2 4 × 100.
+    // Epoch 1: everybody passed (nothing eligible), its pool of 1000 + 480 was paid out.
+    // Epoch 2: node2 failed, so its part of 1000 + 400, by shards, rolled over.
     let c = t.control();
-    assert_eq!(c["ledger"]["issued"], 2000);
+    let shards2 = c["previous"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["node_id"] == id2.as_str())
+        .unwrap()["shards"]
+        .as_array()
+        .unwrap()
+        .len() as u64;
+    let rolled = c["ledger"]["rolled_over"].as_u64().unwrap();
+    let exact = 1400 * shards2 / 10;
+    assert!(
+        rolled == exact || rolled == exact + 1,
+        "node2's part ({shards2} of 10 shards) of 1400 rolls over: {rolled}"
+    );
+    assert_eq!(c["ledger"]["fees"], 880);
+    assert_eq!(c["ledger"]["issued"], 1480 + 1400 - rolled);
     assert_eq!(c["last_paid"][&id2], serde_json::json!([2, 0]));
     let total: u64 = c["ledger"]["totals"]
         .as_object()
@@ -326,14 +345,18 @@ fn a_node_that_lost_its_slivers_fails_its_challenge_and_earns_nothing() {
         .values()
         .map(|v| v.as_u64().unwrap())
         .sum();
-    assert_eq!(total, 2000, "the ledger sums to the rewards issued");
+    assert_eq!(
+        total,
+        1480 + 1400 - rolled,
+        "the ledger sums to the rewards issued"
+    );
     let paid_e2: u64 = c["last_paid"]
         .as_object()
         .unwrap()
         .values()
         .map(|v| v[1].as_u64().unwrap())
         .sum();
-    assert_eq!(paid_e2, 1000);
+    assert_eq!(paid_e2, 1400 - rolled);
     // the reads still work (the other nodes hold enough)
     for (id, data) in &blobs {
         assert_eq!(&t.get(id), data);
@@ -350,6 +373,25 @@ fn a_node_that_lost_its_slivers_fails_its_challenge_and_earns_nothing() {
         "{body}"
     );
     assert!(body.contains("floe_control_epoch 3"), "{body}");
+    // the market's identity: Σ paid in = Σ rewarded + rolled over + held for future epochs
+    let q = |k: &str| -> u64 {
+        let line = format!("floe_control_economy{{quantity=\"{k}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("{k} missing: {body}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(q("fees_paid"), 4 * (5 * 100 + 20));
+    assert_eq!(q("subsidies"), 2000);
+    assert_eq!(q("rewarded"), 1480 + 1400 - rolled);
+    assert_eq!(q("rolled_over"), rolled);
+    assert_eq!(q("held"), 4 * (5 * 100 + 20) - 880);
+    assert_eq!(
+        q("fees_paid") + q("subsidies"),
+        q("rewarded") + q("rolled_over") + q("held")
+    );
 }
 
 fn http_get(addr: &str, path: &str) -> String {

@@ -14,7 +14,35 @@ use crate::codec::{
     self, decode_verified, Axis, BlobId, BlobMetadata, BlobSource, CodecError, ConsistencyCheck,
     EncodedBlob, PairGroup, Sliver, StreamingEncoder, SymbolShape,
 };
-use crate::protocol::{Certificate, Committee, Confirmation, Member, NodeId};
+use crate::protocol::{Certificate, Committee, Confirmation, Gone, Member, NodeId, SignedLifetime};
+
+/// Buys a blob's lifetime from the control plane once the blob is encoded (its ID and encoded
+/// size are known) and before any node is sent anything. `client::control::AccountRegistrar`
+/// is the one for an account's key; a network that sells no storage needs none.
+pub trait Registrar: Send + Sync {
+    fn register(
+        &self,
+        blob: BlobId,
+        encoded_size: u64,
+        epochs: u32,
+        deletable: bool,
+    ) -> futures::future::BoxFuture<'_, Result<SignedLifetime, String>>;
+}
+
+/// How long a blob is stored and whether its owner may delete it early (docs/economics.md).
+#[derive(Clone, Default)]
+pub struct PutOptions {
+    /// Epochs to store it for, from the first billed epoch; none: the registrar's default.
+    pub epochs: Option<u32>,
+    /// The owner may delete it before it expires.
+    pub deletable: bool,
+    /// Registers the blob (required by networks whose committee carries a control key).
+    pub registrar: Option<Arc<dyn Registrar>>,
+}
+
+/// Epochs a blob is stored for when the caller does not say (docs/economics.md: long enough to
+/// outlive the epoch change `make demo` shows, short enough that test networks shed data).
+pub const DEFAULT_EPOCHS: u32 = 5;
 
 /// Knobs of the blob client; the defaults suit a local testnet and a LAN cluster.
 #[derive(Debug, Clone)]
@@ -88,12 +116,16 @@ pub enum WriteError {
     },
     #[error("committee: {0}")]
     Committee(String),
+    #[error("registering the blob: {0}")]
+    Registration(String),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("blob {0} is unknown to every node asked")]
     NotFound(BlobId),
+    #[error("blob {blob}: {}", match gone { Gone::Deleted => "deleted by its owner".to_string(), Gone::Expired { end_epoch } => format!("expired (stored until epoch {end_epoch})") })]
+    Gone { blob: BlobId, gone: Gone },
     #[error("blob {0} was proven inconsistently encoded by its writer; it has no content")]
     Invalid(BlobId),
     #[error("only {got} of the {need} verified primary slivers needed could be fetched. Failures: {}", failures.join("; "))]
@@ -231,10 +263,21 @@ impl BlobClient {
         data: Vec<u8>,
         progress: Option<ProgressFn>,
     ) -> Result<WriteOutcome, WriteError> {
+        self.write_with(data, &PutOptions::default(), progress)
+            .await
+    }
+
+    /// [`Self::write`] with a lifetime bought through `opts.registrar`.
+    pub async fn write_with(
+        &self,
+        data: Vec<u8>,
+        opts: &PutOptions,
+        progress: Option<ProgressFn>,
+    ) -> Result<WriteOutcome, WriteError> {
         let params = self.view().committee.params();
         let stream = data.len() as u64 >= self.config.stream_from_bytes;
         let size = data.len() as u64;
-        self.write_encoded(size, progress, move || {
+        self.write_encoded(size, opts, progress, move || {
             if stream {
                 Ok(Encoded::Streamed(Arc::new(StreamingEncoder::new(
                     Box::new(data),
@@ -255,16 +298,27 @@ impl BlobClient {
         path: &Path,
         progress: Option<ProgressFn>,
     ) -> Result<WriteOutcome, WriteError> {
+        self.write_file_with(path, &PutOptions::default(), progress)
+            .await
+    }
+
+    /// [`Self::write_file`] with a lifetime bought through `opts.registrar`.
+    pub async fn write_file_with(
+        &self,
+        path: &Path,
+        opts: &PutOptions,
+        progress: Option<ProgressFn>,
+    ) -> Result<WriteOutcome, WriteError> {
         let source = FileSource::open(path).map_err(|e| CodecError::Source(e.to_string()))?;
         let size = source.len();
         if size < self.config.stream_from_bytes {
             let data = tokio::fs::read(path)
                 .await
                 .map_err(|e| CodecError::Source(e.to_string()))?;
-            return self.write(data, progress).await;
+            return self.write_with(data, opts, progress).await;
         }
         let params = self.view().committee.params();
-        self.write_encoded(size, progress, move || {
+        self.write_encoded(size, opts, progress, move || {
             Ok(Encoded::Streamed(Arc::new(StreamingEncoder::new(
                 Box::new(source),
                 params,
@@ -277,6 +331,7 @@ impl BlobClient {
     async fn write_encoded(
         &self,
         size: u64,
+        opts: &PutOptions,
         progress: Option<ProgressFn>,
         encode: impl FnOnce() -> Result<Encoded, CodecError> + Send + 'static,
     ) -> Result<WriteOutcome, WriteError> {
@@ -294,12 +349,33 @@ impl BlobClient {
             encoded_bytes: enc.encoded_size(),
             elapsed: encode_time,
         });
+        let lifetime = match &opts.registrar {
+            Some(r) => Some(
+                r.register(
+                    enc.blob_id(),
+                    enc.encoded_size(),
+                    opts.epochs.unwrap_or(DEFAULT_EPOCHS),
+                    opts.deletable,
+                )
+                .await
+                .map_err(WriteError::Registration)?,
+            ),
+            None => None,
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
             let view = self.view();
             match self
-                .upload(&view, &enc, start, encode_time, size, progress.clone())
+                .upload(
+                    &view,
+                    &enc,
+                    lifetime.as_ref(),
+                    start,
+                    encode_time,
+                    size,
+                    progress.clone(),
+                )
                 .await
             {
                 Err(e @ WriteError::NoQuorum { .. }) if attempt < EPOCH_RETRIES => {
@@ -321,10 +397,12 @@ impl BlobClient {
 
     /// One upload of an encoded blob to the committee of `view`, pair group by pair group
     /// (one group unless streamed); confirmations are asked for with the last group.
+    #[allow(clippy::too_many_arguments)]
     async fn upload(
         &self,
         view: &View,
         enc: &Encoded,
+        lifetime: Option<&SignedLifetime>,
         start: Instant,
         encode_time: Duration,
         size: u64,
@@ -375,6 +453,7 @@ impl BlobClient {
                     let parallel = self.config.per_node_parallelism.max(1);
                     let (weight, node_id) = (m.shards.len(), m.node_id);
                     let max_message = self.config.max_message;
+                    let lifetime = lifetime.copied();
                     async move {
                         let on_bytes = |b| {
                             let d =
@@ -389,6 +468,7 @@ impl BlobClient {
                         let r = upload_to(
                             &node,
                             &*slivers,
+                            lifetime.as_ref(),
                             &pairs,
                             &budget,
                             attempts,
@@ -513,10 +593,16 @@ impl BlobClient {
             let view = self.view();
             let mut calls: FuturesUnordered<_> =
                 view.nodes.values().map(|n| n.get_metadata(id)).collect();
+            let mut gone = None;
             while let Some(r) = calls.next().await {
-                if let Ok(md) = r {
-                    return Ok(md);
+                match r {
+                    Ok(md) => return Ok(md),
+                    Err(ClientError::Gone { gone: g, .. }) => gone = Some(g),
+                    Err(_) => {}
                 }
+            }
+            if let Some(gone) = gone {
+                return Err(ReadError::Gone { blob: *id, gone });
             }
             // nobody we know has it: maybe the network moved on since we learned the committee
             if round == 0 && !matches!(self.refresh().await, Ok(true)) {
@@ -850,6 +936,8 @@ where
                         tonic::Code::InvalidArgument
                             | tonic::Code::ResourceExhausted
                             | tonic::Code::Unauthenticated
+                            | tonic::Code::PermissionDenied
+                            | tonic::Code::OutOfRange
                     )
                 );
                 if permanent || tries >= attempts {
@@ -992,6 +1080,7 @@ impl From<ClientError> for UploadError {
 async fn upload_to(
     node: &NodeClient,
     enc: &dyn SliverSource,
+    lifetime: Option<&SignedLifetime>,
     pairs: &[u16],
     budget: &Semaphore,
     attempts: u32,
@@ -1001,7 +1090,10 @@ async fn upload_to(
     confirm: bool,
 ) -> Result<Option<Confirmation>, UploadError> {
     let id = enc.blob_id();
-    retry(attempts, || node.put_metadata(&id, enc.metadata())).await?;
+    retry(attempts, || {
+        node.put_metadata_with(&id, enc.metadata(), lifetime)
+    })
+    .await?;
     let on_bytes = &on_bytes;
     let shape = enc.shape();
     let len = |axis: Axis| match axis {

@@ -2,6 +2,7 @@
 //! the blob client that writes and reads whole blobs.
 
 mod blob;
+pub mod control;
 mod node;
 mod quilt;
 mod ranged;
@@ -9,7 +10,8 @@ mod source;
 mod status;
 
 pub use blob::{
-    BlobClient, ClientConfig, Progress, ProgressFn, ReadError, WriteError, WriteOutcome,
+    BlobClient, ClientConfig, Progress, ProgressFn, PutOptions, ReadError, Registrar, WriteError,
+    WriteOutcome, DEFAULT_EPOCHS,
 };
 pub use node::{ClientError, NodeClient};
 pub use quilt::QuiltReadError;

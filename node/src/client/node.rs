@@ -7,7 +7,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::{Axis, BlobId, BlobMetadata, CodecError, RecoverySymbol, Sliver};
 use crate::proto::{self, admin_client::AdminClient, storage_client::StorageClient};
-use crate::protocol::{Certificate, Committee, Confirmation, NodeId, StaleCommittee, SyncRequest};
+use crate::protocol::{
+    Certificate, Committee, Confirmation, Gone, NodeId, SignedLifetime, StaleCommittee, SyncRequest,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -26,6 +28,13 @@ pub enum ClientError {
         address: String,
         stale: StaleCommittee,
     },
+    /// The blob expired or was deleted (the node said so in `floe-blob-gone`).
+    #[error("{address}: {message}")]
+    Gone {
+        address: String,
+        gone: Gone,
+        message: String,
+    },
 }
 
 impl ClientError {
@@ -33,6 +42,11 @@ impl ClientError {
         match self {
             ClientError::Rpc { status, .. } => Some(status.code()),
             ClientError::StaleCommittee { .. } => Some(tonic::Code::FailedPrecondition),
+            ClientError::Gone {
+                gone: Gone::Deleted,
+                ..
+            } => Some(tonic::Code::NotFound),
+            ClientError::Gone { .. } => Some(tonic::Code::OutOfRange),
             _ => None,
         }
     }
@@ -178,6 +192,13 @@ impl NodeClient {
     }
 
     fn err(&self, status: tonic::Status) -> ClientError {
+        if let Some(gone) = Gone::from_status(&status) {
+            return ClientError::Gone {
+                address: self.address.clone(),
+                gone,
+                message: status.message().to_string(),
+            };
+        }
         ClientError::Rpc {
             address: self.address.clone(),
             status,
@@ -235,9 +256,20 @@ impl NodeClient {
     }
 
     pub async fn put_metadata(&self, id: &BlobId, md: &BlobMetadata) -> Result<bool, ClientError> {
+        self.put_metadata_with(id, md, None).await
+    }
+
+    /// [`Self::put_metadata`] with the blob's signed lifetime (networks that sell storage).
+    pub async fn put_metadata_with(
+        &self,
+        id: &BlobId,
+        md: &BlobMetadata,
+        lifetime: Option<&SignedLifetime>,
+    ) -> Result<bool, ClientError> {
         let msg = proto::PutMetadataRequest {
             blob_id: id.as_bytes().to_vec(),
             metadata: md.to_bytes(),
+            lifetime: lifetime.map(|l| l.to_bytes()).unwrap_or_default(),
         };
         let r = self
             .storage
@@ -502,6 +534,38 @@ impl NodeClient {
             .await
             .map_err(|s| self.err(s))?;
         Ok(r.into_inner())
+    }
+
+    /// Hand the node a signed lifetime (an extension or a deletion); true if it was newer.
+    pub async fn put_lifetime(&self, l: &SignedLifetime) -> Result<bool, ClientError> {
+        let msg = proto::PutLifetimeRequest {
+            lifetime: l.to_bytes(),
+        };
+        self.storage
+            .clone()
+            .put_lifetime(self.req(msg, CALL_TIMEOUT))
+            .await
+            .map(|r| r.into_inner().applied)
+            .map_err(|s| self.err(s))
+    }
+
+    /// A page of the control plane's lifetime log from `first_seq` (admin); returns the
+    /// node's log position after it.
+    pub async fn apply_lifetimes(
+        &self,
+        first_seq: u64,
+        lifetimes: Vec<Vec<u8>>,
+    ) -> Result<u64, ClientError> {
+        let req = self.admin_req(proto::ApplyLifetimesRequest {
+            first_seq,
+            lifetimes,
+        })?;
+        self.admin
+            .clone()
+            .apply_lifetimes(req)
+            .await
+            .map(|r| r.into_inner().lifetime_seq)
+            .map_err(|s| self.err(s))
     }
 
     pub async fn sync_status(&self) -> Result<proto::SyncStatus, ClientError> {

@@ -173,6 +173,7 @@ mod tests {
                     shards: s,
                 })
                 .collect(),
+            economics: None,
         }
     }
 

@@ -88,6 +88,10 @@ pub struct Committee {
     pub epoch: u32,
     pub n_shards: u16,
     pub members: Vec<Member>,
+    /// Prices and the control plane's key (docs/economics.md); none on a network whose
+    /// control plane does not sell storage (nodes then require no registration).
+    #[serde(default)]
+    pub economics: Option<super::lifetime::Economics>,
 }
 
 impl Committee {
@@ -162,6 +166,7 @@ mod tests {
             epoch: 1,
             n_shards: 4,
             members: vec![member(1, &[0, 1]), member(2, &[2, 3])],
+            economics: None,
         };
         assert!(ok.validate().is_ok());
         assert_eq!(ok.weight(&NodeId([2; 32])), 2);
@@ -228,6 +233,7 @@ pub(crate) mod fixtures {
             epoch,
             n_shards,
             members,
+            economics: None,
         }
     }
 }

@@ -58,6 +58,21 @@ impl tonic::service::Interceptor for AdminAuth {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn apply_lifetimes(
+        &self,
+        req: Request<proto::ApplyLifetimesRequest>,
+    ) -> Result<Response<proto::ApplyLifetimesResponse>, Status> {
+        metered(&self.state, "ApplyLifetimes", async {
+            let req = req.into_inner();
+            let st = self.state.clone();
+            let seq =
+                blocking(move || super::lifetimes::apply_log(&st, req.first_seq, &req.lifetimes))
+                    .await?;
+            Ok(proto::ApplyLifetimesResponse { lifetime_seq: seq })
+        })
+        .await
+    }
+
     async fn set_committee(
         &self,
         req: Request<proto::Committee>,

@@ -102,6 +102,15 @@ pub struct Args {
     /// [default: 256MiB]
     #[arg(long, env = "FLOE_STORE_JOURNAL_LIMIT", value_parser = parse_bytes)]
     pub store_journal_limit: Option<u64>,
+    /// This node's vote for the storage price: units per MiB of encoded size per epoch; the
+    /// control plane publishes the value at or below which nodes holding 2f+1 shards voted
+    /// [default: 100]
+    #[arg(long, env = "FLOE_STORAGE_PRICE")]
+    pub storage_price: Option<u64>,
+    /// This node's vote for the write price: units per MiB of encoded size, once per
+    /// registration [default: 20]
+    #[arg(long, env = "FLOE_WRITE_PRICE")]
+    pub write_price: Option<u64>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "FLOE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -201,7 +210,14 @@ pub struct NodeConfig {
     pub store_engine: crate::store::EngineTuning,
     pub log_format: LogFormat,
     pub fault: Option<Fault>,
+    /// Price votes (units per MiB of encoded size): per epoch, and once per write.
+    pub storage_price: u64,
+    pub write_price: u64,
 }
+
+/// Default price votes: storage per MiB per epoch, and per MiB written once.
+pub const DEFAULT_STORAGE_PRICE: u64 = 100;
+pub const DEFAULT_WRITE_PRICE: u64 = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -252,6 +268,8 @@ struct FileConfig {
     #[serde(default, deserialize_with = "de_bytes")]
     store_journal_limit: Option<u64>,
     log_format: Option<LogFormat>,
+    storage_price: Option<u64>,
+    write_price: Option<u64>,
 }
 
 impl Args {
@@ -384,6 +402,14 @@ impl Args {
             store_engine,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             fault: self.fault,
+            storage_price: self
+                .storage_price
+                .or(file.storage_price)
+                .unwrap_or(DEFAULT_STORAGE_PRICE),
+            write_price: self
+                .write_price
+                .or(file.write_price)
+                .unwrap_or(DEFAULT_WRITE_PRICE),
         })
     }
 }

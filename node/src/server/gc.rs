@@ -6,6 +6,10 @@
 //! - Slivers of shards this node no longer owns: PROTOCOL.md §6 keeps a lost shard one more
 //!   epoch as a sync source, so at epoch e the slivers of pairs owned in neither e nor e − 1 are
 //!   dropped, by one sweep over the certified index per epoch change, a page per round.
+//! - Blobs whose lifetime is over (docs/economics.md): at epoch e every blob whose signed
+//!   lifetime ended at or before e, or that its owner deleted, is deleted but for its lifetime
+//!   (so reads keep saying why). A range scan of the expiry index, [`PAGE`] blobs per commit
+//!   and at most [`LIFETIME_PAGES`] commits per round, so reads and writes go on meanwhile.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,6 +21,8 @@ use crate::codec::BlobId;
 
 /// Blobs examined per round by each collector.
 const PAGE: usize = 1000;
+/// Commits of collected blobs per round (bounds one round's I/O; the rest waits a round).
+const LIFETIME_PAGES: usize = 20;
 
 pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
     // (epoch swept for, cursor): the unowned-shard sweep in progress
@@ -25,12 +31,14 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(state.config.recovery_interval) => {}
+            _ = state.gc_wakeup.notified() => {}
             _ = shutdown.changed() => return,
         }
         let st = state.clone();
         let s = sweep;
         let r = tokio::task::spawn_blocking(move || {
             expire_round(&st);
+            lifetime_round(&st);
             unowned_round(&st, s)
         })
         .await;
@@ -87,6 +95,56 @@ fn expire_round(state: &NodeState) {
                 tracing::warn!(error = %e, "could not expire uncertified blobs");
                 return;
             }
+        }
+    }
+}
+
+/// Collect blobs whose lifetime ended by the current epoch, or that were deleted.
+pub fn lifetime_round(state: &NodeState) {
+    let Some(epoch) = state.committee().map(|c| c.epoch) else {
+        return;
+    };
+    for _ in 0..LIFETIME_PAGES {
+        let page = state.store.gone_page(epoch, PAGE);
+        if page.is_empty() {
+            return;
+        }
+        let deleted = page.iter().filter(|(e, _)| *e == 0).count() as u64;
+        let expired = page.len() as u64 - deleted;
+        let full = page.len() == PAGE;
+        match state
+            .store
+            .collect(page.into_iter().map(|(_, id)| id).collect())
+        {
+            Ok((_, bytes)) => {
+                let m = &state.metrics;
+                m.gc_lifetimes
+                    .with_label_values(&["expired"])
+                    .inc_by(expired);
+                m.gc_lifetimes
+                    .with_label_values(&["deleted"])
+                    .inc_by(deleted);
+                let label = if expired >= deleted {
+                    "expired"
+                } else {
+                    "deleted"
+                };
+                m.gc_bytes.with_label_values(&[label]).inc_by(bytes);
+                tracing::info!(
+                    epoch,
+                    expired,
+                    deleted,
+                    bytes,
+                    "collected blobs whose lifetime is over"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not collect expired blobs");
+                return;
+            }
+        }
+        if !full {
+            return;
         }
     }
 }

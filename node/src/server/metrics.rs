@@ -48,6 +48,10 @@ pub struct Metrics {
     /// Slivers of shards no longer owned dropped after the one-epoch grace.
     pub gc_slivers: IntCounter,
     pub gc_bytes: IntCounterVec,
+    /// Blobs collected because their lifetime ended, by reason (expired, deleted).
+    pub gc_lifetimes: IntCounterVec,
+    /// Lifetimes received, by outcome (applied, older, refused).
+    pub lifetimes: IntCounterVec,
     pub uncertified_bytes: IntGauge,
     pub store: StoreMetrics,
 }
@@ -281,8 +285,30 @@ impl Metrics {
             &["reason"],
         )
         .expect("metric");
-        for r in ["uncertified", "unowned"] {
+        for r in ["uncertified", "unowned", "expired", "deleted"] {
             gc_bytes.with_label_values(&[r]);
+        }
+        let gc_lifetimes = IntCounterVec::new(
+            Opts::new(
+                "floe_node_gc_lifetime_blobs_total",
+                "Blobs collected because their lifetime ended, by reason (expired, deleted)",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        for r in ["expired", "deleted"] {
+            gc_lifetimes.with_label_values(&[r]);
+        }
+        let lifetimes = IntCounterVec::new(
+            Opts::new(
+                "floe_node_lifetimes_total",
+                "Signed blob lifetimes received, by outcome (applied, older, refused)",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
+        for r in ["applied", "older", "refused"] {
+            lifetimes.with_label_values(&[r]);
         }
         let uncertified_bytes = IntGauge::new(
             "floe_node_uncertified_bytes",
@@ -376,6 +402,8 @@ impl Metrics {
             Box::new(gc_blobs.clone()),
             Box::new(gc_slivers.clone()),
             Box::new(gc_bytes.clone()),
+            Box::new(gc_lifetimes.clone()),
+            Box::new(lifetimes.clone()),
             Box::new(uncertified_bytes.clone()),
             // process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds, …
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
@@ -416,6 +444,8 @@ impl Metrics {
             gc_blobs,
             gc_slivers,
             gc_bytes,
+            gc_lifetimes,
+            lifetimes,
             uncertified_bytes,
             store,
         }

@@ -8,6 +8,7 @@ pub mod conns;
 pub mod gc;
 pub mod http;
 pub mod identity;
+pub mod lifetimes;
 pub mod limits;
 pub mod metrics;
 pub mod recovery;

@@ -73,6 +73,8 @@ pub struct NodeState {
     /// Cleared on SIGTERM: writes are refused while in-flight ones finish.
     pub accepting_writes: AtomicBool,
     pub recovery_wakeup: tokio::sync::Notify,
+    /// Wakes the GC early: a new epoch, or a deletion, may have made blobs collectable.
+    pub gc_wakeup: tokio::sync::Notify,
     pub recovery_backlog: AtomicU64,
     pub sync_wakeup: tokio::sync::Notify,
     /// Slots for expensive answers (recovery symbols: sliver expansions).
@@ -162,6 +164,7 @@ impl NodeState {
             committees: RwLock::new(committees),
             accepting_writes: AtomicBool::new(true),
             recovery_wakeup: tokio::sync::Notify::new(),
+            gc_wakeup: tokio::sync::Notify::new(),
             recovery_backlog: AtomicU64::new(0),
             sync_wakeup: tokio::sync::Notify::new(),
             admin_port: std::sync::atomic::AtomicU32::new(0),

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::challenge;
 use super::config::Fault;
+use super::lifetimes;
 use super::state::NodeState;
 use crate::codec::{recovery_symbols, Axis, BlobId, BlobMetadata, MerkleTree, Sliver};
 use crate::proto::{self, storage_server::Storage};
@@ -131,6 +132,7 @@ impl StorageService {
                 "send the metadata of blob {id} before its slivers"
             ))
         })?;
+        lifetimes::check_writable(&self.state, &id)?;
         let n = md.n();
         let pair = u16::try_from(req.pair_index)
             .ok()
@@ -176,6 +178,9 @@ impl StorageService {
             recovery_backlog: st.recovery_backlog.load(Ordering::Relaxed),
             accepting_writes: st.accepting_writes.load(Ordering::Relaxed),
             admin_port: st.admin_port.load(Ordering::Relaxed),
+            lifetime_seq: st.store.lifetime_seq(),
+            storage_price_vote: st.config.storage_price,
+            write_price_vote: st.config.write_price,
         }
     }
 }
@@ -230,6 +235,24 @@ impl Storage for StorageService {
                     )));
                 }
             }
+            if !req.lifetime.is_empty() {
+                // checked against the metadata: the lifetime must bill what this blob encodes to
+                let l = lifetimes::verify(&self.state, &req.lifetime)?;
+                let shape = md
+                    .shape()
+                    .map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
+                let size = crate::protocol::encoded_size(&shape);
+                if let Err(e) = l.verify_for(
+                    &lifetimes::control_key(&self.state).unwrap_or_default(),
+                    &id,
+                    size,
+                ) {
+                    return Err(Status::permission_denied(e.to_string()));
+                }
+                let st = self.state.clone();
+                blocking(move || lifetimes::store(&st, &[l]).map(|_| ())).await?;
+            }
+            lifetimes::check_writable(&self.state, &id)?;
             let st = self.state.clone();
             let already =
                 blocking(move || st.store.put_metadata(id, &md).map_err(store_status)).await?;
@@ -246,6 +269,7 @@ impl Storage for StorageService {
     ) -> Result<Response<proto::MetadataResponse>, Status> {
         metered(&self.state, "GetMetadata", async {
             let id = blob_id(&req.into_inner().blob_id)?;
+            lifetimes::check_readable(&self.state, &id)?;
             let md = self.metadata(&id)?;
             Ok(proto::MetadataResponse {
                 metadata: md.to_bytes(),
@@ -381,6 +405,7 @@ impl Storage for StorageService {
                 .into();
             let pair = u16::try_from(req.pair_index)
                 .map_err(|_| Status::invalid_argument("pair_index out of range"))?;
+            lifetimes::check_readable(&self.state, &id)?;
             if self.state.store.entry(&id).is_some_and(|e| e.invalid) {
                 return Err(Status::failed_precondition(format!(
                     "blob {id} is invalid (inconsistently encoded)"
@@ -418,6 +443,7 @@ impl Storage for StorageService {
     ) -> Result<Response<proto::Confirmation>, Status> {
         metered(&self.state, "GetConfirmation", async {
             let id = blob_id(&req.into_inner().blob_id)?;
+            lifetimes::check_readable(&self.state, &id)?;
             let c = self
                 .state
                 .committee()
@@ -479,6 +505,7 @@ impl Storage for StorageService {
         metered(&self.state, "GetRecoverySymbols", async {
             let req = req.into_inner();
             let id = blob_id(&req.blob_id)?;
+            lifetimes::check_readable(&self.state, &id)?;
             let md = self.metadata(&id)?;
             let shape = md.shape().map_err(|e| Status::internal(e.to_string()))?;
             let n = md.n();
@@ -559,13 +586,29 @@ impl Storage for StorageService {
         metered(&self.state, "GetBlobStatus", async {
             let id = blob_id(&req.into_inner().blob_id)?;
             let owned = self.state.owned_pairs(&id);
+            let life = self.state.store.lifetime(&id).map(|l| l.lifetime);
+            let (end_epoch, deletable) = life.map_or((0, false), |l| (l.end_epoch, l.deletable));
+            let gone = lifetimes::gone(&self.state, &id);
             let Some(e) = self.state.store.entry(&id) else {
+                let state = match gone {
+                    Some(crate::protocol::Gone::Deleted) => proto::BlobState::Deleted,
+                    Some(crate::protocol::Gone::Expired { .. }) => proto::BlobState::Expired,
+                    None => proto::BlobState::Unknown,
+                };
                 return Ok(proto::BlobStatusResponse {
+                    state: state as i32,
                     pairs_owned: owned.len() as u32,
+                    end_epoch,
+                    deletable,
                     ..Default::default()
                 });
             };
-            let state = if e.invalid {
+            let state = if let Some(g) = gone {
+                match g {
+                    crate::protocol::Gone::Deleted => proto::BlobState::Deleted,
+                    crate::protocol::Gone::Expired { .. } => proto::BlobState::Expired,
+                }
+            } else if e.invalid {
                 proto::BlobState::Invalid
             } else if e.certified_epoch.is_some() {
                 proto::BlobState::Certified
@@ -580,6 +623,8 @@ impl Storage for StorageService {
                 pairs_owned: owned.len() as u32,
                 pairs_stored: owned.iter().filter(|p| e.has_pair(**p)).count() as u32,
                 certified_epoch: e.certified_epoch.unwrap_or(0),
+                end_epoch,
+                deletable,
             })
         })
         .await
@@ -610,6 +655,8 @@ impl Storage for StorageService {
                 let certificates = all
                     .into_iter()
                     .take(limit)
+                    // blobs whose lifetime is over are owed to nobody
+                    .filter(|id| lifetimes::gone(&st, id).is_none())
                     .filter_map(|id| st.store.certificate(&id))
                     .map(|c| proto::Certificate::from(&c))
                     .collect();
@@ -644,6 +691,21 @@ impl Storage for StorageService {
         })
         .await
     }
+
+    async fn put_lifetime(
+        &self,
+        req: Request<proto::PutLifetimeRequest>,
+    ) -> Result<Response<proto::PutLifetimeResponse>, Status> {
+        metered(&self.state, "PutLifetime", async {
+            let l = lifetimes::verify(&self.state, &req.into_inner().lifetime)?;
+            let st = self.state.clone();
+            let applied = blocking(move || lifetimes::store(&st, &[l])).await?;
+            Ok(proto::PutLifetimeResponse {
+                applied: applied.first().copied().unwrap_or(false),
+            })
+        })
+        .await
+    }
 }
 
 /// One page of a shard for its new owner: certified blobs after the cursor, in blob-ID order,
@@ -672,6 +734,11 @@ fn sync_page(
             taken += 1;
             continue;
         };
+        if lifetimes::gone(st, id).is_some() {
+            // expired or deleted: the new owner would only collect it
+            taken += 1;
+            continue;
+        }
         let pair = params.pair_for_shard(req.shard as usize, id.mod_n(params.n())) as u16;
         let read = |axis| match st.store.get_sliver(id, pair, axis) {
             Ok(Some(s)) => s.to_bytes(),

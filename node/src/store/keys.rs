@@ -55,6 +55,25 @@ pub fn parse_age_key(k: &[u8]) -> Option<(u64, BlobId)> {
     ))
 }
 
+/// `end epoch (u32 BE) ‖ blob id`: blobs by the epoch their lifetime ends (deleted ones under
+/// 0), so that the GC collects every blob gone by epoch e with one range scan.
+pub fn expiry_key(end: u32, id: &BlobId) -> [u8; 36] {
+    let mut k = [0u8; 36];
+    k[..4].copy_from_slice(&end.to_be_bytes());
+    k[4..].copy_from_slice(id.as_bytes());
+    k
+}
+
+pub fn parse_expiry_key(k: &[u8]) -> Option<(u32, BlobId)> {
+    if k.len() != 36 {
+        return None;
+    }
+    Some((
+        u32::from_be_bytes(k[..4].try_into().ok()?),
+        BlobId(k[4..].try_into().ok()?),
+    ))
+}
+
 /// Per-blob record: what the store holds of a blob and what it is charged for it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Record {
@@ -135,6 +154,8 @@ mod tests {
         assert_eq!(parse_sliver_key(&k), Some((id, 258, AxisKey::Secondary)));
         assert!(sliver_key(&id, 2, AxisKey::Secondary) < sliver_key(&id, 3, AxisKey::Primary));
         assert!(age_key(1, &BlobId([9; 32])) < age_key(2, &BlobId([0; 32])));
+        assert!(expiry_key(1, &BlobId([9; 32])) < expiry_key(2, &BlobId([0; 32])));
+        assert_eq!(parse_expiry_key(&expiry_key(7, &id)), Some((7, id)));
         let r = Record {
             has_metadata: true,
             invalid: false,

@@ -16,6 +16,9 @@
 //!     uncertified  first seen ‖ id → ()            (GC of blobs never certified, oldest first)
 //!     pending      id → ()                         (certified blobs recovery must look at)
 //!     counters     name → u64                      (bytes used, per shard slivers, …)
+//!     lifetimes    id → BLAKE3 ‖ signed lifetime   (kept after the blob is collected: a read
+//!                                                   then says expired/deleted, not unknown)
+//!     expiry       end epoch ‖ id → ()             (GC of expired and deleted blobs, by epoch)
 //! <data-dir>/large/<id hex>/<pair>.<axis>     slivers > LARGE_SLIVER (file::write_atomic)
 //! ```
 //!
@@ -39,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use fjall::{PartitionCreateOptions, PartitionHandle};
 
 use crate::codec::{Axis, BlobId, BlobMetadata, MerkleTree, Sliver};
-use crate::protocol::Certificate;
+use crate::protocol::{Certificate, SignedLifetime};
 use file::{read_checked, FileError};
 use keeper::{CommitClock, Keeper};
 pub use keeper::{EngineTuning, StallReport, MIN_JOURNAL_LIMIT, STALL_AFTER};
@@ -218,6 +221,8 @@ pub(crate) mod counter {
     pub const CERTIFIED: &[u8] = b"certified";
     /// The epoch for which every certified blob was put in `pending` (recovery's re-check).
     pub const PENDING_EPOCH: &[u8] = b"pending_epoch";
+    /// The control plane's lifetime log applied up to this sequence (in order).
+    pub const LIFETIME_SEQ: &[u8] = b"lifetime_seq";
     /// `s` ‖ shard (u16 BE): slivers held for the shard.
     pub fn shard(s: u16) -> Vec<u8> {
         let mut k = b"s".to_vec();
@@ -228,7 +233,7 @@ pub(crate) mod counter {
 
 impl Parts {
     /// Every partition (the keeper flushes them all).
-    fn all(&self) -> [&PartitionHandle; 10] {
+    fn all(&self) -> [&PartitionHandle; 12] {
         [
             &self.blobs,
             &self.metadata,
@@ -240,6 +245,8 @@ impl Parts {
             &self.uncertified,
             &self.pending,
             &self.counters,
+            &self.lifetimes,
+            &self.expiry,
         ]
     }
 }
@@ -256,6 +263,8 @@ pub(crate) struct Parts {
     pub uncertified: PartitionHandle,
     pub pending: PartitionHandle,
     pub counters: PartitionHandle,
+    pub lifetimes: PartitionHandle,
+    pub expiry: PartitionHandle,
 }
 
 pub struct BlobStore {
@@ -356,6 +365,8 @@ impl BlobStore {
             uncertified: p("uncertified", small())?,
             pending: p("pending", small())?,
             counters: p("counters", small())?,
+            lifetimes: p("lifetimes", small())?,
+            expiry: p("expiry", small())?,
             keyspace,
         };
         let mut counters = HashMap::new();
@@ -864,6 +875,84 @@ impl BlobStore {
             }
         }
         Ok(n)
+    }
+
+    /// The newest lifetime held for `id` (kept after the blob is collected).
+    pub fn lifetime(&self, id: &BlobId) -> Option<SignedLifetime> {
+        let raw = self.parts.lifetimes.get(id.as_bytes()).ok()??;
+        SignedLifetime::from_bytes(unframe(&raw)?).ok()
+    }
+
+    /// Store verified lifetimes (one commit); each result is true when it replaced an older
+    /// one (or was the first), false when the store already held one at least as new.
+    pub fn put_lifetimes(&self, ls: &[SignedLifetime]) -> Vec<Result<bool, StoreError>> {
+        if ls.is_empty() {
+            return Vec::new();
+        }
+        self.writer.submit(
+            ls.iter()
+                .map(|l| Op::Lifetime {
+                    id: l.lifetime.blob_id,
+                    framed: frame(&[&l.to_bytes()]),
+                })
+                .collect(),
+        )
+    }
+
+    pub fn put_lifetime(&self, l: &SignedLifetime) -> Result<bool, StoreError> {
+        self.put_lifetimes(std::slice::from_ref(l))
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Engine("writer gave no answer".into())))
+    }
+
+    /// The control plane's lifetime log applied in order up to this sequence.
+    pub fn lifetime_seq(&self) -> u64 {
+        self.counter(counter::LIFETIME_SEQ)
+    }
+
+    pub fn set_lifetime_seq(&self, seq: u64) -> Result<(), StoreError> {
+        self.one(Op::SetCounter {
+            name: counter::LIFETIME_SEQ.to_vec(),
+            value: seq,
+        })
+        .map(|_| ())
+    }
+
+    /// Up to `limit` blobs whose lifetime is over in `epoch` (ended at or before it, or
+    /// deleted) and not collected yet: a range scan of the expiry index.
+    /// Each as (expiry key epoch: 0 for a deleted blob, else its end epoch, blob ID).
+    pub fn gone_page(&self, epoch: u32, limit: usize) -> Vec<(u32, BlobId)> {
+        let end = keys::expiry_key(epoch.saturating_add(1), &BlobId([0; 32]));
+        self.parts
+            .expiry
+            .range(..end.to_vec())
+            .map(|kv| kv.map(|(k, _)| k))
+            .take(limit)
+            .filter_map(|k| keys::parse_expiry_key(&k.ok()?))
+            .collect()
+    }
+
+    /// Delete everything held of these blobs but their lifetime (one commit). Returns (blobs
+    /// that held data, bytes freed).
+    pub fn collect(&self, ids: Vec<BlobId>) -> Result<(u64, u64), StoreError> {
+        if ids.is_empty() {
+            return Ok((0, 0));
+        }
+        let before = self.used_bytes();
+        let results = self
+            .writer
+            .submit(ids.into_iter().map(|id| Op::Collect { id }).collect());
+        let mut blobs = 0;
+        for r in results {
+            if r? {
+                blobs += 1;
+            }
+        }
+        self.md_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok((blobs, before.saturating_sub(self.used_bytes())))
     }
 
     /// Blobs the store knows (records), a maintained counter.

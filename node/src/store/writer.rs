@@ -14,7 +14,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use crate::codec::BlobId;
 
 use super::keeper::CommitClock;
-use super::keys::{age_key, sliver_key, Record, SLIVER_KEY_LEN};
+use super::keys::{age_key, expiry_key, sliver_key, unframe, Record, SLIVER_KEY_LEN};
 use super::{counter, now_secs, AxisKey, Parts, StoreError, StoreLimits, OBJECT_OVERHEAD};
 
 /// Most ops and bytes in one group.
@@ -70,12 +70,27 @@ pub(super) enum Op {
         name: Vec<u8>,
         value: u64,
     },
+    /// A signed lifetime (framed); kept only if newer than the one held.
+    Lifetime {
+        id: BlobId,
+        framed: Vec<u8>,
+    },
+    /// Delete all of a blob but its lifetime, and take it off the expiry index.
+    Collect {
+        id: BlobId,
+    },
+}
+
+/// Where a lifetime sits in the expiry index: deleted blobs under 0 (collected first).
+fn lifetime_index(l: &crate::protocol::Lifetime) -> (u64, u32) {
+    (l.sequence, if l.deleted { 0 } else { l.end_epoch })
 }
 
 impl Op {
     fn bytes(&self) -> usize {
         match self {
             Op::Metadata { framed, .. }
+            | Op::Lifetime { framed, .. }
             | Op::Certificate { framed, .. }
             | Op::Invalid { framed, .. } => framed.len(),
             Op::Sliver {
@@ -252,6 +267,8 @@ struct Txn<'a> {
     counters: HashMap<Vec<u8>, u64>,
     dirty: BTreeSet<Vec<u8>>,
     records: HashMap<BlobId, Option<Record>>,
+    /// Lifetimes touched in this group: (sequence, expiry key epoch), if one is held.
+    lifetimes: HashMap<BlobId, Option<(u64, u32)>>,
     /// Sliver key → Some(charged bytes) if held, None if dropped in this group.
     held: HashMap<[u8; SLIVER_KEY_LEN], Option<u64>>,
     /// Files to remove once the commit is durable.
@@ -269,6 +286,7 @@ impl<'a> Txn<'a> {
             counters,
             dirty: BTreeSet::new(),
             records: HashMap::new(),
+            lifetimes: HashMap::new(),
             held: HashMap::new(),
             delete: Vec::new(),
             written: Vec::new(),
@@ -387,6 +405,21 @@ impl<'a> Txn<'a> {
             .map(u64::from_be_bytes);
         self.held.insert(*key, h);
         Ok(h)
+    }
+
+    /// (sequence, expiry epoch) of the lifetime held for `id`: 0 for a deleted blob, else its
+    /// end epoch.
+    fn lifetime_of(&mut self, id: &BlobId) -> Result<Option<(u64, u32)>, StoreError> {
+        if let Some(l) = self.lifetimes.get(id) {
+            return Ok(*l);
+        }
+        let l = self.ctx.parts.lifetimes.get(id.as_bytes())?.and_then(|v| {
+            crate::protocol::SignedLifetime::from_bytes(unframe(&v)?)
+                .ok()
+                .map(|s| lifetime_index(&s.lifetime))
+        });
+        self.lifetimes.insert(*id, l);
+        Ok(l)
     }
 
     fn shard_of(r: &Record, id: &BlobId, pair: u16) -> Option<u16> {
@@ -577,6 +610,60 @@ impl<'a> Txn<'a> {
             Op::SetCounter { name, value } => {
                 self.counters.insert(name.clone(), value);
                 self.dirty.insert(name);
+                Ok(true)
+            }
+            Op::Lifetime { id, framed } => {
+                let Some(new) = unframe(&framed)
+                    .and_then(|b| crate::protocol::SignedLifetime::from_bytes(b).ok())
+                else {
+                    return Err(StoreError::Undecodable("lifetime".into()));
+                };
+                let (seq, end) = lifetime_index(&new.lifetime);
+                let old = self.lifetime_of(&id)?;
+                if old.is_some_and(|(s, _)| s >= seq) {
+                    return Ok(false);
+                }
+                if let Some((_, e)) = old {
+                    self.batch.remove(&p.expiry, expiry_key(e, &id).to_vec());
+                }
+                self.batch
+                    .insert(&p.expiry, expiry_key(end, &id).to_vec(), Vec::<u8>::new());
+                self.batch
+                    .insert(&p.lifetimes, id.as_bytes().to_vec(), framed);
+                self.lifetimes.insert(id, Some((seq, end)));
+                Ok(true)
+            }
+            Op::Collect { id } => {
+                if let Some((_, e)) = self.lifetime_of(&id)? {
+                    self.batch.remove(&p.expiry, expiry_key(e, &id).to_vec());
+                }
+                let Some(r) = self.record(&id)? else {
+                    return Ok(false);
+                };
+                for (pair, axis) in self.held_of(&id)? {
+                    self.drop_sliver(&id, pair, axis, false)?;
+                }
+                let Some(mut r2) = self.record(&id)? else {
+                    return Ok(false);
+                };
+                let rest = r2.charged;
+                self.uncharge(&mut r2, rest);
+                for part in [&p.metadata, &p.invalid, &p.certs, &p.blobs, &p.pending] {
+                    self.batch.remove(part, id.as_bytes().to_vec());
+                }
+                if r.certified_epoch.is_some() {
+                    if !r.invalid {
+                        self.batch.remove(&p.certified, id.as_bytes().to_vec());
+                        self.add(counter::CERTIFIED, -1);
+                    }
+                } else {
+                    self.batch
+                        .remove(&p.uncertified, age_key(r.first_seen, &id).to_vec());
+                }
+                self.records.insert(id, None);
+                self.add(counter::BLOBS, -1);
+                self.delete
+                    .push(self.ctx.large_dir.join(hex::encode(id.as_bytes())));
                 Ok(true)
             }
         }

@@ -306,6 +306,7 @@ impl TestCluster {
             epoch: 1,
             n_shards,
             members,
+            economics: None,
         };
         let c = Self {
             root,

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::assignment::{assign, AssignmentError, ShardMap, Stake};
 use super::challenge::{MemberResult, Round};
 use super::ledger::Ledger;
+use super::registry::Settlement;
 
 /// What the operator (the body) wants of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +59,21 @@ pub struct Report {
     pub blobs_synced: u64,
     pub blobs_to_sync: u64,
     pub recovery_backlog: u64,
+    /// The node's position in the lifetime log and its price votes (`NodeInfo`).
+    #[serde(default)]
+    pub lifetime_seq: u64,
+    #[serde(default)]
+    pub storage_price_vote: u64,
+    #[serde(default)]
+    pub write_price_vote: u64,
+}
+
+/// A market on this network (docs/economics.md): the control plane's key and the lifetime
+/// limit go into every committee with the prices the members voted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarketParams {
+    pub control_key: [u8; 32],
+    pub max_epochs_ahead: u32,
 }
 
 /// Everything `step` looks at.
@@ -99,6 +115,13 @@ pub enum Command {
     Challenge { epoch: u32, committee: Committee },
     /// `node` left the committee and the change completed: the body may stop it.
     Release { node: NodeId, name: String },
+    /// Epoch `epoch` ended (with a market): pay its fees, the subsidy and what rolled over to
+    /// `members` (node, shards, passed), then report it with [`Brain::record_settlement`].
+    Settle {
+        epoch: u32,
+        subsidy: u64,
+        members: Vec<(NodeId, u64, bool)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +198,9 @@ pub type Jitter = fn() -> u64;
 pub struct Brain {
     pub state: BrainState,
     pub settings: Settings,
+    /// A market: committees carry the control key and the voted prices, and epochs are paid
+    /// through [`Command::Settle`].
+    pub market: Option<MarketParams>,
     /// The time of the round being stepped.
     now_ms: u64,
 }
@@ -254,6 +280,7 @@ impl Brain {
         Ok(Self {
             state,
             settings,
+            market: None,
             now_ms: 0,
         })
     }
@@ -406,10 +433,32 @@ impl Brain {
             .collect::<Vec<_>>();
         let mut members = members;
         members.sort_by_key(|m| m.node_id);
+        let economics = self.market.map(|mk| {
+            let votes = |f: fn(&Report) -> u64| -> Vec<(u64, usize)> {
+                members
+                    .iter()
+                    .filter_map(|m| {
+                        let r = self.state.members.get(&m.node_id)?.last_report.as_ref()?;
+                        let v = f(r);
+                        (v > 0).then_some((v, m.shards.len()))
+                    })
+                    .collect()
+            };
+            let q = self.quorum();
+            floe_node::protocol::Economics {
+                control_key: mk.control_key,
+                storage_price: super::prices::quorum_below(&votes(|r| r.storage_price_vote), q)
+                    .unwrap_or(floe_node::server::config::DEFAULT_STORAGE_PRICE),
+                write_price: super::prices::quorum_below(&votes(|r| r.write_price_vote), q)
+                    .unwrap_or(floe_node::server::config::DEFAULT_WRITE_PRICE),
+                max_epochs_ahead: mk.max_epochs_ahead,
+            }
+        });
         Ok(Committee {
             epoch,
             n_shards: self.settings.n_shards,
             members,
+            economics,
         })
     }
 
@@ -522,7 +571,9 @@ impl Brain {
         let Some(next) = self.state.planned.clone() else {
             return; // planning failed: plan_error says why; retried next round
         };
-        self.pay_epoch();
+        if let Some(settle) = self.pay_epoch() {
+            out.push(settle);
+        }
         self.state.change_requested = false;
         self.state.phase = Phase::Changing {
             to: next.clone(),
@@ -681,12 +732,22 @@ impl Brain {
         self.state.last_round = Some(round);
     }
 
+    /// The market settled epoch `members`' epoch: record it for the status and the metrics.
+    pub fn record_settlement(&mut self, members: &[(NodeId, u64, bool)], s: &Settlement) {
+        self.state.ledger.record(s);
+        for (id, _, _) in members {
+            self.state
+                .last_paid
+                .insert(*id, (s.epoch, *s.paid.get(id).unwrap_or(&0)));
+        }
+    }
+
     /// Pay the current epoch from its challenge results: members of its committee that passed,
-    /// by shards. Members that were not judged (no round) are not paid.
-    fn pay_epoch(&mut self) {
-        let Some(c) = &self.state.committee else {
-            return;
-        };
+    /// by shards. Members that were not judged (no round) are not paid. With a market the
+    /// payment is the market's to make ([`Command::Settle`]: fees plus the subsidy, the parts
+    /// of members that failed rolling over).
+    fn pay_epoch(&mut self) -> Option<Command> {
+        let c = self.state.committee.as_ref()?;
         let results: BTreeMap<NodeId, MemberResult> = self
             .state
             .last_round
@@ -701,6 +762,24 @@ impl Brain {
             .map(|m| (m.node_id, m.shards.len()))
             .collect();
         let epoch = self.state.epoch;
+        if self.market.is_some() {
+            if epoch <= self.state.ledger.last_paid_epoch {
+                return None;
+            }
+            let members = c
+                .members
+                .iter()
+                .map(|m| {
+                    let ok = results.get(&m.node_id).is_some_and(|r| r.outcome.passed());
+                    (m.node_id, m.shards.len() as u64, ok)
+                })
+                .collect();
+            return Some(Command::Settle {
+                epoch,
+                subsidy: self.settings.reward_per_epoch,
+                members,
+            });
+        }
         let paid = self
             .state
             .ledger
@@ -710,6 +789,7 @@ impl Brain {
                 .last_paid
                 .insert(m.node_id, (epoch, *paid.get(&m.node_id).unwrap_or(&0)));
         }
+        None
     }
 }
 

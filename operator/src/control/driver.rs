@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use floe_node::client::{ClientError, NodeClient};
@@ -17,7 +18,9 @@ use futures::future::join_all;
 
 use super::brain::{Brain, BrainState, Candidate, Command, Inputs, Report};
 use super::challenge::{self, Eligible, MemberResult, Outcome, Round};
+use super::economy::Economy;
 use super::metrics::ControlMetrics;
+use super::registry::{Event, Outcome as Market};
 
 /// What went wrong in a body: callers decide by the kind (e.g. a regression means another
 /// writer is ahead), the message is for people.
@@ -170,6 +173,9 @@ impl Members {
                 recovery_backlog: sync
                     .as_ref()
                     .map_or(info.recovery_backlog, |s| s.recovery_backlog),
+                lifetime_seq: info.lifetime_seq,
+                storage_price_vote: info.storage_price_vote,
+                write_price_vote: info.write_price_vote,
             },
             admin_port,
         ))
@@ -240,6 +246,20 @@ impl Members {
         settings: &ChallengeSettings,
         reports: &BTreeMap<NodeId, Report>,
     ) -> Round {
+        self.challenge_round_of(epoch, committee, settings, reports, |_| true)
+            .await
+    }
+
+    /// [`Self::challenge_round`] over the certified blobs `live` keeps (with a market: those
+    /// whose lifetime is not over, which nodes may have collected).
+    pub async fn challenge_round_of(
+        &mut self,
+        epoch: u32,
+        committee: &Committee,
+        settings: &ChallengeSettings,
+        reports: &BTreeMap<NodeId, Report>,
+        live: impl Fn(&BlobId) -> bool,
+    ) -> Round {
         let mut seed = [0u8; 32];
         if getrandom::fill(&mut seed).is_err() {
             // no OS randomness: fall back to the clock mixed with the epoch (still unknown to
@@ -273,7 +293,7 @@ impl Members {
         }
         let eligible = Eligible::new(
             all.into_iter()
-                .filter(|(_, e)| *e < epoch)
+                .filter(|(b, e)| *e < epoch && live(b))
                 .map(|(b, _)| b)
                 .collect(),
         );
@@ -407,7 +427,12 @@ pub struct Driver<B: Body> {
     pub challenges: ChallengeSettings,
     pub metrics: ControlMetrics,
     saved: Option<BrainState>,
+    /// The market, when this network sells storage (docs/economics.md).
+    pub economy: Option<Arc<Mutex<Economy>>>,
 }
+
+/// Lifetimes sent to one member per round (the rest follow in later rounds).
+const LIFETIME_PAGE: usize = 2048;
 
 impl<B: Body> Driver<B> {
     pub fn new(
@@ -426,7 +451,102 @@ impl<B: Body> Driver<B> {
             challenges,
             metrics,
             saved,
+            economy: None,
         }
+    }
+
+    /// Sell storage: committees carry `economy`'s key and the voted prices, epochs are paid
+    /// through it, and members are fed its lifetime log.
+    pub fn with_economy(mut self, economy: Arc<Mutex<Economy>>, max_epochs_ahead: u32) -> Self {
+        let key = economy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .registry()
+            .control_key();
+        self.brain.market = Some(super::brain::MarketParams {
+            control_key: key,
+            max_epochs_ahead,
+        });
+        self.economy = Some(economy);
+        self
+    }
+
+    fn economy_submit(&self, ev: Event) -> Result<Market, BodyError> {
+        let Some(e) = &self.economy else {
+            return Ok(Market::Done);
+        };
+        e.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .submit(ev)
+            .map_err(|e| BodyError::new(BodyErrorKind::Save, format!("economy journal: {e}")))
+    }
+
+    /// Tell the market the epoch and prices in force (journaled when they change).
+    fn sync_market(&self) -> Result<(), BodyError> {
+        let Some(e) = &self.economy else {
+            return Ok(());
+        };
+        let Some(c) = &self.brain.state.committee else {
+            return Ok(());
+        };
+        let Some(ec) = c.economics else {
+            return Ok(());
+        };
+        let (epoch, prices) = {
+            let g = e.lock().unwrap_or_else(|p| p.into_inner());
+            (g.registry().epoch(), g.registry().prices())
+        };
+        if epoch != c.epoch || prices != (ec.storage_price, ec.write_price) {
+            self.economy_submit(Event::Market {
+                epoch: c.epoch,
+                storage_price: ec.storage_price,
+                write_price: ec.write_price,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Feed members the lifetimes they have not applied yet (a page each per round).
+    async fn push_lifetimes(&mut self, reports: &BTreeMap<NodeId, Report>) {
+        let Some(e) = &self.economy else {
+            return;
+        };
+        let mut jobs = Vec::new();
+        for (id, r) in reports {
+            let page: Vec<Vec<u8>> = {
+                let g = e.lock().unwrap_or_else(|p| p.into_inner());
+                if r.lifetime_seq >= g.registry().head() {
+                    continue;
+                }
+                g.registry()
+                    .log_from(r.lifetime_seq + 1, LIFETIME_PAGE)
+                    .iter()
+                    .map(|l| l.to_bytes())
+                    .collect()
+            };
+            let Some(address) = self.brain.state.members.get(id).map(|m| m.address.clone()) else {
+                continue;
+            };
+            let Some(client) = self.members.client(*id, &address) else {
+                continue;
+            };
+            let first = r.lifetime_seq + 1;
+            let node = *id;
+            jobs.push(async move {
+                let err = match tokio::time::timeout(
+                    PUBLISH_TIMEOUT,
+                    client.apply_lifetimes(first, page),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => return,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {PUBLISH_TIMEOUT:?}"),
+                };
+                tracing::warn!(node = %node.short(), error = %err, "feeding lifetimes failed; retried next round");
+            });
+        }
+        join_all(jobs).await;
     }
 
     /// Every node the brain should look at: candidates and members of the committees in play.
@@ -500,9 +620,18 @@ impl<B: Body> Driver<B> {
                 Command::Publish { .. } => {}
                 Command::Challenge { epoch, committee } => {
                     tracing::info!(epoch, "challenge round");
+                    let economy = self.economy.clone();
+                    let live = move |b: &BlobId| {
+                        economy.as_ref().is_none_or(|e| {
+                            e.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .registry()
+                                .live_or_unknown(b, epoch)
+                        })
+                    };
                     let round = self
                         .members
-                        .challenge_round(epoch, &committee, &self.challenges, &reports)
+                        .challenge_round_of(epoch, &committee, &self.challenges, &reports, live)
                         .await;
                     for (id, r) in &round.results {
                         self.metrics
@@ -514,6 +643,28 @@ impl<B: Body> Driver<B> {
                         }
                     }
                     self.brain.record_challenges(round);
+                }
+                Command::Settle {
+                    epoch,
+                    subsidy,
+                    members,
+                } => {
+                    let outcome = self.economy_submit(Event::Settle {
+                        epoch,
+                        subsidy,
+                        members: members.clone(),
+                    })?;
+                    if let Market::Settled(s) = outcome {
+                        tracing::info!(
+                            epoch,
+                            fees = s.fees,
+                            subsidy,
+                            paid = s.paid.values().sum::<u64>(),
+                            rolled_over = s.rolled_over,
+                            "epoch settled"
+                        );
+                        self.brain.record_settlement(&members, &s);
+                    }
                 }
                 Command::Release { node, name } => {
                     tracing::info!(node = %node.short(), %name, "member drained; releasing it");
@@ -527,6 +678,12 @@ impl<B: Body> Driver<B> {
             && matches!(self.brain.state.phase, super::brain::Phase::Changing { .. })
         {
             tracing::info!(to = self.brain.state.epoch + 1, "epoch change started");
+        }
+        self.sync_market()?;
+        self.push_lifetimes(&reports).await;
+        if let Some(e) = &self.economy {
+            self.metrics
+                .update_economy(e.lock().unwrap_or_else(|p| p.into_inner()).registry());
         }
         if self.saved.as_ref() != Some(&self.brain.state) {
             self.body.save(&self.brain.state).await?;

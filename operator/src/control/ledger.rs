@@ -45,6 +45,12 @@ pub struct Ledger {
     pub withheld: u64,
     /// The last epoch paid (an epoch is paid once, however often a restart replays it).
     pub last_paid_epoch: u32,
+    /// With a market (docs/economics.md): storage fees paid out, and the parts of members that
+    /// failed their challenge, carried into the next epoch's pool.
+    #[serde(default)]
+    pub fees: u64,
+    #[serde(default)]
+    pub rolled_over: u64,
 }
 
 impl Ledger {
@@ -69,6 +75,18 @@ impl Ledger {
             self.issued += v;
         }
         paid
+    }
+
+    /// Record a settlement the market computed (`registry::Registry`): the status and the
+    /// metrics read the ledger either way.
+    pub fn record(&mut self, s: &super::registry::Settlement) {
+        for (id, v) in &s.paid {
+            *self.totals.entry(*id).or_default() += v;
+            self.issued += v;
+        }
+        self.fees += s.fees;
+        self.rolled_over = s.rolled_over;
+        self.last_paid_epoch = self.last_paid_epoch.max(s.epoch);
     }
 
     /// Σ totals == issued (what the tests and the status check).

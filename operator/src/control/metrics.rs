@@ -25,6 +25,8 @@ pub struct ControlMetrics {
     pub rewards_withheld: IntGauge,
     pub challenges: IntCounterVec,
     pub last_challenge: IntGaugeVec,
+    /// The market (docs/economics.md): prices, registrations, money.
+    pub economy: IntGaugeVec,
 }
 
 fn gauge(name: &str, help: &str) -> IntGauge {
@@ -102,6 +104,14 @@ impl ControlMetrics {
                 &["result"],
             )
             .expect("metric"),
+            economy: IntGaugeVec::new(
+                Opts::new(
+                    "floe_control_economy",
+                    "The storage market by quantity: storage_price, write_price, registrations, extensions, deletions, refused, fees_paid, subsidies, rewarded, rolled_over, held, balances, lifetimes",
+                ),
+                &["quantity"],
+            )
+            .expect("metric"),
             last_challenge: IntGaugeVec::new(
                 Opts::new(
                     "floe_control_member_challenge_passed",
@@ -128,6 +138,7 @@ impl ControlMetrics {
             &m.member_sync_pending,
             &m.member_recovery_backlog,
             &m.last_challenge,
+            &m.economy,
         ] {
             m.registry.register(Box::new(c.clone())).expect("register");
         }
@@ -144,6 +155,30 @@ impl ControlMetrics {
             m.challenges.with_label_values(&[r]);
         }
         m
+    }
+
+    /// Refresh the market's gauges.
+    pub fn update_economy(&self, r: &super::registry::Registry) {
+        let t = r.totals();
+        let (sp, wp) = r.prices();
+        let clamp = |v: u64| v.min(i64::MAX as u64) as i64;
+        for (k, v) in [
+            ("storage_price", sp),
+            ("write_price", wp),
+            ("registrations", t.registrations),
+            ("extensions", t.extensions),
+            ("deletions", t.deletions),
+            ("refused", t.refused),
+            ("fees_paid", t.fees_paid),
+            ("subsidies", t.subsidies),
+            ("rewarded", t.rewarded),
+            ("rolled_over", t.rolled_over),
+            ("held", t.held),
+            ("balances", t.balances),
+            ("lifetimes", r.head()),
+        ] {
+            self.economy.with_label_values(&[k]).set(clamp(v));
+        }
     }
 
     /// Refresh the gauges from the state.

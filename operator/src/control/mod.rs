@@ -4,9 +4,13 @@
 //! testnet in `crate::local`, the Kubernetes operator in `crate::kube`), each running it in a
 //! task of its own so that nothing else waits on members.
 
+pub mod api;
 pub mod assignment;
 pub mod brain;
 pub mod challenge;
 pub mod driver;
+pub mod economy;
 pub mod ledger;
 pub mod metrics;
+pub mod prices;
+pub mod registry;

@@ -284,6 +284,7 @@ mod tests {
                 stake: 1,
                 shards: (0..10).collect(),
             }],
+            economics: None,
         });
         assert_eq!(drained_to(&s, "c", 4, 6), None);
         // never below spec.nodes, and nothing to do when not scaling down

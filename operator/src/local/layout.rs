@@ -47,6 +47,9 @@ pub struct NodeEntry {
     pub restarts: u32,
     /// Test-only fault switched on in this node (`floe-node --fault`).
     pub fault: Option<String>,
+    /// This node's price votes (storage per epoch, write), when not the node's defaults.
+    #[serde(default)]
+    pub price_vote: Option<(u64, u64)>,
     #[serde(default = "one")]
     pub stake: u64,
     /// Asked to leave: it gets no shards from the next epoch on.
@@ -93,6 +96,24 @@ pub struct ControlOptions {
     /// An epoch change not complete after this long is reported stuck.
     #[serde(default)]
     pub stuck_after_seconds: Option<u64>,
+    /// The furthest a blob's lifetime may end beyond the current epoch (docs/economics.md).
+    #[serde(default = "default_max_epochs_ahead")]
+    pub max_epochs_ahead: u32,
+    /// Units `floe testnet faucet` grants (the CLI's default account is funded with it).
+    #[serde(default = "default_faucet_grant")]
+    pub faucet_grant: u64,
+}
+
+/// Walrus's limit: about two years of two-week epochs.
+pub const DEFAULT_MAX_EPOCHS_AHEAD: u32 = 53;
+/// Enough for ~10⁴ puts of a 32 MiB file at the default prices.
+pub const DEFAULT_FAUCET_GRANT: u64 = 1_000_000_000;
+
+fn default_max_epochs_ahead() -> u32 {
+    DEFAULT_MAX_EPOCHS_AHEAD
+}
+fn default_faucet_grant() -> u64 {
+    DEFAULT_FAUCET_GRANT
 }
 
 impl ControlOptions {
@@ -104,6 +125,8 @@ impl ControlOptions {
             reward_per_epoch: 1_000_000,
             unreachable_after_seconds: (2 * epoch.as_secs()).max(10),
             stuck_after_seconds: None,
+            max_epochs_ahead: DEFAULT_MAX_EPOCHS_AHEAD,
+            faucet_grant: DEFAULT_FAUCET_GRANT,
         }
     }
     pub(crate) fn settings(&self, n_shards: u16, nodes: usize) -> Settings {
@@ -141,6 +164,10 @@ pub struct TestnetState {
     pub gateway: Option<String>,
     #[serde(default)]
     pub gateway_pid: Option<u32>,
+    /// Where the supervisor serves the control plane's client API (`floe.v1.Control`:
+    /// accounts, registrations; docs/economics.md).
+    #[serde(default)]
+    pub control_api: Option<String>,
 }
 
 pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
@@ -246,5 +273,8 @@ pub struct UpOptions {
     pub node_bin: PathBuf,
     /// (node index, fault name)
     pub faults: Vec<(usize, String)>,
+    /// (node index, storage price vote, write price vote)
+    #[serde(default)]
+    pub price_votes: Vec<(usize, u64, u64)>,
     pub control: ControlOptions,
 }

@@ -236,6 +236,7 @@ impl Nodes {
             pid: None,
             restarts: 0,
             fault: None,
+            price_vote: None,
             stake,
             leaving: false,
             released: false,
@@ -268,6 +269,14 @@ impl Nodes {
             .stderr(Stdio::from(log));
         if let Some(f) = &n.fault {
             cmd.args(["--fault", f]);
+        }
+        if let Some((storage, write)) = n.price_vote {
+            cmd.args([
+                "--storage-price",
+                &storage.to_string(),
+                "--write-price",
+                &write.to_string(),
+            ]);
         }
         let child = cmd
             .spawn()

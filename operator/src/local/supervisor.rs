@@ -6,7 +6,7 @@
 use std::fs;
 use std::io::Write as _;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::bail;
@@ -18,7 +18,9 @@ use super::layout::{load_control, TestnetState, UpOptions};
 use super::process::Nodes;
 use crate::control::brain::{Brain, BrainState, Candidate};
 use crate::control::driver::{ChallengeSettings, Driver, Members};
+use crate::control::economy::Economy;
 use crate::control::metrics::ControlMetrics;
+use crate::control::registry::MarketSettings;
 
 /// How often the loop converges and the brain runs a round.
 const TICK: Duration = Duration::from_millis(500);
@@ -85,6 +87,7 @@ impl Supervisor {
             control: Some(opts.control.clone()),
             gateway: previous.as_ref().and_then(|p| p.gateway.clone()),
             gateway_pid: previous.as_ref().and_then(|p| p.gateway_pid),
+            control_api: previous.as_ref().and_then(|p| p.control_api.clone()),
         };
         let force = Arc::new(AtomicBool::new(false));
         let mut body = Nodes {
@@ -118,6 +121,11 @@ impl Supervisor {
                 n.fault = Some(f.clone());
             }
         }
+        for (i, storage, write) in &opts.price_votes {
+            if let Some(n) = body.state.nodes.get_mut(*i) {
+                n.price_vote = Some((*storage, *write));
+            }
+        }
         let stored = load_control(&dir)?;
         let brain_state = stored.unwrap_or_else(|| BrainState::new(opts.shards));
         let brain = Brain::new(brain_state, opts.control.settings(opts.shards, opts.nodes))?;
@@ -128,10 +136,19 @@ impl Supervisor {
         };
         let (candidates, candidates_rx) = watch::channel(body.candidates());
         let (releases_tx, releases) = mpsc::unbounded_channel();
+        let economy = Economy::open(
+            &dir,
+            MarketSettings {
+                max_epochs_ahead: opts.control.max_epochs_ahead,
+                faucet_grant: opts.control.faucet_grant,
+            },
+        )?;
         let local = LocalBody::new(dir, candidates_rx, force, releases_tx);
+        let driver = Driver::new(brain, local, members, challenges, ControlMetrics::new())
+            .with_economy(Arc::new(Mutex::new(economy)), opts.control.max_epochs_ahead);
         Ok(Self {
             nodes: body,
-            driver: Driver::new(brain, local, members, challenges, ControlMetrics::new()),
+            driver,
             candidates,
             releases,
         })
@@ -161,12 +178,49 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Serve the control plane's client API on loopback (the port of the last run if free).
+    async fn serve_control_api(&mut self) -> anyhow::Result<()> {
+        let Some(economy) = self.driver.economy.clone() else {
+            return Ok(());
+        };
+        let wanted = self.nodes.state.control_api.clone();
+        let listener = match wanted.as_deref().map(tokio::net::TcpListener::bind) {
+            Some(f) => match f.await {
+                Ok(l) => l,
+                Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+            },
+            None => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        };
+        self.nodes.state.control_api = Some(listener.local_addr()?.to_string());
+        let service = crate::control::api::ControlService {
+            economy,
+            faucet: true,
+        };
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            let r = l.accept().await.map(|(s, _)| s);
+            Some((r, l))
+        });
+        tokio::spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .add_service(floe_node::proto::control_server::ControlServer::new(
+                    service,
+                ))
+                .serve_with_incoming(incoming)
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "the control API stopped");
+            }
+        });
+        Ok(())
+    }
+
     /// Start everything, run the brain until every node holds the first committee, then keep
     /// supervising until SIGTERM/SIGINT.
     pub async fn run(mut self) -> anyhow::Result<()> {
         let dir = self.nodes.state.dir.clone();
         fs::write(dir.join("supervisor.pid"), std::process::id().to_string())?;
         self.serve_metrics().await?;
+        self.serve_control_api().await?;
         let wanted: Vec<usize> = (0..self.nodes.state.nodes.len())
             .filter(|&i| !self.nodes.state.nodes[i].wants_stopped())
             .collect();

@@ -37,7 +37,12 @@ pub fn parse_id(s: &str) -> anyhow::Result<BlobId> {
         .map_err(|e: floe_node::codec::metadata::ParseBlobIdError| anyhow::anyhow!("{e}"))
 }
 
-pub async fn put(cli: &Cli, file: &Path) -> anyhow::Result<()> {
+pub async fn put(
+    cli: &Cli,
+    file: &Path,
+    epochs: Option<u32>,
+    deletable: bool,
+) -> anyhow::Result<()> {
     let len = std::fs::metadata(file)
         .with_context(|| format!("reading {}", file.display()))?
         .len();
@@ -52,9 +57,14 @@ pub async fn put(cli: &Cli, file: &Path) -> anyhow::Result<()> {
             mib(max)
         );
     }
+    let opts = floe_node::client::PutOptions {
+        epochs,
+        deletable,
+        registrar: crate::account_cmd::registrar(cli).await?,
+    };
     // large files are read in pieces by the streaming encoder, never held whole
     let out = c
-        .write_file(file, progress::reporter("put", cli.json))
+        .write_file_with(file, &opts, progress::reporter("put", cli.json))
         .await
         .with_context(|| format!("writing {}", file.display()))?;
     if cli.json {

@@ -1,6 +1,7 @@
 //! `floe`: run a local testnet, store and read blobs. Parsing lives here; each command group
 //! has a module of its own (`testnet_cmd`, `blob_cmd`), tables are printed by `table`.
 
+mod account_cmd;
 mod blob_cmd;
 mod progress;
 mod quilt_cmd;
@@ -34,6 +35,14 @@ pub struct Cli {
     /// Node gRPC addresses (host:port,…) to use instead of the local testnet
     #[arg(long, global = true, env = "FLOE_CONNECT", value_delimiter = ',')]
     pub connect: Vec<String>,
+    /// The control plane's client API (host:port) for accounts and registrations [default: the
+    /// local testnet's]
+    #[arg(long, global = true, env = "FLOE_CONTROL")]
+    pub control: Option<String>,
+    /// The account's Ed25519 key file [default: $FLOE_CONFIG_DIR, $XDG_CONFIG_HOME/floe or
+    /// ~/.config/floe, file account.key]
+    #[arg(long, global = true, env = "FLOE_ACCOUNT_FILE")]
+    pub account_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -46,7 +55,35 @@ pub enum Cmd {
         command: TestnetCmd,
     },
     /// Store a file; prints its blob ID
-    Put { file: PathBuf },
+    Put {
+        file: PathBuf,
+        /// Epochs to store it for (from the first epoch billed) [default: 5]
+        #[arg(long)]
+        epochs: Option<u32>,
+        /// The owner may delete it before it expires (the default)
+        #[arg(long, conflicts_with = "permanent")]
+        deletable: bool,
+        /// Nobody may delete it before it expires
+        #[arg(long)]
+        permanent: bool,
+    },
+    /// Keep a blob longer: add epochs to its lifetime (before it expires; paid by the account)
+    Extend {
+        #[arg(allow_hyphen_values = true)]
+        blob_id: String,
+        #[arg(long)]
+        epochs: u32,
+    },
+    /// Delete a deletable blob (its owner only); every node collects it
+    Delete {
+        #[arg(allow_hyphen_values = true)]
+        blob_id: String,
+    },
+    /// The account that pays for storage
+    Account {
+        #[command(subcommand)]
+        command: AccountCmd,
+    },
     /// Read a blob back
     Get {
         /// The blob ID (it may begin with '-')
@@ -122,13 +159,39 @@ pub struct UpArgs {
     /// Report an epoch change as stuck after this long [default: a quarter epoch, 5 s–5 min]
     #[arg(long, value_parser = parse_flag)]
     pub stuck_after: Option<Duration>,
+    /// A node's price votes, INDEX=STORAGE,WRITE (units per MiB of encoded size: per epoch,
+    /// and once per write), e.g. 2=300,40 [default: each node's own, 100,20]
+    #[arg(long)]
+    pub price_vote: Vec<String>,
+    /// The furthest a blob's lifetime may end beyond the current epoch
+    #[arg(long, default_value_t = 53)]
+    pub max_epochs_ahead: u32,
     /// TEST ONLY: INDEX=FAULT, e.g. 3=corrupt-slivers
     #[arg(long, hide = true)]
     pub fault: Vec<String>,
 }
 
 #[derive(Subcommand)]
+pub enum AccountCmd {
+    /// Create the account key file (refuses to replace one)
+    New,
+    /// The account's ID (its public key) and key file
+    Show,
+    /// The account's balance at the control plane
+    Balance,
+}
+
+#[derive(Subcommand)]
 pub enum TestnetCmd {
+    /// Credit an account from the testnet's faucet
+    Faucet {
+        /// Account ID (hex) [default: this CLI's account]
+        #[arg(long)]
+        account: Option<String>,
+        /// Units [default: the testnet's grant]
+        #[arg(long, default_value_t = 0)]
+        amount: u64,
+    },
     /// Start nodes and the control plane (epochs, committees, challenges), supervise them.
     /// In a directory that holds a testnet, resume it (another --nodes becomes a membership
     /// change at the next epoch; --shards cannot change)
@@ -205,7 +268,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Testnet { command } => testnet_cmd::run(&cli, command).await,
-        Cmd::Put { file } => blob_cmd::put(&cli, file).await,
+        Cmd::Put {
+            file,
+            epochs,
+            deletable: _,
+            permanent,
+        } => blob_cmd::put(&cli, file, *epochs, !*permanent).await,
+        Cmd::Extend { blob_id, epochs } => account_cmd::extend(&cli, blob_id, *epochs).await,
+        Cmd::Delete { blob_id } => account_cmd::delete(&cli, blob_id).await,
+        Cmd::Account { command } => account_cmd::account(&cli, command).await,
         Cmd::Get { blob_id, output } => blob_cmd::get(&cli, blob_id, output.as_ref()).await,
         Cmd::Status { blob_id } => blob_cmd::status(&cli, blob_id.as_deref()).await,
         Cmd::BlobId { file, shards } => blob_cmd::blob_id(&cli, file, *shards),

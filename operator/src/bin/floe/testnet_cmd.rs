@@ -23,6 +23,20 @@ fn parse_faults(f: &[String]) -> anyhow::Result<Vec<(usize, String)>> {
         .collect()
 }
 
+fn parse_votes(v: &[String]) -> anyhow::Result<Vec<(usize, u64, u64)>> {
+    v.iter()
+        .map(|s| {
+            let (i, p) = s
+                .split_once('=')
+                .context("--price-vote wants INDEX=STORAGE,WRITE")?;
+            let (st, w) = p
+                .split_once(',')
+                .context("--price-vote wants INDEX=STORAGE,WRITE")?;
+            Ok((i.parse()?, st.trim().parse()?, w.trim().parse()?))
+        })
+        .collect()
+}
+
 /// The control plane's settings from the flags.
 fn control_options(args: &UpArgs) -> ControlOptions {
     let mut control = ControlOptions::new(args.epoch);
@@ -32,6 +46,7 @@ fn control_options(args: &UpArgs) -> ControlOptions {
     control.challenge_timeout_seconds = args.challenge_timeout.as_secs().max(1);
     control.reward_per_epoch = args.reward_per_epoch;
     control.stuck_after_seconds = args.stuck_after.map(|d| d.as_secs());
+    control.max_epochs_ahead = args.max_epochs_ahead;
     if let Some(u) = args.unreachable_after {
         control.unreachable_after_seconds = u.as_secs();
     }
@@ -58,6 +73,7 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
                 shards: args.shards,
                 node_bin,
                 faults: parse_faults(&args.fault)?,
+                price_votes: parse_votes(&args.price_vote)?,
                 control: control_options(args),
             };
             // refuse a bad directory or shard count here, before detaching
@@ -117,6 +133,9 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             testnet::Supervisor::create(&opts)?.run().await
         }
         TestnetCmd::Status => status(cli, dir).await,
+        TestnetCmd::Faucet { account, amount } => {
+            crate::account_cmd::faucet(cli, account.as_deref(), *amount).await
+        }
         TestnetCmd::Kill { node } => {
             let state = TestnetState::load(dir)?;
             testnet::kill_node(&state, node)?;
@@ -366,6 +385,10 @@ async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
         }));
     }
     let deadline = control.as_ref().map(|c| c.deadline_ms(epoch_ms));
+    let economics = control
+        .as_ref()
+        .and_then(|c| c.committee.as_ref())
+        .and_then(|c| c.economics);
     if cli.json {
         println!(
             "{}",
@@ -378,7 +401,11 @@ async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
                 "phase_detail": control.as_ref().map(phase_text),
                 "next_deadline_ms": deadline,
                 "plan_error": control.as_ref().and_then(|c| c.plan_error.clone()),
-                "ledger": control.as_ref().map(|c| json!({"issued": c.ledger.issued, "withheld": c.ledger.withheld, "balanced": c.ledger.balanced()})),
+                "ledger": control.as_ref().map(|c| json!({"issued": c.ledger.issued, "withheld": c.ledger.withheld, "balanced": c.ledger.balanced(), "fees": c.ledger.fees, "rolled_over": c.ledger.rolled_over})),
+                "storage_price": economics.map(|e| e.storage_price),
+                "write_price": economics.map(|e| e.write_price),
+                "max_epochs_ahead": economics.map(|e| e.max_epochs_ahead),
+                "control_api": state.control_api,
                 "last_round": control.as_ref().and_then(|c| c.last_round.clone()),
                 "history": control.as_ref().map(|c| c.history.clone()),
                 "nodes": rows,
@@ -398,6 +425,12 @@ async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
     );
     if let Some(g) = &state.gateway {
         println!("gateway {g}");
+    }
+    if let Some(e) = economics {
+        println!(
+            "prices (voted): storage {} and write {} per MiB of encoded size (storage per epoch) · lifetimes up to {} epochs ahead",
+            e.storage_price, e.write_price, e.max_epochs_ahead
+        );
     }
     if let Some(c) = &control {
         let left = deadline.unwrap_or(0).saturating_sub(now_ms()) / 1000;

@@ -1,0 +1,293 @@
+//! Client of the control plane's API (docs/economics.md): prices, accounts, and buying,
+//! extending and deleting blob lifetimes. Calls that spend are signed by the account's key.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::SigningKey;
+use prost::Message as _;
+use tonic::transport::{Channel, Endpoint};
+
+use super::blob::Registrar;
+use crate::codec::BlobId;
+use crate::proto::{self, control_client::ControlClient as Grpc};
+use crate::protocol::{sign_request, AccountId, SignedLifetime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control plane at {address}: {message}")]
+    Rpc {
+        address: String,
+        code: tonic::Code,
+        message: String,
+    },
+    #[error("control plane at {address}: invalid address: {message}")]
+    Address { address: String, message: String },
+    #[error("control plane at {address} sent invalid data: {message}")]
+    Invalid { address: String, message: String },
+}
+
+impl ControlError {
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            ControlError::Rpc { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A lifetime bought (or changed), what it cost and the balance left.
+#[derive(Debug, Clone, Copy)]
+pub struct Registered {
+    pub lifetime: SignedLifetime,
+    pub cost: u64,
+    pub balance: u64,
+}
+
+/// One blob to register.
+#[derive(Debug, Clone, Copy)]
+pub struct RegisterItem {
+    pub blob: BlobId,
+    pub encoded_size: u64,
+    pub epochs: u32,
+    pub deletable: bool,
+}
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct ControlClient {
+    address: String,
+    grpc: Grpc<Channel>,
+}
+
+/// Nonces: the clock in nanoseconds, strictly increasing within this process.
+fn next_nonce() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
+}
+
+impl ControlClient {
+    /// A client for the API at `address` (`host:port` or `http://host:port`); connects on
+    /// first use.
+    pub fn new(address: &str) -> Result<Self, ControlError> {
+        let url = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("http://{address}")
+        };
+        let endpoint = Endpoint::from_shared(url).map_err(|e| ControlError::Address {
+            address: address.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            address: address.to_string(),
+            grpc: Grpc::new(endpoint.connect_lazy()),
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn err(&self, s: tonic::Status) -> ControlError {
+        ControlError::Rpc {
+            address: self.address.clone(),
+            code: s.code(),
+            message: s.message().to_string(),
+        }
+    }
+
+    fn req<T>(msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.set_timeout(CALL_TIMEOUT);
+        r
+    }
+
+    fn signed(key: &SigningKey, method: &str, body: Vec<u8>) -> proto::SignedRequest {
+        let nonce = next_nonce();
+        proto::SignedRequest {
+            account: key.verifying_key().to_bytes().to_vec(),
+            nonce,
+            signature: sign_request(key, method, nonce, &body).to_vec(),
+            body,
+        }
+    }
+
+    pub async fn prices(&self) -> Result<proto::Prices, ControlError> {
+        self.grpc
+            .clone()
+            .get_prices(Self::req(proto::GetPricesRequest {}))
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.err(s))
+    }
+
+    pub async fn account(&self, id: &AccountId) -> Result<proto::Account, ControlError> {
+        self.grpc
+            .clone()
+            .get_account(Self::req(proto::GetAccountRequest {
+                account: id.0.to_vec(),
+            }))
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.err(s))
+    }
+
+    /// Testnets: credit `id` with `amount` (0: the testnet's grant).
+    pub async fn faucet(
+        &self,
+        id: &AccountId,
+        amount: u64,
+    ) -> Result<proto::Account, ControlError> {
+        self.grpc
+            .clone()
+            .faucet(Self::req(proto::FaucetRequest {
+                account: id.0.to_vec(),
+                amount,
+            }))
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.err(s))
+    }
+
+    fn registered(&self, r: proto::LifetimeResponse) -> Result<Registered, ControlError> {
+        let lifetime =
+            SignedLifetime::from_bytes(&r.lifetime).map_err(|e| ControlError::Invalid {
+                address: self.address.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Registered {
+            lifetime,
+            cost: r.cost,
+            balance: r.balance,
+        })
+    }
+
+    /// Register blobs in one signed request (each item is charged and registered, or refused
+    /// with its reason and not charged).
+    pub async fn register(
+        &self,
+        key: &SigningKey,
+        items: &[RegisterItem],
+    ) -> Result<Vec<Result<Registered, String>>, ControlError> {
+        let body = proto::RegisterBody {
+            items: items
+                .iter()
+                .map(|i| proto::RegisterItem {
+                    blob_id: i.blob.as_bytes().to_vec(),
+                    encoded_size: i.encoded_size,
+                    epochs: i.epochs,
+                    deletable: i.deletable,
+                })
+                .collect(),
+        }
+        .encode_to_vec();
+        let r = self
+            .grpc
+            .clone()
+            .register(Self::req(Self::signed(key, "Register", body)))
+            .await
+            .map_err(|s| self.err(s))?
+            .into_inner();
+        if r.results.len() != items.len() {
+            return Err(ControlError::Invalid {
+                address: self.address.clone(),
+                message: format!("{} results for {} items", r.results.len(), items.len()),
+            });
+        }
+        r.results
+            .into_iter()
+            .map(|x| match (x.code, x.ok) {
+                (0, Some(ok)) => Ok(self.registered(ok).map_err(|e| e.to_string())),
+                (_, _) => Ok(Err(x.message)),
+            })
+            .collect()
+    }
+
+    /// Add `epochs` to the lifetime of `blob` (paid by `key`'s account).
+    pub async fn extend(
+        &self,
+        key: &SigningKey,
+        blob: &BlobId,
+        epochs: u32,
+    ) -> Result<Registered, ControlError> {
+        let body = proto::ExtendBody {
+            blob_id: blob.as_bytes().to_vec(),
+            epochs,
+        }
+        .encode_to_vec();
+        let r = self
+            .grpc
+            .clone()
+            .extend(Self::req(Self::signed(key, "Extend", body)))
+            .await
+            .map_err(|s| self.err(s))?;
+        self.registered(r.into_inner())
+    }
+
+    /// Delete `blob` (its owner, deletable blobs only).
+    pub async fn delete(
+        &self,
+        key: &SigningKey,
+        blob: &BlobId,
+    ) -> Result<Registered, ControlError> {
+        let body = proto::DeleteBody {
+            blob_id: blob.as_bytes().to_vec(),
+        }
+        .encode_to_vec();
+        let r = self
+            .grpc
+            .clone()
+            .delete(Self::req(Self::signed(key, "Delete", body)))
+            .await
+            .map_err(|s| self.err(s))?;
+        self.registered(r.into_inner())
+    }
+}
+
+/// Registers blobs for one account: what `floe put` and the gateway hand the blob client.
+pub struct AccountRegistrar {
+    pub control: ControlClient,
+    pub key: Arc<SigningKey>,
+}
+
+impl Registrar for AccountRegistrar {
+    fn register(
+        &self,
+        blob: BlobId,
+        encoded_size: u64,
+        epochs: u32,
+        deletable: bool,
+    ) -> futures::future::BoxFuture<'_, Result<SignedLifetime, String>> {
+        Box::pin(async move {
+            let item = RegisterItem {
+                blob,
+                encoded_size,
+                epochs,
+                deletable,
+            };
+            let mut r = self
+                .control
+                .register(&self.key, &[item])
+                .await
+                .map_err(|e| e.to_string())?;
+            match r.pop() {
+                Some(Ok(reg)) => Ok(reg.lifetime),
+                Some(Err(e)) => Err(e),
+                None => Err("the control plane answered nothing".into()),
+            }
+        })
+    }
+}
