@@ -155,7 +155,7 @@ fn gateway_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_floe-gateway"))
 }
 
-/// A second gateway with tight limits and publisher auth, killed on drop.
+/// A gateway started by the test, killed on drop.
 struct Strict {
     child: Child,
     url: String,
@@ -176,9 +176,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn strict_gateway(nodes: &str, dir: &Path) -> Strict {
+/// A second gateway with tight limits, publisher auth, and an account of its own (a new key,
+/// unfunded) paying through the testnet's control plane.
+fn strict_gateway(nodes: &str, control: &str, dir: &Path) -> Strict {
     let port = free_port();
     std::fs::write(dir.join("jwt.secret"), "a-test-secret-of-some-length").unwrap();
+    std::fs::write(dir.join("strict.key"), random_bytes(32, 99)).unwrap();
     let spool = dir.join("strict-spool");
     std::fs::create_dir_all(&spool).unwrap();
     let child = Command::new(gateway_bin())
@@ -194,8 +197,28 @@ fn strict_gateway(nodes: &str, dir: &Path) -> Strict {
         .args(["--body-idle-timeout", "1"])
         .arg("--jwt-secret-file")
         .arg(dir.join("jwt.secret"))
+        .args(["--control", control])
+        .arg("--account-key")
+        .arg(dir.join("strict.key"))
         .arg("--spool-dir")
         .arg(&spool)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let g = Strict {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    wait_ready(dir, &g.url);
+    g
+}
+
+/// A gateway without an account: it cannot pay on a network that sells storage.
+fn unpaid_gateway(nodes: &str, dir: &Path) -> Strict {
+    let port = free_port();
+    let child = Command::new(gateway_bin())
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--nodes", nodes])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -247,7 +270,8 @@ fn jwt(secret: &str) -> String {
 
 #[test]
 fn gateway_speaks_walrus_http_to_curl() {
-    let t = Testnet::up(&["--nodes", "4", "--shards", "10"]);
+    // epochs change only when the test asks (next-epoch), so lifetimes are predictable
+    let t = Testnet::up(&["--nodes", "4", "--shards", "10", "--epoch", "600s"]);
     let dir = t.dir.path();
     let status = t.json(&["testnet", "status"]);
     let url = status["gateway"]
@@ -290,10 +314,12 @@ fn gateway_speaks_walrus_http_to_curl() {
     let created = &v["newlyCreated"]["blobObject"];
     let id = created["blobId"].as_str().unwrap().to_string();
     assert_eq!(created["size"], 100_000);
-    assert_eq!(
-        created["storage"]["endEpoch"].as_u64().unwrap(),
-        created["storage"]["startEpoch"].as_u64().unwrap() + 2
-    );
+    let start = created["storage"]["startEpoch"].as_u64().unwrap();
+    assert_eq!(created["storage"]["endEpoch"].as_u64().unwrap(), start + 2);
+    // paid from the gateway's account: 100 kB encode to under 1 MiB at n = 10, one unit;
+    // storage 100 per epoch, write 20 (the default votes)
+    assert_eq!(v["newlyCreated"]["cost"], 2 * 100 + 20, "{v}");
+    assert_eq!(created["deletable"], true, "deletable by default, as floe put");
     let offline = t.json(&["blob-id", file.to_str().unwrap(), "--shards", "10"]);
     assert_eq!(offline["blob_id"], id.as_str());
     let again = curl(
@@ -315,6 +341,43 @@ fn gateway_speaks_walrus_http_to_curl() {
     )
     .unwrap();
     assert_eq!(v["alreadyCertified"]["blobId"], id.as_str(), "{v}");
+    // without `epochs` the default 5 applies: the gateway bought the epochs beyond the first
+    // registration's end, and reports the lifetime's real end
+    let end = v["alreadyCertified"]["endEpoch"].as_u64().unwrap();
+    assert_eq!(end, start + 5, "{v}");
+    // the end epoch is the control plane's: extending by one (with the gateway's own key, as
+    // its operator would) ends one later
+    let gateway_key = dir.join("gateway.key");
+    let ext = t.json(&[
+        "--account-file",
+        gateway_key.to_str().unwrap(),
+        "extend",
+        &id,
+        "--epochs",
+        "1",
+    ]);
+    assert_eq!(ext["end_epoch"].as_u64(), Some(end + 1), "{ext}");
+    let st = curl(dir, &[&format!("{url}/status")]).json();
+    assert_eq!(st["sellsStorage"], true, "{st}");
+    assert!(st["publisherAccount"].as_str().is_some_and(|a| a.len() == 64), "{st}");
+
+    // permanent and deletable as asked
+    for (q, deletable, seed) in [("permanent=true", false, 71), ("deletable=false", false, 72), ("deletable=true", true, 73)] {
+        let f = t.file(&format!("p{seed}.bin"), &random_bytes(1000, seed));
+        let r = curl(
+            dir,
+            &[
+                "-X",
+                "PUT",
+                "--data-binary",
+                &format!("@{}", f.display()),
+                &format!("{url}/v1/blobs?{q}&epochs=2"),
+            ],
+        );
+        assert_eq!(r.status, 200, "{q}: {}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        assert_eq!(v["newlyCreated"]["blobObject"]["deletable"], deletable, "{q}: {v}");
+    }
 
     // GET whole, with the headers caches and browsers rely on
     let blob_url = format!("{url}/v1/blobs/{id}");
@@ -386,6 +449,18 @@ fn gateway_speaks_walrus_http_to_curl() {
             "--data-binary",
             "x",
             &format!("{url}/v1/blobs?epochs=0"),
+        ],
+    );
+    assert_eq!((r.status, r.reason().as_str()), (400, "INVALID_EPOCHS"));
+    // beyond the maximum the committee publishes (53 ahead)
+    let r = curl(
+        dir,
+        &[
+            "-X",
+            "PUT",
+            "--data-binary",
+            "x",
+            &format!("{url}/v1/blobs?epochs=54"),
         ],
     );
     assert_eq!((r.status, r.reason().as_str()), (400, "INVALID_EPOCHS"));
@@ -570,7 +645,25 @@ fn gateway_speaks_walrus_http_to_curl() {
             }
         })
         .collect();
-    let s = strict_gateway(&nodes.join(","), dir);
+    let control = t.state()["control_api"].as_str().unwrap().to_string();
+    // a gateway with no account cannot store on a network that sells storage: 503, nothing
+    // stored
+    {
+        let u = unpaid_gateway(&nodes.join(","), dir);
+        let f = t.file("unpaid.bin", &random_bytes(3000, 13));
+        let r = curl(
+            dir,
+            &[
+                "-X",
+                "PUT",
+                "--data-binary",
+                &format!("@{}", f.display()),
+                &format!("{}/v1/blobs", u.url),
+            ],
+        );
+        assert_eq!((r.status, r.reason().as_str()), (503, "NO_PUBLISHER_ACCOUNT"));
+    }
+    let s = strict_gateway(&nodes.join(","), &control, dir);
     let small = t.file("small.bin", &random_bytes(2000, 11));
     let put_small = |extra: &[&str]| {
         let mut args = vec!["-X", "PUT", "--data-binary"];
@@ -595,6 +688,34 @@ fn gateway_speaks_walrus_http_to_curl() {
         "Authorization: Bearer {}",
         jwt("a-test-secret-of-some-length")
     );
+    // its account holds nothing: 402 with the control plane's reason, nothing charged or stored
+    let r = put_small(&["-H", &good]);
+    assert_eq!(
+        (r.status, r.reason().as_str()),
+        (402, "INSUFFICIENT_BALANCE"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("insufficient balance"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let small_id = t.json(&["blob-id", small.to_str().unwrap(), "--shards", "10"])["blob_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = curl(dir, &[&format!("{}/v1/blobs/{small_id}", s.url)]);
+    assert_eq!(r.status, 404, "a refused registration stored something");
+    // funded by the faucet, the same request succeeds
+    let account = curl(dir, &[&format!("{}/status", s.url)]).json()["publisherAccount"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    t.ok(&["testnet", "faucet", "--account", &account]);
     let r = put_small(&["-H", &good]);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     // reads need no token
@@ -674,4 +795,85 @@ fn gateway_speaks_walrus_http_to_curl() {
         .unwrap()
         .collect();
     assert!(left.is_empty(), "spool files left: {left:?}");
+    drop(s);
+
+    // lifetimes: a blob stored for one epoch is 410 Gone ("expired") once it ended, whole,
+    // ranged, HEAD and as a quilt file; a deleted one is 410 "deleted"
+    let short = t.file("short.bin", &random_bytes(5000, 21));
+    let r = curl(
+        dir,
+        &[
+            "-X",
+            "PUT",
+            "--data-binary",
+            &format!("@{}", short.display()),
+            &format!("{url}/v1/blobs?epochs=1"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    let short_id = v["newlyCreated"]["blobObject"]["blobId"].as_str().unwrap().to_string();
+    let short_end = v["newlyCreated"]["blobObject"]["storage"]["endEpoch"].as_u64().unwrap();
+    let gone = curl(
+        dir,
+        &[
+            "-X",
+            "PUT",
+            "--data-binary",
+            &format!("@{}", t.file("del.bin", &random_bytes(5000, 22)).display()),
+            &format!("{url}/v1/blobs?deletable=true"),
+        ],
+    );
+    let del_id = gone.json()["newlyCreated"]["blobObject"]["blobId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(curl(dir, &[&format!("{url}/v1/blobs/{del_id}")]).status, 200);
+    t.ok(&[
+        "--account-file",
+        gateway_key.to_str().unwrap(),
+        "delete",
+        &del_id,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let r = curl(dir, &[&format!("{url}/v1/blobs/{del_id}")]);
+        if r.status != 200 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        (r.status, r.reason().as_str()),
+        (410, "BLOB_DELETED"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("deleted"));
+
+    while t.control()["epoch"].as_u64().unwrap() < short_end {
+        t.ok(&["testnet", "next-epoch"]);
+    }
+    let short_url = format!("{url}/v1/blobs/{short_id}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let r = loop {
+        let r = curl(dir, &[&short_url]);
+        if r.status == 410 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(
+        (r.status, r.reason().as_str()),
+        (410, "BLOB_EXPIRED"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("expired"));
+    assert_eq!(curl(dir, &["-I", &short_url]).status, 410);
+    let r = curl(dir, &["-H", "Range: bytes=0-9", &short_url]);
+    assert_eq!(r.status, 410);
+    // the quilt was stored for the default 5 epochs: still served
+    let r = curl(dir, &[&format!("{url}/v1/blobs/by-quilt-id/{quilt}/a.txt")]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }

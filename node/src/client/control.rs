@@ -45,6 +45,16 @@ pub struct Registered {
     pub balance: u64,
 }
 
+/// A registration the control plane refused, with its gRPC code (`FAILED_PRECONDITION`: the
+/// balance is short; `INVALID_ARGUMENT`: epochs out of range; `PERMISSION_DENIED`: the blob
+/// belongs to another account; `UNAVAILABLE`: no market yet), so callers need not read text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refused {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
 /// One blob to register.
 #[derive(Debug, Clone, Copy)]
 pub struct RegisterItem {
@@ -181,7 +191,7 @@ impl ControlClient {
         &self,
         key: &SigningKey,
         items: &[RegisterItem],
-    ) -> Result<Vec<Result<Registered, String>>, ControlError> {
+    ) -> Result<Vec<Result<Registered, Refused>>, ControlError> {
         let body = proto::RegisterBody {
             items: items
                 .iter()
@@ -210,8 +220,14 @@ impl ControlClient {
         r.results
             .into_iter()
             .map(|x| match (x.code, x.ok) {
-                (0, Some(ok)) => Ok(self.registered(ok).map_err(|e| e.to_string())),
-                (_, _) => Ok(Err(x.message)),
+                (0, Some(ok)) => Ok(self.registered(ok).map_err(|e| Refused {
+                    code: tonic::Code::Internal,
+                    message: e.to_string(),
+                })),
+                (code, _) => Ok(Err(Refused {
+                    code: tonic::Code::from_i32(code as i32),
+                    message: x.message,
+                })),
             })
             .collect()
     }
@@ -285,7 +301,7 @@ impl Registrar for AccountRegistrar {
                 .map_err(|e| e.to_string())?;
             match r.pop() {
                 Some(Ok(reg)) => Ok(reg.lifetime),
-                Some(Err(e)) => Err(e),
+                Some(Err(e)) => Err(e.message),
                 None => Err("the control plane answered nothing".into()),
             }
         })

@@ -44,7 +44,9 @@ impl BlobClient {
     /// The verified metadata of `id`, telling "does not exist" from "cannot tell now": the blob
     /// is absent only when members holding a quorum of shards say so (a certified blob is held by
     /// at least f+1 honest ones among any quorum); anything less is
-    /// [`ReadError::Unavailable`].
+    /// [`ReadError::Unavailable`]. It is gone (expired or deleted, [`ReadError::Gone`]) when
+    /// members holding f+1 shards refuse it as such — at least one honest among them, so one
+    /// node cannot make a live blob look gone — or when, with the absent, they make a quorum.
     pub async fn locate(&self, id: &BlobId) -> Result<Arc<BlobMetadata>, ReadError> {
         let mut reason = String::new();
         for round in 0..2 {
@@ -55,11 +57,21 @@ impl BlobClient {
                 .map(|(node, weight)| async move { (node.get_metadata(id).await, weight) })
                 .collect();
             let (mut absent, mut failures) = (0usize, Vec::new());
+            let (mut gone, mut gone_weight) = (None, 0usize);
             while let Some((r, weight)) = calls.next().await {
                 match r {
                     Ok(md) => return Ok(Arc::new(md)),
+                    Err(super::ClientError::Gone { gone: g, .. }) => {
+                        gone = Some(g);
+                        gone_weight += weight;
+                    }
                     Err(e) if e.code() == Some(tonic::Code::NotFound) => absent += weight,
                     Err(e) => failures.push(e.to_string()),
+                }
+            }
+            if let Some(gone) = gone {
+                if params.is_validity(gone_weight) || params.is_quorum(gone_weight + absent) {
+                    return Err(ReadError::Gone { blob: *id, gone });
                 }
             }
             if params.is_quorum(absent) {

@@ -13,13 +13,14 @@ use super::error::{ErrorBody, ErrorInfo, ErrorStatus};
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PublisherQuery {
-    /// Epochs ahead to store the blob for (1 by default).
+    /// Epochs to store the blob for, from the first epoch billed (5 by default, as `floe put`;
+    /// at most the network's maximum ahead).
     #[serde(default)]
     pub epochs: Option<u32>,
-    /// Store the blob as deletable by its owner.
+    /// Store the blob as deletable by its owner (the default, as Walrus since 1.33).
     #[serde(default)]
     pub deletable: Option<bool>,
-    /// Store the blob as permanent (the default); contradicts `deletable=true`.
+    /// Store the blob as permanent: kept until it expires; contradicts `deletable=true`.
     #[serde(default)]
     pub permanent: Option<bool>,
     /// Upload even when the blob is already certified.
@@ -44,7 +45,8 @@ pub struct ByteRangeQuery {
     pub length: u64,
 }
 
-/// The storage resource a blob occupies.
+/// The storage resource a blob occupies: the epochs it was paid for, `[startEpoch, endEpoch)`
+/// (on a network that sells storage, the lifetime the control plane signed).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageResource {
@@ -85,7 +87,8 @@ pub enum ResourceOperation {
 pub struct NewlyCreated {
     pub blob_object: BlobObject,
     pub resource_operation: ResourceOperation,
-    /// Price paid; Floe's testnets charge nothing yet.
+    /// Units the publisher's account paid for this request (0 on a network that sells nothing,
+    /// or when the blob's lifetime already reached as far).
     pub cost: u64,
 }
 
@@ -164,6 +167,13 @@ pub struct GatewayStatus {
     /// Largest body this gateway accepts, in bytes.
     pub max_body_size: u64,
     pub publisher_auth: bool,
+    /// The account the publisher pays for storage from (Ed25519 public key, hex), when it has
+    /// one.
+    pub publisher_account: Option<String>,
+    /// The control plane the publisher registers blobs with.
+    pub control: Option<String>,
+    /// Whether the network sells storage (its committee carries a control key).
+    pub sells_storage: Option<bool>,
 }
 
 /// The OpenAPI document: every route, generated from the handlers.

@@ -9,9 +9,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use floe_node::client::BlobClient;
+use floe_node::client::control::RegisterItem;
+use floe_node::client::{BlobClient, PutOptions, Registrar, WriteError, DEFAULT_EPOCHS};
 use floe_node::codec::stream::{metadata_only, SliceSource};
 use floe_node::codec::{BlobId, BlobMetadata};
+use floe_node::protocol::encoded_size;
 use futures::StreamExt;
 
 use super::api::{
@@ -20,10 +22,12 @@ use super::api::{
 };
 use super::body::{receive, Received};
 use super::error::ApiError;
+use super::publisher::Purchase;
 use super::range::{self, Wanted};
 use super::Shared;
 
-/// Most epochs ahead a blob may be stored for (Walrus's mainnet allows 53, two years).
+/// Most epochs ahead a blob may be stored for on a network that publishes no limit (one that
+/// sells storage publishes its own in the committee): Walrus's mainnet allows 53, two years.
 pub const MAX_EPOCHS_AHEAD: u32 = 53;
 
 /// Cached for a year and never revalidated: a blob ID names its content.
@@ -43,14 +47,24 @@ pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request("INVALID_QUERY", e.body_text()))
 }
 
-/// Checked publisher parameters: epochs ahead and whether the blob is deletable.
-pub fn check_publisher(q: &PublisherQuery) -> Result<(u32, bool), ApiError> {
-    let epochs = q.epochs.unwrap_or(1);
-    if epochs == 0 || epochs > MAX_EPOCHS_AHEAD {
+/// Checked publisher parameters: epochs ahead (default [`DEFAULT_EPOCHS`], as `floe put`) and
+/// whether the blob is deletable (the default, as `floe put` and Walrus since 1.33:
+/// `permanent=true` or `deletable=false` makes it permanent).
+pub fn check_publisher(q: &PublisherQuery, max_epochs_ahead: u32) -> Result<(u32, bool), ApiError> {
+    let epochs = q.epochs.unwrap_or(DEFAULT_EPOCHS);
+    if epochs == 0 || epochs > max_epochs_ahead {
         return Err(ApiError::bad_request(
             "INVALID_EPOCHS",
-            format!("epochs must be between 1 and {MAX_EPOCHS_AHEAD}, got {epochs}"),
+            format!("epochs must be between 1 and {max_epochs_ahead} (this network's maximum ahead), got {epochs}"),
         ));
+    }
+    if let Some(t) = &q.encoding_type {
+        if !t.eq_ignore_ascii_case("RS2") {
+            return Err(ApiError::bad_request(
+                "INVALID_ENCODING_TYPE",
+                format!("unknown encoding type {t:?}; Floe encodes with RS2"),
+            ));
+        }
     }
     match (q.deletable, q.permanent) {
         (Some(true), Some(true)) => Err(ApiError::bad_request(
@@ -61,18 +75,18 @@ pub fn check_publisher(q: &PublisherQuery) -> Result<(u32, bool), ApiError> {
             "INVALID_BLOB_PERSISTENCE",
             "a blob is either deletable or permanent; both were set to false",
         )),
-        (d, _) => {
-            if let Some(t) = &q.encoding_type {
-                if !t.eq_ignore_ascii_case("RS2") {
-                    return Err(ApiError::bad_request(
-                        "INVALID_ENCODING_TYPE",
-                        format!("unknown encoding type {t:?}; Floe encodes with RS2"),
-                    ));
-                }
-            }
-            Ok((epochs, d.unwrap_or(false)))
-        }
+        (Some(d), _) => Ok((epochs, d)),
+        (None, Some(p)) => Ok((epochs, !p)),
+        (None, None) => Ok((epochs, true)),
     }
+}
+
+/// The furthest ahead a blob may be stored on the network `client` writes to.
+pub fn max_epochs_ahead(client: &BlobClient) -> u32 {
+    client
+        .committee()
+        .economics
+        .map_or(MAX_EPOCHS_AHEAD, |e| e.max_epochs_ahead)
 }
 
 /// Auth and body limits of a publisher request: the largest body it may send.
@@ -89,37 +103,84 @@ pub fn admit_write(gw: &Shared, headers: &HeaderMap, network_max: u64) -> Result
 
 /// Store a received body as a blob: "already certified" without an upload when the network has
 /// it (checked for bodies held in memory, whose ID costs little to compute), else upload.
+///
+/// On a network that sells storage the blob is first registered and paid for from the
+/// publisher's account ([`Purchase`]); a refused registration stores nothing.
 pub async fn store(
+    gw: &Shared,
     client: &Arc<BlobClient>,
     body: Received,
     epochs: u32,
     deletable: bool,
     force: bool,
 ) -> Result<BlobStoreResult, ApiError> {
-    let out = match body {
-        Received::Memory(data) => {
-            if !force {
-                let params = client.committee().params();
-                let (data_ref, id) = tokio::task::spawn_blocking(move || {
-                    let id = metadata_only(&SliceSource(&data), params).map(|(_, id)| id);
-                    (data, id)
-                })
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-                let id = id.map_err(|e| ApiError::from(floe_node::client::WriteError::from(e)))?;
-                if client.is_certified(&id).await {
-                    return Ok(BlobStoreResult::AlreadyCertified(AlreadyCertified {
-                        blob_id: id.to_string(),
-                        end_epoch: client.committee().epoch + epochs,
-                    }));
-                }
-                client.write(data_ref, None).await?
-            } else {
-                client.write(data, None).await?
-            }
+    let committee = client.committee();
+    let purchase = match (&committee.economics, &gw.publisher) {
+        (None, _) => None,
+        (Some(_), Some(p)) => Some(Purchase::new(p.clone())),
+        (Some(_), None) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NO_PUBLISHER_ACCOUNT",
+                "this network sells storage and this gateway has no account to pay with \
+                 (start it with --control and --account-key)",
+            ))
         }
-        Received::File(file, _) => client.write_file(file.path(), None).await?,
     };
+    let opts = PutOptions {
+        epochs: Some(epochs),
+        deletable,
+        registrar: purchase.clone().map(|p| p as Arc<dyn Registrar>),
+    };
+    let written = match body {
+        Received::Memory(data) if !force => {
+            let params = committee.params();
+            let (data, computed) = tokio::task::spawn_blocking(move || {
+                let r = metadata_only(&SliceSource(&data), params);
+                (data, r)
+            })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+            let (md, id) =
+                computed.map_err(|e| ApiError::from(floe_node::client::WriteError::from(e)))?;
+            let mut end_epoch = committee.epoch + epochs;
+            if let Some(p) = &purchase {
+                let shape = md.shape().map_err(|e| ApiError::internal(e.to_string()))?;
+                let r = p
+                    .buy(RegisterItem {
+                        blob: id,
+                        encoded_size: encoded_size(&shape),
+                        epochs,
+                        deletable,
+                    })
+                    .await
+                    .map_err(|r| ApiError::from(&r))?;
+                end_epoch = r.lifetime.lifetime.end_epoch;
+            }
+            if client.is_certified(&id).await {
+                return Ok(BlobStoreResult::AlreadyCertified(AlreadyCertified {
+                    blob_id: id.to_string(),
+                    end_epoch,
+                }));
+            }
+            client.write_with(data, &opts, None).await
+        }
+        Received::Memory(data) => client.write_with(data, &opts, None).await,
+        Received::File(file, _) => client.write_file_with(file.path(), &opts, None).await,
+    };
+    let refusal = purchase.as_ref().and_then(|p| p.refusal());
+    let out = written.map_err(|e| match (&e, refusal) {
+        (WriteError::Registration(_), Some(r)) => ApiError::from(&r),
+        _ => ApiError::from(e),
+    })?;
+    let (start_epoch, end_epoch, deletable, cost) =
+        match purchase.as_ref().and_then(|p| p.bought()) {
+            Some(r) => {
+                let l = r.lifetime.lifetime;
+                (l.start_epoch, l.end_epoch, l.deletable, r.cost)
+            }
+            None => (out.epoch, out.epoch + epochs, deletable, 0),
+        };
     let id = out.blob_id.to_string();
     Ok(BlobStoreResult::NewlyCreated(NewlyCreated {
         blob_object: BlobObject {
@@ -131,8 +192,8 @@ pub async fn store(
             certified_epoch: Some(out.epoch),
             storage: StorageResource {
                 id,
-                start_epoch: out.epoch,
-                end_epoch: out.epoch + epochs,
+                start_epoch,
+                end_epoch,
                 storage_size: out.encoded_size,
             },
             deletable,
@@ -141,7 +202,7 @@ pub async fn store(
             encoded_length: out.encoded_size,
             epochs_ahead: epochs,
         },
-        cost: 0,
+        cost,
     }))
 }
 
@@ -158,9 +219,11 @@ pub async fn store(
         (status = 200, description = "Stored, or already certified", body = BlobStoreResult),
         (status = 400, description = "Bad parameters or an incomplete body", body = super::error::ErrorBody),
         (status = 401, description = "Missing or refused bearer token", body = super::error::ErrorBody),
+        (status = 402, description = "The publisher's balance cannot pay for the storage; nothing stored", body = super::error::ErrorBody),
+        (status = 403, description = "The control plane refused to register the blob for this publisher", body = super::error::ErrorBody),
         (status = 413, description = "Body over the limit", body = super::error::ErrorBody),
         (status = 429, description = "Too many requests at once", body = super::error::ErrorBody),
-        (status = 503, description = "Too few nodes confirmed", body = super::error::ErrorBody),
+        (status = 503, description = "Too few nodes confirmed, or the control plane is unreachable", body = super::error::ErrorBody),
     )
 )]
 pub async fn put_blob(
@@ -170,8 +233,8 @@ pub async fn put_blob(
     body: Body,
 ) -> Result<Json<BlobStoreResult>, ApiError> {
     let q = query(q)?;
-    let (epochs, deletable) = check_publisher(&q)?;
     let client = gw.client()?;
+    let (epochs, deletable) = check_publisher(&q, max_epochs_ahead(&client))?;
     let limit = admit_write(&gw, &headers, client.committee().params().max_blob_size())?;
     let m = gw.metrics.clone();
     let received = receive(
@@ -185,6 +248,7 @@ pub async fn put_blob(
     )
     .await?;
     let r = store(
+        &gw,
         &client,
         received,
         epochs,
@@ -373,6 +437,7 @@ async fn blob(
         (status = 304, description = "The client's copy (If-None-Match) is current"),
         (status = 400, description = "Not a blob ID, or a malformed Range", body = super::error::ErrorBody),
         (status = 404, description = "No such blob", body = super::error::ErrorBody),
+        (status = 410, description = "The blob expired or was deleted (reason BLOB_EXPIRED or BLOB_DELETED)", body = super::error::ErrorBody),
         (status = 416, description = "The range lies outside the blob", body = super::error::ErrorBody),
         (status = 503, description = "Too few nodes answered", body = super::error::ErrorBody),
     )
@@ -393,6 +458,7 @@ pub async fn get_blob(
     responses(
         (status = 200, description = "The blob exists; Content-Length is its size"),
         (status = 404, description = "No such blob"),
+        (status = 410, description = "The blob expired or was deleted"),
     )
 )]
 pub async fn head_blob(

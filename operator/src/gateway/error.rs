@@ -5,7 +5,9 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use floe_node::client::control::Refused;
 use floe_node::client::{ReadError, WriteError};
+use floe_node::protocol::Gone;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -83,8 +85,9 @@ impl ApiError {
         match self.status.as_u16() {
             400 | 416 => "INVALID_ARGUMENT",
             401 => "UNAUTHENTICATED",
+            402 => "FAILED_PRECONDITION",
             403 => "PERMISSION_DENIED",
-            404 => "NOT_FOUND",
+            404 | 410 => "NOT_FOUND",
             408 | 504 => "DEADLINE_EXCEEDED",
             413 | 429 => "RESOURCE_EXHAUSTED",
             503 => "UNAVAILABLE",
@@ -129,6 +132,14 @@ impl From<ReadError> for ApiError {
             ReadError::NotFound(_) => {
                 Self::new(StatusCode::NOT_FOUND, "BLOB_NOT_FOUND", e.to_string())
             }
+            ReadError::Gone { gone, .. } => Self::new(
+                StatusCode::GONE,
+                match gone {
+                    Gone::Expired { .. } => "BLOB_EXPIRED",
+                    Gone::Deleted => "BLOB_DELETED",
+                },
+                e.to_string(),
+            ),
             ReadError::Invalid(_) => {
                 Self::new(StatusCode::NOT_FOUND, "BLOB_INVALID", e.to_string())
             }
@@ -136,6 +147,34 @@ impl From<ReadError> for ApiError {
                 Self::unavailable(e.to_string())
             }
             ReadError::Codec(_) | ReadError::Io(_) => Self::internal(e.to_string()),
+        }
+    }
+}
+
+/// A registration the control plane refused (nothing was charged, nothing stored): 402 when the
+/// publisher's balance is short (the one refusal that money fixes), 403 when the blob may not
+/// be registered by this account, 400 for epochs out of range, 503 while the control plane is
+/// unreachable or has no market yet. The control plane's message is kept.
+impl From<&Refused> for ApiError {
+    fn from(r: &Refused) -> Self {
+        let message = format!("the control plane refused the registration: {}", r.message);
+        match r.code {
+            tonic::Code::FailedPrecondition => {
+                Self::new(StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE", message)
+            }
+            tonic::Code::InvalidArgument => Self::bad_request("INVALID_EPOCHS", message),
+            tonic::Code::PermissionDenied | tonic::Code::NotFound | tonic::Code::OutOfRange => {
+                Self::new(StatusCode::FORBIDDEN, "REGISTRATION_REFUSED", message)
+            }
+            tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Aborted
+            | tonic::Code::Cancelled => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "CONTROL_PLANE_UNAVAILABLE",
+                message,
+            ),
+            _ => Self::internal(message),
         }
     }
 }
@@ -153,5 +192,47 @@ impl From<WriteError> for ApiError {
             }
             _ => Self::internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floe_node::codec::BlobId;
+
+    fn refused(code: tonic::Code) -> ApiError {
+        ApiError::from(&Refused {
+            code,
+            message: "insufficient balance: this costs 120 units, the account holds 7".into(),
+        })
+    }
+
+    #[test]
+    fn refusals_become_statuses_with_the_control_planes_message() {
+        let e = refused(tonic::Code::FailedPrecondition);
+        assert_eq!((e.status, e.reason), (StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE"));
+        assert!(e.message.contains("costs 120 units"), "{}", e.message);
+        assert_eq!(refused(tonic::Code::InvalidArgument).status, StatusCode::BAD_REQUEST);
+        assert_eq!(refused(tonic::Code::PermissionDenied).status, StatusCode::FORBIDDEN);
+        assert_eq!(refused(tonic::Code::Unavailable).status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused(tonic::Code::Internal).status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn gone_blobs_are_410_naming_why() {
+        let blob = BlobId([1; 32]);
+        let e = ApiError::from(ReadError::Gone {
+            blob,
+            gone: Gone::Expired { end_epoch: 4 },
+        });
+        assert_eq!((e.status, e.reason), (StatusCode::GONE, "BLOB_EXPIRED"));
+        assert!(e.message.contains("expired"), "{}", e.message);
+        let e = ApiError::from(ReadError::Gone {
+            blob,
+            gone: Gone::Deleted,
+        });
+        assert_eq!((e.status, e.reason), (StatusCode::GONE, "BLOB_DELETED"));
+        assert!(e.message.contains("deleted"), "{}", e.message);
+        assert_eq!(e.status_word(), "NOT_FOUND");
     }
 }

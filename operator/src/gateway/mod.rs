@@ -12,6 +12,7 @@ pub mod body;
 pub mod error;
 pub mod metrics;
 pub mod ops;
+pub mod publisher;
 pub mod quilts;
 pub mod range;
 
@@ -72,6 +73,9 @@ pub struct Gateway {
     pub auth: Option<auth::Auth>,
     /// Origins allowed by CORS; empty: any.
     pub cors_origins: Vec<String>,
+    /// The account that pays for storage; `None`: the gateway writes only to networks that
+    /// sell none.
+    pub publisher: Option<Arc<publisher::Publisher>>,
     pub metrics: Metrics,
     slots: Arc<Semaphore>,
 }
@@ -84,6 +88,7 @@ impl Gateway {
         spool_dir: PathBuf,
         auth: Option<auth::Auth>,
         cors_origins: Vec<String>,
+        publisher: Option<Arc<publisher::Publisher>>,
     ) -> Result<Shared, prometheus::Error> {
         Ok(Arc::new(Self {
             client: OnceLock::new(),
@@ -92,6 +97,7 @@ impl Gateway {
             spool_dir,
             auth,
             cors_origins,
+            publisher,
             metrics: Metrics::new()?,
         }))
     }

@@ -23,6 +23,12 @@ pub async fn status(State(gw): State<Shared>) -> Json<GatewayStatus> {
         max_blob_size: c.as_ref().map(|c| c.params().max_blob_size()),
         max_body_size: gw.limits.max_body,
         publisher_auth: gw.auth.is_some(),
+        publisher_account: gw.publisher.as_ref().map(|p| p.account().to_string()),
+        control: gw
+            .publisher
+            .as_ref()
+            .map(|p| p.control_address().to_string()),
+        sells_storage: c.as_ref().map(|c| c.economics.is_some()),
     })
 }
 

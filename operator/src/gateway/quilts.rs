@@ -17,7 +17,7 @@ use super::api::{
     PublisherQuery, QuiltPatchItem, QuiltPatchMetadata, QuiltStoreResult, StoredQuiltPatch,
 };
 use super::blobs::{
-    admit_write, check_publisher, not_modified, not_modified_response, parse_blob_id, query, serve,
+    admit_write, check_publisher, max_epochs_ahead, not_modified, not_modified_response, parse_blob_id, query, serve,
     store, Served,
 };
 use super::body::Received;
@@ -71,6 +71,8 @@ pub async fn read_index(
         (status = 200, description = "Stored", body = QuiltStoreResult),
         (status = 400, description = "Malformed multipart, identifiers or tags", body = super::error::ErrorBody),
         (status = 401, description = "Missing or refused bearer token", body = super::error::ErrorBody),
+        (status = 402, description = "The publisher's balance cannot pay for the storage; nothing stored", body = super::error::ErrorBody),
+        (status = 403, description = "The control plane refused to register the quilt for this publisher", body = super::error::ErrorBody),
         (status = 413, description = "Body over the limit", body = super::error::ErrorBody),
     )
 )]
@@ -81,8 +83,8 @@ pub async fn put_quilt(
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Json<QuiltStoreResult>, ApiError> {
     let q = query(q)?;
-    let (epochs, deletable) = check_publisher(&q)?;
     let client = gw.client()?;
+    let (epochs, deletable) = check_publisher(&q, max_epochs_ahead(&client))?;
     let limit = admit_write(&gw, &headers, client.committee().params().max_blob_size())?;
     if super::body::declared_len(&headers).is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(format!(
@@ -160,6 +162,7 @@ pub async fn put_quilt(
         )));
     }
     let r = store(
+        &gw,
         &client,
         Received::Memory(bytes),
         epochs,
@@ -236,6 +239,7 @@ async fn serve_file(
         (status = 200, description = "The file; its identifier in X-Quilt-Patch-Identifier", body = Vec<u8>, content_type = "application/octet-stream"),
         (status = 206, description = "The requested range of the file", body = Vec<u8>, content_type = "application/octet-stream"),
         (status = 404, description = "No such quilt or file", body = super::error::ErrorBody),
+        (status = 410, description = "The quilt expired or was deleted", body = super::error::ErrorBody),
     )
 )]
 pub async fn get_by_identifier(

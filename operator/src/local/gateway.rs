@@ -1,16 +1,52 @@
 //! The testnet's HTTP gateway: one `floe-gateway` process beside the nodes, started once they
 //! are up, restarted when it dies, stopped with the testnet. Its URL is kept in
 //! `testnet.json` (`floe testnet up` prints it, `floe --json testnet status` carries it).
+//!
+//! The testnet sells storage, so the gateway pays for what it stores: it has an account of its
+//! own (`DIR/gateway.key`), which the supervisor funds from its faucet — at start and whenever
+//! the balance runs low, so a testnet's publisher never runs dry — and the supervisor's control
+//! API address.
 
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 
 use anyhow::Context as _;
+use floe_node::protocol::AccountId;
 
 use super::layout::TestnetState;
 use super::process::{alive, signal};
+use crate::control::economy::{load_or_create_key, Economy};
+use crate::control::registry::Event;
+
+/// The gateway's account key in the testnet directory (32 bytes, 0600).
+pub const ACCOUNT_KEY: &str = "gateway.key";
+
+/// How much the faucet grants an account whose balance is `balance` when a grant is `grant`:
+/// one grant once it falls below a tenth of one (or nothing when the faucet is closed).
+pub fn top_up(balance: Option<u64>, grant: u64) -> Option<u64> {
+    match balance {
+        _ if grant == 0 => None,
+        Some(b) if b >= grant / 10 => None,
+        _ => Some(grant),
+    }
+}
+
+/// Create the gateway's account key in `dir` if missing and fund the account from the
+/// faucet when it runs low (journaled like any faucet grant). Its account.
+pub fn fund_account(dir: &Path, economy: &Mutex<Economy>) -> anyhow::Result<AccountId> {
+    let key = load_or_create_key(&dir.join(ACCOUNT_KEY))?;
+    let account = AccountId::of(&key);
+    let mut e = economy.lock().unwrap_or_else(|p| p.into_inner());
+    let balance = e.registry().account(&account).map(|a| a.balance);
+    if let Some(amount) = top_up(balance, e.registry().settings.faucet_grant) {
+        e.submit(Event::Faucet { account, amount })?;
+        tracing::info!(%account, amount, "the faucet funded the gateway's account");
+    }
+    Ok(account)
+}
 
 /// Find `floe-gateway`: `$FLOE_GATEWAY_BIN`, next to this executable or to `floe-node`, or on
 /// PATH. `None`: the testnet runs without one (and says so).
@@ -48,7 +84,8 @@ impl Gateway {
     }
 
     /// Start the gateway on the port it had (so its URL survives a restart) or a free one,
-    /// pointed at every node; record its URL and pid in the state.
+    /// pointed at every node and, when the testnet sells storage, at the control API with its
+    /// account key; record its URL and pid in the state.
     pub fn start(&mut self, state: &mut TestnetState) -> anyhow::Result<()> {
         // a gateway left running by a supervisor killed with -9
         if let Some(pid) = state.gateway_pid.filter(|p| alive(*p)) {
@@ -76,10 +113,15 @@ impl Gateway {
             .open(state.dir.join("gateway.log"))?;
         let spool = state.dir.join("gateway-spool");
         fs::create_dir_all(&spool)?;
-        let child = Command::new(&self.bin)
-            .args(["--listen", &addr, "--nodes", &state.addresses().join(",")])
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["--listen", &addr, "--nodes", &state.addresses().join(",")])
             .arg("--spool-dir")
-            .arg(&spool)
+            .arg(&spool);
+        let key = state.dir.join(ACCOUNT_KEY);
+        if let (Some(control), true) = (&state.control_api, key.exists()) {
+            cmd.args(["--control", control]).arg("--account-key").arg(key);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -120,5 +162,41 @@ impl Gateway {
             let _ = c.wait();
         }
         state.gateway_pid = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_faucet_tops_up_a_low_or_new_account_only() {
+        assert_eq!(top_up(None, 1000), Some(1000));
+        assert_eq!(top_up(Some(99), 1000), Some(1000));
+        assert_eq!(top_up(Some(100), 1000), None);
+        assert_eq!(top_up(Some(5000), 1000), None);
+        assert_eq!(top_up(None, 0), None, "a closed faucet grants nothing");
+    }
+
+    #[test]
+    fn the_gateway_account_is_created_once_and_funded_when_low() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::control::registry::MarketSettings {
+            max_epochs_ahead: 10,
+            faucet_grant: 1000,
+        };
+        let economy = Mutex::new(Economy::open(dir.path(), settings).unwrap());
+        let a = fund_account(dir.path(), &economy).unwrap();
+        let balance = |e: &Mutex<Economy>| e.lock().unwrap().registry().account(&a).unwrap().balance;
+        assert_eq!(balance(&economy), 1000);
+        // the same key, no second grant while the balance is high
+        assert_eq!(fund_account(dir.path(), &economy).unwrap(), a);
+        assert_eq!(balance(&economy), 1000);
+        let key = std::fs::read(dir.path().join(ACCOUNT_KEY)).unwrap();
+        assert_eq!(key.len(), 32);
+        // the grant is journaled: a restarted control plane still knows it
+        drop(economy);
+        let again = Mutex::new(Economy::open(dir.path(), settings).unwrap());
+        assert_eq!(balance(&again), 1000);
     }
 }

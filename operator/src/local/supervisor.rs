@@ -24,6 +24,8 @@ use crate::control::registry::MarketSettings;
 
 /// How often the loop converges and the brain runs a round.
 const TICK: Duration = Duration::from_millis(500);
+/// Ticks between checks of the gateway's balance (a minute).
+const TOP_UP_TICKS: u64 = 120;
 
 /// The supervisor: nodes as processes, the brain driving them.
 pub struct Supervisor {
@@ -214,6 +216,15 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Create and fund the gateway's account (a testnet that sells storage only).
+    fn fund_gateway(&self) {
+        if let Some(economy) = &self.driver.economy {
+            if let Err(e) = super::gateway::fund_account(&self.nodes.state.dir, economy) {
+                tracing::warn!("the gateway's account: {e:#}");
+            }
+        }
+    }
+
     /// Start everything, run the brain until every node holds the first committee, then keep
     /// supervising until SIGTERM/SIGINT.
     pub async fn run(mut self) -> anyhow::Result<()> {
@@ -225,6 +236,7 @@ impl Supervisor {
             .filter(|&i| !self.nodes.state.nodes[i].wants_stopped())
             .collect();
         self.nodes.bring_up_all(&wanted).await?;
+        self.fund_gateway();
         let mut gateway = super::gateway::find_gateway_bin(&self.nodes.state.node_bin)
             .map(super::gateway::Gateway::new);
         match &mut gateway {
@@ -239,6 +251,7 @@ impl Supervisor {
         self.nodes.save_state()?;
         self.candidates.send_replace(self.nodes.candidates());
         let (brain_tx, brain) = watch::channel(self.driver.brain.state.clone());
+        let economy = self.driver.economy.clone();
         let mut driver = self.driver;
         let brain_task = tokio::spawn(async move {
             loop {
@@ -253,7 +266,16 @@ impl Supervisor {
         let mut releases = self.releases;
         let candidates = self.candidates;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut ticks = 0u64;
         loop {
+            ticks += 1;
+            if ticks % TOP_UP_TICKS == 0 {
+                if let Some(economy) = &economy {
+                    if let Err(e) = super::gateway::fund_account(&nodes.state.dir, economy) {
+                        tracing::warn!("the gateway's account: {e:#}");
+                    }
+                }
+            }
             if let Some(g) = &mut gateway {
                 match g.keep_alive(&mut nodes.state) {
                     Ok(true) => nodes.dirty = true,

@@ -2,13 +2,17 @@
 //! (docs/gateway.md).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use ed25519_dalek::SigningKey;
+use floe_node::protocol::AccountId;
 use floe_node::client::{BlobClient, ClientConfig};
+use floe_node::client::control::ControlClient;
+use floe_operator::gateway::publisher::Publisher;
 use floe_operator::gateway::{self, auth::Auth, Limits};
 
 #[derive(Parser)]
@@ -52,12 +56,42 @@ struct Args {
     /// without FLOE_GATEWAY_JWT_SECRET) anyone who reaches the gateway may write
     #[arg(long, env = "FLOE_GATEWAY_JWT_SECRET_FILE")]
     jwt_secret_file: Option<PathBuf>,
+    /// The control plane's API (HOST:PORT, as `floe --control`): on a network that sells
+    /// storage every PUT is registered there and paid from --account-key's account
+    #[arg(long, env = "FLOE_GATEWAY_CONTROL", requires = "account_key")]
+    control: Option<String>,
+    /// File holding the publisher account's Ed25519 key (32 bytes, as `floe account new`
+    /// writes it); the account pays for what the gateway stores
+    #[arg(long, env = "FLOE_GATEWAY_ACCOUNT_KEY", requires = "control")]
+    account_key: Option<PathBuf>,
     /// Origins allowed by CORS, comma-separated [default: any]
     #[arg(long, env = "FLOE_GATEWAY_CORS_ORIGINS", value_delimiter = ',')]
     cors_origin: Vec<String>,
     /// Log format: text or json
     #[arg(long, env = "FLOE_LOG_FORMAT", default_value = "text")]
     log_format: String,
+}
+
+/// The publisher's account: its key from `key_file`, registrations sent to `control`. The
+/// balance is logged once (a gateway that cannot pay says so at start, not at the first PUT).
+async fn publisher(control: &str, key_file: &Path) -> anyhow::Result<Arc<Publisher>> {
+    let bytes = std::fs::read(key_file)
+        .with_context(|| format!("reading the account key {}", key_file.display()))?;
+    let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "{} is not an account key (expected 32 bytes, found {}); create one with `floe account new`",
+            key_file.display(),
+            bytes.len()
+        )
+    })?;
+    let key = SigningKey::from_bytes(&key);
+    let client = ControlClient::new(control).context("--control")?;
+    let account = AccountId::of(&key);
+    match client.account(&account).await {
+        Ok(a) => tracing::info!(%account, balance = a.balance, control, "publisher account"),
+        Err(e) => tracing::warn!(%account, control, "cannot read the publisher's balance yet: {e}"),
+    }
+    Ok(Publisher::start(client, key))
 }
 
 #[tokio::main]
@@ -97,6 +131,10 @@ async fn main() -> anyhow::Result<()> {
         body_idle: Duration::from_secs(args.body_idle_timeout.max(1)),
         ..Limits::default()
     };
+    let publisher = match (&args.control, &args.account_key) {
+        (Some(control), Some(key)) => Some(publisher(control, key).await?),
+        _ => None,
+    };
     let spool = args.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&spool).with_context(|| format!("creating {}", spool.display()))?;
     let gw = gateway::Gateway::new(
@@ -107,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
             .transpose()
             .context("the JWT secret")?,
         args.cors_origin.clone(),
+        publisher,
     )?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
