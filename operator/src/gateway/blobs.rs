@@ -168,11 +168,17 @@ pub async fn store(
         Received::Memory(data) => client.write_with(data, &opts, None).await,
         Received::File(file, _) => client.write_file_with(file.path(), &opts, None).await,
     };
-    let refusal = purchase.as_ref().and_then(|p| p.refusal());
-    let out = written.map_err(|e| match (&e, refusal) {
-        (WriteError::Registration(_), Some(r)) => ApiError::from(&r),
-        _ => ApiError::from(e),
-    })?;
+    let out = match written {
+        Ok(out) => out,
+        // the registrar's error is text: the refusal it recorded says which status it is
+        Err(e @ WriteError::Registration(_)) => {
+            return Err(match purchase.as_ref().and_then(|p| p.refusal()) {
+                Some(r) => ApiError::from(&r),
+                None => ApiError::from(e),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
     let (start_epoch, end_epoch, deletable, cost) =
         match purchase.as_ref().and_then(|p| p.bought()) {
             Some(r) => {

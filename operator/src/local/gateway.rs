@@ -119,7 +119,7 @@ impl Gateway {
             .arg(&spool);
         let key = state.dir.join(ACCOUNT_KEY);
         if let (Some(control), true) = (&state.control_api, key.exists()) {
-            cmd.args(["--control", control]).arg("--account-key").arg(key);
+            cmd.args(["--control", control.as_str()]).arg("--account-key").arg(key);
         }
         let child = cmd
             .stdin(Stdio::null())
