@@ -319,7 +319,10 @@ fn gateway_speaks_walrus_http_to_curl() {
     // paid from the gateway's account: 100 kB encode to under 1 MiB at n = 10, one unit;
     // storage 100 per epoch, write 20 (the default votes)
     assert_eq!(v["newlyCreated"]["cost"], 2 * 100 + 20, "{v}");
-    assert_eq!(created["deletable"], true, "deletable by default, as floe put");
+    assert_eq!(
+        created["deletable"], true,
+        "deletable by default, as floe put"
+    );
     let offline = t.json(&["blob-id", file.to_str().unwrap(), "--shards", "10"]);
     assert_eq!(offline["blob_id"], id.as_str());
     let again = curl(
@@ -359,10 +362,19 @@ fn gateway_speaks_walrus_http_to_curl() {
     assert_eq!(ext["end_epoch"].as_u64(), Some(end + 1), "{ext}");
     let st = curl(dir, &[&format!("{url}/status")]).json();
     assert_eq!(st["sellsStorage"], true, "{st}");
-    assert!(st["publisherAccount"].as_str().is_some_and(|a| a.len() == 64), "{st}");
+    assert!(
+        st["publisherAccount"]
+            .as_str()
+            .is_some_and(|a| a.len() == 64),
+        "{st}"
+    );
 
     // permanent and deletable as asked
-    for (q, deletable, seed) in [("permanent=true", false, 71), ("deletable=false", false, 72), ("deletable=true", true, 73)] {
+    for (q, deletable, seed) in [
+        ("permanent=true", false, 71),
+        ("deletable=false", false, 72),
+        ("deletable=true", true, 73),
+    ] {
         let f = t.file(&format!("p{seed}.bin"), &random_bytes(1000, seed));
         let r = curl(
             dir,
@@ -376,7 +388,10 @@ fn gateway_speaks_walrus_http_to_curl() {
         );
         assert_eq!(r.status, 200, "{q}: {}", String::from_utf8_lossy(&r.body));
         let v = r.json();
-        assert_eq!(v["newlyCreated"]["blobObject"]["deletable"], deletable, "{q}: {v}");
+        assert_eq!(
+            v["newlyCreated"]["blobObject"]["deletable"], deletable,
+            "{q}: {v}"
+        );
     }
 
     // GET whole, with the headers caches and browsers rely on
@@ -661,7 +676,10 @@ fn gateway_speaks_walrus_http_to_curl() {
                 &format!("{}/v1/blobs", u.url),
             ],
         );
-        assert_eq!((r.status, r.reason().as_str()), (503, "NO_PUBLISHER_ACCOUNT"));
+        assert_eq!(
+            (r.status, r.reason().as_str()),
+            (503, "NO_PUBLISHER_ACCOUNT")
+        );
     }
     let s = strict_gateway(&nodes.join(","), &control, dir);
     let small = t.file("small.bin", &random_bytes(2000, 11));
@@ -812,8 +830,13 @@ fn gateway_speaks_walrus_http_to_curl() {
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let v = r.json();
-    let short_id = v["newlyCreated"]["blobObject"]["blobId"].as_str().unwrap().to_string();
-    let short_end = v["newlyCreated"]["blobObject"]["storage"]["endEpoch"].as_u64().unwrap();
+    let short_id = v["newlyCreated"]["blobObject"]["blobId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let short_end = v["newlyCreated"]["blobObject"]["storage"]["endEpoch"]
+        .as_u64()
+        .unwrap();
     let gone = curl(
         dir,
         &[
@@ -828,7 +851,10 @@ fn gateway_speaks_walrus_http_to_curl() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(curl(dir, &[&format!("{url}/v1/blobs/{del_id}")]).status, 200);
+    assert_eq!(
+        curl(dir, &[&format!("{url}/v1/blobs/{del_id}")]).status,
+        200
+    );
     t.ok(&[
         "--account-file",
         gateway_key.to_str().unwrap(),
@@ -849,7 +875,10 @@ fn gateway_speaks_walrus_http_to_curl() {
         "{}",
         String::from_utf8_lossy(&r.body)
     );
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("deleted"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("deleted"));
 
     while t.control()["epoch"].as_u64().unwrap() < short_end {
         t.ok(&["testnet", "next-epoch"]);
@@ -869,7 +898,10 @@ fn gateway_speaks_walrus_http_to_curl() {
         "{}",
         String::from_utf8_lossy(&r.body)
     );
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("expired"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
     assert_eq!(curl(dir, &["-I", &short_url]).status, 410);
     let r = curl(dir, &["-H", "Range: bytes=0-9", &short_url]);
     assert_eq!(r.status, 410);

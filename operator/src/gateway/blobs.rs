@@ -179,14 +179,14 @@ pub async fn store(
         }
         Err(e) => return Err(e.into()),
     };
-    let (start_epoch, end_epoch, deletable, cost) =
-        match purchase.as_ref().and_then(|p| p.bought()) {
-            Some(r) => {
-                let l = r.lifetime.lifetime;
-                (l.start_epoch, l.end_epoch, l.deletable, r.cost)
-            }
-            None => (out.epoch, out.epoch + epochs, deletable, 0),
-        };
+    let (start_epoch, end_epoch, deletable, cost) = match purchase.as_ref().and_then(|p| p.bought())
+    {
+        Some(r) => {
+            let l = r.lifetime.lifetime;
+            (l.start_epoch, l.end_epoch, l.deletable, r.cost)
+        }
+        None => (out.epoch, out.epoch + epochs, deletable, 0),
+    };
     let id = out.blob_id.to_string();
     Ok(BlobStoreResult::NewlyCreated(NewlyCreated {
         blob_object: BlobObject {

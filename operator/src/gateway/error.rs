@@ -159,9 +159,11 @@ impl From<&Refused> for ApiError {
     fn from(r: &Refused) -> Self {
         let message = format!("the control plane refused the registration: {}", r.message);
         match r.code {
-            tonic::Code::FailedPrecondition => {
-                Self::new(StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE", message)
-            }
+            tonic::Code::FailedPrecondition => Self::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "INSUFFICIENT_BALANCE",
+                message,
+            ),
             tonic::Code::InvalidArgument => Self::bad_request("INVALID_EPOCHS", message),
             tonic::Code::PermissionDenied | tonic::Code::NotFound | tonic::Code::OutOfRange => {
                 Self::new(StatusCode::FORBIDDEN, "REGISTRATION_REFUSED", message)
@@ -210,12 +212,27 @@ mod tests {
     #[test]
     fn refusals_become_statuses_with_the_control_planes_message() {
         let e = refused(tonic::Code::FailedPrecondition);
-        assert_eq!((e.status, e.reason), (StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE"));
+        assert_eq!(
+            (e.status, e.reason),
+            (StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE")
+        );
         assert!(e.message.contains("costs 120 units"), "{}", e.message);
-        assert_eq!(refused(tonic::Code::InvalidArgument).status, StatusCode::BAD_REQUEST);
-        assert_eq!(refused(tonic::Code::PermissionDenied).status, StatusCode::FORBIDDEN);
-        assert_eq!(refused(tonic::Code::Unavailable).status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(refused(tonic::Code::Internal).status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            refused(tonic::Code::InvalidArgument).status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            refused(tonic::Code::PermissionDenied).status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            refused(tonic::Code::Unavailable).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            refused(tonic::Code::Internal).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use floe_node::client::control::{ControlClient, RegisterItem, Registered, Refused};
+use floe_node::client::control::{ControlClient, Refused, RegisterItem, Registered};
 use floe_node::client::Registrar;
 use floe_node::codec::BlobId;
 use floe_node::protocol::{AccountId, SignedLifetime};

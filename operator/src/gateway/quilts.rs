@@ -17,8 +17,8 @@ use super::api::{
     PublisherQuery, QuiltPatchItem, QuiltPatchMetadata, QuiltStoreResult, StoredQuiltPatch,
 };
 use super::blobs::{
-    admit_write, check_publisher, max_epochs_ahead, not_modified, not_modified_response, parse_blob_id, query, serve,
-    store, Served,
+    admit_write, check_publisher, max_epochs_ahead, not_modified, not_modified_response,
+    parse_blob_id, query, serve, store, Served,
 };
 use super::body::Received;
 use super::error::ApiError;

@@ -119,7 +119,9 @@ impl Gateway {
             .arg(&spool);
         let key = state.dir.join(ACCOUNT_KEY);
         if let (Some(control), true) = (&state.control_api, key.exists()) {
-            cmd.args(["--control", control.as_str()]).arg("--account-key").arg(key);
+            cmd.args(["--control", control.as_str()])
+                .arg("--account-key")
+                .arg(key);
         }
         let child = cmd
             .stdin(Stdio::null())
@@ -187,7 +189,8 @@ mod tests {
         };
         let economy = Mutex::new(Economy::open(dir.path(), settings).unwrap());
         let a = fund_account(dir.path(), &economy).unwrap();
-        let balance = |e: &Mutex<Economy>| e.lock().unwrap().registry().account(&a).unwrap().balance;
+        let balance =
+            |e: &Mutex<Economy>| e.lock().unwrap().registry().account(&a).unwrap().balance;
         assert_eq!(balance(&economy), 1000);
         // the same key, no second grant while the balance is high
         assert_eq!(fund_account(dir.path(), &economy).unwrap(), a);

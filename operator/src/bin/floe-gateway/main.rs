@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use ed25519_dalek::SigningKey;
-use floe_node::protocol::AccountId;
-use floe_node::client::{BlobClient, ClientConfig};
 use floe_node::client::control::ControlClient;
+use floe_node::client::{BlobClient, ClientConfig};
+use floe_node::protocol::AccountId;
 use floe_operator::gateway::publisher::Publisher;
 use floe_operator::gateway::{self, auth::Auth, Limits};
 
