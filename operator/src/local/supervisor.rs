@@ -269,7 +269,7 @@ impl Supervisor {
         let mut ticks = 0u64;
         loop {
             ticks += 1;
-            if ticks % TOP_UP_TICKS == 0 {
+            if ticks.is_multiple_of(TOP_UP_TICKS) {
                 if let Some(economy) = &economy {
                     if let Err(e) = super::gateway::fund_account(&nodes.state.dir, economy) {
                         tracing::warn!("the gateway's account: {e:#}");
