@@ -360,6 +360,43 @@ fn gateway_speaks_walrus_http_to_curl() {
         "1",
     ]);
     assert_eq!(ext["end_epoch"].as_u64(), Some(end + 1), "{ext}");
+    // concurrent PUTs: their registrations go out in order and batched, none refuses
+    // another's nonce, and the account paid exactly what the answers say
+    let balance = || {
+        t.json(&[
+            "--account-file",
+            gateway_key.to_str().unwrap(),
+            "account",
+            "balance",
+        ])["balance"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = balance();
+    let puts: Vec<_> = (0..12u64)
+        .map(|i| {
+            let f = t.file(&format!("c{i}.bin"), &random_bytes(20_000, 100 + i));
+            Command::new("curl")
+                .args(["-sS", "-X", "PUT", "--data-binary"])
+                .arg(format!("@{}", f.display()))
+                .args(["-w", "\n%{http_code}"])
+                .arg(format!("{url}/v1/blobs?epochs=3"))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut paid = 0;
+    for p in puts {
+        let out = String::from_utf8(p.wait_with_output().unwrap().stdout).unwrap();
+        let (body, status) = out.rsplit_once('\n').unwrap();
+        assert_eq!(status, "200", "{body}");
+        let v: Value = serde_json::from_str(body).unwrap();
+        let cost = v["newlyCreated"]["cost"].as_u64().unwrap();
+        assert_eq!(cost, 3 * 100 + 20, "{v}");
+        paid += cost;
+    }
+    assert_eq!(before - balance(), paid);
     let st = curl(dir, &[&format!("{url}/status")]).json();
     assert_eq!(st["sellsStorage"], true, "{st}");
     assert!(
@@ -540,6 +577,12 @@ fn gateway_speaks_walrus_http_to_curl() {
         .as_str()
         .unwrap()
         .to_string();
+    // a quilt is paid like a blob: one unit for the default 5 epochs
+    assert_eq!(
+        v["blobStoreResult"]["newlyCreated"]["cost"],
+        5 * 100 + 20,
+        "{v}"
+    );
     let patches = v["storedQuiltBlobs"].as_array().unwrap().clone();
     assert_eq!(patches.len(), 3);
     let list = curl(dir, &[&format!("{url}/v1/quilts/{quilt}/patches")]);
