@@ -779,6 +779,16 @@ fn gateway_speaks_walrus_http_to_curl() {
     t.ok(&["testnet", "faucet", "--account", &account]);
     let r = put_small(&["-H", &good]);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // what the publisher paid, in its metrics
+    let cost = r.json()["newlyCreated"]["cost"].as_u64().unwrap();
+    let m = String::from_utf8(curl(dir, &[&format!("{}/metrics", s.url)]).body).unwrap();
+    for line in [
+        "floe_gateway_registrations_total{outcome=\"insufficient_balance\"} 1".to_string(),
+        "floe_gateway_registrations_total{outcome=\"registered\"} 1".to_string(),
+        format!("floe_gateway_paid_units_total {cost}"),
+    ] {
+        assert!(m.lines().any(|l| l == line), "no {line:?} in\n{m}");
+    }
     // reads need no token
     let sid = r.json()["newlyCreated"]["blobObject"]["blobId"]
         .as_str()

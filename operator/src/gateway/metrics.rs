@@ -1,8 +1,12 @@
 //! The gateway's Prometheus metrics (`floe_gateway_*`): requests by route, method and status,
-//! latency to the response head, bytes in and out, requests in flight and refused.
+//! latency to the response head, bytes in and out, requests in flight and refused; and what the
+//! publisher's account paid (registrations by outcome, units, the balance left), so running dry
+//! can be alerted on before PUTs answer 402.
 
+use floe_node::client::control::{Refused, Registered};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 #[derive(Clone)]
@@ -12,6 +16,9 @@ pub struct Metrics {
     pub latency: HistogramVec,
     pub bytes: IntCounterVec,
     pub in_flight: IntGauge,
+    pub registrations: IntCounterVec,
+    pub paid_units: IntCounter,
+    pub balance: IntGauge,
 }
 
 impl Metrics {
@@ -42,6 +49,25 @@ impl Metrics {
             "floe_gateway_requests_in_flight",
             "Requests being served now",
         )?;
+        let registrations = IntCounterVec::new(
+            Opts::new(
+                "floe_gateway_registrations_total",
+                "Blobs the publisher registered with the control plane, by outcome \
+                 (registered, insufficient_balance, refused, unavailable)",
+            ),
+            &["outcome"],
+        )?;
+        let paid_units = IntCounter::new(
+            "floe_gateway_paid_units_total",
+            "Units the publisher's account paid for storage",
+        )?;
+        let balance = IntGauge::new(
+            "floe_gateway_publisher_balance_units",
+            "The publisher account's balance after its last registration",
+        )?;
+        registry.register(Box::new(registrations.clone()))?;
+        registry.register(Box::new(paid_units.clone()))?;
+        registry.register(Box::new(balance.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
@@ -52,6 +78,9 @@ impl Metrics {
             latency,
             bytes,
             in_flight,
+            registrations,
+            paid_units,
+            balance,
         })
     }
 
@@ -60,6 +89,27 @@ impl Metrics {
     }
     pub fn bytes_out(&self, n: u64) {
         self.bytes.with_label_values(&["out"]).inc_by(n);
+    }
+
+    /// Count one registration's outcome (and what it cost, and the balance it left).
+    pub fn registration(&self, r: &Result<Registered, Refused>) {
+        let outcome = match r {
+            Ok(reg) => {
+                self.paid_units.inc_by(reg.cost);
+                self.balance
+                    .set(i64::try_from(reg.balance).unwrap_or(i64::MAX));
+                "registered"
+            }
+            Err(e) => match e.code {
+                tonic::Code::FailedPrecondition => "insufficient_balance",
+                tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Aborted
+                | tonic::Code::Cancelled => "unavailable",
+                _ => "refused",
+            },
+        };
+        self.registrations.with_label_values(&[outcome]).inc();
     }
 
     /// The text exposition of every metric.

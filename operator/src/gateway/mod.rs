@@ -89,8 +89,9 @@ impl Gateway {
         auth: Option<auth::Auth>,
         cors_origins: Vec<String>,
         publisher: Option<Arc<publisher::Publisher>>,
-    ) -> Result<Shared, prometheus::Error> {
-        Ok(Arc::new(Self {
+        metrics: Metrics,
+    ) -> Shared {
+        Arc::new(Self {
             client: OnceLock::new(),
             slots: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
             limits,
@@ -98,8 +99,8 @@ impl Gateway {
             auth,
             cors_origins,
             publisher,
-            metrics: Metrics::new()?,
-        }))
+            metrics,
+        })
     }
 
     /// The client, or 503 while the committee is not known yet.

@@ -17,6 +17,8 @@ use floe_node::codec::BlobId;
 use floe_node::protocol::{AccountId, SignedLifetime};
 use tokio::sync::{mpsc, oneshot};
 
+use super::metrics::Metrics;
+
 /// Most blobs registered by one request to the control plane.
 pub const MAX_BATCH: usize = 256;
 /// Attempts of a request refused for its nonce (another replica sharing the key signed later
@@ -33,12 +35,12 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Start the sender task (needs a Tokio runtime).
-    pub fn start(control: ControlClient, key: SigningKey) -> Arc<Self> {
+    /// Start the sender task (needs a Tokio runtime); outcomes are counted in `metrics`.
+    pub fn start(control: ControlClient, key: SigningKey, metrics: Metrics) -> Arc<Self> {
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
         let account = AccountId::of(&key);
         let control_address = control.address().to_string();
-        tokio::spawn(send_batches(control, key, rx));
+        tokio::spawn(send_batches(control, key, rx, metrics));
         Arc::new(Self {
             account,
             control_address,
@@ -71,6 +73,7 @@ async fn send_batches(
     control: ControlClient,
     key: SigningKey,
     mut rx: mpsc::Receiver<(RegisterItem, Reply)>,
+    metrics: Metrics,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -89,6 +92,7 @@ async fn send_batches(
         match answer {
             Ok(results) => {
                 for ((_, reply), r) in batch.drain(..).zip(results) {
+                    metrics.registration(&r);
                     let _ = reply.send(r);
                 }
             }
@@ -99,7 +103,9 @@ async fn send_batches(
                     message: e.to_string(),
                 };
                 for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(refused.clone()));
+                    let r = Err(refused.clone());
+                    metrics.registration(&r);
+                    let _ = reply.send(r);
                 }
             }
         }

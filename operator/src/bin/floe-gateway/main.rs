@@ -74,7 +74,11 @@ struct Args {
 
 /// The publisher's account: its key from `key_file`, registrations sent to `control`. The
 /// balance is logged once (a gateway that cannot pay says so at start, not at the first PUT).
-async fn publisher(control: &str, key_file: &Path) -> anyhow::Result<Arc<Publisher>> {
+async fn publisher(
+    control: &str,
+    key_file: &Path,
+    metrics: gateway::metrics::Metrics,
+) -> anyhow::Result<Arc<Publisher>> {
     let bytes = std::fs::read(key_file)
         .with_context(|| format!("reading the account key {}", key_file.display()))?;
     let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
@@ -88,10 +92,15 @@ async fn publisher(control: &str, key_file: &Path) -> anyhow::Result<Arc<Publish
     let client = ControlClient::new(control).context("--control")?;
     let account = AccountId::of(&key);
     match client.account(&account).await {
-        Ok(a) => tracing::info!(%account, balance = a.balance, control, "publisher account"),
+        Ok(a) => {
+            metrics
+                .balance
+                .set(i64::try_from(a.balance).unwrap_or(i64::MAX));
+            tracing::info!(%account, balance = a.balance, control, "publisher account")
+        }
         Err(e) => tracing::warn!(%account, control, "cannot read the publisher's balance yet: {e}"),
     }
-    Ok(Publisher::start(client, key))
+    Ok(Publisher::start(client, key, metrics))
 }
 
 #[tokio::main]
@@ -131,8 +140,9 @@ async fn main() -> anyhow::Result<()> {
         body_idle: Duration::from_secs(args.body_idle_timeout.max(1)),
         ..Limits::default()
     };
+    let metrics = gateway::metrics::Metrics::new()?;
     let publisher = match (&args.control, &args.account_key) {
-        (Some(control), Some(key)) => Some(publisher(control, key).await?),
+        (Some(control), Some(key)) => Some(publisher(control, key, metrics.clone()).await?),
         _ => None,
     };
     let spool = args.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -146,7 +156,8 @@ async fn main() -> anyhow::Result<()> {
             .context("the JWT secret")?,
         args.cors_origin.clone(),
         publisher,
-    )?;
+        metrics,
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
