@@ -962,3 +962,49 @@ fn gateway_speaks_walrus_http_to_curl() {
     let r = curl(dir, &[&format!("{url}/v1/blobs/by-quilt-id/{quilt}/a.txt")]);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// A publisher account given wrongly stops the gateway at start with the reason, before it
+/// serves anything: a control address without a key (or the reverse), a key file that is not
+/// one, a key file that does not exist.
+#[test]
+fn a_bad_publisher_account_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, b"12345").unwrap();
+    let missing = dir.path().join("missing.key");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let base = ["--listen", listen.as_str(), "--nodes", "127.0.0.1:1"];
+    for (extra, says) in [
+        (vec!["--control", "127.0.0.1:1"], "--account-key"),
+        (vec!["--account-key", short.to_str().unwrap()], "--control"),
+        (
+            vec![
+                "--control",
+                "127.0.0.1:1",
+                "--account-key",
+                short.to_str().unwrap(),
+            ],
+            "is not an account key (expected 32 bytes, found 5)",
+        ),
+        (
+            vec![
+                "--control",
+                "127.0.0.1:1",
+                "--account-key",
+                missing.to_str().unwrap(),
+            ],
+            "reading the account key",
+        ),
+    ] {
+        let out = Command::new(gateway_bin())
+            .args(base)
+            .args(&extra)
+            .env_remove("FLOE_GATEWAY_CONTROL")
+            .env_remove("FLOE_GATEWAY_ACCOUNT_KEY")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?} started");
+        assert!(err.contains(says), "{extra:?}: {err}");
+    }
+}
