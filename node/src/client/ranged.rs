@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt};
 
 use super::blob::{BlobClient, ReadError};
-use crate::codec::{BlobId, BlobMetadata, SymbolShape};
+use crate::codec::{BlobId, BlobMetadata, EncodingParams, SymbolShape};
 
 /// The rows (systematic primary slivers) that hold bytes `range` of a blob of this shape.
 pub fn rows_for(shape: &SymbolShape, range: &Range<u64>) -> Range<usize> {
@@ -36,6 +36,31 @@ fn slice_of_row(row_len: u64, i: usize, range: &Range<u64>) -> Range<usize> {
     let a = range.start.max(at) - at;
     let b = range.end.min(at + row_len).saturating_sub(at);
     a as usize..b.max(a) as usize
+}
+
+/// What the members' answers say of a blob none of them sent the metadata of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// Expired or deleted: members holding f+1 shards refuse it as gone (one honest among
+    /// them, so a single node cannot make a live blob look gone), or they and the members that
+    /// do not know it make a quorum.
+    Gone,
+    /// Members holding a quorum say they do not know it (a certified blob is held by at least
+    /// f+1 honest shards of any quorum).
+    Absent,
+    /// Too few answered to tell.
+    Unknown,
+}
+
+/// The verdict from the shard weights that answered "unknown" (`absent`) and "gone" (`gone`).
+pub fn missing(params: &EncodingParams, absent: usize, gone: usize) -> Missing {
+    if gone > 0 && (params.is_validity(gone) || params.is_quorum(gone + absent)) {
+        Missing::Gone
+    } else if params.is_quorum(absent) {
+        Missing::Absent
+    } else {
+        Missing::Unknown
+    }
 }
 
 static SPOOL: AtomicU64 = AtomicU64::new(0);
@@ -69,13 +94,10 @@ impl BlobClient {
                     Err(e) => failures.push(e.to_string()),
                 }
             }
-            if let Some(gone) = gone {
-                if params.is_validity(gone_weight) || params.is_quorum(gone_weight + absent) {
-                    return Err(ReadError::Gone { blob: *id, gone });
-                }
-            }
-            if params.is_quorum(absent) {
-                return Err(ReadError::NotFound(*id));
+            match (missing(&params, absent, gone_weight), gone) {
+                (Missing::Gone, Some(gone)) => return Err(ReadError::Gone { blob: *id, gone }),
+                (Missing::Absent, _) => return Err(ReadError::NotFound(*id)),
+                _ => {}
             }
             reason = format!(
                 "{absent} of {} shards say it is unknown (a quorum is {}), {} nodes failed{}",
@@ -219,7 +241,24 @@ async fn read_spooled(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::EncodingParams;
+
+    #[test]
+    fn gone_absent_or_unknown_by_weight() {
+        // n = 10: f = 3, f+1 = 4, a quorum is 7
+        let p = EncodingParams::new(10).unwrap();
+        assert_eq!(missing(&p, 0, 10), Missing::Gone);
+        assert_eq!(missing(&p, 0, 4), Missing::Gone, "f+1 say gone: one honest");
+        assert_eq!(missing(&p, 0, 3), Missing::Unknown, "f could be lying");
+        assert_eq!(
+            missing(&p, 4, 3),
+            Missing::Gone,
+            "with the absent, a quorum"
+        );
+        assert_eq!(missing(&p, 7, 0), Missing::Absent);
+        assert_eq!(missing(&p, 6, 0), Missing::Unknown);
+        assert_eq!(missing(&p, 3, 3), Missing::Unknown);
+        assert_eq!(missing(&p, 0, 0), Missing::Unknown);
+    }
 
     fn shape(n: usize, len: u64) -> SymbolShape {
         EncodingParams::new(n).unwrap().symbol_shape(len).unwrap()
