@@ -46,9 +46,10 @@ fn main() {
         let client = BlobClient::connect(&grpc, ClientConfig::default())
             .await
             .unwrap();
+        let opts = common::put_options(d).await;
         for i in 0..blobs {
             let data = random_bytes((blob_mib * (1 << 20) as f64) as usize, 1000 + i as u64);
-            client.write(data, None).await.unwrap();
+            client.write_with(data, &opts, None).await.unwrap();
         }
     });
     // blobs certified in epoch 1 are challenged in epoch 2; its round runs before 2 → 3

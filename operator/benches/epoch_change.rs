@@ -83,6 +83,7 @@ fn main() {
         .block_on(BlobClient::connect(&grpc, ClientConfig::default()))
         .unwrap();
     let count = ((gib * 1024.0) as usize / blob_mib).max(1);
+    let opts = rt.block_on(common::put_options(d));
     let params = EncodingParams::new(shards as usize).unwrap();
     let mut sliver_pair_bytes = 0u64; // per shard: one primary + one secondary sliver per blob
     let t0 = Instant::now();
@@ -90,7 +91,7 @@ fn main() {
         let data = random_bytes(blob_mib << 20, i as u64 + 1);
         let shape = params.symbol_shape(data.len() as u64).unwrap();
         sliver_pair_bytes += (shape.primary_sliver_len() + shape.secondary_sliver_len()) as u64;
-        rt.block_on(client.write(data, None)).unwrap();
+        rt.block_on(client.write_with(data, &opts, None)).unwrap();
         eprintln!("stored blob {}/{count}", i + 1);
     }
     eprintln!("stored {count} × {blob_mib} MiB in {:.1?}", t0.elapsed());

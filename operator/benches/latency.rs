@@ -12,6 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use floe_node::client::{BlobClient, ClientConfig};
+
+mod common;
 use floe_node::codec::{encode, EncodingParams};
 
 fn floe_bin() -> PathBuf {
@@ -65,9 +67,15 @@ async fn many_small_puts(count: usize) {
         .await
         .unwrap();
     let client = &client;
+    let opts = &common::put_options(dir.path()).await;
     let t = Instant::now();
     let done = futures::stream::iter(0..count as u64)
-        .map(|seed| async move { client.write(random(16 << 10, seed), None).await.unwrap() })
+        .map(|seed| async move {
+            client
+                .write_with(random(16 << 10, seed), opts, None)
+                .await
+                .unwrap()
+        })
         .buffer_unordered(16)
         .count()
         .await;
@@ -176,11 +184,18 @@ async fn main() {
     let client = BlobClient::connect(&grpc, ClientConfig::default())
         .await
         .unwrap();
+    let opts = common::put_options(dir.path()).await;
     // one warm-up put (connections, page cache), then the measured ones
-    client.write(random(1 << 20, 999), None).await.unwrap();
+    client
+        .write_with(random(1 << 20, 999), &opts, None)
+        .await
+        .unwrap();
     let mut puts: Vec<(Duration, Duration)> = Vec::new();
     for seed in 0..9u64 {
-        let out = client.write(random(1 << 20, seed), None).await.unwrap();
+        let out = client
+            .write_with(random(1 << 20, seed), &opts, None)
+            .await
+            .unwrap();
         puts.push((out.total_time, out.encode_time));
     }
     puts.sort();

@@ -92,6 +92,7 @@ async fn memory_table() {
         &["testnet", "up", "--nodes", "7", "--shards", "1000"],
     );
     let grpc = common::node_addresses(dir.path());
+    let opts = common::put_options(dir.path()).await;
     let path = dir.path().join("blob");
     std::fs::write(&path, rand_bytes(len as usize, 7)).unwrap();
     for (mode, stream_from, from_file) in [
@@ -113,10 +114,10 @@ async fn memory_table() {
         let (base, _) = rss();
         reset_peak_rss();
         let out = if from_file {
-            client.write_file(&path, None).await.unwrap()
+            client.write_file_with(&path, &opts, None).await.unwrap()
         } else {
             let data = std::fs::read(&path).unwrap();
-            client.write(data, None).await.unwrap()
+            client.write_with(data, &opts, None).await.unwrap()
         };
         let (_, peak) = rss();
         println!(
@@ -161,6 +162,7 @@ async fn main() {
         )
         .unwrap();
         let grpc = common::node_addresses(dir.path());
+        let opts = common::put_options(dir.path()).await;
         let http: Vec<String> = state["nodes"]
             .as_array()
             .unwrap()
@@ -193,7 +195,7 @@ async fn main() {
                 "floe_node_sliver_stage_seconds_sum{stage=\"persist\"}",
             );
             let (c0, n0) = (cpu_seconds("self", tck), nodes_cpu());
-            let out = client.write(data.clone(), None).await.unwrap();
+            let out = client.write_with(data.clone(), &opts, None).await.unwrap();
             let (client_cpu, node_cpu) = (cpu_seconds("self", tck) - c0, nodes_cpu() - n0);
             let verify = node_metric_sum(
                 &http,

@@ -422,3 +422,52 @@ fn http_get(addr: &str, path: &str) -> String {
     let _ = s.read_to_string(&mut out);
     out
 }
+
+#[test]
+fn concurrent_puts_of_one_account_all_register() {
+    // one client, one account, 16 writes at once: their nonces reach the control plane out of
+    // order, and each is signed again until it is taken
+    let t = Testnet::up(&["--nodes", "4", "--shards", "10", "--epoch", "600s"]);
+    let addresses: Vec<String> = t.state()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| format!("https://{}", n["grpc"].as_str().unwrap()))
+        .collect();
+    let control = t.state()["control_api"].as_str().unwrap().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use floe_node::client::control::{AccountRegistrar, ControlClient};
+        use futures::StreamExt as _;
+        let client = BlobClient::connect(&addresses, ClientConfig::default())
+            .await
+            .unwrap();
+        let control = ControlClient::new(&control).unwrap();
+        let key = SigningKey::from_bytes(&[42; 32]);
+        control
+            .faucet(&floe_node::protocol::AccountId::of(&key), 0)
+            .await
+            .unwrap();
+        let opts = floe_node::client::PutOptions {
+            epochs: Some(2),
+            deletable: true,
+            registrar: Some(std::sync::Arc::new(AccountRegistrar {
+                control,
+                key: std::sync::Arc::new(key),
+            })),
+        };
+        let (client, opts) = (&client, &opts);
+        let done: Vec<_> = futures::stream::iter(0..32u64)
+            .map(|i| async move {
+                client
+                    .write_with(random_bytes(4096, 500 + i), opts, None)
+                    .await
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for r in &done {
+            assert!(r.is_ok(), "{r:?}");
+        }
+    });
+}

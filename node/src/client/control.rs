@@ -65,6 +65,9 @@ pub struct RegisterItem {
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Signed calls refused for their nonce (another call of the same account, signed later,
+/// arrived first; nothing was applied) are signed again with a fresh nonce this often.
+const NONCE_RETRIES: usize = 64;
 
 #[derive(Clone)]
 pub struct ControlClient {
@@ -132,6 +135,23 @@ impl ControlClient {
             nonce,
             signature: sign_request(key, method, nonce, &body).to_vec(),
             body,
+        }
+    }
+
+    /// A signed call, signed again when its nonce lost a race with a concurrent call.
+    async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, ControlError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match f().await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if s.code() == tonic::Code::Aborted && tries < NONCE_RETRIES => continue,
+                Err(s) => return Err(self.err(s)),
+            }
         }
     }
 
@@ -205,12 +225,12 @@ impl ControlClient {
         }
         .encode_to_vec();
         let r = self
-            .grpc
-            .clone()
-            .register(Self::req(Self::signed(key, "Register", body)))
-            .await
-            .map_err(|s| self.err(s))?
-            .into_inner();
+            .call(|| {
+                let mut g = self.grpc.clone();
+                let req = Self::req(Self::signed(key, "Register", body.clone()));
+                async move { g.register(req).await }
+            })
+            .await?;
         if r.results.len() != items.len() {
             return Err(ControlError::Invalid {
                 address: self.address.clone(),
@@ -245,12 +265,13 @@ impl ControlClient {
         }
         .encode_to_vec();
         let r = self
-            .grpc
-            .clone()
-            .extend(Self::req(Self::signed(key, "Extend", body)))
-            .await
-            .map_err(|s| self.err(s))?;
-        self.registered(r.into_inner())
+            .call(|| {
+                let mut g = self.grpc.clone();
+                let req = Self::req(Self::signed(key, "Extend", body.clone()));
+                async move { g.extend(req).await }
+            })
+            .await?;
+        self.registered(r)
     }
 
     /// Delete `blob` (its owner, deletable blobs only).
@@ -264,12 +285,13 @@ impl ControlClient {
         }
         .encode_to_vec();
         let r = self
-            .grpc
-            .clone()
-            .delete(Self::req(Self::signed(key, "Delete", body)))
-            .await
-            .map_err(|s| self.err(s))?;
-        self.registered(r.into_inner())
+            .call(|| {
+                let mut g = self.grpc.clone();
+                let req = Self::req(Self::signed(key, "Delete", body.clone()));
+                async move { g.delete(req).await }
+            })
+            .await?;
+        self.registered(r)
     }
 }
 

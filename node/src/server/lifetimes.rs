@@ -92,6 +92,9 @@ pub fn store(state: &NodeState, ls: &[SignedLifetime]) -> Result<Vec<bool>, Stat
 /// Apply a page of the control plane's log starting at `first_seq`; the node's log position
 /// advances only over a contiguous run from where it was. Returns the new position.
 pub fn apply_log(state: &NodeState, first_seq: u64, items: &[Vec<u8>]) -> Result<u64, Status> {
+    if first_seq == 0 {
+        return Err(Status::invalid_argument("lifetime sequences start at 1"));
+    }
     let at = state.store.lifetime_seq();
     if first_seq > at + 1 {
         // a gap: nothing applied, the sender starts again from our position

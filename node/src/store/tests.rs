@@ -253,3 +253,70 @@ fn without_the_keeper_recovered_flush_tasks_halt_writes_for_good() {
     std::mem::forget(s);
     std::mem::forget(dir);
 }
+
+#[test]
+fn lifetimes_keep_the_newest_and_collection_frees_all_but_the_lifetime() {
+    use crate::protocol::{Certificate, Lifetime};
+    let dir = tempfile::tempdir().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+    let enc = encode(&[6u8; 20_000], EncodingParams::new(7).unwrap()).unwrap();
+    let other = encode(&[7u8; 20_000], EncodingParams::new(7).unwrap()).unwrap();
+    let id = enc.blob_id();
+    let life = |blob, end, deleted, seq| {
+        Lifetime {
+            blob_id: blob,
+            encoded_size: 1,
+            start_epoch: 1,
+            end_epoch: end,
+            deletable: true,
+            deleted,
+            owner: [1; 32],
+            sequence: seq,
+        }
+        .sign(&key)
+    };
+    let s = BlobStore::open(dir.path(), None).unwrap();
+    assert!(s.put_lifetime(&life(id, 3, false, 5)).unwrap());
+    // an older one (a late page of the log) does not replace it; a newer one does
+    assert!(!s.put_lifetime(&life(id, 9, false, 4)).unwrap());
+    assert_eq!(s.lifetime(&id).unwrap().lifetime.end_epoch, 3);
+    assert!(s.put_lifetime(&life(id, 4, false, 6)).unwrap());
+    assert_eq!(s.gone_page(3, 10), vec![]);
+    assert_eq!(s.gone_page(4, 10), vec![(4, id)]);
+    // a certified blob with slivers, and another blob that stays
+    s.put_metadata(id, enc.metadata()).unwrap();
+    let pair = enc.pair(1);
+    s.put_sliver(id, 1, &pair.primary).unwrap();
+    s.put_sliver(id, 1, &pair.secondary).unwrap();
+    s.put_certificate(&Certificate {
+        epoch: 1,
+        blob_id: id,
+        signers: vec![],
+    })
+    .unwrap();
+    s.put_lifetime(&life(other.blob_id(), 10, false, 7))
+        .unwrap();
+    s.put_metadata(other.blob_id(), other.metadata()).unwrap();
+    let used = s.used_bytes();
+    // deleted: collected first (under epoch 0), whatever its end
+    assert!(s.put_lifetime(&life(id, 4, true, 8)).unwrap());
+    assert_eq!(s.gone_page(1, 10), vec![(0, id)]);
+    let (blobs, freed) = s.collect(vec![id]).unwrap();
+    assert_eq!(blobs, 1);
+    assert!(freed > 0 && s.used_bytes() == used - freed);
+    assert!(s.entry(&id).is_none() && s.metadata(&id).is_none());
+    assert_eq!(s.certified_count(), 0);
+    assert_eq!(s.blob_count(), 1);
+    assert!(s.certified().is_empty());
+    assert!(
+        s.lifetime(&id).unwrap().lifetime.deleted,
+        "the lifetime stays"
+    );
+    assert_eq!(s.gone_page(100, 10), vec![(10, other.blob_id())]);
+    // and after a reopen
+    drop(s);
+    let s = BlobStore::open(dir.path(), None).unwrap();
+    assert!(s.lifetime(&id).unwrap().lifetime.deleted);
+    assert_eq!(s.blob_count(), 1);
+    assert_eq!(s.used_bytes(), used - freed);
+}

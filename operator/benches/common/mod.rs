@@ -55,3 +55,27 @@ pub fn node_addresses(dir: &Path) -> Vec<String> {
         })
         .collect()
 }
+
+/// What a put on the testnet in `dir` needs: an account (a fresh key, funded by the testnet's
+/// faucet) that registers each blob with the control plane (docs/economics.md).
+pub async fn put_options(dir: &Path) -> floe_node::client::PutOptions {
+    use floe_node::client::control::{AccountRegistrar, ControlClient};
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("testnet.json")).unwrap()).unwrap();
+    let control = ControlClient::new(state["control_api"].as_str().unwrap()).unwrap();
+    let mut k = [0u8; 32];
+    getrandom::fill(&mut k).unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&k);
+    control
+        .faucet(&floe_node::protocol::AccountId::of(&key), 0)
+        .await
+        .unwrap();
+    floe_node::client::PutOptions {
+        epochs: None,
+        deletable: true,
+        registrar: Some(std::sync::Arc::new(AccountRegistrar {
+            control,
+            key: std::sync::Arc::new(key),
+        })),
+    }
+}
