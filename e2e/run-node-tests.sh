@@ -28,7 +28,7 @@ host_state() {
     iptables-save 2>/dev/null | grep -v '^[#:]' | sed 's/^/iptables /'
     # shellcheck disable=SC2009  # ps with its arguments is what is compared
     ps -eo args= | grep -F -e "$FLOE_NODES_STATE" -e floe4 | grep -v -e grep -e run-node-tests | sed 's/^/process /'
-  } | grep -E "floe4|10\.25[12]\.|$FLOE_NODES_STATE|KUBE-|cni0|/var/lib/kubelet|/run/containerd|local-path" | sort
+  } | { grep -E "floe4|10\.25[12]\.|$FLOE_NODES_STATE|KUBE-|cni0|/var/lib/kubelet|/run/containerd|local-path" || true; } | sort
 }
 host_state >"${TMPDIR:-/tmp}/floe-t4-host-before.$$" || true
 
@@ -36,6 +36,7 @@ status=0
 # shellcheck disable=SC2317  # called from the EXIT trap
 cleanup() {
   status=${status:-$?}
+  set +e
   if [[ $status -ne 0 ]]; then
     log "FAILED; last lines of every log:"
     for f in "$FLOE_NODES_STATE"/logs/*.log "$FLOE_NODES_STATE"/cp/logs/*.log "$FLOE_NODES_STATE"/n*/logs/*.log; do
@@ -47,6 +48,12 @@ cleanup() {
     log "logs kept in $FLOE_NODES_STATE (remove with: FLOE_NODES_STATE=$FLOE_NODES_STATE e2e/bin/nodes-down.sh)"
   else
     "$E2E/bin/nodes-down.sh" || status=1
+  fi
+  # the run's images (the registry that held them is gone with the state)
+  if [[ -n "${FLOE_REGISTRY:-}" ]]; then
+    for image in floe-node:$FLOE_IMAGE_TAG floe-operator:$FLOE_IMAGE_TAG floe-node:$FLOE_IMAGE_TAG-next; do
+      podman rmi "$FLOE_REGISTRY/$image" >/dev/null 2>&1
+    done
   fi
   # nothing of the run may stay on this host
   local before="${TMPDIR:-/tmp}/floe-t4-host-before.$$" left
@@ -68,8 +75,7 @@ trap 'status=$?; cleanup' EXIT
 "$E2E/bin/nodes-up.sh" >/dev/null
 # shellcheck disable=SC1091
 source "$FLOE_NODES_STATE/env"
-log "cluster up in $((SECONDS - t0))s"
-kubectl get nodes -o wide
+log "cluster up in $((SECONDS - t0))s (nodes-up.sh printed kubectl get nodes -o wide above)"
 
 t1=$SECONDS
 args="$("$E2E/images/local-build-images.sh")"

@@ -242,6 +242,7 @@ spec:
   nodes: 4
   shards: 12
   epochDuration: 20s
+  challenges: {samples: 2, timeout: 5s}
   image: %s
   imagePullPolicy: IfNotPresent
   storage:
@@ -516,8 +517,6 @@ type volume struct {
 	Claim, Phase, PV, Provisioner, Path, Node string
 }
 
-var nodeAffinityHost = regexp.MustCompile(`"values":\["([^"]+)"\]`)
-
 // volumesByClaim: the namespace's claims, their volumes and where they are on the workers.
 func volumesByClaim(t *testing.T, ns string) map[string]volume {
 	t.Helper()
@@ -542,7 +541,16 @@ func volumesByClaim(t *testing.T, ns string) map[string]volume {
 			Spec struct {
 				HostPath     *struct{ Path string } `json:"hostPath"`
 				Local        *struct{ Path string } `json:"local"`
-				NodeAffinity json.RawMessage        `json:"nodeAffinity"`
+				NodeAffinity struct {
+					Required struct {
+						NodeSelectorTerms []struct {
+							MatchExpressions []struct {
+								Key    string   `json:"key"`
+								Values []string `json:"values"`
+							} `json:"matchExpressions"`
+						} `json:"nodeSelectorTerms"`
+					} `json:"required"`
+				} `json:"nodeAffinity"`
 			} `json:"spec"`
 		} `json:"items"`
 	}
@@ -562,8 +570,13 @@ func volumesByClaim(t *testing.T, ns string) map[string]volume {
 			} else if p.Spec.Local != nil {
 				v.Path = p.Spec.Local.Path
 			}
-			if h := nodeAffinityHost.FindSubmatch(p.Spec.NodeAffinity); h != nil {
-				v.Node = string(h[1])
+			// local-path pins its volume to the node that holds the directory
+			for _, term := range p.Spec.NodeAffinity.Required.NodeSelectorTerms {
+				for _, e := range term.MatchExpressions {
+					if len(e.Values) == 1 {
+						v.Node = e.Values[0]
+					}
+				}
 			}
 		}
 		m[v.Claim] = v
