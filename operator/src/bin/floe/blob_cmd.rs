@@ -74,7 +74,11 @@ pub async fn put(cli: &Cli, file: &Path) -> anyhow::Result<()> {
         );
         outln!(
             "confirmations: {} of {} shards (quorum {}) in epoch {}, certificate on {} nodes",
-            out.confirmed_shards, committee.n_shards, out.quorum, out.epoch, out.certified_nodes
+            out.confirmed_shards,
+            committee.n_shards,
+            out.quorum,
+            out.epoch,
+            out.certified_nodes
         );
         outln!(
             "time:          {:.2?} (encode {:.2?}, upload {:.2?}) = {:.1} MiB/s",

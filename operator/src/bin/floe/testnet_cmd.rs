@@ -170,7 +170,8 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             } else {
                 outln!(
                     "{} started (grpc {}); it joins the committee at the next epoch",
-                    n.name, n.grpc
+                    n.name,
+                    n.grpc
                 );
             }
             Ok(())
