@@ -8,6 +8,8 @@
 # state directory.
 #
 #   FLOE_NODES=3 FLOE_NODES_STATE=/tmp/floe-nodes e2e/run-node-tests.sh
+#   FLOE_NODES_STATE=/dev/shm/floe-nodes   the workers' disks (images, volumes, etcd) on a tmpfs,
+#                      for a machine whose disk is shared and nearly full (about 3 GB of RAM)
 #   FLOE_SKIP_KIND=1   skip the kind scenario;  FLOE_SKIP_GO=1   skip the Go tests
 set -euo pipefail
 
@@ -79,8 +81,10 @@ log "cluster up in $((SECONDS - t0))s (nodes-up.sh printed kubectl get nodes -o 
 
 t1=$SECONDS
 args="$("$E2E/images/local-build-images.sh")"
+# --layers=false: no intermediate images kept (each builder stage left ~360 MB of source and
+# binaries behind; the cargo cache volumes are what makes the next build fast)
 make -C "$REPO" images DOCKER="podman --runtime runc --cgroup-manager cgroupfs" IMAGE_REPO="$FLOE_REGISTRY" \
-  IMAGE_TAG="$FLOE_IMAGE_TAG" IMAGE_BUILD_ARGS="$args" >"$FLOE_NODES_STATE/logs/images.log" 2>&1 \
+  IMAGE_TAG="$FLOE_IMAGE_TAG" IMAGE_BUILD_ARGS="$args --layers=false" >"$FLOE_NODES_STATE/logs/images.log" 2>&1 \
   || { log "make images failed; log: $FLOE_NODES_STATE/logs/images.log"; tail -n 30 "$FLOE_NODES_STATE/logs/images.log" >&2; exit 1; }
 for image in floe-node floe-operator; do
   podman push --tls-verify=false "$FLOE_REGISTRY/$image:$FLOE_IMAGE_TAG" >>"$FLOE_NODES_STATE/logs/images.log" 2>&1 \
