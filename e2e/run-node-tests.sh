@@ -81,11 +81,15 @@ log "cluster up in $((SECONDS - t0))s (nodes-up.sh printed kubectl get nodes -o 
 
 t1=$SECONDS
 args="$("$E2E/images/local-build-images.sh")"
-# --layers=false: no intermediate images kept (each builder stage left ~360 MB of source and
-# binaries behind; the cargo cache volumes are what makes the next build fast)
+podman images -a -q --no-trunc | sort -u >"$FLOE_NODES_STATE/images-before"
 make -C "$REPO" images DOCKER="podman --runtime runc --cgroup-manager cgroupfs" IMAGE_REPO="$FLOE_REGISTRY" \
-  IMAGE_TAG="$FLOE_IMAGE_TAG" IMAGE_BUILD_ARGS="$args --layers=false" >"$FLOE_NODES_STATE/logs/images.log" 2>&1 \
+  IMAGE_TAG="$FLOE_IMAGE_TAG" IMAGE_BUILD_ARGS="$args" >"$FLOE_NODES_STATE/logs/images.log" 2>&1 \
   || { log "make images failed; log: $FLOE_NODES_STATE/logs/images.log"; tail -n 30 "$FLOE_NODES_STATE/logs/images.log" >&2; exit 1; }
+# the untagged intermediate images this build made (each builder stage ~360 MB of source and
+# binaries; the cargo cache volumes are what makes the next build fast). Not --layers=false:
+# podman 4.3 then fails the second target ("identifier is not an image")
+podman images -a -q --no-trunc --filter dangling=true | sort -u | comm -13 "$FLOE_NODES_STATE/images-before" - |
+  xargs -r podman rmi >/dev/null 2>&1 || true
 for image in floe-node floe-operator; do
   podman push --tls-verify=false "$FLOE_REGISTRY/$image:$FLOE_IMAGE_TAG" >>"$FLOE_NODES_STATE/logs/images.log" 2>&1 \
     || { log "podman push $image failed; log: $FLOE_NODES_STATE/logs/images.log"; exit 1; }
