@@ -8,8 +8,8 @@
 # state directory.
 #
 #   FLOE_NODES=3 FLOE_NODES_STATE=/tmp/floe-nodes e2e/run-node-tests.sh
-#   FLOE_NODES_STATE=/dev/shm/floe-nodes   the workers' disks (images, volumes, etcd) on a tmpfs,
-#                      for a machine whose disk is shared and nearly full (about 3 GB of RAM)
+#   The state directory must be on a disk, not a tmpfs: tmpfs pages a pod writes count against
+#   its memory limit, so the node pods under 512 Mi are OOM-killed storing the 256 MiB blob.
 #   FLOE_SKIP_KIND=1   skip the kind scenario;  FLOE_SKIP_GO=1   skip the Go tests
 set -euo pipefail
 
