@@ -82,9 +82,9 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             let child = cmd.spawn().context("starting the testnet supervisor")?;
             let state = testnet::wait_ready(&dir, child.id(), Duration::from_secs(90))?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&state)?);
+                outln!("{}", serde_json::to_string_pretty(&state)?);
             } else {
-                println!(
+                outln!(
                     "testnet up: {} nodes, {} shards, epochs of {}s, data in {}",
                     state.nodes.iter().filter(|n| !n.released).count(),
                     state.n_shards,
@@ -92,7 +92,7 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
                     state.dir.display()
                 );
                 for n in state.nodes.iter().filter(|n| !n.released) {
-                    println!(
+                    outln!(
                         "  {:<7} grpc {:<21} metrics http://{}/metrics",
                         n.name,
                         n.address(),
@@ -100,9 +100,9 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
                     );
                 }
                 if let Some(m) = &state.metrics {
-                    println!("  control plane metrics http://{m}/metrics");
+                    outln!("  control plane metrics http://{m}/metrics");
                 }
-                println!("try:  floe put FILE   ·   floe testnet status   ·   floe testnet down");
+                outln!("try:  floe put FILE   ·   floe testnet status   ·   floe testnet down");
             }
             Ok(())
         }
@@ -177,14 +177,15 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             )?;
             let n = state.nodes.last().context("node list")?;
             if cli.json {
-                println!(
+                outln!(
                     "{}",
                     json!({"name": n.name, "grpc": n.grpc, "node_id": n.node_id})
                 );
             } else {
-                println!(
+                outln!(
                     "{} started (grpc {}); it joins the committee at the next epoch",
-                    n.name, n.grpc
+                    n.name,
+                    n.grpc
                 );
             }
             Ok(())
@@ -235,12 +236,12 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
                     let c = s.control()?.context("control state")?;
                     let h = c.history.last();
                     if cli.json {
-                        println!(
+                        outln!(
                             "{}",
                             json!({"epoch": c.epoch, "change_ms": h.map(|h| h.change_ms), "moved_shards": h.map(|h| h.moved_shards)})
                         );
                     } else {
-                        println!(
+                        outln!(
                             "epoch {} ({} shards moved, change took {:.1}s)",
                             c.epoch,
                             h.map_or(0, |h| h.moved_shards),
@@ -361,7 +362,7 @@ async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
     }
     let deadline = control.as_ref().map(|c| c.deadline_ms(epoch_ms));
     if cli.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "dir": state.dir, "n_shards": state.n_shards, "epoch_seconds": state.epoch_seconds,
@@ -379,7 +380,7 @@ async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "testnet {} · {} shards · epochs of {}s{}",
         state.dir.display(),
         state.n_shards,
@@ -391,7 +392,7 @@ async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
     );
     if let Some(c) = &control {
         let left = deadline.unwrap_or(0).saturating_sub(now_ms()) / 1000;
-        println!(
+        outln!(
             "epoch {} · {} · next epoch in {}s · rewards issued {}{}",
             c.epoch,
             phase_text(c),
