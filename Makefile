@@ -44,7 +44,7 @@ test-k8s: test-rust
 # Tier 4: real kubelets, containerd, CNI, kube-proxy, CoreDNS, NetworkPolicy, volumes and a
 # registry on this machine (root; e2e/bin/nodes-up.sh); the images built through the Dockerfile's
 # builder stage; the kind scenario and e2e/controlplane/nodes against them. Not part of `make
-# test` yet (see e2e/README.md).
+# test`: warm it adds 10-20 minutes, cold over an hour (e2e/README.md, "Why not in make test").
 test-nodes:
 	e2e/run-node-tests.sh
 

@@ -213,9 +213,12 @@ clusterDNS: [10.96.0.10]
 clusterDomain: cluster.local
 resolvConf: $nd/resolv.conf
 serializeImagePulls: false
-evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%}
-imageGCHighThresholdPercent: 98
-imageGCLowThresholdPercent: 95
+# absolute disk thresholds and no image garbage collection: the workers share this machine's
+# disk with everything else on it, so a share of it (2 % of 252 GB is 5 GB) evicted every pod,
+# the operator too, while gigabytes were free, and image GC removed the image under test
+evictionHard: {memory.available: 100Mi, nodefs.available: 1Gi, imagefs.available: 1Gi}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 nodeStatusReportFrequency: 10s
 YAML
   start "kubelet-$i" nsenter --net="/run/netns/$(node_ns "$i")" -- unshare --mount --propagation private -- \

@@ -28,7 +28,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 
 use super::meta::{
     self, selector_labels, ClusterMeta, MetaError, ADMIN_PORT, COMPONENT_CLIENT, COMPONENT_CONFIG,
-    COMPONENT_NODE, GRPC_PORT, HTTP_PORT,
+    COMPONENT_NODE, GRPC_PORT, HTTP_PORT, LISTEN_ALL,
 };
 use crate::crd::spec::Addressing;
 use crate::crd::validate::ValidSpec;
@@ -307,8 +307,10 @@ pub fn node_container(sc: &StorageCluster) -> Container {
         name: "node".into(),
         image: Some(sc.spec.image.clone()),
         image_pull_policy: Some(sc.spec.image_pull_policy.as_str().into()),
-        // Bind to the pod IP, not 0.0.0.0: in the tier-3 harness every pod is a process on a
-        // loopback address of one host. (IPv4 pod IPs; an IPv6 address would need brackets.)
+        // Listen on every address of the pod (0.0.0.0), not only the pod IP: `kubectl
+        // port-forward` dials localhost inside the pod. Members are advertised by the pod IP or
+        // DNS name (`member_address`), never by what they bind. (floe-kubelet, the tier-3 test
+        // agent, maps 0.0.0.0 onto the pod's own loopback address.)
         args: Some(vec![
             format!("--config={CONFIG_MOUNT}/{CONFIG_KEY}"),
             format!("--data-dir={DATA_MOUNT}/data"),
@@ -316,13 +318,12 @@ pub fn node_container(sc: &StorageCluster) -> Container {
             // volume comes back as a new member and rebuilds by recovery.
             format!("--key-file={DATA_MOUNT}/node.key"),
             format!("--admin-token-file={TOKEN_MOUNT}/{TOKEN_KEY}"),
-            format!("--grpc-addr=$(POD_IP):{GRPC_PORT}"),
-            format!("--http-addr=$(POD_IP):{HTTP_PORT}"),
-            format!("--admin-addr=$(POD_IP):{ADMIN_PORT}"),
+            format!("--grpc-addr={LISTEN_ALL}:{GRPC_PORT}"),
+            format!("--http-addr={LISTEN_ALL}:{HTTP_PORT}"),
+            format!("--admin-addr={LISTEN_ALL}:{ADMIN_PORT}"),
             "--tls".to_string(),
         ]),
         env: Some(vec![
-            field_env("POD_IP", "status.podIP"),
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
         ]),

@@ -246,19 +246,23 @@ fn node_arguments_parse_as_floe_node_flags() {
         .clone()
         .expect("args")
         .into_iter()
-        .map(|a| a.replace("$(POD_IP)", "10.0.0.7"))
         .collect();
     let parsed = floe_node::server::config::Args::try_parse_from(
         std::iter::once("floe-node".to_string()).chain(args),
     )
     .expect("flags exist");
+    // every listener on all of the pod's addresses: port-forward dials localhost in the pod
+    assert_eq!(
+        parsed.admin_addr,
+        Some("0.0.0.0:7072".parse().expect("addr"))
+    );
     assert_eq!(
         parsed.grpc_addr,
-        Some("10.0.0.7:7070".parse().expect("addr"))
+        Some("0.0.0.0:7070".parse().expect("addr"))
     );
     assert_eq!(
         parsed.http_addr,
-        Some("10.0.0.7:7071".parse().expect("addr"))
+        Some("0.0.0.0:7071".parse().expect("addr"))
     );
     assert_eq!(
         parsed.admin_token_file.as_deref(),
@@ -417,26 +421,15 @@ fn probes_requests_env_and_volumes() {
         .and_then(|r| r.requests.as_ref())
         .expect("requests");
     assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
-    let env = c.env.as_ref().expect("env");
-    let pod_ip = env.iter().find(|e| e.name == "POD_IP").expect("POD_IP");
-    assert_eq!(
-        pod_ip
-            .value_from
-            .as_ref()
-            .and_then(|v| v.field_ref.as_ref())
-            .map(|f| f.field_path.as_str()),
-        Some("status.podIP")
+    assert!(
+        c.args.iter().flatten().all(|a| !a.contains("$(POD_IP)")),
+        "no listener bound to the pod IP alone (port-forward dials localhost)"
     );
-    assert!(c
-        .args
-        .iter()
-        .flatten()
-        .any(|a| a == "--grpc-addr=$(POD_IP):7070"));
     assert!(
         c.args
             .iter()
             .flatten()
-            .any(|a| a == "--admin-addr=$(POD_IP):7072"),
+            .any(|a| a == "--admin-addr=0.0.0.0:7072"),
         "the admin API listens apart"
     );
     assert!(

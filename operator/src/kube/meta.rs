@@ -36,6 +36,10 @@ pub const HTTP_PORT: i32 = 7071;
 /// The admin API's own listener: only the operator calls it; no Service exposes it, so a
 /// NetworkPolicy can admit the operator alone.
 pub const ADMIN_PORT: i32 = 7072;
+/// The address node pods listen on: every address of the pod, so that `kubectl port-forward`
+/// (which dials localhost inside the pod) reaches them as well as peers on the pod IP. IPv4:
+/// pods of IPv6-only clusters would need `[::]`.
+pub const LISTEN_ALL: &str = "0.0.0.0";
 
 /// Why objects cannot be built for a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

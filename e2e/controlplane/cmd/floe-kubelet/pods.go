@@ -456,10 +456,24 @@ func mountRewriter(c corev1.Container, vols map[string]string) func(string) stri
 	}
 }
 
+// wildcardAddr is 0.0.0.0 or [::] as the host of a listen address (`0.0.0.0:7070`,
+// `--http-addr=[::]:8080`), at the start of a value or after '=', ',' or a space.
+var wildcardAddr = regexp.MustCompile(`(^|[=,\s])(0\.0\.0\.0|\[::\]):([0-9]+)`)
+
+// wildcardRewriter maps the wildcard address onto the pod's IP: in a pod's own network
+// namespace 0.0.0.0 is that pod's addresses only, but here every pod is a process on one host,
+// so 0.0.0.0:7070 would take the port on every address and collide with the next pod.
+func wildcardRewriter(podIP string) func(string) string {
+	return func(s string) string {
+		return wildcardAddr.ReplaceAllString(s, "${1}"+podIP+":${3}")
+	}
+}
+
 // supervise starts the container's process and restarts it per the pod's restart policy.
 func (r *podRunner) supervise(ctx context.Context, c *containerRun, vols map[string]string) {
 	backoff := time.Second
-	rewrite := mountRewriter(c.spec, vols)
+	mounts, wildcard := mountRewriter(c.spec, vols), wildcardRewriter(r.ip)
+	rewrite := func(s string) string { return wildcard(mounts(s)) }
 	logPath := filepath.Join(r.dir, c.spec.Name+".log")
 	for {
 		if r.isDeleting() || ctx.Err() != nil {

@@ -98,13 +98,16 @@ fn main() -> anyhow::Result<()> {
 
 /// glibc gives each thread that allocates its own arena (up to 8 per core), each keeping its
 /// freed pages: the operator's allocations are small (watch events, API bodies, committees), so
-/// two arenas hold them, and the idle arenas' pages are not part of its RSS. Other allocators
-/// (musl) have no arenas; there this does nothing.
+/// two arenas hold them, and the idle arenas' pages are not part of its RSS. glibc's own
+/// `MALLOC_ARENA_MAX`, when set, wins. Other allocators (musl) have no arenas; there this does
+/// nothing.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets the allocator's tuning parameter; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator tuning parameter; no other thread runs yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
     }
 }
 

@@ -68,7 +68,7 @@ pub async fn put(
         .await
         .with_context(|| format!("writing {}", file.display()))?;
     if cli.json {
-        println!(
+        outln!(
             "{}",
             json!({"blob_id": out.blob_id.to_string(), "size": out.size, "encoded_size": out.encoded_size,
                 "epoch": out.epoch, "confirmed_shards": out.confirmed_shards, "quorum": out.quorum,
@@ -76,17 +76,21 @@ pub async fn put(
                 "upload_ms": out.upload_time.as_millis() as u64, "total_ms": out.total_time.as_millis() as u64})
         );
     } else {
-        println!("blob ID:       {}", out.blob_id);
-        println!(
+        outln!("blob ID:       {}", out.blob_id);
+        outln!(
             "size:          {} bytes, encoded {:.1} MiB",
             out.size,
             mib(out.encoded_size)
         );
-        println!(
+        outln!(
             "confirmations: {} of {} shards (quorum {}) in epoch {}, certificate on {} nodes",
-            out.confirmed_shards, committee.n_shards, out.quorum, out.epoch, out.certified_nodes
+            out.confirmed_shards,
+            committee.n_shards,
+            out.quorum,
+            out.epoch,
+            out.certified_nodes
         );
-        println!(
+        outln!(
             "time:          {:.2?} (encode {:.2?}, upload {:.2?}) = {:.1} MiB/s",
             out.total_time,
             out.encode_time,
@@ -107,7 +111,7 @@ pub async fn get(cli: &Cli, blob_id: &str, output: Option<&PathBuf>) -> anyhow::
                 .read_to_file(&id, p, progress::reporter("get", cli.json))
                 .await?;
             if cli.json {
-                println!(
+                outln!(
                     "{}",
                     json!({"blob_id": id.to_string(), "size": size, "ms": start.elapsed().as_millis() as u64})
                 );
@@ -165,13 +169,13 @@ pub async fn status(cli: &Cli, blob: Option<&str>) -> anyhow::Result<()> {
         rows.push(row);
     }
     if cli.json {
-        println!(
+        outln!(
             "{}",
             json!({"epoch": committee.epoch, "n_shards": committee.n_shards, "nodes": rows})
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "epoch {} · {} shards · {} nodes",
         committee.epoch,
         committee.n_shards,
@@ -213,12 +217,12 @@ pub fn blob_id(cli: &Cli, file: &Path, shards: u16) -> anyhow::Result<()> {
     let (_, id) = metadata_only(&source, EncodingParams::new(shards as usize)?)
         .with_context(|| format!("encoding {}", file.display()))?;
     if cli.json {
-        println!(
+        outln!(
             "{}",
             json!({"blob_id": id.to_string(), "size": size, "shards": shards})
         );
     } else {
-        println!("{id}");
+        outln!("{id}");
     }
     Ok(())
 }

@@ -1,6 +1,27 @@
 //! `floe`: run a local testnet, store and read blobs. Parsing lives here; each command group
 //! has a module of its own (`testnet_cmd`, `blob_cmd`), tables are printed by `table`.
 
+/// `println!` for the CLI's output: a closed stdout (`floe … | head`) ends the process quietly
+/// ([`closed_stdout`]) instead of panicking in `println!`.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::closed_stdout(e)
+        }
+    }};
+}
+
+/// `print!` with [`outln!`]'s handling of a closed stdout.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($arg)*) {
+            $crate::closed_stdout(e)
+        }
+    }};
+}
+
 mod account_cmd;
 mod blob_cmd;
 mod progress;
@@ -234,19 +255,21 @@ pub enum TestnetCmd {
     },
 }
 
-/// `floe … | head` closes stdout before the output ends: the process then ends quietly, killed
-/// by SIGPIPE as other command-line tools are, instead of panicking in `println!` (Rust ignores
-/// SIGPIPE by default). Sockets are unaffected: std and tokio send with `MSG_NOSIGNAL`, and
-/// child processes get the default disposition anyway.
-fn exit_quietly_on_closed_stdout() {
-    // SAFETY: called first in main, before any other thread exists; SIG_DFL is always valid.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+/// Stdout could not be written: `floe … | head` closed it before the output ended. The process
+/// ends quietly with success, as ripgrep does. SIGPIPE stays ignored (Rust's default) rather
+/// than set to its default action: a storage node that resets a connection while the client
+/// writes to it would then kill the CLI, since hyper writes sockets with `writev`, which has no
+/// `MSG_NOSIGNAL` (tier 4 found it: reads from the host during a rolling upgrade died of
+/// SIGPIPE).
+pub(crate) fn closed_stdout(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
     }
+    eprintln!("floe: writing to stdout: {e}");
+    std::process::exit(1);
 }
 
 fn main() -> anyhow::Result<()> {
-    exit_quietly_on_closed_stdout();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLOE_LOG")
@@ -264,7 +287,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Cmd::Crd => {
-            print!("{}", floe_operator::crd::crd_yaml()?);
+            out!("{}", floe_operator::crd::crd_yaml()?);
             Ok(())
         }
         Cmd::Testnet { command } => testnet_cmd::run(&cli, command).await,

@@ -51,7 +51,7 @@ pub fn print(cols: &[Col], rows: &[Value]) {
                 }
             })
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        outln!("{}", parts.join("  ").trim_end());
     };
     line(cols.iter().map(|c| c.0.to_string()).collect());
     for r in cells {

@@ -98,9 +98,9 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             let child = cmd.spawn().context("starting the testnet supervisor")?;
             let state = testnet::wait_ready(&dir, child.id(), Duration::from_secs(90))?;
             if cli.json {
-                println!("{}", serde_json::to_string_pretty(&state)?);
+                outln!("{}", serde_json::to_string_pretty(&state)?);
             } else {
-                println!(
+                outln!(
                     "testnet up: {} nodes, {} shards, epochs of {}s, data in {}",
                     state.nodes.iter().filter(|n| !n.released).count(),
                     state.n_shards,
@@ -108,7 +108,7 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
                     state.dir.display()
                 );
                 for n in state.nodes.iter().filter(|n| !n.released) {
-                    println!(
+                    outln!(
                         "  {:<7} grpc {:<21} metrics http://{}/metrics",
                         n.name,
                         n.address(),
@@ -116,15 +116,15 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
                     );
                 }
                 if let Some(m) = &state.metrics {
-                    println!("  control plane metrics http://{m}/metrics");
+                    outln!("  control plane metrics http://{m}/metrics");
                 }
                 match &state.gateway {
-                    Some(g) => println!(
+                    Some(g) => outln!(
                         "  HTTP gateway {g}  (PUT {g}/v1/blobs · GET {g}/v1/blobs/ID · {g}/v1/api)"
                     ),
-                    None => println!("  no HTTP gateway (floe-gateway not found beside floe)"),
+                    None => outln!("  no HTTP gateway (floe-gateway not found beside floe)"),
                 }
-                println!("try:  floe put FILE   ·   floe testnet status   ·   floe testnet down");
+                outln!("try:  floe put FILE   ·   floe testnet status   ·   floe testnet down");
             }
             Ok(())
         }
@@ -202,14 +202,15 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
             )?;
             let n = state.nodes.last().context("node list")?;
             if cli.json {
-                println!(
+                outln!(
                     "{}",
                     json!({"name": n.name, "grpc": n.grpc, "node_id": n.node_id})
                 );
             } else {
-                println!(
+                outln!(
                     "{} started (grpc {}); it joins the committee at the next epoch",
-                    n.name, n.grpc
+                    n.name,
+                    n.grpc
                 );
             }
             Ok(())
@@ -260,12 +261,12 @@ pub async fn run(cli: &Cli, cmd: &TestnetCmd) -> anyhow::Result<()> {
                     let c = s.control()?.context("control state")?;
                     let h = c.history.last();
                     if cli.json {
-                        println!(
+                        outln!(
                             "{}",
                             json!({"epoch": c.epoch, "change_ms": h.map(|h| h.change_ms), "moved_shards": h.map(|h| h.moved_shards)})
                         );
                     } else {
-                        println!(
+                        outln!(
                             "epoch {} ({} shards moved, change took {:.1}s)",
                             c.epoch,
                             h.map_or(0, |h| h.moved_shards),
@@ -390,7 +391,7 @@ async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
         .and_then(|c| c.committee.as_ref())
         .and_then(|c| c.economics);
     if cli.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "dir": state.dir, "n_shards": state.n_shards, "epoch_seconds": state.epoch_seconds,
@@ -413,7 +414,7 @@ async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "testnet {} · {} shards · epochs of {}s{}",
         state.dir.display(),
         state.n_shards,
@@ -434,7 +435,7 @@ async fn status(cli: &Cli, dir: &Path) -> anyhow::Result<()> {
     }
     if let Some(c) = &control {
         let left = deadline.unwrap_or(0).saturating_sub(now_ms()) / 1000;
-        println!(
+        outln!(
             "epoch {} · {} · next epoch in {}s · rewards issued {}{}",
             c.epoch,
             phase_text(c),
