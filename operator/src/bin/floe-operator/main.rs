@@ -87,31 +87,8 @@ async fn signalled() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    limit_malloc_arenas();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?
-        .block_on(run())
-}
-
-/// glibc gives each thread that allocates its own arena (up to 8 per core), each keeping its
-/// freed pages: the operator's allocations are small (watch events, API bodies, committees), so
-/// two arenas hold them, and the idle arenas' pages are not part of its RSS. glibc's own
-/// `MALLOC_ARENA_MAX`, when set, wins. Other allocators (musl) have no arenas; there this does
-/// nothing.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets an allocator tuning parameter; no other thread runs yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
-
-async fn run() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
