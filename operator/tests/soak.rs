@@ -550,7 +550,10 @@ fn churn_soak() {
     if failed {
         // the nodes' logs and stores are the evidence: kept, not cleaned up
         t.dir.disable_cleanup(true);
-        println!("soak failed: the testnet directory is kept: {}", dir.display());
+        println!(
+            "soak failed: the testnet directory is kept: {}",
+            dir.display()
+        );
     }
 
     assert!(

@@ -16,8 +16,8 @@ use crate::codec::{
     recovery_symbols, Axis, BlobId, BlobMetadata, RebuildError, RecoverySymbol, SliverRebuilder,
     SymbolShape,
 };
-use crate::store::AxisKey;
 use crate::protocol::{verify_certificate, Committee, NodeId};
+use crate::store::AxisKey;
 
 /// Peers asked for their certificate lists each round.
 const LIST_PEERS: usize = 5;
