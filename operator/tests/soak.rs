@@ -36,6 +36,8 @@ const HEAL_SECS: u64 = 600;
 /// [`DRAIN_SECS`] of the churn's end in any case.
 const DRAIN_STUCK_SECS: u64 = 180;
 const DRAIN_SECS: u64 = 1800;
+/// Epochs every blob is bought for: more than the churn and the heal last (20 s epochs).
+const SOAK_EPOCHS: u32 = 400;
 /// Longest store write stall allowed on any node.
 const MAX_STALL: f64 = 10.0;
 
@@ -187,7 +189,18 @@ fn churn_soak() {
         .unwrap_or_else(|_| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/soak-journals.csv")
         });
-    let mut t = Testnet::up(&["--nodes", "7", "--shards", "100", "--epoch", "20s"]);
+    // blobs must outlive the churn and the heal (20 s epochs: ~135 of them at most), so they
+    // are bought for SOAK_EPOCHS, which the testnet must allow
+    let mut t = Testnet::up(&[
+        "--nodes",
+        "7",
+        "--shards",
+        "100",
+        "--epoch",
+        "20s",
+        "--max-epochs-ahead",
+        &SOAK_EPOCHS.to_string(),
+    ]);
     let dir = t.dir.path().to_path_buf();
     let f = (100 - 1) / 3;
     let started = Instant::now();
@@ -258,7 +271,16 @@ fn churn_soak() {
                 std::fs::write(&file, &data).unwrap();
                 let down_before = down_shards(&dir, &down);
                 let sup_before = down.lock().unwrap().supervisor;
-                let out = floe_in(&dir, &["--json", "put", file.to_str().unwrap()]);
+                let out = floe_in(
+                    &dir,
+                    &[
+                        "--json",
+                        "put",
+                        "--epochs",
+                        &SOAK_EPOCHS.to_string(),
+                        file.to_str().unwrap(),
+                    ],
+                );
                 let down_after = down_shards(&dir, &down);
                 let _ = std::fs::remove_file(&file);
                 if out.status.success() {
@@ -396,7 +418,16 @@ fn churn_soak() {
                     }
                     std::thread::sleep(Duration::from_millis(rng.below(3000)));
                     let ok = run(&[
-                        "testnet", "up", "--nodes", "7", "--shards", "100", "--epoch", "20s",
+                        "testnet",
+                        "up",
+                        "--nodes",
+                        "7",
+                        "--shards",
+                        "100",
+                        "--epoch",
+                        "20s",
+                        "--max-epochs-ahead",
+                        &SOAK_EPOCHS.to_string(),
                     ]);
                     down.lock().unwrap().supervisor = false;
                     assert!(ok, "the supervisor could not be resumed");
