@@ -668,6 +668,31 @@ fn report(what: &str, lat: &[Option<Duration>]) -> Duration {
     p99
 }
 
+/// Attackers against `addr` until `until`, each connection re-opened 100 ms after the node closed
+/// or refused it: `(count, first source, sources)` TLS connections (handshake done, then silent)
+/// and bare TCP ones (no handshake), spread over the sources `127.0.0.{first}…`. Each task
+/// answers how many connections it opened.
+fn flood(
+    addr: std::net::SocketAddr,
+    until: Instant,
+    tls: (u32, u8, u8),
+    tcp: (u32, u8, u8),
+) -> Vec<tokio::task::JoinHandle<usize>> {
+    let pause = Duration::from_millis(100);
+    let source = |(_, first, sources): (u32, u8, u8), i: u32| first + (i % sources as u32) as u8;
+    let tls_tasks = (0..tls.0).map(|i| {
+        let from = source(tls, i);
+        tokio::spawn(hold_reopening(until, pause, move || tls_from(from, addr)))
+    });
+    let tcp_tasks = (0..tcp.0).map(|i| {
+        let from = source(tcp, i);
+        tokio::spawn(hold_reopening(until, pause, move || async move {
+            tcp_from(from, addr).await.ok()
+        }))
+    });
+    tls_tasks.chain(tcp_tasks).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_tls_connections_and_a_bare_tcp_flood_leave_new_connections_answered() {
     let _one = HEAVY.lock().await;
@@ -680,24 +705,8 @@ async fn idle_tls_connections_and_a_bare_tcp_flood_leave_new_connections_answere
     // once, the attacker in this process takes the 2 cores the node runs on and overflows the
     // kernel's accept queue, whose dropped SYNs cost an honest client a 1 s retransmit: that
     // measures the machine and the kernel, not the node; docs/node.md says so)
-    let mut attackers = Vec::new();
-    for i in 0..300u32 {
-        let from = 2 + (i % 10) as u8;
-        attackers.push(tokio::spawn(hold_reopening(
-            until,
-            Duration::from_millis(100),
-            move || tls_from(from, addr),
-        )));
-    }
     // and 128 bare TCP connections from 4 more, re-opened the same way
-    for i in 0..128u32 {
-        let from = 12 + (i % 4) as u8;
-        attackers.push(tokio::spawn(hold_reopening(
-            until,
-            Duration::from_millis(100),
-            move || async move { tcp_from(from, addr).await.ok() },
-        )));
-    }
+    let attackers = flood(addr, until, (300, 2, 10), (128, 12, 4));
     // wait until the attack fills the listener (the node holds 200 or starts evicting)
     let full = wait_until_async(Duration::from_secs(30), || async {
         node.metric("floe_node_connections") >= 200.0
@@ -747,23 +756,7 @@ async fn idle_connections_to_the_admin_port_do_not_lock_the_control_plane_out() 
     let until = Instant::now() + Duration::from_secs(15);
     // 50 TLS connections without the admin certificate from 5 addresses, re-opened when closed,
     // and 20 bare TCP connections that never start a handshake
-    let mut attackers = Vec::new();
-    for i in 0..50u32 {
-        let from = 2 + (i % 5) as u8;
-        attackers.push(tokio::spawn(hold_reopening(
-            until,
-            Duration::from_millis(100),
-            move || tls_from(from, admin_addr),
-        )));
-    }
-    for i in 0..20u32 {
-        let from = 7 + (i % 2) as u8;
-        attackers.push(tokio::spawn(hold_reopening(
-            until,
-            Duration::from_millis(100),
-            move || async move { tcp_from(from, admin_addr).await.ok() },
-        )));
-    }
+    let attackers = flood(admin_addr, until, (50, 2, 5), (20, 7, 2));
     // the control plane's calls, each on a new connection (as after a restart of the operator)
     let (address, port) = (node.address(), node.admin.port() as u32);
     let lat = probe_until(until, Duration::from_millis(100), move || {
