@@ -12,7 +12,7 @@ use floe_node::testing::random_bytes;
 use serde_json::Value;
 
 mod common;
-use common::Testnet;
+use common::{wait_gateway_ready, Testnet};
 
 /// One curl exchange: status, headers (lower-case names) and body.
 struct Reply {
@@ -210,7 +210,7 @@ fn strict_gateway(nodes: &str, control: &str, dir: &Path) -> Strict {
         child,
         url: format!("http://127.0.0.1:{port}"),
     };
-    wait_ready(dir, &g.url);
+    wait_gateway_ready(&g.url);
     g
 }
 
@@ -227,34 +227,8 @@ fn unpaid_gateway(nodes: &str, dir: &Path) -> Strict {
         child,
         url: format!("http://127.0.0.1:{port}"),
     };
-    wait_ready(dir, &g.url);
+    wait_gateway_ready(&g.url);
     g
-}
-
-fn wait_ready(dir: &Path, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &format!("{url}/readyz"),
-            ])
-            .output()
-            .unwrap();
-        if r.stdout == b"200" {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway {url} not ready; dir {}",
-            dir.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// An HS256 JWT signed with `secret`, valid for an hour.
@@ -278,7 +252,7 @@ fn gateway_speaks_walrus_http_to_curl() {
         .as_str()
         .expect("testnet status carries the gateway URL")
         .to_string();
-    wait_ready(dir, &url);
+    wait_gateway_ready(&url);
     let api = curl(dir, &[&format!("{url}/v1/api")]);
     assert_eq!(api.status, 200);
     let doc = api.json();

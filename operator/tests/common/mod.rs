@@ -145,3 +145,20 @@ impl Testnet {
         });
     }
 }
+
+/// Wait until the gateway at `url` answers `/readyz` with 200 (60 s at most).
+pub fn wait_gateway_ready(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("{url}/readyz"))
+            .output()
+            .expect("curl");
+        if r.stdout == b"200" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "gateway {url} not ready");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
