@@ -10,7 +10,7 @@ REPO="$(cd "$E2E/.." && pwd)"
 export FLOE_E2E_STATE="${FLOE_E2E_STATE:-/tmp/floe-e2e-$$}"
 export FLOE_BIN_DIR="${FLOE_BIN_DIR:-${CARGO_TARGET_DIR:-$REPO/target}/debug}"
 
-for bin in floe-node floe-operator floe; do
+for bin in floe-node floe-operator floe floe-gateway; do
   if [[ ! -x "$FLOE_BIN_DIR/$bin" ]]; then
     echo "run-k8s-tests: $FLOE_BIN_DIR/$bin is missing; build it first (cargo build -p floe-node -p floe-operator: floe-operator also builds the floe CLI) or set FLOE_BIN_DIR" >&2
     exit 1

@@ -11,6 +11,8 @@ package harness
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -253,7 +255,7 @@ func TestHelmInstallUpgradeUninstallATestnet(t *testing.T) {
 	eventually(t, "four node pods Running", 90*time.Second, func() (bool, string) {
 		n := 0
 		for _, p := range pods(t, ns).Items {
-			if strings.HasPrefix(p.Metadata.Name, "testnet-") && p.Status.Phase == "Running" {
+			if nodePod.MatchString(p.Metadata.Name) && p.Status.Phase == "Running" {
 				n++
 			}
 		}
@@ -267,6 +269,8 @@ func TestHelmInstallUpgradeUninstallATestnet(t *testing.T) {
 	})
 	blobs := []blob{putBlob(t, ns, 150_000)}
 	readBack(t, ns, blobs)
+	// the chart's testnet turns the gateway on: the operator's Deployment serves HTTP
+	blobs = append(blobs, gatewayServes(t, ns))
 	if n := kubectl(t, "get", "configmap", "-n", ns, "-l", "grafana_dashboard=1", "-o", "name"); !strings.Contains(n, "dashboard") {
 		t.Fatalf("dashboard ConfigMap: %q", n)
 	}
@@ -547,4 +551,74 @@ func TestMetricNamesParser(t *testing.T) {
 			t.Errorf("metricNames(%q) = %q, want %q", expr, got, want)
 		}
 	}
+}
+
+// gatewayServes writes a blob through the testnet's gateway pod (the operator's Deployment),
+// reads it back through the gateway and through the nodes, and returns it. The pod reaches the
+// nodes by the client Service's DNS name, which floe-kubelet resolves to a ready endpoint.
+func gatewayServes(t *testing.T, ns string) blob {
+	t.Helper()
+	if u := fscField(t, ns, "testnet", ".status.gatewayUrl"); u != "http://testnet-gateway."+ns+".svc:31415" {
+		t.Fatalf("status.gatewayUrl %q", u)
+	}
+	var base string
+	eventually(t, "the gateway pod Ready", 2*time.Minute, func() (bool, string) {
+		for _, p := range pods(t, ns).Items {
+			if !strings.HasPrefix(p.Metadata.Name, "testnet-gateway-") || p.Status.PodIP == "" {
+				continue
+			}
+			for _, c := range p.Status.Conditions {
+				if c.Type == "Ready" && c.Status == "True" {
+					base = "http://" + p.Status.PodIP + ":31415"
+					return true, ""
+				}
+			}
+		}
+		return false, kubectl(t, "get", "pods", "-n", ns, "-o", "wide")
+	})
+	data := make([]byte, 70_000)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPut, base+"/v1/blobs?epochs=3", bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 60 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT through the gateway: %d %s", resp.StatusCode, body)
+	}
+	var put struct {
+		NewlyCreated struct {
+			BlobObject struct {
+				BlobID string `json:"blobId"`
+				Size   int    `json:"size"`
+			} `json:"blobObject"`
+		} `json:"newlyCreated"`
+	}
+	if err := json.Unmarshal(body, &put); err != nil || put.NewlyCreated.BlobObject.BlobID == "" {
+		t.Fatalf("PUT answer %s: %v", body, err)
+	}
+	if put.NewlyCreated.BlobObject.Size != len(data) {
+		t.Fatalf("PUT answer size %d", put.NewlyCreated.BlobObject.Size)
+	}
+	id := put.NewlyCreated.BlobObject.BlobID
+	resp, err = client.Get(base + "/v1/blobs/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, data) {
+		t.Fatalf("GET through the gateway: %d, %d bytes (want %d)", resp.StatusCode, len(got), len(data))
+	}
+	b := blob{id, data}
+	readBack(t, ns, []blob{b})
+	return b
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -55,11 +56,15 @@ func (v fscStatus) holders() map[string]int {
 }
 
 // floe runs the floe CLI against the cluster's node pods.
+// nodePod matches the testnet's node pods (its StatefulSet's, testnet-<ordinal>), not its
+// gateway Deployment's (testnet-gateway-…).
+var nodePod = regexp.MustCompile(`^testnet-[0-9]+$`)
+
 func floe(t *testing.T, ns string, args ...string) ([]byte, error) {
 	t.Helper()
 	var addrs []string
 	for _, p := range pods(t, ns).Items {
-		if p.Status.PodIP != "" && strings.HasPrefix(p.Metadata.Name, "testnet-") {
+		if p.Status.PodIP != "" && nodePod.MatchString(p.Metadata.Name) {
 			addrs = append(addrs, "https://"+p.Status.PodIP+":7070")
 		}
 	}

@@ -480,8 +480,21 @@ func (r *podRunner) supervise(ctx context.Context, c *containerRun, vols map[str
 			return
 		}
 		env, vars, err := r.env(ctx, c.spec, rewrite)
+		var args []string
+		if err == nil {
+			mapping := expansion.MappingFuncFor(vars)
+			if len(c.spec.Command) > 1 {
+				args = append(args, c.spec.Command[1:]...)
+			}
+			args = append(args, c.spec.Args...)
+			for i := range args {
+				args[i] = rewrite(expansion.Expand(args[i], mapping))
+			}
+			args, err = r.resolveServices(ctx, args)
+		}
 		if err != nil {
-			// e.g. a ConfigMap or Secret that does not exist yet: retried, like the kubelet
+			// e.g. a ConfigMap or Secret that does not exist yet, or a Service named in the
+			// arguments without a ready endpoint: retried, like the kubelet
 			c.mu.Lock()
 			c.waitReason, c.waitMsg = "CreateContainerConfigError", err.Error()
 			c.mu.Unlock()
@@ -494,15 +507,6 @@ func (r *podRunner) supervise(ctx context.Context, c *containerRun, vols map[str
 			case <-ctx.Done():
 				return
 			}
-		}
-		mapping := expansion.MappingFuncFor(vars)
-		var args []string
-		if len(c.spec.Command) > 1 {
-			args = append(args, c.spec.Command[1:]...)
-		}
-		args = append(args, c.spec.Args...)
-		for i := range args {
-			args[i] = rewrite(expansion.Expand(args[i], mapping))
 		}
 		logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
