@@ -438,14 +438,18 @@ func scrape(t *testing.T, url string) map[string]bool {
 	return names
 }
 
+// floeCLI runs the floe CLI and returns its standard output (notes such as the testnet
+// faucet's go to standard error, shown only when it fails).
 func floeCLI(t *testing.T, args ...string) string {
 	t.Helper()
-	bin := filepath.Join(os.Getenv("FLOE_BIN_DIR"), "floe")
-	out, err := run(t, bin, args...)
+	cmd := exec.Command(filepath.Join(os.Getenv("FLOE_BIN_DIR"), "floe"), args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("floe %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatalf("floe %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
 	}
-	return out
+	return string(out)
 }
 
 func TestChartMetricsExist(t *testing.T) {

@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"regexp"
 
-	discoveryv1 "k8s.io/api/discovery/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // This agent's pods are processes on the host: there is no cluster DNS and no kube-proxy. In
@@ -39,18 +40,30 @@ func (r *podRunner) resolveServices(ctx context.Context, args []string) ([]strin
 	return out, nil
 }
 
-// endpointIP is the address of a ready endpoint of Service ns/name.
+// endpointIP is the pod IP of a Ready pod the Service ns/name selects: what the
+// EndpointSlice controller would publish, computed here because it refuses loopback addresses
+// (every pod IP of this agent). The Service's port must equal its target port (Floe's do).
 func (r *podRunner) endpointIP(ctx context.Context, ns, name string) (string, error) {
-	slices, err := r.m.a.client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{
-		LabelSelector: discoveryv1.LabelServiceName + "=" + name,
+	svc, err := r.m.a.client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("service %s/%s: %w", ns, name, err)
+	}
+	if len(svc.Spec.Selector) == 0 {
+		return "", fmt.Errorf("service %s/%s has no selector", ns, name)
+	}
+	pods, err := r.m.a.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{
+		LabelSelector: labels.SelectorFromSet(svc.Spec.Selector).String(),
 	})
 	if err != nil {
-		return "", fmt.Errorf("endpoints of service %s/%s: %w", ns, name, err)
+		return "", fmt.Errorf("pods of service %s/%s: %w", ns, name, err)
 	}
-	for _, s := range slices.Items {
-		for _, e := range s.Endpoints {
-			if e.Conditions.Ready != nil && *e.Conditions.Ready && len(e.Addresses) > 0 {
-				return e.Addresses[0], nil
+	for _, p := range pods.Items {
+		if p.Status.PodIP == "" || p.DeletionTimestamp != nil {
+			continue
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				return p.Status.PodIP, nil
 			}
 		}
 	}
