@@ -62,7 +62,7 @@ func TestStorageClusterCRDAcceptsTheExamples(t *testing.T) {
 
 	// printer columns, in order
 	lines := strings.Split(strings.TrimSpace(kubectl(t, "get", "fsc", "-n", ns)), "\n")
-	if got := strings.Join(strings.Fields(lines[0]), " "); got != "NAME NODES READY SHARDS EPOCH PHASE AGE" {
+	if got := strings.Join(strings.Fields(lines[0]), " "); got != "NAME NODES READY SHARDS EPOCH PHASE GATEWAY AGE" {
 		t.Fatalf("kubectl get fsc columns: %q\n%s", got, strings.Join(lines, "\n"))
 	}
 	if len(lines) != 3 {
