@@ -476,6 +476,7 @@ func TestChartMetricsExist(t *testing.T) {
 	floeCLI(t, "--testnet-dir", dir, "get", put.BlobID, "-o", filepath.Join(dir, "back.bin"))
 	var state struct {
 		Metrics string `json:"metrics"`
+		Gateway string `json:"gateway"`
 		Nodes   []struct {
 			HTTP string `json:"http"`
 		} `json:"nodes"`
@@ -484,10 +485,21 @@ func TestChartMetricsExist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(raw, &state); err != nil || state.Metrics == "" || len(state.Nodes) == 0 {
+	if err := json.Unmarshal(raw, &state); err != nil || state.Metrics == "" || state.Gateway == "" || len(state.Nodes) == 0 {
 		t.Fatalf("testnet.json: %v\n%s", err, raw)
 	}
 	sources := map[string]map[string]bool{"floe-node": scrape(t, "http://"+state.Nodes[0].HTTP+"/metrics")}
+	// the gateway's per-route series exist once it answered: the blob read through it
+	resp, err := http.Get(state.Gateway + "/v1/blobs/" + put.BlobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET through the testnet's gateway: %d", resp.StatusCode)
+	}
+	sources["floe-gateway"] = scrape(t, state.Gateway+"/metrics")
 	// per-member challenge results exist once the first challenge round ran (10-60 % of an epoch)
 	eventually(t, "a challenge round on the testnet", 60*time.Second, func() (bool, string) {
 		sources["control plane"] = scrape(t, "http://"+state.Metrics+"/metrics")
@@ -540,7 +552,7 @@ func TestChartMetricsExist(t *testing.T) {
 			checked[n] = true
 		}
 	}
-	t.Logf("%d queries, %d metric names checked against floe-node, the control plane and floe-operator", len(queries), len(checked))
+	t.Logf("%d queries, %d metric names checked against floe-node, the control plane, floe-gateway and floe-operator", len(queries), len(checked))
 }
 
 // The extractor finds metric names and nothing else (a misspelt metric must not slip through).
