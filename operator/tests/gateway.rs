@@ -215,7 +215,7 @@ fn strict_gateway(nodes: &str, control: &str, dir: &Path) -> Strict {
 }
 
 /// A gateway without an account: it cannot pay on a network that sells storage.
-fn unpaid_gateway(nodes: &str, dir: &Path) -> Strict {
+fn unpaid_gateway(nodes: &str) -> Strict {
     let port = free_port();
     let child = Command::new(gateway_bin())
         .args(["--listen", &format!("127.0.0.1:{port}"), "--nodes", nodes])
@@ -681,7 +681,7 @@ fn gateway_speaks_walrus_http_to_curl() {
     // a gateway with no account cannot store on a network that sells storage: 503, nothing
     // stored
     {
-        let u = unpaid_gateway(&nodes.join(","), dir);
+        let u = unpaid_gateway(&nodes.join(","));
         let f = t.file("unpaid.bin", &random_bytes(3000, 13));
         let r = curl(
             dir,

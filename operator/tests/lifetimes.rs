@@ -425,8 +425,10 @@ fn http_get(addr: &str, path: &str) -> String {
 
 #[test]
 fn concurrent_puts_of_one_account_all_register() {
-    // one client, one account, 16 writes at once: their nonces reach the control plane out of
-    // order, and each is signed again until it is taken
+    // one account, 16 writes at once through two registrars holding the same key (as two
+    // processes sharing an account would): each batches its own writes, and their signed
+    // requests reach the control plane out of order; a request refused for its nonce is signed
+    // again until it is taken
     let t = Testnet::up(&["--nodes", "4", "--shards", "10", "--epoch", "600s"]);
     let addresses: Vec<String> = t.state()["nodes"]
         .as_array()
@@ -448,19 +450,21 @@ fn concurrent_puts_of_one_account_all_register() {
             .faucet(&floe_node::protocol::AccountId::of(&key), 0)
             .await
             .unwrap();
-        let opts = floe_node::client::PutOptions {
-            epochs: Some(2),
-            deletable: true,
-            registrar: Some(std::sync::Arc::new(AccountRegistrar {
-                control,
-                key: std::sync::Arc::new(key),
-            })),
-        };
-        let (client, opts) = (&client, &opts);
+        let opts =
+            |r: std::sync::Arc<dyn floe_node::client::Registrar>| floe_node::client::PutOptions {
+                epochs: Some(2),
+                deletable: true,
+                registrar: Some(r),
+            };
+        let two = [
+            opts(AccountRegistrar::start(control.clone(), key.clone())),
+            opts(AccountRegistrar::start(control, key)),
+        ];
+        let (client, two) = (&client, &two);
         let done: Vec<_> = futures::stream::iter(0..32u64)
             .map(|i| async move {
                 client
-                    .write_with(random_bytes(4096, 500 + i), opts, None)
+                    .write_with(random_bytes(4096, 500 + i), &two[i as usize % 2], None)
                     .await
             })
             .buffer_unordered(16)

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
 use prost::Message as _;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
 
 use super::blob::Registrar;
@@ -295,10 +296,97 @@ impl ControlClient {
     }
 }
 
-/// Registers blobs for one account: what `floe put` and the gateway hand the blob client.
+/// Most blobs registered by one signed request of an [`AccountRegistrar`].
+pub const MAX_BATCH: usize = 256;
+
+type Reply = oneshot::Sender<Result<Registered, Refused>>;
+
+/// Called with the outcome of every registration (e.g. to count it in metrics).
+pub type RegistrationObserver = Arc<dyn Fn(&Result<Registered, Refused>) + Send + Sync>;
+
+/// Registers blobs for one account: what `floe put`, the benchmarks and the gateway hand the
+/// blob client. Registrations go to the control plane from one sender task, batched: a signed
+/// request's nonce must exceed the account's last one, so requests signed in parallel and
+/// arriving out of order would refuse each other (each refusal costs a round trip and a new
+/// signature); one sender keeps them in order, and concurrent puts pay for their blobs with
+/// one request — one signature, one journal sync on the control plane — up to [`MAX_BATCH`].
 pub struct AccountRegistrar {
-    pub control: ControlClient,
-    pub key: Arc<SigningKey>,
+    account: AccountId,
+    control_address: String,
+    queue: mpsc::Sender<(RegisterItem, Reply)>,
+}
+
+impl AccountRegistrar {
+    /// Start the sender task (needs a Tokio runtime; it ends when the registrar is dropped).
+    pub fn start(control: ControlClient, key: SigningKey) -> Arc<Self> {
+        Self::start_observed(control, key, None)
+    }
+
+    /// [`Self::start`], with every outcome handed to `observe`.
+    pub fn start_observed(
+        control: ControlClient,
+        key: SigningKey,
+        observe: Option<RegistrationObserver>,
+    ) -> Arc<Self> {
+        let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
+        let account = AccountId::of(&key);
+        let control_address = control.address().to_string();
+        tokio::spawn(send_batches(control, key, rx, observe));
+        Arc::new(Self {
+            account,
+            control_address,
+            queue,
+        })
+    }
+
+    pub fn account(&self) -> AccountId {
+        self.account
+    }
+
+    pub fn control_address(&self) -> &str {
+        &self.control_address
+    }
+
+    /// Register one blob: charged, or refused with the control plane's reason and not charged.
+    pub async fn register_item(&self, item: RegisterItem) -> Result<Registered, Refused> {
+        let gone = || Refused {
+            code: tonic::Code::Unavailable,
+            message: "the registration task stopped".into(),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.queue.send((item, tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+/// Send what is queued, up to [`MAX_BATCH`] per request, one request at a time.
+async fn send_batches(
+    control: ControlClient,
+    key: SigningKey,
+    mut rx: mpsc::Receiver<(RegisterItem, Reply)>,
+    observe: Option<RegistrationObserver>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let items: Vec<RegisterItem> = batch.iter().map(|(i, _)| *i).collect();
+        let results = match control.register(&key, &items).await {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::warn!(items = items.len(), "registration failed: {e}");
+                let refused = Refused {
+                    code: e.code().unwrap_or(tonic::Code::Unavailable),
+                    message: e.to_string(),
+                };
+                vec![Err(refused); items.len()]
+            }
+        };
+        for ((_, reply), r) in batch.drain(..).zip(results) {
+            if let Some(f) = &observe {
+                f(&r);
+            }
+            let _ = reply.send(r);
+        }
+    }
 }
 
 impl Registrar for AccountRegistrar {
@@ -310,22 +398,15 @@ impl Registrar for AccountRegistrar {
         deletable: bool,
     ) -> futures::future::BoxFuture<'_, Result<SignedLifetime, String>> {
         Box::pin(async move {
-            let item = RegisterItem {
+            self.register_item(RegisterItem {
                 blob,
                 encoded_size,
                 epochs,
                 deletable,
-            };
-            let mut r = self
-                .control
-                .register(&self.key, &[item])
-                .await
-                .map_err(|e| e.to_string())?;
-            match r.pop() {
-                Some(Ok(reg)) => Ok(reg.lifetime),
-                Some(Err(e)) => Err(e.message),
-                None => Err("the control plane answered nothing".into()),
-            }
+            })
+            .await
+            .map(|r| r.lifetime)
+            .map_err(|e| e.message)
         })
     }
 }

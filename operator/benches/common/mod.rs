@@ -73,9 +73,6 @@ pub async fn put_options(dir: &Path) -> floe_node::client::PutOptions {
     floe_node::client::PutOptions {
         epochs: None,
         deletable: true,
-        registrar: Some(std::sync::Arc::new(AccountRegistrar {
-            control,
-            key: std::sync::Arc::new(key),
-        })),
+        registrar: Some(AccountRegistrar::start(control, key)),
     }
 }

@@ -12,7 +12,7 @@ use ed25519_dalek::SigningKey;
 use floe_node::client::control::ControlClient;
 use floe_node::client::{BlobClient, ClientConfig};
 use floe_node::protocol::AccountId;
-use floe_operator::gateway::publisher::Publisher;
+use floe_operator::gateway::publisher::{self, Publisher};
 use floe_operator::gateway::{self, auth::Auth, Limits};
 
 #[derive(Parser)]
@@ -100,7 +100,7 @@ async fn publisher(
         }
         Err(e) => tracing::warn!(%account, control, "cannot read the publisher's balance yet: {e}"),
     }
-    Ok(Publisher::start(client, key, metrics))
+    Ok(publisher::start(client, key, metrics))
 }
 
 #[tokio::main]

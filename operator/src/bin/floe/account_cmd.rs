@@ -138,10 +138,7 @@ pub async fn registrar(cli: &Cli) -> anyhow::Result<Option<Arc<dyn Registrar>>> 
             }
         }
     }
-    Ok(Some(Arc::new(AccountRegistrar {
-        control,
-        key: Arc::new(key),
-    })))
+    Ok(Some(AccountRegistrar::start(control, key)))
 }
 
 fn load_key(cli: &Cli) -> anyhow::Result<SigningKey> {
