@@ -18,6 +18,8 @@ use floe_node::client::{BlobClient, ClientConfig};
 use floe_node::quilt::{self, Item};
 use futures::StreamExt;
 
+mod common;
+
 fn bin(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_floe")).with_file_name(name)
 }
@@ -101,6 +103,7 @@ fn children_peak_rss_mib() -> f64 {
 }
 
 fn main() {
+    common::ensure_node_bin();
     let get_mib = arg("--get-mib", 256);
     let files = arg("--files", 10_000) as usize;
     let put_mib = arg("--put-mib", 1024);
@@ -135,6 +138,8 @@ fn main() {
         rt.block_on(BlobClient::connect(&nodes, ClientConfig::default()))
             .unwrap(),
     );
+    // the library's writes buy their lifetimes from the testnet's control plane, as floe put's
+    let opts = Arc::new(rt.block_on(common::put_options(&dir)));
 
     // 3 (first, so no earlier child's peak hides floe put's): memory of a large PUT
     let put = work.path().join("put.bin");
@@ -199,7 +204,7 @@ fn main() {
     let ids: Vec<String> = rt.block_on(async {
         futures::stream::iter(0..quilts)
             .map(|q| {
-                let client = client.clone();
+                let (client, opts) = (client.clone(), opts.clone());
                 async move {
                     let items: Vec<Item> = (0..per_quilt)
                         .map(|i| Item {
@@ -209,7 +214,12 @@ fn main() {
                         })
                         .collect();
                     let bytes = quilt::encode(&items).unwrap();
-                    client.write(bytes, None).await.unwrap().blob_id.to_string()
+                    client
+                        .write_with(bytes, &opts, None)
+                        .await
+                        .unwrap()
+                        .blob_id
+                        .to_string()
                 }
             })
             .buffer_unordered(4)
@@ -224,7 +234,7 @@ fn main() {
         (quilts * per_quilt) as f64 / took.as_secs_f64()
     );
     let small_id = rt
-        .block_on(client.write(random(10 << 10, 99), None))
+        .block_on(client.write_with(random(10 << 10, 99), &opts, None))
         .unwrap()
         .blob_id
         .to_string();

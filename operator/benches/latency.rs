@@ -134,19 +134,10 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
     {
-        if !floe_bin().parent().unwrap().join("floe-node").exists() {
-            panic!("build floe-node first: cargo build --release -p floe-node");
-        }
+        common::ensure_node_bin();
         return many_small_puts(n).await;
     }
-    if !floe_bin().parent().unwrap().join("floe-node").exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        assert!(Command::new(cargo)
-            .args(["build", "--release", "-p", "floe-node"])
-            .status()
-            .unwrap()
-            .success());
-    }
+    common::ensure_node_bin();
     let params = EncodingParams::new(1000).unwrap();
     println!("Verification of one received sliver pair at n = 1000 (one thread, best of 20)");
     println!("| blob | verify a pair |");

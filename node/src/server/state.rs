@@ -666,6 +666,19 @@ impl MissingWork {
 
 impl NodeState {
     /// What recovery has to do (see [`MissingWork`]).
+    /// True when the node holds every sliver it owns of `id` and no shard is being synced:
+    /// what a certificate arriving after the slivers finds in the common write.
+    pub(super) fn holds_all_owned(&self, id: &BlobId) -> bool {
+        let syncing = self.syncing_shards();
+        if !syncing.is_empty() {
+            return false;
+        }
+        let Some(entry) = self.store.entry_without_metadata(id) else {
+            return false;
+        };
+        !entry.invalid && missing_of(&entry, self.owned_pairs_excluding(id, &syncing)).is_empty()
+    }
+
     pub(super) fn missing_work(&self) -> MissingWork {
         let state = self;
         let mut work = Vec::new();
@@ -688,17 +701,7 @@ impl NodeState {
                     complete.push(id);
                     continue;
                 }
-                let mut missing = Vec::new();
-                for p in owned {
-                    for (axis, key) in [
-                        (Axis::Primary, crate::store::AxisKey::Primary),
-                        (Axis::Secondary, crate::store::AxisKey::Secondary),
-                    ] {
-                        if !entry.slivers.contains(&(p, key)) {
-                            missing.push((p, axis));
-                        }
-                    }
-                }
+                let missing = missing_of(&entry, owned);
                 if missing.is_empty() {
                     // shards being synced are not checked here: keep the blob until they are done
                     if syncing.is_empty() {
@@ -711,6 +714,25 @@ impl NodeState {
         }
         MissingWork { work, complete }
     }
+}
+
+/// The slivers of `owned` pairs (both axes) that `entry` lacks.
+fn missing_of(
+    entry: &crate::store::BlobEntry,
+    owned: impl IntoIterator<Item = u16>,
+) -> Vec<(u16, Axis)> {
+    let mut missing = Vec::new();
+    for p in owned {
+        for (axis, key) in [
+            (Axis::Primary, crate::store::AxisKey::Primary),
+            (Axis::Secondary, crate::store::AxisKey::Secondary),
+        ] {
+            if !entry.slivers.contains(&(p, key)) {
+                missing.push((p, axis));
+            }
+        }
+    }
+    missing
 }
 
 #[cfg(test)]

@@ -488,8 +488,13 @@ impl Storage for StorageService {
             verify_certificate(&committee, &cert)
                 .map_err(|e| Status::invalid_argument(format!("certificate: {e}")))?;
             let st = self.state.clone();
-            let already =
-                blocking(move || st.store.put_certificate(&cert).map_err(store_status)).await?;
+            let already = blocking(move || {
+                let complete = st.holds_all_owned(&cert.blob_id);
+                st.store
+                    .put_certificate_of(&cert, complete)
+                    .map_err(store_status)
+            })
+            .await?;
             self.state.recovery_wakeup.notify_one();
             Ok(proto::PutCertificateResponse {
                 already_certified: already,

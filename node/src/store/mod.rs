@@ -666,6 +666,20 @@ impl BlobStore {
     }
 
     pub fn put_certificate(&self, cert: &Certificate) -> Result<bool, StoreError> {
+        self.put_certificate_of(cert, false)
+    }
+
+    /// [`Self::put_certificate`] for a blob of which the node already holds every sliver it
+    /// owns (`complete`): it is not put on the pending list, so the common write (slivers,
+    /// then the certificate) costs recovery nothing — a pending entry is written, scanned and
+    /// deleted again otherwise, and recovery's scans of the deleted entries grew with the
+    /// write rate. A later loss still reaches recovery: a dropped sliver puts its blob back
+    /// on the list, and so does every epoch change.
+    pub fn put_certificate_of(
+        &self,
+        cert: &Certificate,
+        complete: bool,
+    ) -> Result<bool, StoreError> {
         if self
             .record(&cert.blob_id)?
             .is_some_and(|r| r.certified_epoch.is_some())
@@ -676,6 +690,7 @@ impl BlobStore {
             id: cert.blob_id,
             epoch: cert.epoch,
             framed: frame(&[&cert.to_bytes()]),
+            complete,
         })
     }
 

@@ -154,6 +154,26 @@ fn certified_listing_and_pending_are_range_scans() {
     assert_eq!(s.expire_uncertified(now_secs() + 10, 100).unwrap().0, 0);
 }
 
+#[test]
+fn a_certificate_for_a_complete_blob_skips_the_pending_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = BlobStore::open(dir.path(), None).unwrap();
+    let cert = |i: u8| Certificate {
+        epoch: 1,
+        blob_id: BlobId([i; 32]),
+        signers: vec![],
+    };
+    // the node holds its slivers: certified, nothing for recovery to look at
+    assert!(!s.put_certificate_of(&cert(1), true).unwrap());
+    // it lacks some: recovery must look
+    assert!(!s.put_certificate_of(&cert(2), false).unwrap());
+    assert_eq!(s.certified_count(), 2);
+    assert_eq!(s.pending_page(None, 100), vec![BlobId([2; 32])]);
+    // an epoch change puts every certified blob back, the complete one included
+    assert!(s.repend_all(2).unwrap());
+    assert_eq!(s.pending_page(None, 100).len(), 2);
+}
+
 /// Engine sizes small enough to reach the journal limit in seconds.
 fn small_engine(release_pinned_journals: bool) -> EngineTuning {
     EngineTuning {

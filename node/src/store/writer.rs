@@ -44,6 +44,8 @@ pub(super) enum Op {
         id: BlobId,
         epoch: u32,
         framed: Vec<u8>,
+        /// The node already holds every sliver it owns of the blob: recovery need not look.
+        complete: bool,
     },
     Invalid {
         id: BlobId,
@@ -494,7 +496,12 @@ impl<'a> Txn<'a> {
                 self.put_record(&id, r);
                 Ok(false)
             }
-            Op::Certificate { id, epoch, framed } => {
+            Op::Certificate {
+                id,
+                epoch,
+                framed,
+                complete,
+            } => {
                 let (mut r, new) = self.load(&id)?;
                 if r.certified_epoch.is_some() {
                     return Ok(true);
@@ -517,8 +524,10 @@ impl<'a> Txn<'a> {
                         id.as_bytes().to_vec(),
                         epoch.to_be_bytes().to_vec(),
                     );
-                    self.batch
-                        .insert(&p.pending, id.as_bytes().to_vec(), Vec::<u8>::new());
+                    if !complete {
+                        self.batch
+                            .insert(&p.pending, id.as_bytes().to_vec(), Vec::<u8>::new());
+                    }
                     self.add(counter::CERTIFIED, 1);
                 }
                 self.put_record(&id, r);
