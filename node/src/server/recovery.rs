@@ -600,10 +600,7 @@ async fn learn_past_committees(state: &NodeState, peers: &[(NodeId, NodeClient)]
 }
 
 fn is_certified(state: &NodeState, id: &BlobId) -> bool {
-    state
-        .store
-        .entry(id)
-        .is_some_and(|e| e.certified_epoch.is_some())
+    state.store.is_certified(id)
 }
 
 /// Read a bounded number of stored slivers per round so that disk corruption is found even

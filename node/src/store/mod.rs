@@ -762,6 +762,15 @@ impl BlobStore {
         self.certified_page(None, usize::MAX)
     }
 
+    /// Whether a certificate of `id` is stored (valid or not): one record read, no metadata and
+    /// no sliver keys (recovery asks this for every ID its peers list).
+    pub fn is_certified(&self, id: &BlobId) -> bool {
+        self.record(id)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.certified_epoch.is_some())
+    }
+
     /// Certified (valid) blobs held, a maintained counter.
     pub fn certified_count(&self) -> u64 {
         self.counter(counter::CERTIFIED)

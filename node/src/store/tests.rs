@@ -168,6 +168,8 @@ fn a_certificate_for_a_complete_blob_skips_the_pending_list() {
     // it lacks some: recovery must look
     assert!(!s.put_certificate_of(&cert(2), false).unwrap());
     assert_eq!(s.certified_count(), 2);
+    assert!(s.is_certified(&BlobId([1; 32])) && s.is_certified(&BlobId([2; 32])));
+    assert!(!s.is_certified(&BlobId([3; 32])));
     assert_eq!(s.pending_page(None, 100), vec![BlobId([2; 32])]);
     // an epoch change puts every certified blob back, the complete one included
     assert!(s.repend_all(2).unwrap());
