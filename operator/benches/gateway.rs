@@ -156,6 +156,8 @@ fn main() {
     ]);
     let gw_peak = peak_rss_mib(gw_pid);
     let before_children = children_peak_rss_mib();
+    // other bytes of the same size: the gateway's account owns the first blob
+    std::fs::write(&put, random((put_mib << 20) as usize, 3)).unwrap();
     let _ = floe(&dir, &["put", put.to_str().unwrap()]);
     let cli_peak = children_peak_rss_mib();
     std::fs::remove_file(&put).unwrap();
