@@ -101,7 +101,7 @@ pub enum Refusal {
     Nonce { got: u64, last: u64 },
     #[error("epochs must be at least 1")]
     NoEpochs,
-    #[error("the lifetime would end at epoch {end}, more than {max} epochs after the current epoch {epoch}")]
+    #[error("the lifetime would end at epoch {end}, more than {max} epochs after epoch {epoch}, the first it would pay for")]
     TooFar { end: u32, max: u32, epoch: u32 },
     #[error("blob {0} is not registered")]
     Unknown(BlobId),
@@ -382,13 +382,16 @@ impl Registry {
         Ok((cost, left))
     }
 
+    /// At most `max_epochs_ahead` epochs from the first one a registration made now pays for:
+    /// `--epochs max` is accepted during an epoch change too, when that is the next epoch.
     fn check_end(&self, end: u32) -> Result<(), Refusal> {
         let max = self.settings.max_epochs_ahead;
-        if end.saturating_sub(self.epoch) > max {
+        let from = self.first_billed_epoch();
+        if end.saturating_sub(from) > max {
             return Err(Refusal::TooFar {
                 end,
                 max,
-                epoch: self.epoch,
+                epoch: from,
             });
         }
         Ok(())
@@ -671,6 +674,22 @@ mod tests {
         );
         assert!(matches!(
             register(&mut r, acct(1), 7, want(2, 1, 11, false)),
+            Err(Refusal::TooFar { .. })
+        ));
+        // the maximum is bought from the first billed epoch: the next one once the current
+        // epoch's fees were paid out (an epoch change under way)
+        register(&mut r, acct(1), 8, want(3, 1, 10, false)).unwrap();
+        let epoch = r.epoch;
+        r.apply(&Event::Settle {
+            epoch,
+            subsidy: 0,
+            members: vec![],
+        });
+        assert_eq!(r.first_billed_epoch(), epoch + 1);
+        let g = register(&mut r, acct(1), 9, want(4, 1, 10, false)).unwrap();
+        assert_eq!(g.lifetime.lifetime.end_epoch, epoch + 11);
+        assert!(matches!(
+            register(&mut r, acct(1), 10, want(5, 1, 11, false)),
             Err(Refusal::TooFar { .. })
         ));
     }
