@@ -372,7 +372,8 @@ async fn send_batches(
         let results = match control.register(&key, &items).await {
             Ok(results) => results,
             Err(e) => {
-                tracing::warn!(items = items.len(), "registration failed: {e}");
+                // every caller gets the error; a CLI reports it once, a server logs it
+                tracing::debug!(items = items.len(), "registration failed: {e}");
                 let refused = Refused {
                     code: e.code().unwrap_or(tonic::Code::Unavailable),
                     message: e.to_string(),
