@@ -9,24 +9,21 @@
 //! `cargo bench -p floe-operator --bench gateway -- [--get-mib 256] [--files 10000]
 //! [--put-mib 1024] [--shards 300]`
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use floe_node::client::{BlobClient, ClientConfig};
 use floe_node::quilt::{self, Item};
+use floe_node::testing::random_bytes as random;
 use futures::StreamExt;
 
 mod common;
 
-fn bin(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_floe")).with_file_name(name)
-}
-
 fn floe(dir: &Path, args: &[&str]) -> (String, Duration) {
     let t = Instant::now();
-    let out = Command::new(bin("floe"))
+    let out = Command::new(common::floe_bin())
         .arg("--testnet-dir")
         .arg(dir)
         .args(args)
@@ -56,18 +53,6 @@ fn curl(args: &[&str]) -> (String, Duration) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         t.elapsed(),
     )
-}
-
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -120,19 +105,7 @@ fn main() {
         serde_json::from_slice(&std::fs::read(dir.join("testnet.json")).unwrap()).unwrap();
     let url = state["gateway"].as_str().expect("gateway URL").to_string();
     let gw_pid = state["gateway_pid"].as_u64().unwrap() as u32;
-    let nodes: Vec<String> = state["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            let g = n["grpc"].as_str().unwrap();
-            if n["tls"].as_bool().unwrap_or(false) {
-                format!("https://{g}")
-            } else {
-                g.to_string()
-            }
-        })
-        .collect();
+    let nodes = common::node_addresses(&dir);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = Arc::new(
         rt.block_on(BlobClient::connect(&nodes, ClientConfig::default()))

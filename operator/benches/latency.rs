@@ -5,47 +5,16 @@
 //! then the end-to-end `put` of a 1 MiB blob on a local 7-node, 1000-shard testnet (real
 //! `floe-node` processes on loopback, the client in this process): median and spread of
 //! several puts, each of a fresh blob. `-- --puts 1000`: a thousand puts of 16 KiB blobs
-//! instead (blobs per second). Self-contained, so it also runs on older trees.
+//! instead (blobs per second).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use floe_node::client::{BlobClient, ClientConfig};
+use floe_node::codec::{encode, EncodingParams};
+use floe_node::testing::random_bytes as random;
 
 mod common;
-use floe_node::codec::{encode, EncodingParams};
-
-fn floe_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_floe"))
-}
-
-fn floe(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(floe_bin())
-        .arg("--testnet-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "floe {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use common::floe;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -62,7 +31,7 @@ async fn many_small_puts(count: usize) {
             "testnet", "up", "--nodes", "7", "--shards", "100", "--epoch", "1d",
         ],
     );
-    let grpc = node_addresses(dir.path());
+    let grpc = common::node_addresses(dir.path());
     let client = BlobClient::connect(&grpc, ClientConfig::default())
         .await
         .unwrap();
@@ -105,24 +74,6 @@ async fn many_small_puts(count: usize) {
         allocated as f64 / (1 << 20) as f64
     );
     floe(dir.path(), &["testnet", "down"]);
-}
-
-/// The gRPC addresses of a testnet's nodes (`https://` for nodes serving TLS).
-fn node_addresses(dir: &Path) -> Vec<String> {
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("testnet.json")).unwrap()).unwrap();
-    state["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            let grpc = n["grpc"].as_str().unwrap();
-            match n["tls"].as_bool() {
-                Some(true) => format!("https://{grpc}"),
-                _ => grpc.to_string(),
-            }
-        })
-        .collect()
 }
 
 #[tokio::main]
@@ -171,7 +122,7 @@ async fn main() {
         dir.path(),
         &["testnet", "up", "--nodes", "7", "--shards", "1000"],
     );
-    let grpc = node_addresses(dir.path());
+    let grpc = common::node_addresses(dir.path());
     let client = BlobClient::connect(&grpc, ClientConfig::default())
         .await
         .unwrap();

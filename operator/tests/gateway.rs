@@ -888,14 +888,10 @@ fn gateway_speaks_walrus_http_to_curl() {
         "delete",
         &del_id,
     ]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let r = loop {
+    let r = t.wait(30, "the deleted blob to stop being served", |_| {
         let r = curl(dir, &[&format!("{url}/v1/blobs/{del_id}")]);
-        if r.status != 200 || Instant::now() > deadline {
-            break r;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        (r.status != 200).then_some(r)
+    });
     assert_eq!(
         (r.status, r.reason().as_str()),
         (410, "BLOB_DELETED"),
@@ -911,14 +907,10 @@ fn gateway_speaks_walrus_http_to_curl() {
         t.ok(&["testnet", "next-epoch"]);
     }
     let short_url = format!("{url}/v1/blobs/{short_id}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let r = loop {
+    let r = t.wait(60, "the expired blob to be refused with 410", |_| {
         let r = curl(dir, &[&short_url]);
-        if r.status == 410 || Instant::now() > deadline {
-            break r;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
+        (r.status == 410).then_some(r)
+    });
     assert_eq!(
         (r.status, r.reason().as_str()),
         (410, "BLOB_EXPIRED"),
