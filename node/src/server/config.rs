@@ -111,6 +111,10 @@ pub struct Args {
     /// registration [default: 20]
     #[arg(long, env = "FLOE_WRITE_PRICE")]
     pub write_price: Option<u64>,
+    /// Take the price votes from the config file's `[price-votes.NAME]` table when it has one
+    /// (the operator writes one per pod and passes the pod's name)
+    #[arg(long, env = "FLOE_VOTE_AS")]
+    pub vote_as: Option<String>,
     /// Log format: text or json [default: text]
     #[arg(long, env = "FLOE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -270,6 +274,17 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     storage_price: Option<u64>,
     write_price: Option<u64>,
+    /// Per-node votes by name (`--vote-as`).
+    #[serde(default)]
+    price_votes: std::collections::BTreeMap<String, PriceVotes>,
+}
+
+/// One node's price votes in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PriceVotes {
+    storage_price: Option<u64>,
+    write_price: Option<u64>,
 }
 
 impl Args {
@@ -310,6 +325,10 @@ impl Args {
             self.fault,
             &data_dir,
         );
+        let mine = self
+            .vote_as
+            .as_deref()
+            .and_then(|name| file.price_votes.get(name));
         Ok(NodeConfig {
             key_file: self
                 .key_file
@@ -404,10 +423,12 @@ impl Args {
             fault: self.fault,
             storage_price: self
                 .storage_price
+                .or(mine.and_then(|v| v.storage_price))
                 .or(file.storage_price)
                 .unwrap_or(DEFAULT_STORAGE_PRICE),
             write_price: self
                 .write_price
+                .or(mine.and_then(|v| v.write_price))
                 .or(file.write_price)
                 .unwrap_or(DEFAULT_WRITE_PRICE),
         })
@@ -473,5 +494,38 @@ mod tests {
         std::fs::write(&cfg, "no-such-key = 1\n").unwrap();
         let args = Args::try_parse_from(["floe-node", "--config", cfg.to_str().unwrap()]).unwrap();
         assert!(matches!(args.resolve(), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn a_node_votes_as_its_entry_in_the_price_votes_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("node.toml");
+        std::fs::write(
+            &cfg,
+            "data-dir = \"/d\"\nstorage-price = 150\nwrite-price = 30\n\
+             [price-votes.alpha-1]\nstorage-price = 400\n\
+             [price-votes.alpha-2]\nstorage-price = 500\nwrite-price = 90\n",
+        )
+        .unwrap();
+        let votes = |name: Option<&str>| {
+            let mut a = vec!["floe-node", "--config", cfg.to_str().unwrap()];
+            if let Some(n) = name {
+                a.extend(["--vote-as", n]);
+            }
+            let c = Args::try_parse_from(a).unwrap().resolve().unwrap();
+            (c.storage_price, c.write_price)
+        };
+        assert_eq!(votes(None), (150, 30));
+        assert_eq!(
+            votes(Some("alpha-0")),
+            (150, 30),
+            "no entry: the file's votes"
+        );
+        assert_eq!(
+            votes(Some("alpha-1")),
+            (400, 30),
+            "an entry without a write vote"
+        );
+        assert_eq!(votes(Some("alpha-2")), (500, 90));
     }
 }

@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use floe_node::client::{ClientError, NodeClient};
@@ -18,9 +17,8 @@ use futures::future::join_all;
 
 use super::brain::{Brain, BrainState, Candidate, Command, Inputs, Report};
 use super::challenge::{self, Eligible, MemberResult, Outcome, Round};
-use super::economy::Economy;
+use super::market::{MarketError, MarketLink};
 use super::metrics::ControlMetrics;
-use super::registry::{Event, Outcome as Market};
 
 /// What went wrong in a body: callers decide by the kind (e.g. a regression means another
 /// writer is ahead), the message is for people.
@@ -34,6 +32,12 @@ pub enum BodyErrorKind {
     Regression,
     /// Finding the nodes, or stopping one, failed.
     Nodes,
+    /// The market (the control pod on Kubernetes) did not answer or could not journal.
+    Market,
+}
+
+fn market_error(e: MarketError) -> BodyError {
+    BodyError::new(BodyErrorKind::Market, e.to_string())
 }
 
 /// An error of the body (persistence, process or pod handling).
@@ -236,30 +240,19 @@ impl Members {
         out
     }
 
-    /// One epoch's challenge round (PROTOCOL.md §7): a fresh seed, the blobs certified before
-    /// the epoch began, `samples` items per member, answers judged against metadata fetched from
-    /// other members and verified against the blob ID.
+    /// One challenge round over the blobs certified before `epoch` began (with a market: those
+    /// whose lifetime is not over, which nodes may have collected; a market that does not
+    /// answer fails the round, which the brain asks for again next round), `samples` items per
+    /// member, answers judged against metadata fetched from other members and verified against
+    /// the blob ID.
     pub async fn challenge_round(
         &mut self,
         epoch: u32,
         committee: &Committee,
         settings: &ChallengeSettings,
         reports: &BTreeMap<NodeId, Report>,
-    ) -> Round {
-        self.challenge_round_of(epoch, committee, settings, reports, |_| true)
-            .await
-    }
-
-    /// [`Self::challenge_round`] over the certified blobs `live` keeps (with a market: those
-    /// whose lifetime is not over, which nodes may have collected).
-    pub async fn challenge_round_of(
-        &mut self,
-        epoch: u32,
-        committee: &Committee,
-        settings: &ChallengeSettings,
-        reports: &BTreeMap<NodeId, Report>,
-        live: impl Fn(&BlobId) -> bool,
-    ) -> Round {
+        market: Option<&MarketLink>,
+    ) -> Result<Round, MarketError> {
         let mut seed = [0u8; 32];
         if getrandom::fill(&mut seed).is_err() {
             // no OS randomness: fall back to the clock mixed with the epoch (still unknown to
@@ -291,12 +284,17 @@ impl Members {
         for l in lists {
             all.extend(l);
         }
-        let eligible = Eligible::new(
-            all.into_iter()
-                .filter(|(b, e)| *e < epoch && live(b))
-                .map(|(b, _)| b)
-                .collect(),
-        );
+        let mut before: Vec<BlobId> = all
+            .into_iter()
+            .filter(|(_, e)| *e < epoch)
+            .map(|(b, _)| b)
+            .collect();
+        if let Some(m) = market {
+            let live = m.live(epoch, &before).await?;
+            let mut keep = live.into_iter();
+            before.retain(|_| keep.next().unwrap_or(false));
+        }
+        let eligible = Eligible::new(before);
         let n = committee.n_shards as usize;
         let mut results = BTreeMap::new();
         let mut meta: BTreeMap<BlobId, (BlobMetadata, NodeId)> = BTreeMap::new();
@@ -400,7 +398,7 @@ impl Members {
             };
             results.insert(id, result);
         }
-        Round {
+        Ok(Round {
             epoch,
             drawn_at_ms,
             seed,
@@ -408,7 +406,7 @@ impl Members {
             eligible_digest: eligible.digest(),
             samples: settings.samples,
             results,
-        }
+        })
     }
 }
 
@@ -428,7 +426,7 @@ pub struct Driver<B: Body> {
     pub metrics: ControlMetrics,
     saved: Option<BrainState>,
     /// The market, when this network sells storage (docs/economics.md).
-    pub economy: Option<Arc<Mutex<Economy>>>,
+    pub market: Option<MarketLink>,
 }
 
 /// Lifetimes sent to one member per round (the rest follow in later rounds).
@@ -451,39 +449,44 @@ impl<B: Body> Driver<B> {
             challenges,
             metrics,
             saved,
-            economy: None,
+            market: None,
         }
     }
 
-    /// Sell storage: committees carry `economy`'s key and the voted prices, epochs are paid
-    /// through it, and members are fed its lifetime log.
-    pub fn with_economy(mut self, economy: Arc<Mutex<Economy>>, max_epochs_ahead: u32) -> Self {
-        let key = economy
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .registry()
-            .control_key();
-        self.brain.market = Some(super::brain::MarketParams {
-            control_key: key,
-            max_epochs_ahead,
-        });
-        self.economy = Some(economy);
+    /// Sell storage: committees carry the market's control key (`control_key`, which the
+    /// caller knows: the local supervisor from its economy, the operator from the cluster's
+    /// Secret) and the voted prices, epochs are paid through it, and members are fed its
+    /// lifetime log.
+    pub fn with_market(
+        mut self,
+        market: MarketLink,
+        control_key: [u8; 32],
+        max_epochs_ahead: u32,
+    ) -> Self {
+        self.set_market(Some((market, control_key, max_epochs_ahead)));
         self
     }
 
-    fn economy_submit(&self, ev: Event) -> Result<Market, BodyError> {
-        let Some(e) = &self.economy else {
-            return Ok(Market::Done);
-        };
-        e.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .submit(ev)
-            .map_err(|e| BodyError::new(BodyErrorKind::Save, format!("economy journal: {e}")))
+    /// Change (or end, with `None`) the market; the next committee carries it.
+    pub fn set_market(&mut self, market: Option<(MarketLink, [u8; 32], u32)>) {
+        match market {
+            Some((link, control_key, max_epochs_ahead)) => {
+                self.brain.market = Some(super::brain::MarketParams {
+                    control_key,
+                    max_epochs_ahead,
+                });
+                self.market = Some(link);
+            }
+            None => {
+                self.brain.market = None;
+                self.market = None;
+            }
+        }
     }
 
     /// Tell the market the epoch and prices in force (journaled when they change).
-    fn sync_market(&self) -> Result<(), BodyError> {
-        let Some(e) = &self.economy else {
+    async fn sync_market(&self) -> Result<(), BodyError> {
+        let Some(m) = &self.market else {
             return Ok(());
         };
         let Some(c) = &self.brain.state.committee else {
@@ -492,37 +495,35 @@ impl<B: Body> Driver<B> {
         let Some(ec) = c.economics else {
             return Ok(());
         };
-        let (epoch, prices) = {
-            let g = e.lock().unwrap_or_else(|p| p.into_inner());
-            (g.registry().epoch(), g.registry().prices())
-        };
-        if epoch != c.epoch || prices != (ec.storage_price, ec.write_price) {
-            self.economy_submit(Event::Market {
-                epoch: c.epoch,
-                storage_price: ec.storage_price,
-                write_price: ec.write_price,
-            })?;
-        }
-        Ok(())
+        m.set_market(c.epoch, ec.storage_price, ec.write_price)
+            .await
+            .map_err(market_error)
     }
 
     /// Feed members the lifetimes they have not applied yet (a page each per round).
-    async fn push_lifetimes(&mut self, reports: &BTreeMap<NodeId, Report>) {
-        let Some(e) = &self.economy else {
+    async fn push_lifetimes(&mut self, reports: &BTreeMap<NodeId, Report>, head: u64) {
+        let Some(m) = &self.market else {
             return;
         };
         let mut jobs = Vec::new();
+        let mut pages: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
         for (id, r) in reports {
-            let page: Vec<Vec<u8>> = {
-                let g = e.lock().unwrap_or_else(|p| p.into_inner());
-                if r.lifetime_seq >= g.registry().head() {
-                    continue;
-                }
-                g.registry()
-                    .log_from(r.lifetime_seq + 1, LIFETIME_PAGE)
-                    .iter()
-                    .map(|l| l.to_bytes())
-                    .collect()
+            if r.lifetime_seq >= head {
+                continue;
+            }
+            let first = r.lifetime_seq + 1;
+            let page = match pages.get(&first) {
+                Some(p) => p.clone(),
+                None => match m.lifetimes(first, LIFETIME_PAGE).await {
+                    Ok(p) => {
+                        pages.insert(first, p.clone());
+                        p
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the lifetime log failed; retried next round");
+                        return;
+                    }
+                },
             };
             let Some(address) = self.brain.state.members.get(id).map(|m| m.address.clone()) else {
                 continue;
@@ -530,7 +531,6 @@ impl<B: Body> Driver<B> {
             let Some(client) = self.members.client(*id, &address) else {
                 continue;
             };
-            let first = r.lifetime_seq + 1;
             let node = *id;
             jobs.push(async move {
                 let err = match tokio::time::timeout(
@@ -620,19 +620,23 @@ impl<B: Body> Driver<B> {
                 Command::Publish { .. } => {}
                 Command::Challenge { epoch, committee } => {
                     tracing::info!(epoch, "challenge round");
-                    let economy = self.economy.clone();
-                    let live = move |b: &BlobId| {
-                        economy.as_ref().is_none_or(|e| {
-                            e.lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .registry()
-                                .live_or_unknown(b, epoch)
-                        })
-                    };
-                    let round = self
+                    let round = match self
                         .members
-                        .challenge_round_of(epoch, &committee, &self.challenges, &reports, live)
-                        .await;
+                        .challenge_round(
+                            epoch,
+                            &committee,
+                            &self.challenges,
+                            &reports,
+                            self.market.as_ref(),
+                        )
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::warn!(epoch, error = %e, "the market did not say which blobs are live; the challenge round runs again next round");
+                            continue;
+                        }
+                    };
                     for (id, r) in &round.results {
                         self.metrics
                             .challenges
@@ -649,21 +653,25 @@ impl<B: Body> Driver<B> {
                     subsidy,
                     members,
                 } => {
-                    let outcome = self.economy_submit(Event::Settle {
-                        epoch,
-                        subsidy,
-                        members: members.clone(),
-                    })?;
-                    if let Market::Settled(s) = outcome {
-                        tracing::info!(
-                            epoch,
-                            fees = s.fees,
-                            subsidy,
-                            paid = s.paid.values().sum::<u64>(),
-                            rolled_over = s.rolled_over,
-                            "epoch settled"
-                        );
-                        self.brain.record_settlement(&members, &s);
+                    let Some(m) = &self.market else {
+                        continue;
+                    };
+                    match m.settle(epoch, subsidy, members.clone()).await {
+                        Ok(s) => {
+                            tracing::info!(
+                                epoch,
+                                fees = s.fees,
+                                subsidy,
+                                paid = s.paid.values().sum::<u64>(),
+                                rolled_over = s.rolled_over,
+                                "epoch settled"
+                            );
+                            self.brain.record_settlement(&members, &s);
+                        }
+                        // its fees stay held and go into the next epoch's settlement
+                        Err(e) => {
+                            tracing::warn!(epoch, error = %e, "settling the epoch failed; its fees go to the next settlement")
+                        }
                     }
                 }
                 Command::Release { node, name } => {
@@ -679,11 +687,17 @@ impl<B: Body> Driver<B> {
         {
             tracing::info!(to = self.brain.state.epoch + 1, "epoch change started");
         }
-        self.sync_market()?;
-        self.push_lifetimes(&reports).await;
-        if let Some(e) = &self.economy {
-            self.metrics
-                .update_economy(e.lock().unwrap_or_else(|p| p.into_inner()).registry());
+        self.sync_market().await?;
+        if let Some(m) = &self.market {
+            match m.view().await {
+                Ok(v) => {
+                    self.metrics.update_economy(&v);
+                    self.push_lifetimes(&reports, v.head).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the market did not answer; lifetimes are fed next round")
+                }
+            }
         }
         if self.saved.as_ref() != Some(&self.brain.state) {
             self.body.save(&self.brain.state).await?;

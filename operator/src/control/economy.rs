@@ -96,6 +96,16 @@ impl Economy {
     /// Open (or create) the key and the journal in `dir` and replay the journal.
     pub fn open(dir: &Path, settings: MarketSettings) -> Result<Self, EconomyError> {
         let key = load_or_create_key(&dir.join(KEY_FILE))?;
+        Self::open_with_key(dir, key, settings)
+    }
+
+    /// Open (or create) the journal in `dir` under `key` (kept elsewhere: on Kubernetes in the
+    /// cluster's Secret, so the operator knows the public half without asking the pod).
+    pub fn open_with_key(
+        dir: &Path,
+        key: SigningKey,
+        settings: MarketSettings,
+    ) -> Result<Self, EconomyError> {
         let mut registry = Registry::new(key, settings);
         let path = dir.join(JOURNAL_FILE);
         let mut good = 0u64;

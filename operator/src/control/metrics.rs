@@ -158,9 +158,9 @@ impl ControlMetrics {
     }
 
     /// Refresh the market's gauges.
-    pub fn update_economy(&self, r: &super::registry::Registry) {
-        let t = r.totals();
-        let (sp, wp) = r.prices();
+    pub fn update_economy(&self, v: &super::market::MarketView) {
+        let t = v.totals;
+        let (sp, wp) = v.prices;
         let clamp = |v: u64| v.min(i64::MAX as u64) as i64;
         for (k, v) in [
             ("storage_price", sp),
@@ -175,7 +175,7 @@ impl ControlMetrics {
             ("rolled_over", t.rolled_over),
             ("held", t.held),
             ("balances", t.balances),
-            ("lifetimes", r.head()),
+            ("lifetimes", v.head),
         ] {
             self.economy.with_label_values(&[k]).set(clamp(v));
         }

@@ -11,6 +11,8 @@ pub mod challenge;
 pub mod driver;
 pub mod economy;
 pub mod ledger;
+pub mod market;
 pub mod metrics;
 pub mod prices;
 pub mod registry;
+pub mod server;

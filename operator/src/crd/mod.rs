@@ -116,7 +116,7 @@ mod tests {
             .collect();
         assert_eq!(
             cols,
-            ["Nodes", "Ready", "Shards", "Epoch", "Phase", "Gateway", "Age"]
+            ["Nodes", "Ready", "Shards", "Epoch", "Phase", "Price", "Gateway", "Age"]
         );
     }
 

@@ -42,6 +42,7 @@ pub const DEFAULT_IMAGE: &str = "ghcr.io/floe-dev/floe-node:0.1.0";
     printcolumn(name = "Shards", type_ = "integer", json_path = ".spec.shards", description = "Shards (fixed at creation)"),
     printcolumn(name = "Epoch", type_ = "integer", json_path = ".status.epoch", description = "Current epoch"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Summary of the conditions"),
+    printcolumn(name = "Price", type_ = "integer", json_path = ".status.storagePrice", description = "Storage price voted by the nodes (units per MiB of encoded size per epoch; spec.market)"),
     printcolumn(name = "Gateway", type_ = "string", json_path = ".status.gatewayUrl", description = "URL of the HTTP gateway (spec.gateway)"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
@@ -124,6 +125,11 @@ pub struct StorageClusterSpec {
     /// The HTTP gateway (Walrus's publisher and aggregator API): a Deployment and a Service.
     #[serde(default)]
     pub gateway: GatewaySpec,
+
+    /// Storage that is paid for (docs/economics.md): blob lifetimes bought from the cluster's
+    /// control pod, prices voted by the nodes, fees paid out as rewards. Off by default.
+    #[serde(default)]
+    pub market: MarketSpec,
 }
 
 fn default_epoch_duration() -> String {
@@ -421,4 +427,134 @@ pub struct GatewayIngress {
     pub tls_secret: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// The market (docs/economics.md, "On Kubernetes"): a control pod (`<cluster>-control`, one
+/// replica, its journal on its own volume) sells blob lifetimes through the `floe.v1.Control`
+/// API at `<cluster>-control.<namespace>.svc:7100`; committees carry its key, so nodes accept
+/// slivers of registered blobs only and collect expired and deleted ones.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MarketSpec {
+    /// Sell storage.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The furthest a blob's lifetime may end beyond the first epoch it pays for.
+    #[serde(default = "default_max_epochs_ahead")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_epochs_ahead: u32,
+    /// Units the faucet grants per request; 0 closes it (a production network funds accounts
+    /// through `genesisBalances`).
+    #[serde(default)]
+    pub faucet_grant: u64,
+    /// Balances credited once, when the market first sees the account.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["account"]))]
+    pub genesis_balances: Vec<GenesisBalance>,
+    /// The nodes' price votes: every node's, and per pod ordinal.
+    #[serde(default)]
+    pub price_votes: PriceVotesSpec,
+    /// The gateway's own account (its key in the `<cluster>-control-keys` Secret) is topped up
+    /// to this many units whenever it falls below a tenth of it.
+    #[serde(default = "default_gateway_funds")]
+    pub gateway_funds: u64,
+    /// Size of the control pod's volume (the journal). Fixed at creation.
+    #[serde(default = "default_market_volume")]
+    #[schemars(extend("nullable" = false))]
+    #[x_kube(
+        validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("spec.market.volumeSize must be a positive quantity such as 1Gi"),
+        validation = Rule::new("self == oldSelf").message("spec.market.volumeSize cannot be changed after creation")
+    )]
+    pub volume_size: Quantity,
+    /// CPU and memory of the control container [default: 50m CPU and 64Mi requested].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for MarketSpec {
+    fn default() -> Self {
+        MarketSpec {
+            enabled: false,
+            max_epochs_ahead: default_max_epochs_ahead(),
+            faucet_grant: 0,
+            genesis_balances: Vec::new(),
+            price_votes: PriceVotesSpec::default(),
+            gateway_funds: default_gateway_funds(),
+            volume_size: default_market_volume(),
+            resources: None,
+        }
+    }
+}
+
+fn default_max_epochs_ahead() -> u32 {
+    53
+}
+fn default_gateway_funds() -> u64 {
+    1_000_000_000_000
+}
+fn default_market_volume() -> Quantity {
+    Quantity("1Gi".into())
+}
+
+/// An account's starting balance.
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct GenesisBalance {
+    /// Account ID: the Ed25519 public key in hex (`floe account show`).
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-f]{64}$')").message("spec.market.genesisBalances[].account must be 64 lowercase hex digits (floe account show prints it)"))]
+    pub account: String,
+    #[schemars(range(min = 1))]
+    pub units: u64,
+}
+
+/// Price votes (units per MiB of encoded size: `storage` per epoch, `write` once).
+#[derive(Serialize, Deserialize, KubeSchema, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PriceVotesSpec {
+    #[serde(default = "default_storage_vote")]
+    pub storage: u64,
+    #[serde(default = "default_write_vote")]
+    pub write: u64,
+    /// Votes of single nodes by pod ordinal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["ordinal"]))]
+    pub overrides: Vec<PriceVoteOverride>,
+}
+
+impl Default for PriceVotesSpec {
+    fn default() -> Self {
+        PriceVotesSpec {
+            storage: default_storage_vote(),
+            write: default_write_vote(),
+            overrides: Vec::new(),
+        }
+    }
+}
+
+impl PriceVotesSpec {
+    /// (storage, write) of the pod with this ordinal.
+    pub fn for_ordinal(&self, ordinal: u32) -> (u64, u64) {
+        self.overrides
+            .iter()
+            .find(|o| o.ordinal == ordinal)
+            .map_or((self.storage, self.write), |o| (o.storage, o.write))
+    }
+}
+
+fn default_storage_vote() -> u64 {
+    100
+}
+fn default_write_vote() -> u64 {
+    20
+}
+
+/// One node's price votes.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PriceVoteOverride {
+    /// Pod ordinal: 0 for `<cluster>-0`.
+    #[schemars(range(max = 999))]
+    pub ordinal: u32,
+    pub storage: u64,
+    pub write: u64,
 }

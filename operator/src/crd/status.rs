@@ -52,6 +52,16 @@ pub struct StorageClusterStatus {
     /// when `spec.gateway.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_url: Option<String>,
+    /// The control API clients buy storage at (`floe --control`), when `spec.market.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_url: Option<String>,
+    /// Storage price the current committee published (the quorum-below value of the nodes'
+    /// votes): units per MiB of encoded size per epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_price: Option<u64>,
+    /// Write price the current committee published: units per MiB of encoded size, once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_price: Option<u64>,
 }
 
 /// Summary of the conditions, most urgent first (see [`phase`]).

@@ -82,6 +82,9 @@ pub struct Inputs<'a> {
     pub pdb_max_unavailable: i32,
     /// Where the operator runs, when it writes NetworkPolicies (`--network-policy`).
     pub operator: Option<&'a OperatorPeer>,
+    /// The market's keys: the existing Secret's, or new ones only when there is none (a new
+    /// control key would orphan every lifetime signed so far).
+    pub market_keys: &'a super::market::MarketKeys,
 }
 
 /// The operator's pods, the only clients of the nodes' admin port.
@@ -106,6 +109,8 @@ pub struct Desired {
     pub network_policy: Option<NetworkPolicy>,
     /// Only when `spec.gateway.enabled`.
     pub gateway: Option<super::gateway::GatewayObjects>,
+    /// Only when `spec.market.enabled`.
+    pub market: Option<super::market::MarketObjects>,
 }
 
 /// Build everything.
@@ -114,13 +119,14 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Desired, MetaError> {
     Ok(Desired {
         headless_service: headless_service(&m),
         client_service: client_service(&m),
-        config_map: config_map(&m, inputs.valid),
+        config_map: config_map(&m, inputs.cluster, inputs.valid),
         admin_secret: admin_secret(&m, inputs.admin_token),
         stateful_set: stateful_set(&m, inputs.cluster, inputs.replicas),
         pdb: pdb(&m, inputs.pdb_max_unavailable),
         service_monitor: service_monitor(&m, inputs.cluster),
         network_policy: inputs.operator.map(|op| network_policy(&m, op)),
         gateway: super::gateway::build(&m, inputs.cluster),
+        market: super::market::build(&m, inputs.cluster, inputs.market_keys),
     })
 }
 
@@ -204,19 +210,40 @@ pub fn client_service(m: &ClusterMeta) -> Service {
 
 /// Node configuration file (keys of `floe-node --config`). Paths stay in the arguments, where
 /// the kubelet-side tooling can see them.
-pub fn node_config(valid: &ValidSpec) -> String {
+/// With a market, the nodes' price votes: everyone's, then one table per pod with an
+/// override, which the node picks by its pod name (`FLOE_VOTE_AS`).
+pub fn node_config(m: &ClusterMeta, sc: &StorageCluster, valid: &ValidSpec) -> String {
     let max_storage = valid.volume_bytes / 100 * STORAGE_FILL_PERCENT;
-    format!(
+    let mut c = format!(
         "# Written by floe-operator; edits are overwritten.\nlog-format = \"json\"\nmax-storage = {max_storage}\n"
-    )
+    );
+    let market = &sc.spec.market;
+    if market.enabled {
+        let v = &market.price_votes;
+        c.push_str(&format!(
+            "storage-price = {}\nwrite-price = {}\n",
+            v.storage, v.write
+        ));
+        let mut overrides = v.overrides.clone();
+        overrides.sort_by_key(|o| o.ordinal);
+        for o in overrides {
+            c.push_str(&format!(
+                "\n[price-votes.\"{}\"]\nstorage-price = {}\nwrite-price = {}\n",
+                m.names.pod(o.ordinal),
+                o.storage,
+                o.write
+            ));
+        }
+    }
+    c
 }
 
-pub fn config_map(m: &ClusterMeta, valid: &ValidSpec) -> ConfigMap {
+pub fn config_map(m: &ClusterMeta, sc: &StorageCluster, valid: &ValidSpec) -> ConfigMap {
     ConfigMap {
         metadata: m.object(m.names.config_map(), COMPONENT_CONFIG),
         data: Some(BTreeMap::from([(
             CONFIG_KEY.to_string(),
-            node_config(valid),
+            node_config(m, sc, valid),
         )])),
         ..ConfigMap::default()
     }
@@ -264,7 +291,7 @@ pub fn default_topology_spread(cluster: &str) -> Vec<TopologySpreadConstraint> {
     }]
 }
 
-fn field_env(name: &str, path: &str) -> EnvVar {
+pub fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -292,7 +319,7 @@ fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),
@@ -326,6 +353,8 @@ pub fn node_container(sc: &StorageCluster) -> Container {
         env: Some(vec![
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
+            // the node's price votes are the config file's entry for its pod, if any
+            field_env("FLOE_VOTE_AS", "metadata.name"),
         ]),
         ports: Some(vec![
             ContainerPort {

@@ -33,6 +33,11 @@ fn testnet() -> StorageCluster {
     )
 }
 
+const KEYS: crate::kube::market::MarketKeys = crate::kube::market::MarketKeys {
+    control: [1; 32],
+    gateway: [2; 32],
+};
+
 fn desired(sc: &StorageCluster, replicas: i32, pdb: i32) -> Desired {
     let valid: ValidSpec = validate(&sc.spec).expect("valid spec");
     build(&Inputs {
@@ -42,6 +47,7 @@ fn desired(sc: &StorageCluster, replicas: i32, pdb: i32) -> Desired {
         replicas,
         pdb_max_unavailable: pdb,
         operator: None,
+        market_keys: &KEYS,
     })
     .expect("builds")
 }
@@ -69,6 +75,7 @@ fn network_policy_opens_grpc_and_http_and_keeps_admin_for_the_operator() {
         replicas: 4,
         pdb_max_unavailable: 1,
         operator: Some(&peer),
+        market_keys: &KEYS,
     })
     .expect("builds");
     let np = with.network_policy.expect("a policy");

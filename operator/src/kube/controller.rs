@@ -25,9 +25,10 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 
 use super::builders::{self, Inputs};
+use super::market::MarketKeys;
 use super::meta::{self, selector_string, Names, MANAGER};
 use super::pdb::{self, DisruptionState};
-use super::plane::{BrainOutcome, Observation, Observed, Planes};
+use super::plane::{BrainOutcome, MarketWiring, Observation, Observed, Planes};
 use crate::crd::status::{
     merge_conditions, phase, transitions, ConditionType, ConditionUpdate, StorageClusterStatus,
 };
@@ -53,7 +54,7 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Meta(#[from] meta::MetaError),
-    #[error("generating the admin token: {0}")]
+    #[error("generating the admin token or the market's keys: {0}")]
     Token(getrandom::Error),
     #[error("spec.serviceMonitor.enabled, but the monitoring.coreos.com/v1 ServiceMonitor CRD is not installed")]
     ServiceMonitorCrdMissing,
@@ -314,10 +315,14 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
         }
     };
 
-    let view = observe(client, &ns, &name).await?;
+    let view = observe(client, &ns, &name, sc.spec.market.enabled).await?;
     let token = match &view.admin_token {
         Some(t) => t.clone(),
         None => builders::generate_admin_token().map_err(Error::Token)?,
+    };
+    let keys = match &view.market_keys {
+        Some(k) => k.clone(),
+        None => MarketKeys::generate().map_err(Error::Token)?,
     };
     let brain = ctx.planes.observe(Observation {
         cluster: sc.clone(),
@@ -325,12 +330,14 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
         observed: view.observed.clone(),
         admin_token: token.clone(),
         current_replicas: view.current_replicas,
+        market: market_wiring(sc, &keys, view.control_pod_ip.as_deref()),
     });
     let decision = decide(
         sc,
         &valid,
         &view,
         &token,
+        &keys,
         &brain,
         ctx.operator_peer.as_ref(),
     )?;
@@ -357,22 +364,70 @@ pub struct ClusterView {
     pub revisions: Vec<(String, Option<String>)>,
     /// Pods as the control plane sees them.
     pub observed: Observed,
+    /// The market's keys in the existing Secret, if there is one.
+    pub market_keys: Option<MarketKeys>,
+    /// IP of the market's control pod when it is Ready (read only with `spec.market.enabled`).
+    pub control_pod_ip: Option<String>,
 }
 
-/// Read the cluster's admin Secret, StatefulSet and node pods (three independent reads: one
-/// round trip).
-async fn observe(client: &Client, ns: &str, name: &str) -> Result<ClusterView, Error> {
+/// How the cluster's brain reaches its market: the control pod's IP when it is Ready (works
+/// without cluster DNS, as members are reached), else the Service's DNS name.
+pub fn market_wiring(
+    sc: &StorageCluster,
+    keys: &MarketKeys,
+    control_pod_ip: Option<&str>,
+) -> Option<MarketWiring> {
+    let service = super::market::url(sc)?;
+    let address = match control_pod_ip {
+        Some(ip) => format!("http://{ip}:{}", meta::CONTROL_PORT),
+        None => format!("http://{service}"),
+    };
+    Some(MarketWiring {
+        control_key: keys.control_public(),
+        address,
+        max_epochs_ahead: sc.spec.market.max_epochs_ahead,
+    })
+}
+
+/// Read the cluster's Secrets, StatefulSet and node pods, and with a market its control pod
+/// (independent reads: one round trip).
+async fn observe(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    market: bool,
+) -> Result<ClusterView, Error> {
     let names = Names::new(name);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pod_params = ListParams::default().labels(&selector_string(name));
     let (secret_name, sts_name) = (names.admin_secret(), names.stateful_set());
-    let (secret, sts, pod_list) = futures::try_join!(
+    let keys_name = names.control_keys();
+    let control_pods = async {
+        if !market {
+            return Ok(None);
+        }
+        let params = ListParams::default().labels(&super::market::selector_string(name));
+        pods.list(&params).await.map(Some)
+    };
+    let (secret, keys_secret, sts, pod_list, control_pods) = futures::try_join!(
         secrets.get_opt(&secret_name),
+        secrets.get_opt(&keys_name),
         sts_api.get_opt(&sts_name),
         pods.list(&pod_params),
+        control_pods,
     )?;
+    let control_pod_ip = control_pods.and_then(|l| {
+        l.items.into_iter().find_map(|p| {
+            let s = p.status?;
+            let ready = s
+                .conditions
+                .as_ref()
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            ready.then_some(s.pod_ip).flatten()
+        })
+    });
     let update_revision = sts
         .as_ref()
         .and_then(|s| s.status.as_ref())
@@ -414,6 +469,8 @@ async fn observe(client: &Client, ns: &str, name: &str) -> Result<ClusterView, E
         current_replicas,
         revisions,
         observed,
+        market_keys: keys_secret.as_ref().and_then(MarketKeys::from_secret),
+        control_pod_ip,
     })
 }
 
@@ -441,6 +498,7 @@ pub fn decide(
     valid: &crate::crd::validate::ValidSpec,
     view: &ClusterView,
     token: &str,
+    market_keys: &MarketKeys,
     brain: &BrainOutcome,
     operator: Option<&builders::OperatorPeer>,
 ) -> Result<Decision, Error> {
@@ -472,6 +530,7 @@ pub fn decide(
         replicas,
         pdb_max_unavailable: max_unavailable,
         operator,
+        market_keys,
     })?;
     // rolling update (the StatefulSet is OnDelete): one outdated pod at a time, only while
     // the cluster is idle and every pod is back and serving
@@ -583,6 +642,29 @@ async fn apply_objects(
         Api::<Service>::namespaced(client.clone(), ns),
         Api::<Ingress>::namespaced(client.clone(), ns),
     );
+    // the market: its Secret stays when it is switched off (the same key serves the journal
+    // kept on the retained volume if it is switched on again)
+    match &desired.market {
+        Some(mk) => {
+            ssa(client, ns, &mk.secret).await?;
+            futures::try_join!(
+                ssa(client, ns, &mk.stateful_set),
+                ssa(client, ns, &mk.service)
+            )?;
+        }
+        None => {
+            delete_if_present(
+                &Api::<StatefulSet>::namespaced(client.clone(), ns),
+                &names.control(),
+            )
+            .await?;
+            delete_if_present(
+                &Api::<Service>::namespaced(client.clone(), ns),
+                &names.control(),
+            )
+            .await?;
+        }
+    }
     match &desired.gateway {
         Some(g) => {
             futures::try_join!(ssa(client, ns, &g.deployment), ssa(client, ns, &g.service))?;
@@ -638,6 +720,7 @@ async fn write_status(
     status.observed_generation = sc.metadata.generation;
     status.selector = Some(selector_string(&name));
     status.gateway_url = super::gateway::url(sc);
+    status.control_url = super::market::url(sc);
     let flips = transitions(current, &status.conditions);
     let patch = serde_json::json!({
         "apiVersion": "floe.dev/v1alpha1",
@@ -714,6 +797,8 @@ mod tests {
                     .collect(),
                 uids: HashMap::new(),
             },
+            market_keys: None,
+            control_pod_ip: None,
         }
     }
 
@@ -738,7 +823,11 @@ mod tests {
 
     fn decide_for(sc: &StorageCluster, v: &ClusterView, brain: &BrainOutcome) -> Decision {
         let valid = validate(&sc.spec).expect("valid");
-        decide(sc, &valid, v, "t", brain, None).expect("decide")
+        let keys = MarketKeys {
+            control: [1; 32],
+            gateway: [2; 32],
+        };
+        decide(sc, &valid, v, "t", &keys, brain, None).expect("decide")
     }
 
     #[test]

@@ -127,6 +127,15 @@ pub fn container(m: &ClusterMeta, sc: &StorageCluster) -> Container {
     if let Some(b) = g.max_body_bytes {
         args.push(format!("--max-body={b}"));
     }
+    // a network that sells storage: the gateway pays from its own account
+    if let Some(control) = super::market::url(sc) {
+        args.push(format!("--control={control}"));
+        args.push(format!(
+            "--account-key={}/{}",
+            super::market::GATEWAY_KEY_MOUNT,
+            super::market::GATEWAY_KEY
+        ));
+    }
     let mut env = vec![EnvVar {
         name: "POD_IP".into(),
         value_from: Some(EnvVarSource {
@@ -181,11 +190,21 @@ pub fn container(m: &ClusterMeta, sc: &StorageCluster) -> Container {
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "spool".into(),
-            mount_path: SPOOL_MOUNT.into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some({
+            let mut v = vec![VolumeMount {
+                name: "spool".into(),
+                mount_path: SPOOL_MOUNT.into(),
+                ..VolumeMount::default()
+            }];
+            if sc.spec.market.enabled {
+                v.push(super::builders::mount(
+                    "account",
+                    super::market::GATEWAY_KEY_MOUNT,
+                    true,
+                ));
+            }
+            v
+        }),
         ..Container::default()
     }
 }
@@ -221,11 +240,17 @@ pub fn deployment(m: &ClusterMeta, sc: &StorageCluster) -> Deployment {
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    volumes: Some(vec![Volume {
-                        name: "spool".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some({
+                        let mut v = vec![Volume {
+                            name: "spool".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        }];
+                        if sc.spec.market.enabled {
+                            v.push(super::market::gateway_key_volume(m));
+                        }
+                        v
+                    }),
                     ..PodSpec::default()
                 }),
             },

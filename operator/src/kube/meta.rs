@@ -27,6 +27,10 @@ pub const COMPONENT_CLIENT: &str = "client";
 pub const COMPONENT_CONFIG: &str = "config";
 /// The HTTP gateway's pods and Service.
 pub const COMPONENT_GATEWAY: &str = "gateway";
+/// The market's control pod (`spec.market`).
+pub const COMPONENT_CONTROL: &str = "control";
+/// Port of the control API (`floe.v1.Control` and `floe.v1.MarketAdmin`).
+pub const CONTROL_PORT: i32 = 7100;
 /// Port of the gateway's HTTP API (and its Service).
 pub const GATEWAY_PORT: i32 = 31415;
 
@@ -108,6 +112,14 @@ impl Names {
     /// Deployment, Service and Ingress of the HTTP gateway.
     pub fn gateway(&self) -> String {
         format!("{}-gateway", self.cluster)
+    }
+    /// StatefulSet and Service of the market's control pod (`<cluster>-control-0`).
+    pub fn control(&self) -> String {
+        format!("{}-control", self.cluster)
+    }
+    /// The market's Secret (control key, gateway account key).
+    pub fn control_keys(&self) -> String {
+        format!("{}-control-keys", self.cluster)
     }
 }
 

@@ -25,6 +25,7 @@ use super::meta::{ClusterMeta, Names};
 use crate::control::brain::{Brain, BrainState, Phase, Settings};
 use crate::control::challenge::Outcome;
 use crate::control::driver::{now_ms, BodyErrorKind, ChallengeSettings, Driver, Members};
+use crate::control::market::{MarketLink, RemoteMarket};
 use crate::control::metrics::ControlMetrics;
 use crate::crd::status::{
     ChallengeOutcome, ChallengeResult, CommitteeMember, ConditionType, ConditionUpdate, EpochState,
@@ -112,6 +113,18 @@ pub struct Observation {
     pub admin_token: String,
     /// The StatefulSet's replicas now (a scale-down keeps pods until they are drained).
     pub current_replicas: Option<i32>,
+    /// The market, when `spec.market.enabled` (`None` then: its keys are not stored yet).
+    pub market: Option<MarketWiring>,
+}
+
+/// Where the cluster's market is and what committees carry for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarketWiring {
+    /// The control key's public half (from the cluster's Secret).
+    pub control_key: [u8; 32],
+    /// `http://host:port` of the control pod's MarketAdmin service.
+    pub address: String,
+    pub max_epochs_ahead: u32,
 }
 
 impl Observation {
@@ -124,6 +137,7 @@ impl Observation {
             && self.observed == o.observed
             && self.admin_token == o.admin_token
             && self.current_replicas == o.current_replicas
+            && self.market == o.market
     }
 }
 
@@ -294,6 +308,41 @@ async fn start_driver(
     ))
 }
 
+/// Point the driver at the market the observation names (a new control pod IP, a key, the
+/// market switched on or off); nothing when it already is.
+fn wire_market(d: &mut Driver<KubeBody>, obs: &Observation) {
+    let current = match (&d.market, &d.brain.market) {
+        (Some(MarketLink::Remote(r)), Some(p)) => {
+            Some((r.address().to_string(), p.control_key, p.max_epochs_ahead))
+        }
+        _ => None,
+    };
+    let wanted = obs
+        .market
+        .as_ref()
+        .map(|w| (w.address.clone(), w.control_key, w.max_epochs_ahead));
+    if current == wanted {
+        return;
+    }
+    match obs.market.as_ref() {
+        None => d.set_market(None),
+        Some(w) => match RemoteMarket::new(&w.address, &obs.admin_token) {
+            Ok(r) => {
+                tracing::info!(cluster = %obs.cluster.name_any(), address = %w.address, "the market is at this address");
+                d.set_market(Some((
+                    MarketLink::Remote(r),
+                    w.control_key,
+                    w.max_epochs_ahead,
+                )));
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %obs.cluster.name_any(), error = %e, "the market's address is invalid");
+                d.set_market(None);
+            }
+        },
+    }
+}
+
 /// One round of the brain on the latest observation, and the outcome it leads to.
 async fn round(d: &mut Driver<KubeBody>, obs: &Observation) -> BrainOutcome {
     let sc = &obs.cluster;
@@ -313,6 +362,7 @@ async fn round(d: &mut Driver<KubeBody>, obs: &Observation) -> BrainOutcome {
         .collect();
     d.body.observe(sc, pods.clone());
     d.brain.settings = settings(sc, &obs.valid);
+    wire_market(d, obs);
     d.challenges.samples = sc.spec.challenges.samples as usize;
     d.challenges.timeout = obs.valid.challenge_timeout;
     let result = d.round().await;
@@ -328,6 +378,10 @@ async fn round(d: &mut Driver<KubeBody>, obs: &Observation) -> BrainOutcome {
             BodyErrorKind::Regression => (
                 "ControlStateAhead",
                 format!("another writer stored a newer control state: {e}"),
+            ),
+            BodyErrorKind::Market => (
+                "MarketUnavailable",
+                format!("the cluster's market (its control pod) did not answer: {e}"),
             ),
             _ => (
                 "ControlStateUnsaved",
@@ -369,6 +423,12 @@ async fn run_plane(
             _ = tokio::time::sleep_until(next_round) => {}
         }
         let obs = input.borrow_and_update().clone();
+        // a cluster that sells storage runs no round before its committees can carry the
+        // market's key (else a first committee without it would let anyone write unpaid)
+        if obs.cluster.spec.market.enabled && obs.market.is_none() {
+            next_round = Instant::now() + Duration::from_secs(2);
+            continue;
+        }
         let out = match driver.as_mut() {
             Some(d) => round(d, &obs).await,
             None => match start_driver(&client, &metrics, &obs).await {
@@ -615,6 +675,8 @@ pub fn outcome(
         committee: rows,
         blobs: Some(blobs),
         stored_bytes: Some(stored),
+        storage_price: committee.economics.map(|e| e.storage_price),
+        write_price: committee.economics.map(|e| e.write_price),
         ..Default::default()
     };
     BrainOutcome {

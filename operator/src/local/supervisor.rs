@@ -19,6 +19,7 @@ use super::process::Nodes;
 use crate::control::brain::{Brain, BrainState, Candidate};
 use crate::control::driver::{ChallengeSettings, Driver, Members};
 use crate::control::economy::Economy;
+use crate::control::market::MarketLink;
 use crate::control::metrics::ControlMetrics;
 use crate::control::registry::MarketSettings;
 
@@ -30,6 +31,8 @@ const TOP_UP_TICKS: u64 = 120;
 /// The supervisor: nodes as processes, the brain driving them.
 pub struct Supervisor {
     nodes: Nodes,
+    /// The market this testnet sells storage through (its journal in the testnet directory).
+    economy: Arc<Mutex<Economy>>,
     driver: Driver<LocalBody>,
     candidates: watch::Sender<Vec<Candidate>>,
     releases: mpsc::UnboundedReceiver<NodeId>,
@@ -145,11 +148,18 @@ impl Supervisor {
                 faucet_grant: opts.control.faucet_grant,
             },
         )?;
+        let control_key = economy.registry().control_key();
+        let economy = Arc::new(Mutex::new(economy));
         let local = LocalBody::new(dir, candidates_rx, force, releases_tx);
         let driver = Driver::new(brain, local, members, challenges, ControlMetrics::new())
-            .with_economy(Arc::new(Mutex::new(economy)), opts.control.max_epochs_ahead);
+            .with_market(
+                MarketLink::Local(economy.clone()),
+                control_key,
+                opts.control.max_epochs_ahead,
+            );
         Ok(Self {
             nodes: body,
+            economy,
             driver,
             candidates,
             releases,
@@ -182,9 +192,7 @@ impl Supervisor {
 
     /// Serve the control plane's client API on loopback (the port of the last run if free).
     async fn serve_control_api(&mut self) -> anyhow::Result<()> {
-        let Some(economy) = self.driver.economy.clone() else {
-            return Ok(());
-        };
+        let economy = self.economy.clone();
         let wanted = self.nodes.state.control_api.clone();
         let listener = match wanted.as_deref().map(tokio::net::TcpListener::bind) {
             Some(f) => match f.await {
@@ -218,10 +226,8 @@ impl Supervisor {
 
     /// Create and fund the gateway's account (a testnet that sells storage only).
     fn fund_gateway(&self) {
-        if let Some(economy) = &self.driver.economy {
-            if let Err(e) = super::gateway::fund_account(&self.nodes.state.dir, economy) {
-                tracing::warn!("the gateway's account: {e:#}");
-            }
+        if let Err(e) = super::gateway::fund_account(&self.nodes.state.dir, &self.economy) {
+            tracing::warn!("the gateway's account: {e:#}");
         }
     }
 
@@ -251,7 +257,7 @@ impl Supervisor {
         self.nodes.save_state()?;
         self.candidates.send_replace(self.nodes.candidates());
         let (brain_tx, brain) = watch::channel(self.driver.brain.state.clone());
-        let economy = self.driver.economy.clone();
+        let economy = self.economy.clone();
         let mut driver = self.driver;
         let brain_task = tokio::spawn(async move {
             loop {
@@ -270,10 +276,8 @@ impl Supervisor {
         loop {
             ticks += 1;
             if ticks.is_multiple_of(TOP_UP_TICKS) {
-                if let Some(economy) = &economy {
-                    if let Err(e) = super::gateway::fund_account(&nodes.state.dir, economy) {
-                        tracing::warn!("the gateway's account: {e:#}");
-                    }
+                if let Err(e) = super::gateway::fund_account(&nodes.state.dir, &economy) {
+                    tracing::warn!("the gateway's account: {e:#}");
                 }
             }
             if let Some(g) = &mut gateway {

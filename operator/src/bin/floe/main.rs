@@ -24,6 +24,7 @@ macro_rules! out {
 
 mod account_cmd;
 mod blob_cmd;
+mod control_cmd;
 mod progress;
 mod quilt_cmd;
 mod table;
@@ -136,6 +137,11 @@ pub enum Cmd {
     LsQuilt {
         #[arg(allow_hyphen_values = true)]
         quilt_id: String,
+    },
+    /// A network's market as a process (what a StorageCluster's control pod runs)
+    Control {
+        #[command(subcommand)]
+        command: control_cmd::ControlCmd,
     },
     /// Compute a file's blob ID offline
     BlobId {
@@ -302,6 +308,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Account { command } => account_cmd::account(&cli, command).await,
         Cmd::Get { blob_id, output } => blob_cmd::get(&cli, blob_id, output.as_ref()).await,
         Cmd::Status { blob_id } => blob_cmd::status(&cli, blob_id.as_deref()).await,
+        Cmd::Control { command } => control_cmd::run(command).await,
         Cmd::BlobId { file, shards } => blob_cmd::blob_id(&cli, file, *shards),
         Cmd::PutQuilt { dir } => quilt_cmd::put(&cli, dir).await,
         Cmd::GetQuilt {

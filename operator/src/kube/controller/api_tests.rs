@@ -46,7 +46,7 @@ fn mock(log: Log, sc: serde_json::Value, hang_control: bool) -> kube::Client {
                 .expect("log")
                 .push((method.clone(), uri.clone()));
             let sent = req.into_body().collect_bytes().await.unwrap_or_default();
-            if hang_control && method == "GET" && uri.contains("-control") {
+            if hang_control && method == "GET" && uri.contains("/configmaps/alpha-control") {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
             let (status, body) = match method.as_str() {
@@ -190,4 +190,47 @@ async fn a_reconcile_never_waits_for_the_control_plane() {
         3,
         "each reconcile wrote the status"
     );
+}
+
+#[tokio::test]
+async fn a_cluster_that_sells_storage_gets_its_keys_control_pod_and_service() {
+    let mut sc = testnet();
+    sc.spec.market.enabled = true;
+    let log = Log::default();
+    let ctx = context(mock(
+        log.clone(),
+        serde_json::to_value(&sc).expect("json"),
+        false,
+    ));
+    apply(&sc, &ctx).await.expect("reconcile");
+    for (method, path) in [
+        ("GET", "/secrets/alpha-control-keys"),
+        ("PATCH", "/secrets/alpha-control-keys"),
+        ("PATCH", "/statefulsets/alpha-control?"),
+        ("PATCH", "/services/alpha-control?"),
+    ] {
+        assert!(
+            log.count(method, path) >= 1,
+            "{method} {path} missing from {:#?}",
+            log.requests()
+        );
+    }
+    // the control pod is looked for by its own labels
+    assert!(log
+        .requests()
+        .iter()
+        .any(|(m, p)| m == "GET" && p.contains("/pods?") && p.contains("component%3Dcontrol")));
+    // without the market, its StatefulSet and Service go (the Secret stays for its journal)
+    let plain = testnet();
+    let log = Log::default();
+    let ctx = context(mock(
+        log.clone(),
+        serde_json::to_value(&plain).expect("json"),
+        false,
+    ));
+    apply(&plain, &ctx).await.expect("reconcile");
+    assert_eq!(log.count("DELETE", "/statefulsets/alpha-control"), 1);
+    assert_eq!(log.count("DELETE", "/services/alpha-control"), 1);
+    assert_eq!(log.count("DELETE", "/secrets/"), 0);
+    assert_eq!(log.count("PATCH", "/secrets/alpha-control-keys"), 0);
 }
