@@ -501,7 +501,7 @@ fn default_market_volume() -> Quantity {
 #[serde(rename_all = "camelCase")]
 pub struct GenesisBalance {
     /// Account ID: the Ed25519 public key in hex (`floe account show`).
-    #[x_kube(validation = Rule::new("self.matches('^[0-9a-f]{64}$')").message("spec.market.genesisBalances[].account must be 64 lowercase hex digits (floe account show prints it)"))]
+    #[schemars(length(min = 64, max = 64), extend("pattern" = "^[0-9a-f]{64}$"))]
     pub account: String,
     #[schemars(range(min = 1))]
     pub units: u64,
