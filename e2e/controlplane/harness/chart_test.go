@@ -107,7 +107,7 @@ func TestChartRendersValidObjects(t *testing.T) {
 	installCRDs(t)
 	ns := namespace(t, "chart-render")
 	crds := helmRun(t, "template", "floe-crds", repoPath("charts", "floe-crds"))
-	args := append([]string{"template", "floe", repoPath("charts", "floe"), "-n", ns, "--set", "testnet.enabled=true"}, allMonitoring...)
+	args := append([]string{"template", "floe", repoPath("charts", "floe"), "-n", ns, "--set", "testnet.enabled=true", "--set", "testnet.market.enabled=true"}, allMonitoring...)
 	stream := crds + "\n---\n" + helmRun(t, args...)
 	var apply []string
 	kinds := map[string]int{}

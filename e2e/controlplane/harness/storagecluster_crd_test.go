@@ -59,14 +59,15 @@ func TestStorageClusterCRDAcceptsTheExamples(t *testing.T) {
 	ns := namespace(t, "fsc")
 	kubectl(t, "apply", "-n", ns, "-f", repoPath("manifests", "examples", "testnet.yaml"))
 	kubectl(t, "apply", "-n", ns, "-f", repoPath("manifests", "examples", "production.yaml"))
+	kubectl(t, "apply", "-n", ns, "-f", repoPath("manifests", "examples", "testnet-market.yaml"))
 
 	// printer columns, in order
 	lines := strings.Split(strings.TrimSpace(kubectl(t, "get", "fsc", "-n", ns)), "\n")
-	if got := strings.Join(strings.Fields(lines[0]), " "); got != "NAME NODES READY SHARDS EPOCH PHASE GATEWAY AGE" {
+	if got := strings.Join(strings.Fields(lines[0]), " "); got != "NAME NODES READY SHARDS EPOCH PHASE PRICE GATEWAY AGE" {
 		t.Fatalf("kubectl get fsc columns: %q\n%s", got, strings.Join(lines, "\n"))
 	}
-	if len(lines) != 3 {
-		t.Fatalf("two StorageClusters expected:\n%s", strings.Join(lines, "\n"))
+	if len(lines) != 4 {
+		t.Fatalf("three StorageClusters expected:\n%s", strings.Join(lines, "\n"))
 	}
 
 	// the schema's defaults are applied by the API server
@@ -166,6 +167,7 @@ func TestStorageClusterCRDRefusesInvalidResources(t *testing.T) {
 		{"selector label", "spec: {nodes: 4, shards: 4, pod: {labels: {app.kubernetes.io/instance: x}}}", "spec.pod.labels may not set app.kubernetes.io/* labels"},
 		{"bad retention", "spec: {nodes: 4, shards: 4, storage: {retention: {onDelete: Shred}}}", "supported values: \"Retain\", \"Delete\""},
 		{"typo", "spec: {nodes: 4, shards: 4, epochDurationn: 1m}", "unknown field \"spec.epochDurationn\""},
+		{"genesis account not hex", "spec: {nodes: 4, shards: 4, market: {enabled: true, genesisBalances: [{account: alice, units: 5}]}}", "spec.market.genesisBalances[0].account"},
 	}
 	for _, c := range cases {
 		out, err := applyYAML(t, ns, "apiVersion: floe.dev/v1alpha1\nkind: StorageCluster\nmetadata: {name: bad}\n"+c.yaml+"\n")
