@@ -42,6 +42,8 @@ OP_IP=$(kubectl get pod -n floe-system -l app.kubernetes.io/name=floe-operator -
 OP_PID=$(pgrep -f -- "floe-operator --http-addr=$OP_IP:8080" | head -n1)
 [[ -n "$OP_PID" ]] || { log "no floe-operator process for $OP_IP"; exit 1; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$OP_PID/status"; }
+# the heap and the mapped binary apart: a debug binary's code pages are most of its RSS
+rss_split() { awk '/^Anonymous:/ {a = $2} /^Rss:/ {r = $2} END {printf "anonymous %d KiB, file-backed %d KiB", a, r - a}' "/proc/$OP_PID/smaps_rollup"; }
 metrics() { curl -sf "http://$OP_IP:8080/metrics"; }
 
 kubectl create namespace "$NS" >/dev/null 2>&1 || true
@@ -58,7 +60,7 @@ paused_cluster() {
   printf 'apiVersion: floe.dev/v1alpha1\nkind: StorageCluster\nmetadata: {name: %s}\nspec: {nodes: 4, shards: 10, paused: true}\n' "$1"
 }
 
-log "RSS at start (no StorageCluster): $(rss_kib) KiB"
+log "RSS at start (no StorageCluster): $(rss_kib) KiB ($(rss_split))"
 # the active cluster: 7 nodes, long epochs (settled while measured)
 started=$(date +%s.%N)
 sed -e 's/^  nodes: 4/  nodes: 7/' -e 's/^  epochDuration: 30s/  epochDuration: 1h/' "$REPO/manifests/examples/testnet.yaml" |
@@ -76,7 +78,7 @@ for n in 1 10 50; do
   done
   wait_until "$n clusters observed" 120 all_observed "$n"
   RSS[$n]=$(rss_kib)
-  log "$n StorageClusters: RSS ${RSS[$n]} KiB"
+  log "$n StorageClusters: RSS ${RSS[$n]} KiB ($(rss_split))"
 done
 
 # reconcile latency of the active cluster

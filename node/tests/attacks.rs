@@ -92,6 +92,246 @@ impl Storage for Rogue {
     ) -> R<proto::PutLifetimeResponse> {
         Err(Status::unimplemented("rogue"))
     }
+    async fn store_blob(&self, _: Request<proto::StoreBlobRequest>) -> R<proto::StoreBlobResponse> {
+        Err(Status::unimplemented("rogue"))
+    }
+    async fn put_certificates(
+        &self,
+        _: Request<proto::PutCertificatesRequest>,
+    ) -> R<proto::PutCertificatesResponse> {
+        Err(Status::unimplemented("rogue"))
+    }
+}
+
+/// A node of the previous version: a real node behind a proxy that does not know `StoreBlob`
+/// and `PutCertificates` (answers `Unimplemented`, as tonic does for an unknown method) and
+/// forwards every other call. Counts both.
+#[derive(Clone)]
+struct PreviousVersion {
+    inner: proto::storage_client::StorageClient<tonic::transport::Channel>,
+    unknown: Arc<AtomicUsize>,
+    forwarded: Arc<AtomicUsize>,
+}
+
+impl PreviousVersion {
+    fn inner(&self) -> proto::storage_client::StorageClient<tonic::transport::Channel> {
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
+        self.inner.clone()
+    }
+}
+
+#[tonic::async_trait]
+impl Storage for PreviousVersion {
+    async fn get_info(&self, r: Request<proto::GetInfoRequest>) -> R<proto::NodeInfo> {
+        self.inner().get_info(r.into_inner()).await
+    }
+    async fn get_committee(&self, r: Request<proto::GetCommitteeRequest>) -> R<proto::Committee> {
+        self.inner().get_committee(r.into_inner()).await
+    }
+    async fn put_metadata(
+        &self,
+        r: Request<proto::PutMetadataRequest>,
+    ) -> R<proto::PutMetadataResponse> {
+        self.inner().put_metadata(r.into_inner()).await
+    }
+    async fn get_metadata(&self, r: Request<proto::BlobRequest>) -> R<proto::MetadataResponse> {
+        self.inner().get_metadata(r.into_inner()).await
+    }
+    async fn put_sliver(&self, r: Request<proto::PutSliverRequest>) -> R<proto::PutSliverResponse> {
+        self.inner().put_sliver(r.into_inner()).await
+    }
+    async fn put_slivers(
+        &self,
+        r: Request<proto::PutSliversRequest>,
+    ) -> R<proto::PutSliversResponse> {
+        self.inner().put_slivers(r.into_inner()).await
+    }
+    async fn get_sliver(&self, r: Request<proto::GetSliverRequest>) -> R<proto::SliverResponse> {
+        self.inner().get_sliver(r.into_inner()).await
+    }
+    async fn get_confirmation(&self, r: Request<proto::BlobRequest>) -> R<proto::Confirmation> {
+        self.inner().get_confirmation(r.into_inner()).await
+    }
+    async fn put_certificate(
+        &self,
+        r: Request<proto::Certificate>,
+    ) -> R<proto::PutCertificateResponse> {
+        self.inner().put_certificate(r.into_inner()).await
+    }
+    async fn get_recovery_symbols(
+        &self,
+        r: Request<proto::RecoverySymbolsRequest>,
+    ) -> R<proto::RecoverySymbolsResponse> {
+        self.inner().get_recovery_symbols(r.into_inner()).await
+    }
+    async fn get_blob_status(
+        &self,
+        r: Request<proto::BlobRequest>,
+    ) -> R<proto::BlobStatusResponse> {
+        self.inner().get_blob_status(r.into_inner()).await
+    }
+    async fn list_certified(
+        &self,
+        r: Request<proto::ListCertifiedRequest>,
+    ) -> R<proto::ListCertifiedResponse> {
+        self.inner().list_certified(r.into_inner()).await
+    }
+    async fn sync_shard(&self, r: Request<proto::SyncShardRequest>) -> R<proto::SyncShardResponse> {
+        self.inner().sync_shard(r.into_inner()).await
+    }
+    async fn put_lifetime(
+        &self,
+        r: Request<proto::PutLifetimeRequest>,
+    ) -> R<proto::PutLifetimeResponse> {
+        self.inner().put_lifetime(r.into_inner()).await
+    }
+    async fn store_blob(&self, _: Request<proto::StoreBlobRequest>) -> R<proto::StoreBlobResponse> {
+        self.unknown.fetch_add(1, Ordering::Relaxed);
+        Err(Status::unimplemented("unknown method StoreBlob"))
+    }
+    async fn put_certificates(
+        &self,
+        _: Request<proto::PutCertificatesRequest>,
+    ) -> R<proto::PutCertificatesResponse> {
+        self.unknown.fetch_add(1, Ordering::Relaxed);
+        Err(Status::unimplemented("unknown method PutCertificates"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_blobs_go_in_one_call_and_a_previous_version_gets_the_separate_calls() {
+    let shards: [&[u16]; 4] = [&[0, 1, 2], &[3, 4], &[5, 6], &[7, 8, 9]];
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<TestNode> = (0..4).map(|i| TestNode::new(root.path(), i, &[])).collect();
+    let mut members = Vec::new();
+    let mut proxy = None;
+    for (i, n) in nodes.iter_mut().enumerate() {
+        n.start();
+        let info = n.client().info().await.unwrap();
+        let mut address = n.grpc.to_string();
+        if i == 3 {
+            // node 3 is reached through the previous-version proxy
+            let p = PreviousVersion {
+                inner: proto::storage_client::StorageClient::connect(format!("http://{}", n.grpc))
+                    .await
+                    .unwrap(),
+                unknown: Arc::new(AtomicUsize::new(0)),
+                forwarded: Arc::new(AtomicUsize::new(0)),
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            address = listener.local_addr().unwrap().to_string();
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(proto::storage_server::StorageServer::new(p.clone()))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+            proxy = Some(p);
+        }
+        members.push(Member {
+            node_id: NodeId::try_from(info.node_id.as_slice()).unwrap(),
+            address,
+            stake: 1,
+            shards: shards[i].to_vec(),
+        });
+    }
+    let proxy = proxy.unwrap();
+    let c = TestCluster {
+        root,
+        nodes,
+        committee: Committee {
+            epoch: 1,
+            n_shards: 10,
+            members,
+            economics: None,
+        },
+    };
+    c.publish_committee().await;
+
+    // several small blobs at once: the new nodes take each in one call and the certificates
+    // in batches; the previous version gets the separate calls and is certified all the same
+    let client = c.blob_client();
+    let data: Vec<Vec<u8>> = (0..8).map(|i| random_bytes(10_000, 40 + i)).collect();
+    let outs = futures::future::join_all(data.iter().map(|d| client.write(d.clone(), None))).await;
+    let mut ids = Vec::new();
+    for (o, d) in outs.into_iter().zip(&data) {
+        let o = o.expect("written");
+        assert_eq!(
+            o.certified_nodes, 4,
+            "every node certified, the old one too"
+        );
+        assert_eq!(&client.read(&o.blob_id, None).await.unwrap()[..], &d[..]);
+        ids.push(o.blob_id);
+    }
+    assert!(
+        proxy.unknown.load(Ordering::Relaxed) >= 2,
+        "the new calls were tried on the previous version"
+    );
+    assert!(
+        proxy.forwarded.load(Ordering::Relaxed) >= 8 * 4,
+        "metadata, slivers, confirmation and certificate went separately: {} calls",
+        proxy.forwarded.load(Ordering::Relaxed)
+    );
+    // the new nodes were written with one StoreBlob per blob and no separate calls
+    let calls = |n: &TestNode, method: &str| -> f64 {
+        n.metrics()
+            .lines()
+            .filter(|l| {
+                l.starts_with("floe_node_grpc_requests_total{")
+                    && l.contains(&format!("method=\"{method}\""))
+                    && l.contains("code=\"Ok\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    for n in &c.nodes[..3] {
+        assert_eq!(calls(n, "StoreBlob"), 8.0, "{}", n.dir.display());
+        assert_eq!(calls(n, "PutMetadata") + calls(n, "GetConfirmation"), 0.0);
+        assert!(calls(n, "PutCertificates") >= 1.0);
+        assert_eq!(calls(n, "PutCertificate"), 0.0);
+    }
+    assert_eq!(
+        calls(&c.nodes[3], "PutMetadata"),
+        8.0,
+        "the previous version"
+    );
+    for n in &c.nodes {
+        for id in &ids {
+            let s = n.client().blob_status(id).await.unwrap();
+            assert_eq!(s.pairs_stored, s.pairs_owned);
+            assert_ne!(
+                s.certified_epoch,
+                0,
+                "{} holds {id} uncertified",
+                n.dir.display()
+            );
+        }
+    }
+
+    // PutCertificates checks each certificate as PutCertificate does: a real one (already
+    // there), a forged one and one of an unknown epoch answer per item; too many are refused
+    let node = c.nodes[0].client();
+    let (certs, _) = node.list_certified(None, 1).await.unwrap();
+    let real = certs[0].clone();
+    let mut forged = real.clone();
+    forged.blob_id = BlobId([0x77; 32]);
+    let mut unknown_epoch = real.clone();
+    unknown_epoch.epoch = 99;
+    let r = node
+        .put_certificates(&[real.clone(), forged, unknown_epoch])
+        .await
+        .unwrap();
+    assert!(matches!(r[0], Ok(true)), "{:?}", r[0]);
+    assert_eq!(
+        r[1].as_ref().unwrap_err().code(),
+        Some(tonic::Code::InvalidArgument)
+    );
+    assert_eq!(
+        r[2].as_ref().unwrap_err().code(),
+        Some(tonic::Code::FailedPrecondition)
+    );
+    let too_many = vec![real; 1025];
+    let e = node.put_certificates(&too_many).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::InvalidArgument), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

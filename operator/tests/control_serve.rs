@@ -53,7 +53,10 @@ fn start(dir: &Path, port: u16, genesis: &AccountId, kept: &AccountId) -> Server
     // wait until it accepts connections
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the control server never listened");
+        assert!(
+            Instant::now() < deadline,
+            "the control server never listened"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Server { child, port }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Semaphore;
 
+use super::certify::Certifier;
 use super::node::{ClientError, NodeClient};
 use super::source::FileSource;
 use crate::codec::{
@@ -164,6 +165,8 @@ struct View {
     committee: Committee,
     previous: Option<Committee>,
     nodes: HashMap<NodeId, NodeClient>,
+    /// Batching certificate senders, one per node, started on first use.
+    certifiers: std::sync::Mutex<HashMap<NodeId, Arc<Certifier>>>,
 }
 
 impl View {
@@ -186,7 +189,19 @@ impl View {
             committee,
             previous,
             nodes,
+            certifiers: Default::default(),
         })
+    }
+
+    /// The certificate sender of `id` (a member of this view).
+    fn certifier(&self, id: NodeId, attempts: u32) -> Option<Arc<Certifier>> {
+        let node = self.nodes.get(&id)?;
+        let mut c = self.certifiers.lock().unwrap_or_else(|p| p.into_inner());
+        Some(
+            c.entry(id)
+                .or_insert_with(|| Arc::new(Certifier::start(node.clone(), attempts)))
+                .clone(),
+        )
     }
     fn node(&self, m: &Member) -> &NodeClient {
         &self.nodes[&m.node_id]
@@ -558,12 +573,14 @@ impl BlobClient {
                 .map(|c| (c.node_id, c.signature))
                 .collect(),
         };
-        let certified_nodes = futures::future::join_all(view.nodes.values().map(|node| {
-            let cert = &cert;
+        // through each node's batching sender: concurrent puts share a call and a commit
+        let certified_nodes = futures::future::join_all(view.nodes.keys().map(|id| {
+            let (cert, certifier) = (cert.clone(), view.certifier(*id, self.config.attempts));
             async move {
-                retry(self.config.attempts, || node.put_certificate(cert))
-                    .await
-                    .is_ok()
+                match certifier {
+                    Some(c) => c.certify(cert).await.is_ok(),
+                    None => false,
+                }
             }
         }))
         .await
@@ -918,7 +935,7 @@ async fn newest_committee(
 }
 
 /// Retry `f` with exponential backoff (100 ms, 200 ms, …) on errors that may pass.
-async fn retry<T, F, Fut>(attempts: u32, mut f: F) -> Result<T, ClientError>
+pub(super) async fn retry<T, F, Fut>(attempts: u32, mut f: F) -> Result<T, ClientError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ClientError>>,
@@ -938,6 +955,7 @@ where
                             | tonic::Code::Unauthenticated
                             | tonic::Code::PermissionDenied
                             | tonic::Code::OutOfRange
+                            | tonic::Code::Unimplemented
                     )
                 );
                 if permanent || tries >= attempts {
@@ -1090,10 +1108,6 @@ async fn upload_to(
     confirm: bool,
 ) -> Result<Option<Confirmation>, UploadError> {
     let id = enc.blob_id();
-    retry(attempts, || {
-        node.put_metadata_with(&id, enc.metadata(), lifetime)
-    })
-    .await?;
     let on_bytes = &on_bytes;
     let shape = enc.shape();
     let len = |axis: Axis| match axis {
@@ -1118,6 +1132,58 @@ async fn upload_to(
             }
         }
     }
+    // a small blob (every sliver of this node in one batch): metadata, slivers and the
+    // confirmation in one round trip; a node without `StoreBlob` gets the three calls
+    if confirm && batches.len() == 1 {
+        let jobs = &batches[0];
+        let total: usize = jobs.iter().map(|(_, axis)| len(*axis)).sum();
+        let kib = (total >> 10).max(1).min(u32::MAX as usize) as u32;
+        let _permit = budget
+            .acquire_many(kib)
+            .await
+            .map_err(|e| ClientError::Invalid {
+                address: node.address().to_string(),
+                message: e.to_string(),
+            })?;
+        let slivers = jobs
+            .iter()
+            .map(|(p, axis)| {
+                let s = match axis {
+                    Axis::Primary => enc.primary(*p as usize),
+                    Axis::Secondary => enc.secondary(enc.n() - 1 - *p as usize),
+                }?;
+                Ok((*p, s))
+            })
+            .collect::<Result<Vec<(u16, Sliver)>, CodecError>>()
+            .map_err(UploadError::Local)?;
+        let stored = retry(attempts, || async {
+            let items: Vec<(u16, &Sliver)> = slivers.iter().map(|(p, s)| (*p, s)).collect();
+            let (results, conf) = node
+                .store_blob(&id, enc.metadata(), lifetime, &items, true)
+                .await?;
+            // the first refused item fails the call (the retry resends it)
+            for r in results {
+                r?;
+            }
+            conf.ok_or_else(|| ClientError::Invalid {
+                address: node.address().to_string(),
+                message: "every sliver stored but no confirmation".into(),
+            })
+        })
+        .await;
+        match stored {
+            Ok(conf) => {
+                on_bytes(total as u64);
+                return Ok(Some(conf));
+            }
+            Err(e) if e.code() == Some(tonic::Code::Unimplemented) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    retry(attempts, || {
+        node.put_metadata_with(&id, enc.metadata(), lifetime)
+    })
+    .await?;
     let mut puts = futures::stream::iter(batches.into_iter().filter(|b| !b.is_empty()))
         .map(|jobs| async move {
             let total: usize = jobs.iter().map(|(_, axis)| len(*axis)).sum();

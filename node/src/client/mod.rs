@@ -2,6 +2,7 @@
 //! the blob client that writes and reads whole blobs.
 
 mod blob;
+mod certify;
 pub mod control;
 mod node;
 mod quilt;

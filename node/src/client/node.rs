@@ -349,19 +349,11 @@ impl NodeClient {
                 items.len()
             )));
         }
-        Ok(r.results
-            .into_iter()
-            .map(|x| {
-                if x.code == 0 {
-                    Ok(x.already_stored)
-                } else {
-                    Err(self.err(tonic::Status::new(
-                        tonic::Code::from_i32(x.code as i32),
-                        x.message,
-                    )))
-                }
-            })
-            .collect())
+        Ok(self.item_results(
+            r.results
+                .into_iter()
+                .map(|x| (x.code, x.message, x.already_stored)),
+        ))
     }
 
     /// A sliver, parsed but *not* verified: check it with `Sliver::verify` against metadata.
@@ -396,7 +388,15 @@ impl NodeClient {
             .get_confirmation(self.req(msg, CALL_TIMEOUT))
             .await
             .map_err(|s| self.err(s))?;
-        let c = r.into_inner();
+        self.confirmation_of(r.into_inner(), id)
+    }
+
+    /// A confirmation of `id` as sent, its signature checked.
+    fn confirmation_of(
+        &self,
+        c: proto::Confirmation,
+        id: &BlobId,
+    ) -> Result<Confirmation, ClientError> {
         let conf = Confirmation {
             epoch: c.epoch,
             blob_id: BlobId::from_slice(&c.blob_id).map_err(|e| self.invalid(e))?,
@@ -411,6 +411,110 @@ impl NodeClient {
             return Err(self.invalid("confirmation signature does not verify"));
         }
         Ok(conf)
+    }
+
+    /// Per-item results as sent (`code` 0: stored, `already` the flag).
+    fn item_results(
+        &self,
+        results: impl Iterator<Item = (u32, String, bool)>,
+    ) -> Vec<Result<bool, ClientError>> {
+        results
+            .map(|(code, message, already)| {
+                if code == 0 {
+                    Ok(already)
+                } else {
+                    Err(self.err(tonic::Status::new(
+                        tonic::Code::from_i32(code as i32),
+                        message,
+                    )))
+                }
+            })
+            .collect()
+    }
+
+    /// A small blob in one call (`StoreBlob`): metadata with its lifetime, these slivers, and
+    /// with `confirm` the confirmation once all were stored. `Ok(None)` for the confirmation
+    /// when it was not asked for or an item was refused (see the per-item results).
+    /// A node too old for the call answers `Unimplemented` (the caller falls back).
+    #[allow(clippy::type_complexity)]
+    pub async fn store_blob(
+        &self,
+        id: &BlobId,
+        md: &BlobMetadata,
+        lifetime: Option<&SignedLifetime>,
+        slivers: &[(u16, &Sliver)],
+        confirm: bool,
+    ) -> Result<(Vec<Result<bool, ClientError>>, Option<Confirmation>), ClientError> {
+        let items: Vec<proto::PutSliverRequest> = slivers
+            .iter()
+            .map(|(pair, s)| proto::PutSliverRequest {
+                blob_id: id.as_bytes().to_vec(),
+                pair_index: *pair as u32,
+                sliver: s.to_bytes(),
+            })
+            .collect();
+        let bytes: usize = items.iter().map(|m| m.sliver.len()).sum();
+        let msg = proto::StoreBlobRequest {
+            blob_id: id.as_bytes().to_vec(),
+            metadata: md.to_bytes(),
+            lifetime: lifetime.map(|l| l.to_bytes()).unwrap_or_default(),
+            slivers: items,
+            confirm,
+        };
+        let r = self
+            .storage
+            .clone()
+            .store_blob(self.req(msg, Self::transfer_timeout(bytes)))
+            .await
+            .map_err(|s| self.err(s))?
+            .into_inner();
+        if r.results.len() != slivers.len() {
+            return Err(self.invalid(format!(
+                "{} results for {} slivers",
+                r.results.len(),
+                slivers.len()
+            )));
+        }
+        let confirmation = match r.confirmation {
+            Some(c) => Some(self.confirmation_of(c, id)?),
+            None => None,
+        };
+        let results = self.item_results(
+            r.results
+                .into_iter()
+                .map(|x| (x.code, x.message, x.already_stored)),
+        );
+        Ok((results, confirmation))
+    }
+
+    /// Several certificates in one call (`PutCertificates`): a result per certificate, in
+    /// order (`Ok(true)`: it was already there). `Unimplemented` from an older node.
+    pub async fn put_certificates(
+        &self,
+        certs: &[Certificate],
+    ) -> Result<Vec<Result<bool, ClientError>>, ClientError> {
+        let msg = proto::PutCertificatesRequest {
+            certificates: certs.iter().map(proto::Certificate::from).collect(),
+        };
+        let r = self
+            .storage
+            .clone()
+            .put_certificates(self.req(msg, CALL_TIMEOUT))
+            .await
+            .map_err(|s| self.err(s))?
+            .into_inner();
+        if r.results.len() != certs.len() {
+            return Err(self.invalid(format!(
+                "{} results for {} certificates",
+                r.results.len(),
+                certs.len()
+            )));
+        }
+        Ok(self.item_results(
+            r.results
+                .into_iter()
+                .map(|x| (x.code, x.message, x.already_certified)),
+        ))
     }
 
     pub async fn put_certificate(&self, cert: &Certificate) -> Result<bool, ClientError> {

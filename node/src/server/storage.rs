@@ -20,6 +20,8 @@ use crate::store::StoreError;
 const LIST_LIMIT: usize = 1000;
 /// Most slivers in one PutSlivers request.
 pub const PUT_SLIVERS_MAX: usize = 4096;
+/// Most certificates one `PutCertificates` request may carry.
+pub const PUT_CERTIFICATES_MAX: usize = 1024;
 
 /// Largest `GetRecoverySymbols` answer (also never more than the message limit): a request
 /// whose answer would be larger is refused before any work, with the number of targets that
@@ -183,6 +185,188 @@ impl StorageService {
             write_price_vote: st.config.write_price,
         }
     }
+
+    async fn do_put_metadata(
+        &self,
+        req: Request<proto::PutMetadataRequest>,
+    ) -> Result<proto::PutMetadataResponse, Status> {
+        self.writable()?;
+        let req = req.into_inner();
+        let id = blob_id(&req.blob_id)?;
+        let md = BlobMetadata::from_bytes(&req.metadata)
+            .map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
+        md.verify(&id)
+            .map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
+        if let Some(c) = self.state.committee() {
+            if md.n() != c.n_shards as usize {
+                return Err(Status::invalid_argument(format!(
+                    "metadata is for {} shards, the committee has {}",
+                    md.n(),
+                    c.n_shards
+                )));
+            }
+        }
+        if !req.lifetime.is_empty() {
+            // checked against the metadata: the lifetime must bill what this blob encodes to
+            let l = lifetimes::verify(&self.state, &req.lifetime)?;
+            let shape = md
+                .shape()
+                .map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
+            let size = crate::protocol::encoded_size(&shape);
+            if let Err(e) = l.verify_for(
+                &lifetimes::control_key(&self.state).unwrap_or_default(),
+                &id,
+                size,
+            ) {
+                return Err(Status::permission_denied(e.to_string()));
+            }
+            let st = self.state.clone();
+            blocking(move || lifetimes::store(&st, &[l]).map(|_| ())).await?;
+        }
+        lifetimes::check_writable(&self.state, &id)?;
+        let st = self.state.clone();
+        let already =
+            blocking(move || st.store.put_metadata(id, &md).map_err(store_status)).await?;
+        Ok(proto::PutMetadataResponse {
+            already_stored: already,
+        })
+    }
+
+    async fn do_put_slivers(
+        &self,
+        req: Request<proto::PutSliversRequest>,
+    ) -> Result<proto::PutSliversResponse, Status> {
+        self.writable()?;
+        let items = req.into_inner().items;
+        if items.len() > PUT_SLIVERS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{} slivers in one request, at most {PUT_SLIVERS_MAX}",
+                items.len()
+            )));
+        }
+        let checked: Vec<Result<_, Status>> =
+            items.into_iter().map(|i| self.check_sliver(i)).collect();
+        let st = self.state.clone();
+        let results = blocking(move || {
+            use rayon::prelude::*;
+            let t = Instant::now();
+            type Verified = (BlobId, u16, Sliver, Option<MerkleTree>);
+            let verified: Vec<Result<Verified, Status>> = checked
+                .into_par_iter()
+                .map(|c| {
+                    let (id, pair, sliver, md) = c?;
+                    let tree = challenge::verify_for_store(&sliver, &md)
+                        .map_err(|e| Status::invalid_argument(format!("sliver rejected: {e}")))?;
+                    Ok((id, pair, sliver, tree))
+                })
+                .collect();
+            st.metrics
+                .sliver_stage
+                .with_label_values(&["verify"])
+                .observe(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            let good: Vec<_> = verified
+                .iter()
+                .filter_map(|v| {
+                    v.as_ref()
+                        .ok()
+                        .map(|(id, p, s, tree)| (*id, *p, s, tree.as_ref()))
+                })
+                .collect();
+            let mut stored = st.store.put_slivers_with_trees(&good).into_iter();
+            st.metrics
+                .sliver_stage
+                .with_label_values(&["persist"])
+                .observe(t.elapsed().as_secs_f64());
+            let results = verified
+                .iter()
+                .map(|v| {
+                    let r = match v {
+                        Ok(_) => match stored.next() {
+                            Some(r) => r.map_err(store_status),
+                            None => Err(Status::internal("store gave no answer")),
+                        },
+                        Err(s) => Err(s.clone()),
+                    };
+                    match r {
+                        Ok(already) => proto::PutSliverResult {
+                            code: 0,
+                            message: String::new(),
+                            already_stored: already,
+                        },
+                        Err(s) => proto::PutSliverResult {
+                            code: s.code() as u32,
+                            message: s.message().to_string(),
+                            already_stored: false,
+                        },
+                    }
+                })
+                .collect();
+            Ok(results)
+        })
+        .await?;
+        Ok(proto::PutSliversResponse { results })
+    }
+
+    async fn do_get_confirmation(
+        &self,
+        req: Request<proto::BlobRequest>,
+    ) -> Result<proto::Confirmation, Status> {
+        let id = blob_id(&req.into_inner().blob_id)?;
+        lifetimes::check_readable(&self.state, &id)?;
+        let c = self
+            .state
+            .committee()
+            .ok_or_else(|| Status::failed_precondition("node has no committee yet"))?;
+        let owned = self.state.owned_pairs(&id);
+        if owned.is_empty() {
+            return Err(Status::failed_precondition(
+                "node holds no shards in the current committee",
+            ));
+        }
+        let entry = self.state.store.entry(&id).unwrap_or_default();
+        let missing = owned.iter().filter(|p| !entry.has_pair(**p)).count();
+        if missing > 0 || entry.metadata.is_none() {
+            return Err(Status::failed_precondition(format!(
+                "blob {id}: {missing} of this node's {} sliver pairs are missing",
+                owned.len()
+            )));
+        }
+        let conf = Confirmation::sign(&self.state.key, c.epoch, id);
+        Ok(proto::Confirmation {
+            epoch: conf.epoch,
+            blob_id: id.as_bytes().to_vec(),
+            node_id: conf.node_id.0.to_vec(),
+            signature: conf.signature.to_vec(),
+        })
+    }
+
+    async fn do_put_certificate(
+        &self,
+        req: Request<proto::Certificate>,
+    ) -> Result<proto::PutCertificateResponse, Status> {
+        let cert = Certificate::try_from(req.into_inner()).map_err(Status::invalid_argument)?;
+        let committee = self.state.committee_of(cert.epoch).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "certificate epoch {} is unknown to this node",
+                cert.epoch
+            ))
+        })?;
+        verify_certificate(&committee, &cert)
+            .map_err(|e| Status::invalid_argument(format!("certificate: {e}")))?;
+        let st = self.state.clone();
+        let already = blocking(move || {
+            let complete = st.holds_all_owned(&cert.blob_id);
+            st.store
+                .put_certificate_of(&cert, complete)
+                .map_err(store_status)
+        })
+        .await?;
+        self.state.recovery_wakeup.notify_one();
+        Ok(proto::PutCertificateResponse {
+            already_certified: already,
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -218,49 +402,7 @@ impl Storage for StorageService {
         &self,
         req: Request<proto::PutMetadataRequest>,
     ) -> Result<Response<proto::PutMetadataResponse>, Status> {
-        metered(&self.state, "PutMetadata", async {
-            self.writable()?;
-            let req = req.into_inner();
-            let id = blob_id(&req.blob_id)?;
-            let md = BlobMetadata::from_bytes(&req.metadata)
-                .map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
-            md.verify(&id)
-                .map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
-            if let Some(c) = self.state.committee() {
-                if md.n() != c.n_shards as usize {
-                    return Err(Status::invalid_argument(format!(
-                        "metadata is for {} shards, the committee has {}",
-                        md.n(),
-                        c.n_shards
-                    )));
-                }
-            }
-            if !req.lifetime.is_empty() {
-                // checked against the metadata: the lifetime must bill what this blob encodes to
-                let l = lifetimes::verify(&self.state, &req.lifetime)?;
-                let shape = md
-                    .shape()
-                    .map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
-                let size = crate::protocol::encoded_size(&shape);
-                if let Err(e) = l.verify_for(
-                    &lifetimes::control_key(&self.state).unwrap_or_default(),
-                    &id,
-                    size,
-                ) {
-                    return Err(Status::permission_denied(e.to_string()));
-                }
-                let st = self.state.clone();
-                blocking(move || lifetimes::store(&st, &[l]).map(|_| ())).await?;
-            }
-            lifetimes::check_writable(&self.state, &id)?;
-            let st = self.state.clone();
-            let already =
-                blocking(move || st.store.put_metadata(id, &md).map_err(store_status)).await?;
-            Ok(proto::PutMetadataResponse {
-                already_stored: already,
-            })
-        })
-        .await
+        metered(&self.state, "PutMetadata", self.do_put_metadata(req)).await
     }
 
     async fn get_metadata(
@@ -317,80 +459,7 @@ impl Storage for StorageService {
         &self,
         req: Request<proto::PutSliversRequest>,
     ) -> Result<Response<proto::PutSliversResponse>, Status> {
-        metered(&self.state, "PutSlivers", async {
-            self.writable()?;
-            let items = req.into_inner().items;
-            if items.len() > PUT_SLIVERS_MAX {
-                return Err(Status::invalid_argument(format!(
-                    "{} slivers in one request, at most {PUT_SLIVERS_MAX}",
-                    items.len()
-                )));
-            }
-            let checked: Vec<Result<_, Status>> =
-                items.into_iter().map(|i| self.check_sliver(i)).collect();
-            let st = self.state.clone();
-            let results = blocking(move || {
-                use rayon::prelude::*;
-                let t = Instant::now();
-                type Verified = (BlobId, u16, Sliver, Option<MerkleTree>);
-                let verified: Vec<Result<Verified, Status>> = checked
-                    .into_par_iter()
-                    .map(|c| {
-                        let (id, pair, sliver, md) = c?;
-                        let tree = challenge::verify_for_store(&sliver, &md).map_err(|e| {
-                            Status::invalid_argument(format!("sliver rejected: {e}"))
-                        })?;
-                        Ok((id, pair, sliver, tree))
-                    })
-                    .collect();
-                st.metrics
-                    .sliver_stage
-                    .with_label_values(&["verify"])
-                    .observe(t.elapsed().as_secs_f64());
-                let t = Instant::now();
-                let good: Vec<_> = verified
-                    .iter()
-                    .filter_map(|v| {
-                        v.as_ref()
-                            .ok()
-                            .map(|(id, p, s, tree)| (*id, *p, s, tree.as_ref()))
-                    })
-                    .collect();
-                let mut stored = st.store.put_slivers_with_trees(&good).into_iter();
-                st.metrics
-                    .sliver_stage
-                    .with_label_values(&["persist"])
-                    .observe(t.elapsed().as_secs_f64());
-                let results = verified
-                    .iter()
-                    .map(|v| {
-                        let r = match v {
-                            Ok(_) => match stored.next() {
-                                Some(r) => r.map_err(store_status),
-                                None => Err(Status::internal("store gave no answer")),
-                            },
-                            Err(s) => Err(s.clone()),
-                        };
-                        match r {
-                            Ok(already) => proto::PutSliverResult {
-                                code: 0,
-                                message: String::new(),
-                                already_stored: already,
-                            },
-                            Err(s) => proto::PutSliverResult {
-                                code: s.code() as u32,
-                                message: s.message().to_string(),
-                                already_stored: false,
-                            },
-                        }
-                    })
-                    .collect();
-                Ok(results)
-            })
-            .await?;
-            Ok(proto::PutSliversResponse { results })
-        })
-        .await
+        metered(&self.state, "PutSlivers", self.do_put_slivers(req)).await
     }
 
     async fn get_sliver(
@@ -441,35 +510,11 @@ impl Storage for StorageService {
         &self,
         req: Request<proto::BlobRequest>,
     ) -> Result<Response<proto::Confirmation>, Status> {
-        metered(&self.state, "GetConfirmation", async {
-            let id = blob_id(&req.into_inner().blob_id)?;
-            lifetimes::check_readable(&self.state, &id)?;
-            let c = self
-                .state
-                .committee()
-                .ok_or_else(|| Status::failed_precondition("node has no committee yet"))?;
-            let owned = self.state.owned_pairs(&id);
-            if owned.is_empty() {
-                return Err(Status::failed_precondition(
-                    "node holds no shards in the current committee",
-                ));
-            }
-            let entry = self.state.store.entry(&id).unwrap_or_default();
-            let missing = owned.iter().filter(|p| !entry.has_pair(**p)).count();
-            if missing > 0 || entry.metadata.is_none() {
-                return Err(Status::failed_precondition(format!(
-                    "blob {id}: {missing} of this node's {} sliver pairs are missing",
-                    owned.len()
-                )));
-            }
-            let conf = Confirmation::sign(&self.state.key, c.epoch, id);
-            Ok(proto::Confirmation {
-                epoch: conf.epoch,
-                blob_id: id.as_bytes().to_vec(),
-                node_id: conf.node_id.0.to_vec(),
-                signature: conf.signature.to_vec(),
-            })
-        })
+        metered(
+            &self.state,
+            "GetConfirmation",
+            self.do_get_confirmation(req),
+        )
         .await
     }
 
@@ -477,28 +522,108 @@ impl Storage for StorageService {
         &self,
         req: Request<proto::Certificate>,
     ) -> Result<Response<proto::PutCertificateResponse>, Status> {
-        metered(&self.state, "PutCertificate", async {
-            let cert = Certificate::try_from(req.into_inner()).map_err(Status::invalid_argument)?;
-            let committee = self.state.committee_of(cert.epoch).ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "certificate epoch {} is unknown to this node",
-                    cert.epoch
-                ))
-            })?;
-            verify_certificate(&committee, &cert)
-                .map_err(|e| Status::invalid_argument(format!("certificate: {e}")))?;
+        metered(&self.state, "PutCertificate", self.do_put_certificate(req)).await
+    }
+
+    async fn store_blob(
+        &self,
+        req: Request<proto::StoreBlobRequest>,
+    ) -> Result<Response<proto::StoreBlobResponse>, Status> {
+        metered(&self.state, "StoreBlob", async {
+            let r = req.into_inner();
+            self.do_put_metadata(Request::new(proto::PutMetadataRequest {
+                blob_id: r.blob_id.clone(),
+                metadata: r.metadata,
+                lifetime: r.lifetime,
+            }))
+            .await?;
+            let results = self
+                .do_put_slivers(Request::new(proto::PutSliversRequest { items: r.slivers }))
+                .await?
+                .results;
+            let confirmation = if r.confirm && results.iter().all(|x| x.code == 0) {
+                Some(
+                    self.do_get_confirmation(Request::new(proto::BlobRequest {
+                        blob_id: r.blob_id,
+                    }))
+                    .await?,
+                )
+            } else {
+                None
+            };
+            Ok(proto::StoreBlobResponse {
+                results,
+                confirmation,
+            })
+        })
+        .await
+    }
+
+    async fn put_certificates(
+        &self,
+        req: Request<proto::PutCertificatesRequest>,
+    ) -> Result<Response<proto::PutCertificatesResponse>, Status> {
+        metered(&self.state, "PutCertificates", async {
+            let certs = req.into_inner().certificates;
+            if certs.len() > PUT_CERTIFICATES_MAX {
+                return Err(Status::invalid_argument(format!(
+                    "{} certificates in one request, at most {PUT_CERTIFICATES_MAX}",
+                    certs.len()
+                )));
+            }
             let st = self.state.clone();
-            let already = blocking(move || {
-                let complete = st.holds_all_owned(&cert.blob_id);
-                st.store
-                    .put_certificate_of(&cert, complete)
-                    .map_err(store_status)
+            let results = blocking(move || {
+                use rayon::prelude::*;
+                // each checked as PutCertificate checks one (the signatures on both cores)
+                let checked: Vec<Result<Certificate, Status>> = certs
+                    .into_par_iter()
+                    .map(|c| {
+                        let cert = Certificate::try_from(c).map_err(Status::invalid_argument)?;
+                        let committee = st.committee_of(cert.epoch).ok_or_else(|| {
+                            Status::failed_precondition(format!(
+                                "certificate epoch {} is unknown to this node",
+                                cert.epoch
+                            ))
+                        })?;
+                        verify_certificate(&committee, &cert)
+                            .map_err(|e| Status::invalid_argument(format!("certificate: {e}")))?;
+                        Ok(cert)
+                    })
+                    .collect();
+                let good: Vec<(&Certificate, bool)> = checked
+                    .iter()
+                    .filter_map(|c| c.as_ref().ok())
+                    .map(|c| (c, st.holds_all_owned(&c.blob_id)))
+                    .collect();
+                let mut stored = st.store.put_certificates_of(&good).into_iter();
+                Ok(checked
+                    .iter()
+                    .map(|c| {
+                        let r = match c {
+                            Ok(_) => match stored.next() {
+                                Some(r) => r.map_err(store_status),
+                                None => Err(Status::internal("store gave no answer")),
+                            },
+                            Err(s) => Err(s.clone()),
+                        };
+                        match r {
+                            Ok(already) => proto::PutCertificateResult {
+                                code: 0,
+                                message: String::new(),
+                                already_certified: already,
+                            },
+                            Err(s) => proto::PutCertificateResult {
+                                code: s.code() as u32,
+                                message: s.message().to_string(),
+                                already_certified: false,
+                            },
+                        }
+                    })
+                    .collect::<Vec<_>>())
             })
             .await?;
             self.state.recovery_wakeup.notify_one();
-            Ok(proto::PutCertificateResponse {
-                already_certified: already,
-            })
+            Ok(proto::PutCertificatesResponse { results })
         })
         .await
     }

@@ -694,6 +694,45 @@ impl BlobStore {
         })
     }
 
+    /// [`Self::put_certificate_of`] for several certificates, in one group commit; a result
+    /// per certificate, in order.
+    pub fn put_certificates_of(
+        &self,
+        certs: &[(&Certificate, bool)],
+    ) -> Vec<Result<bool, StoreError>> {
+        let mut out: Vec<Option<Result<bool, StoreError>>> = Vec::with_capacity(certs.len());
+        let mut ops = Vec::new();
+        for (cert, complete) in certs {
+            match self.record(&cert.blob_id) {
+                Ok(Some(r)) if r.certified_epoch.is_some() => out.push(Some(Ok(true))),
+                Err(e) => out.push(Some(Err(e))),
+                _ => {
+                    out.push(None);
+                    ops.push(Op::Certificate {
+                        id: cert.blob_id,
+                        epoch: cert.epoch,
+                        framed: frame(&[&cert.to_bytes()]),
+                        complete: *complete,
+                    });
+                }
+            }
+        }
+        let mut written = if ops.is_empty() {
+            Vec::new()
+        } else {
+            self.writer.submit(ops)
+        }
+        .into_iter();
+        out.into_iter()
+            .map(|r| match r {
+                Some(r) => r,
+                None => written
+                    .next()
+                    .unwrap_or_else(|| Err(StoreError::Engine("writer gave no answer".into()))),
+            })
+            .collect()
+    }
+
     pub fn certificate(&self, id: &BlobId) -> Option<Certificate> {
         let raw = self.parts.certs.get(id.as_bytes()).ok()??;
         Certificate::from_bytes(unframe(&raw)?)
