@@ -514,7 +514,7 @@ impl BlobClient {
         }
 
         let quorum = params.quorum_weight();
-        let mut confirmations: Vec<Confirmation> = Vec::new();
+        let mut confirmations: Vec<(Confirmation, usize)> = Vec::new();
         let mut confirmed = 0usize;
         let mut quorum_at: Option<Instant> = None;
         loop {
@@ -535,7 +535,7 @@ impl BlobClient {
             };
             match result {
                 Ok(Some(conf)) if conf.epoch == view.committee.epoch => {
-                    confirmations.push(conf);
+                    confirmations.push((conf, weight));
                     confirmed += weight;
                     report(Progress::Confirmed {
                         shards: confirmed,
@@ -565,13 +565,22 @@ impl BlobClient {
                 failures,
             });
         }
+        // the certificate carries the first confirmations that reach a quorum, not every one
+        // that came: each signature is verified by every node, so fewer is cheaper for all
+        let mut weight = 0;
+        let signers = confirmations
+            .iter()
+            .take_while(|(_, w)| {
+                let more = !params.is_quorum(weight);
+                weight += w;
+                more
+            })
+            .map(|(c, _)| (c.node_id, c.signature))
+            .collect();
         let cert = Certificate {
             epoch: view.committee.epoch,
             blob_id: id,
-            signers: confirmations
-                .iter()
-                .map(|c| (c.node_id, c.signature))
-                .collect(),
+            signers,
         };
         // through each node's batching sender: concurrent puts share a call and a commit
         let certified_nodes = futures::future::join_all(view.nodes.keys().map(|id| {

@@ -8,7 +8,7 @@
 //! the node a lifetime (the writing client, or the control plane catching the node up) need
 //! not be trusted: the signature is checked, never the sender.
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{BlobId, SymbolShape};
@@ -253,7 +253,8 @@ impl SignedLifetime {
 
     /// Check the signature under `control_key` and that the interval is not empty.
     pub fn verify(&self, control_key: &[u8; 32]) -> Result<(), LifetimeError> {
-        let key = VerifyingKey::from_bytes(control_key).map_err(|_| LifetimeError::BadSignature)?;
+        let key =
+            super::certificate::verifying_key(control_key).ok_or(LifetimeError::BadSignature)?;
         key.verify(
             &self.lifetime.message(),
             &Signature::from_bytes(&self.signature),
