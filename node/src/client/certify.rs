@@ -9,8 +9,15 @@ use tokio::sync::{mpsc, oneshot};
 use super::node::{ClientError, NodeClient};
 use crate::protocol::Certificate;
 
-/// Most certificates per call (the node takes up to 1024).
+/// Most certificates per call (the node takes up to 1024), and most bytes: the node reads
+/// `PutCertificates` as a light request, whose body it caps at 1 MiB.
 const BATCH: usize = 256;
+const BATCH_BYTES: usize = 512 << 10;
+
+/// A certificate's size on the wire, near enough (epoch, ID, each signer's ID and signature).
+fn wire_size(c: &Certificate) -> usize {
+    48 + c.signers.len() * 100
+}
 
 type Job = (Certificate, oneshot::Sender<Result<bool, ClientError>>);
 
@@ -57,11 +64,28 @@ fn copy(e: &ClientError, address: &str) -> ClientError {
 
 async fn run(node: NodeClient, attempts: u32, mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut batches = true;
-    while let Some(first) = rx.recv().await {
+    // a certificate that did not fit the last batch opens the next
+    let mut next: Option<Job> = None;
+    loop {
+        let first = match next.take() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => return,
+            },
+        };
+        let mut bytes = wire_size(&first.0);
         let mut jobs = vec![first];
         while jobs.len() < BATCH {
             match rx.try_recv() {
-                Ok(j) => jobs.push(j),
+                Ok(j) if bytes + wire_size(&j.0) > BATCH_BYTES => {
+                    next = Some(j);
+                    break;
+                }
+                Ok(j) => {
+                    bytes += wire_size(&j.0);
+                    jobs.push(j);
+                }
                 Err(_) => break,
             }
         }

@@ -94,6 +94,7 @@ const HEAVY: &[&str] = &[
     "ListCertified",
     "SyncShard",
     "PutSlivers",
+    "StoreBlob",
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
