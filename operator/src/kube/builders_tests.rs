@@ -245,6 +245,53 @@ fn config_is_a_file_floe_node_accepts() {
 }
 
 #[test]
+fn price_votes_reach_each_node_through_its_pod_name() {
+    use crate::crd::spec::{MarketSpec, PriceVoteOverride, PriceVotesSpec};
+    let mut sc = testnet();
+    sc.spec.market = MarketSpec {
+        enabled: true,
+        price_votes: PriceVotesSpec {
+            storage: 120,
+            write: 25,
+            overrides: vec![PriceVoteOverride {
+                ordinal: 2,
+                storage: 400,
+                write: 80,
+            }],
+        },
+        ..MarketSpec::default()
+    };
+    let d = desired(&sc, 4, 1);
+    let text = &d.config_map.data.as_ref().expect("data")[CONFIG_KEY];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(CONFIG_KEY);
+    std::fs::write(&path, text).expect("write");
+    // the env the pod gets names the node by its pod name
+    let env = container(&d).env.clone().expect("env");
+    assert!(env.iter().any(|e| e.name == "FLOE_VOTE_AS"
+        && e.value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str())
+            == Some("metadata.name")));
+    let votes = |pod: &str| {
+        let cfg = floe_node::server::config::Args {
+            config: Some(path.clone()),
+            vote_as: Some(pod.into()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("floe-node reads the operator's config");
+        (cfg.storage_price, cfg.write_price)
+    };
+    assert_eq!(votes("alpha-0"), (120, 25), "{text}");
+    assert_eq!(votes("alpha-2"), (400, 80), "{text}");
+    // without the market the file carries no votes (the node's defaults)
+    let plain = desired(&testnet(), 4, 1);
+    assert!(!plain.config_map.data.as_ref().expect("data")[CONFIG_KEY].contains("price"));
+}
+
+#[test]
 fn node_arguments_parse_as_floe_node_flags() {
     use clap::Parser as _;
     let d = desired(&testnet(), 4, 1);

@@ -459,4 +459,55 @@ mod tests {
         assert_eq!(i.metadata.annotations.as_ref().unwrap()["a"], "b");
         assert_eq!(url(&sc).as_deref(), Some("https://blobs.example.com"));
     }
+
+    #[test]
+    fn on_a_cluster_that_sells_storage_the_gateway_pays_from_its_own_account() {
+        let mut sc = cluster(GatewaySpec {
+            enabled: true,
+            ..GatewaySpec::default()
+        });
+        sc.spec.market.enabled = true;
+        let m = ClusterMeta::new(&sc).unwrap();
+        let d = build(&m, &sc).unwrap().deployment;
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let c = &pod.containers[0];
+        let args = c.args.as_ref().unwrap();
+        assert!(
+            args.contains(&"--control=alpha-control.data.svc:7100".to_string()),
+            "{args:?}"
+        );
+        let key = format!(
+            "--account-key={}/{}",
+            super::super::market::GATEWAY_KEY_MOUNT,
+            super::super::market::GATEWAY_KEY
+        );
+        assert!(args.contains(&key), "{args:?}");
+        // the Secret's gateway key alone is mounted, never the control key
+        let v = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "account")
+            .unwrap();
+        let items = v.secret.as_ref().unwrap().items.as_ref().unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].key, super::super::market::GATEWAY_KEY);
+        assert!(c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|m| m.name == "account"));
+        // without the market: neither
+        sc.spec.market.enabled = false;
+        let d = build(&m, &sc).unwrap().deployment;
+        let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+        assert!(!c
+            .args
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|a| a.starts_with("--control")));
+    }
 }
