@@ -7,12 +7,6 @@ use floe_node::server::{
 };
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc instead of glibc's malloc: the store's writer and the RPC handlers allocate and
-/// free many small buffers from several threads, where glibc spent ~12 % of a node's CPU in
-/// `_int_malloc`/`malloc_consolidate` under a stream of small puts (docs/node.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let config = Args::parse().resolve()?;
     let filter = EnvFilter::try_from_env("FLOE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
