@@ -330,7 +330,12 @@ async fn apply(sc: &StorageCluster, ctx: &Context) -> Result<Action, Error> {
         observed: view.observed.clone(),
         admin_token: token.clone(),
         current_replicas: view.current_replicas,
-        market: market_wiring(sc, &keys, view.control_pod_ip.as_deref()),
+        // only keys already stored: a committee must never carry a key the Secret may not
+        // end up holding (a failed apply would make the next reconcile draw new ones)
+        market: view
+            .market_keys
+            .as_ref()
+            .and_then(|k| market_wiring(sc, k, view.control_pod_ip.as_deref())),
     });
     let decision = decide(
         sc,
