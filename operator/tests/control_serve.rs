@@ -74,7 +74,7 @@ async fn the_control_pods_market_serves_the_operator_and_the_clients_and_survive
     let port = free_port();
     let mut server = start(dir.path(), port, &owner_id, &gateway);
     let address = format!("http://127.0.0.1:{port}");
-    let market = MarketLink::Remote(RemoteMarket::new(&address, "s3cret").unwrap());
+    let market = MarketLink::Remote(Box::new(RemoteMarket::new(&address, "s3cret").unwrap()));
 
     // the operator's view: the key the committees carry, genesis and the kept account funded
     let v = market.view().await.unwrap();
@@ -87,7 +87,7 @@ async fn the_control_pods_market_serves_the_operator_and_the_clients_and_survive
     assert_eq!(v.head, 0);
 
     // a wrong token is refused, and changes nothing
-    let bad = MarketLink::Remote(RemoteMarket::new(&address, "wrong").unwrap());
+    let bad = MarketLink::Remote(Box::new(RemoteMarket::new(&address, "wrong").unwrap()));
     match bad.set_market(1, 1, 1).await {
         Err(MarketError::Rpc { code, .. }) => assert_eq!(code, tonic::Code::Unauthenticated),
         other => panic!("a wrong token was not refused: {other:?}"),

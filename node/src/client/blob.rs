@@ -1099,6 +1099,38 @@ impl From<ClientError> for UploadError {
     }
 }
 
+/// Reserve a batch's bytes from the in-flight budget, then produce its slivers: its size, the
+/// reservation (held until the batch is sent) and the slivers.
+async fn produce<'a>(
+    node: &NodeClient,
+    enc: &dyn SliverSource,
+    budget: &'a Semaphore,
+    jobs: &[(u16, Axis)],
+    len: impl Fn(Axis) -> usize,
+) -> Result<(usize, tokio::sync::SemaphorePermit<'a>, Vec<(u16, Sliver)>), UploadError> {
+    let total: usize = jobs.iter().map(|(_, axis)| len(*axis)).sum();
+    let kib = (total >> 10).max(1).min(u32::MAX as usize) as u32;
+    let permit = budget
+        .acquire_many(kib)
+        .await
+        .map_err(|e| ClientError::Invalid {
+            address: node.address().to_string(),
+            message: e.to_string(),
+        })?;
+    let slivers = jobs
+        .iter()
+        .map(|(p, axis)| {
+            let s = match axis {
+                Axis::Primary => enc.primary(*p as usize),
+                Axis::Secondary => enc.secondary(enc.n() - 1 - *p as usize),
+            }?;
+            Ok((*p, s))
+        })
+        .collect::<Result<Vec<(u16, Sliver)>, CodecError>>()
+        .map_err(UploadError::Local)?;
+    Ok((total, permit, slivers))
+}
+
 /// Upload metadata and every sliver of `pairs` to one node; with `confirm`, then ask for its
 /// confirmation. Slivers go in `PutSlivers` batches of at most [`BATCH_BYTES`] (one commit on
 /// the node each); a batch's bytes are reserved from the in-flight budget *before* its slivers
@@ -1144,27 +1176,7 @@ async fn upload_to(
     // a small blob (every sliver of this node in one batch): metadata, slivers and the
     // confirmation in one round trip; a node without `StoreBlob` gets the three calls
     if confirm && batches.len() == 1 {
-        let jobs = &batches[0];
-        let total: usize = jobs.iter().map(|(_, axis)| len(*axis)).sum();
-        let kib = (total >> 10).max(1).min(u32::MAX as usize) as u32;
-        let _permit = budget
-            .acquire_many(kib)
-            .await
-            .map_err(|e| ClientError::Invalid {
-                address: node.address().to_string(),
-                message: e.to_string(),
-            })?;
-        let slivers = jobs
-            .iter()
-            .map(|(p, axis)| {
-                let s = match axis {
-                    Axis::Primary => enc.primary(*p as usize),
-                    Axis::Secondary => enc.secondary(enc.n() - 1 - *p as usize),
-                }?;
-                Ok((*p, s))
-            })
-            .collect::<Result<Vec<(u16, Sliver)>, CodecError>>()
-            .map_err(UploadError::Local)?;
+        let (total, _permit, slivers) = produce(node, enc, budget, &batches[0], len).await?;
         let stored = retry(attempts, || async {
             let items: Vec<(u16, &Sliver)> = slivers.iter().map(|(p, s)| (*p, s)).collect();
             let (results, conf) = node
@@ -1195,26 +1207,7 @@ async fn upload_to(
     .await?;
     let mut puts = futures::stream::iter(batches.into_iter().filter(|b| !b.is_empty()))
         .map(|jobs| async move {
-            let total: usize = jobs.iter().map(|(_, axis)| len(*axis)).sum();
-            let kib = (total >> 10).max(1).min(u32::MAX as usize) as u32;
-            let _permit = budget
-                .acquire_many(kib)
-                .await
-                .map_err(|e| ClientError::Invalid {
-                    address: node.address().to_string(),
-                    message: e.to_string(),
-                })?;
-            let slivers = jobs
-                .iter()
-                .map(|(p, axis)| {
-                    let s = match axis {
-                        Axis::Primary => enc.primary(*p as usize),
-                        Axis::Secondary => enc.secondary(enc.n() - 1 - *p as usize),
-                    }?;
-                    Ok((*p, s))
-                })
-                .collect::<Result<Vec<(u16, Sliver)>, CodecError>>()
-                .map_err(UploadError::Local)?;
+            let (total, _permit, slivers) = produce(node, enc, budget, &jobs, len).await?;
             retry(attempts, || async {
                 let items: Vec<(BlobId, u16, &Sliver)> =
                     slivers.iter().map(|(p, s)| (id, *p, s)).collect();

@@ -76,6 +76,25 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| Status::internal(format!("task failed: {e}")))?
 }
 
+/// One item of a batch as its result carries it (gRPC code, message, "already there"): an item
+/// refused when checked keeps its refusal; an accepted one takes the store's next answer.
+fn item_outcome<T>(
+    checked: &Result<T, Status>,
+    stored: &mut impl Iterator<Item = Result<bool, StoreError>>,
+) -> (u32, String, bool) {
+    let r = match checked {
+        Ok(_) => match stored.next() {
+            Some(r) => r.map_err(store_status),
+            None => Err(Status::internal("store gave no answer")),
+        },
+        Err(s) => Err(s.clone()),
+    };
+    match r {
+        Ok(already) => (0, String::new(), already),
+        Err(s) => (s.code() as u32, s.message().to_string(), false),
+    }
+}
+
 /// Count and time one RPC under its method name.
 pub(crate) async fn metered<T>(
     state: &NodeState,
@@ -281,24 +300,11 @@ impl StorageService {
             let results = verified
                 .iter()
                 .map(|v| {
-                    let r = match v {
-                        Ok(_) => match stored.next() {
-                            Some(r) => r.map_err(store_status),
-                            None => Err(Status::internal("store gave no answer")),
-                        },
-                        Err(s) => Err(s.clone()),
-                    };
-                    match r {
-                        Ok(already) => proto::PutSliverResult {
-                            code: 0,
-                            message: String::new(),
-                            already_stored: already,
-                        },
-                        Err(s) => proto::PutSliverResult {
-                            code: s.code() as u32,
-                            message: s.message().to_string(),
-                            already_stored: false,
-                        },
+                    let (code, message, already_stored) = item_outcome(v, &mut stored);
+                    proto::PutSliverResult {
+                        code,
+                        message,
+                        already_stored,
                     }
                 })
                 .collect();
@@ -599,24 +605,11 @@ impl Storage for StorageService {
                 Ok(checked
                     .iter()
                     .map(|c| {
-                        let r = match c {
-                            Ok(_) => match stored.next() {
-                                Some(r) => r.map_err(store_status),
-                                None => Err(Status::internal("store gave no answer")),
-                            },
-                            Err(s) => Err(s.clone()),
-                        };
-                        match r {
-                            Ok(already) => proto::PutCertificateResult {
-                                code: 0,
-                                message: String::new(),
-                                already_certified: already,
-                            },
-                            Err(s) => proto::PutCertificateResult {
-                                code: s.code() as u32,
-                                message: s.message().to_string(),
-                                already_certified: false,
-                            },
+                        let (code, message, already_certified) = item_outcome(c, &mut stored);
+                        proto::PutCertificateResult {
+                            code,
+                            message,
+                            already_certified,
                         }
                     })
                     .collect::<Vec<_>>())

@@ -53,7 +53,7 @@ pub struct MarketView {
 #[derive(Clone)]
 pub enum MarketLink {
     Local(Arc<Mutex<Economy>>),
-    Remote(RemoteMarket),
+    Remote(Box<RemoteMarket>),
 }
 
 impl MarketLink {

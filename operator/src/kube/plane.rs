@@ -330,7 +330,7 @@ fn wire_market(d: &mut Driver<KubeBody>, obs: &Observation) {
             Ok(r) => {
                 tracing::info!(cluster = %obs.cluster.name_any(), address = %w.address, "the market is at this address");
                 d.set_market(Some((
-                    MarketLink::Remote(r),
+                    MarketLink::Remote(Box::new(r)),
                     w.control_key,
                     w.max_epochs_ahead,
                 )));
