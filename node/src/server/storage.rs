@@ -76,6 +76,21 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| Status::internal(format!("task failed: {e}")))?
 }
 
+/// A certificate as sent, parsed and checked against the committee of its epoch (what
+/// `PutCertificate` and each item of `PutCertificates` must pass before it is stored).
+fn check_certificate(state: &NodeState, c: proto::Certificate) -> Result<Certificate, Status> {
+    let cert = Certificate::try_from(c).map_err(Status::invalid_argument)?;
+    let committee = state.committee_of(cert.epoch).ok_or_else(|| {
+        Status::failed_precondition(format!(
+            "certificate epoch {} is unknown to this node",
+            cert.epoch
+        ))
+    })?;
+    verify_certificate(&committee, &cert)
+        .map_err(|e| Status::invalid_argument(format!("certificate: {e}")))?;
+    Ok(cert)
+}
+
 /// One item of a batch as its result carries it (gRPC code, message, "already there"): an item
 /// refused when checked keeps its refusal; an accepted one takes the store's next answer.
 fn item_outcome<T>(
@@ -351,15 +366,7 @@ impl StorageService {
         &self,
         req: Request<proto::Certificate>,
     ) -> Result<proto::PutCertificateResponse, Status> {
-        let cert = Certificate::try_from(req.into_inner()).map_err(Status::invalid_argument)?;
-        let committee = self.state.committee_of(cert.epoch).ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "certificate epoch {} is unknown to this node",
-                cert.epoch
-            ))
-        })?;
-        verify_certificate(&committee, &cert)
-            .map_err(|e| Status::invalid_argument(format!("certificate: {e}")))?;
+        let cert = check_certificate(&self.state, req.into_inner())?;
         let st = self.state.clone();
         let already = blocking(move || {
             let complete = st.holds_all_owned(&cert.blob_id);
@@ -583,18 +590,7 @@ impl Storage for StorageService {
                 // each checked as PutCertificate checks one (the signatures on both cores)
                 let checked: Vec<Result<Certificate, Status>> = certs
                     .into_par_iter()
-                    .map(|c| {
-                        let cert = Certificate::try_from(c).map_err(Status::invalid_argument)?;
-                        let committee = st.committee_of(cert.epoch).ok_or_else(|| {
-                            Status::failed_precondition(format!(
-                                "certificate epoch {} is unknown to this node",
-                                cert.epoch
-                            ))
-                        })?;
-                        verify_certificate(&committee, &cert)
-                            .map_err(|e| Status::invalid_argument(format!("certificate: {e}")))?;
-                        Ok(cert)
-                    })
+                    .map(|c| check_certificate(&st, c))
                     .collect();
                 let good: Vec<(&Certificate, bool)> = checked
                     .iter()

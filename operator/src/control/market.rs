@@ -284,28 +284,40 @@ impl RemoteMarket {
             .as_slice()
             .try_into()
             .map_err(|_| self.invalid("control_key is not 32 bytes".into()))?;
-        let t = v.totals.unwrap_or_default();
         Ok(MarketView {
             epoch: v.epoch,
             prices: (v.storage_price, v.write_price),
             head: v.head,
             control_key,
-            totals: Totals {
-                fees_paid: t.fees_paid,
-                subsidies: t.subsidies,
-                rewarded: t.rewarded,
-                rolled_over: t.rolled_over,
-                held: t.held,
-                registrations: t.registrations,
-                extensions: t.extensions,
-                deletions: t.deletions,
-                refused: t.refused,
-                balances: t.balances,
-                minted: t.minted,
-            },
+            totals: v.totals.unwrap_or_default().into(),
         })
     }
 }
+
+/// The totals field by field, both ways (the wire form and the registry's).
+macro_rules! totals_fields {
+    ($from:ty => $to:ty) => {
+        impl From<$from> for $to {
+            fn from(t: $from) -> Self {
+                Self {
+                    fees_paid: t.fees_paid,
+                    subsidies: t.subsidies,
+                    rewarded: t.rewarded,
+                    rolled_over: t.rolled_over,
+                    held: t.held,
+                    registrations: t.registrations,
+                    extensions: t.extensions,
+                    deletions: t.deletions,
+                    refused: t.refused,
+                    balances: t.balances,
+                    minted: t.minted,
+                }
+            }
+        }
+    };
+}
+totals_fields!(proto::MarketTotals => Totals);
+totals_fields!(Totals => proto::MarketTotals);
 
 fn node_id(b: &[u8]) -> Result<NodeId, String> {
     let a: [u8; 32] = b
@@ -389,26 +401,13 @@ impl MarketAdminService {
 
     async fn view(&self) -> Result<proto::MarketView, Status> {
         let v = self.market.view().await.map_err(internal)?;
-        let t = v.totals;
         Ok(proto::MarketView {
             epoch: v.epoch,
             storage_price: v.prices.0,
             write_price: v.prices.1,
             head: v.head,
             control_key: v.control_key.to_vec(),
-            totals: Some(proto::MarketTotals {
-                fees_paid: t.fees_paid,
-                subsidies: t.subsidies,
-                rewarded: t.rewarded,
-                rolled_over: t.rolled_over,
-                held: t.held,
-                registrations: t.registrations,
-                extensions: t.extensions,
-                deletions: t.deletions,
-                refused: t.refused,
-                balances: t.balances,
-                minted: t.minted,
-            }),
+            totals: Some(v.totals.into()),
         })
     }
 }

@@ -20,10 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::builders::NODE_UID;
-use super::meta::{
-    self, ClusterMeta, APP_NAME, COMPONENT_GATEWAY, GATEWAY_PORT, GRPC_PORT, LABEL_COMPONENT,
-    LABEL_INSTANCE, LABEL_NAME,
-};
+use super::meta::{self, ClusterMeta, COMPONENT_GATEWAY, GATEWAY_PORT, GRPC_PORT};
 use crate::crd::StorageCluster;
 
 /// Key of the JWT secret in `spec.gateway.authSecret`.
@@ -41,11 +38,7 @@ pub struct GatewayObjects {
 
 /// Labels that select the gateway pods.
 pub fn selector_labels(cluster: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (LABEL_NAME.to_string(), APP_NAME.to_string()),
-        (LABEL_INSTANCE.to_string(), cluster.to_string()),
-        (LABEL_COMPONENT.to_string(), COMPONENT_GATEWAY.to_string()),
-    ])
+    meta::component_selector(cluster, COMPONENT_GATEWAY)
 }
 
 /// Everything for the gateway, or `None` when it is off.
@@ -324,6 +317,7 @@ pub fn ingress(m: &ClusterMeta, sc: &StorageCluster) -> Option<Ingress> {
 mod tests {
     use super::*;
     use crate::crd::spec::{GatewayIngress, GatewaySpec};
+    use crate::kube::meta::LABEL_COMPONENT;
 
     fn cluster(gateway: GatewaySpec) -> StorageCluster {
         let mut sc: StorageCluster = serde_json::from_value(serde_json::json!({

@@ -21,10 +21,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 
 use super::builders::{field_env, mount, NODE_UID, TOKEN_KEY, TOKEN_MOUNT};
-use super::meta::{
-    self, ClusterMeta, APP_NAME, COMPONENT_CONTROL, CONTROL_PORT, LABEL_COMPONENT, LABEL_INSTANCE,
-    LABEL_NAME,
-};
+use super::meta::{self, ClusterMeta, COMPONENT_CONTROL, CONTROL_PORT};
 use crate::crd::StorageCluster;
 
 /// Keys in the `<cluster>-control-keys` Secret (32 raw bytes each).
@@ -110,19 +107,11 @@ pub fn url(sc: &StorageCluster) -> Option<String> {
 
 /// Labels that select the control pod.
 pub fn selector_labels(cluster: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (LABEL_NAME.to_string(), APP_NAME.to_string()),
-        (LABEL_INSTANCE.to_string(), cluster.to_string()),
-        (LABEL_COMPONENT.to_string(), COMPONENT_CONTROL.to_string()),
-    ])
+    meta::component_selector(cluster, COMPONENT_CONTROL)
 }
 
 pub fn selector_string(cluster: &str) -> String {
-    selector_labels(cluster)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    meta::label_selector(&selector_labels(cluster))
 }
 
 pub fn secret(m: &ClusterMeta, keys: &MarketKeys) -> Secret {
@@ -350,6 +339,7 @@ pub fn gateway_key_volume(m: &ClusterMeta) -> Volume {
 mod tests {
     use super::*;
     use crate::crd::spec::{GenesisBalance, MarketSpec};
+    use crate::kube::meta::LABEL_COMPONENT;
 
     fn cluster(market: MarketSpec, gateway: bool) -> StorageCluster {
         let mut sc: StorageCluster = serde_json::from_value(serde_json::json!({

@@ -126,16 +126,26 @@ impl Names {
 /// Labels that select a cluster's storage-node pods (immutable in the StatefulSet, so never
 /// change them).
 pub fn selector_labels(cluster: &str) -> BTreeMap<String, String> {
+    component_selector(cluster, COMPONENT_NODE)
+}
+
+/// Labels that select the pods of one `component` of `cluster` (nodes, gateway, control pod).
+pub fn component_selector(cluster: &str, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_NAME.to_string(), APP_NAME.to_string()),
         (LABEL_INSTANCE.to_string(), cluster.to_string()),
-        (LABEL_COMPONENT.to_string(), COMPONENT_NODE.to_string()),
+        (LABEL_COMPONENT.to_string(), component.to_string()),
     ])
 }
 
 /// [`selector_labels`] as a label-selector string (`status.selector`, for the scale subresource).
 pub fn selector_string(cluster: &str) -> String {
-    selector_labels(cluster)
+    label_selector(&selector_labels(cluster))
+}
+
+/// Labels as a label-selector string (`k=v,k=v`).
+pub fn label_selector(labels: &BTreeMap<String, String>) -> String {
+    labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
