@@ -20,9 +20,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// `--puts N`: N puts of 16 KiB blobs (16 at a time) from one client on a 7-node, 100-shard
+/// `--puts N`: N puts of 16 KiB blobs (16 at a time, or `--concurrency C`) from one client on a 7-node, 100-shard
 /// testnet; blobs per second, and the testnet's files and bytes on disk per stored byte.
-async fn many_small_puts(count: usize) {
+async fn many_small_puts(count: usize, concurrency: usize) {
     use futures::stream::StreamExt;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     floe(
@@ -38,17 +38,18 @@ async fn many_small_puts(count: usize) {
     let client = &client;
     let opts = &common::put_options(dir.path()).await;
     let t = Instant::now();
-    let done = futures::stream::iter(0..count as u64)
+    let outcomes: Vec<_> = futures::stream::iter(0..count as u64)
         .map(|seed| async move {
             client
                 .write_with(random(16 << 10, seed), opts, None)
                 .await
                 .unwrap()
         })
-        .buffer_unordered(16)
-        .count()
+        .buffer_unordered(concurrency)
+        .collect()
         .await;
     let took = t.elapsed();
+    let done = outcomes.len();
     use std::os::unix::fs::MetadataExt;
     let (mut files, mut bytes, mut allocated) = (0u64, 0u64, 0u64);
     let mut stack = vec![dir.path().to_path_buf()];
@@ -64,7 +65,7 @@ async fn many_small_puts(count: usize) {
             }
         }
     }
-    println!("| puts of 16 KiB (16 at a time) | time | blobs/s | files under the nodes' data dirs | file bytes | disk allocated |");
+    println!("| puts of 16 KiB ({concurrency} at a time) | time | blobs/s | files under the nodes' data dirs | file bytes | disk allocated |");
     println!("|---|---|---|---|---|---|");
     println!(
         "| {done} | {:.1} s | **{:.0}** | {files} | {:.0} MiB | {:.0} MiB |",
@@ -72,6 +73,29 @@ async fn many_small_puts(count: usize) {
         done as f64 / took.as_secs_f64(),
         bytes as f64 / (1 << 20) as f64,
         allocated as f64 / (1 << 20) as f64
+    );
+    // where a put's time goes: encoding, registration (before the upload), upload to the
+    // quorum (and the grace for the rest), certificates (after it)
+    let pct = |mut v: Vec<Duration>, q: f64| {
+        v.sort();
+        ms(v[((v.len() - 1) as f64 * q) as usize])
+    };
+    let phase = |f: &dyn Fn(&floe_node::client::WriteOutcome) -> Duration| {
+        let v: Vec<Duration> = outcomes.iter().map(f).collect();
+        format!("{:.1} / {:.1}", pct(v.clone(), 0.5), pct(v, 0.99))
+    };
+    println!();
+    println!("| phase of a put (p50 / p99, ms) | encode | register | upload | certify | total |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {concurrency} at a time | {} | {} | {} | {} | {} |",
+        phase(&|o| o.encode_time),
+        phase(&|o| o.register_time),
+        phase(&|o| o.upload_time),
+        phase(&|o| o
+            .total_time
+            .saturating_sub(o.encode_time + o.register_time + o.upload_time)),
+        phase(&|o| o.total_time),
     );
     floe(dir.path(), &["testnet", "down"]);
 }
@@ -86,7 +110,13 @@ async fn main() {
         .and_then(|v| v.parse().ok())
     {
         common::ensure_node_bin();
-        return many_small_puts(n).await;
+        let concurrency = args
+            .iter()
+            .position(|a| a == "--concurrency")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16);
+        return many_small_puts(n, concurrency).await;
     }
     common::ensure_node_bin();
     let params = EncodingParams::new(1000).unwrap();

@@ -155,6 +155,9 @@ pub struct WriteOutcome {
     pub quorum: usize,
     pub certified_nodes: usize,
     pub encode_time: Duration,
+    /// From the end of encoding to the start of the upload: buying the lifetime (and, after a
+    /// committee change, the failed attempt).
+    pub register_time: Duration,
     pub upload_time: Duration,
     pub total_time: Duration,
 }
@@ -608,6 +611,9 @@ impl BlobClient {
             quorum,
             certified_nodes,
             encode_time,
+            register_time: upload_start
+                .duration_since(start)
+                .saturating_sub(encode_time),
             upload_time,
             total_time: start.elapsed(),
         })

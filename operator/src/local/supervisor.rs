@@ -206,8 +206,13 @@ impl Supervisor {
             economy,
             faucet: true,
         };
+        // serve_with_incoming ignores the builder's TCP_NODELAY: without it, a response written
+        // in two segments waits for the client's delayed ACK (~40 ms per registration)
         let incoming = futures::stream::unfold(listener, |l| async move {
-            let r = l.accept().await.map(|(s, _)| s);
+            let r = l.accept().await.map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                s
+            });
             Some((r, l))
         });
         tokio::spawn(async move {

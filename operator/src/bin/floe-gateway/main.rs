@@ -194,6 +194,11 @@ async fn main() -> anyhow::Result<()> {
         })
     };
     let app = gateway::router(gw);
+    // small responses and streamed bodies go out at once, not after the client's delayed ACK
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let mut term =
