@@ -278,6 +278,11 @@ impl SignedLifetime {
         encoded_size: u64,
     ) -> Result<(), LifetimeError> {
         self.verify(control_key)?;
+        self.is_for(blob, encoded_size)
+    }
+
+    /// That it is for `blob` of `encoded_size` bytes (the signature is not checked).
+    pub fn is_for(&self, blob: &BlobId, encoded_size: u64) -> Result<(), LifetimeError> {
         if &self.lifetime.blob_id != blob {
             return Err(LifetimeError::WrongBlob {
                 expected: *blob,

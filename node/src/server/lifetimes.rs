@@ -37,10 +37,26 @@ pub fn check_readable(state: &NodeState, id: &BlobId) -> Result<(), Status> {
 
 /// Before storing anything of `id`: on a network that signs lifetimes, a live one must be held.
 pub fn check_writable(state: &NodeState, id: &BlobId) -> Result<(), Status> {
+    check_writable_with(state, id, None)
+}
+
+/// [`check_writable`] counting `incoming` (verified, about to be stored in the same commit as
+/// the blob) as held when it is newer than the held one.
+pub fn check_writable_with(
+    state: &NodeState,
+    id: &BlobId,
+    incoming: Option<&SignedLifetime>,
+) -> Result<(), Status> {
     if control_key(state).is_none() {
         return Ok(());
     }
-    match state.store.lifetime(id) {
+    let held = state.store.lifetime(id);
+    let newest = match (held, incoming) {
+        (Some(h), Some(i)) if i.lifetime.sequence > h.lifetime.sequence => Some(*i),
+        (Some(h), _) => Some(h),
+        (None, i) => i.copied(),
+    };
+    match newest {
         None => Err(Status::failed_precondition(format!(
             "blob {id} is not registered: register it with the control plane (floe put does) \
              and send its signed lifetime with the metadata"
@@ -70,23 +86,61 @@ pub fn verify(state: &NodeState, bytes: &[u8]) -> Result<SignedLifetime, Status>
     Ok(l)
 }
 
+/// A lifetime as sent, its signature verified only if the store does not already hold these
+/// very bytes (verified when they were stored): each lifetime reaches a node twice, with the
+/// upload and in the control plane's log, and a signature check costs more than a read.
+/// Returns it and whether it is held already.
+pub fn verify_unless_held(
+    state: &NodeState,
+    bytes: &[u8],
+) -> Result<(SignedLifetime, bool), Status> {
+    let l =
+        SignedLifetime::from_bytes(bytes).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if control_key(state).is_some()
+        && state
+            .store
+            .lifetime(&l.lifetime.blob_id)
+            .is_some_and(|h| h == l)
+    {
+        return Ok((l, true));
+    }
+    verify(state, bytes).map(|l| (l, false))
+}
+
 /// Store verified lifetimes; counts what was applied. Returns per item whether it was newer.
 pub fn store(state: &NodeState, ls: &[SignedLifetime]) -> Result<Vec<bool>, Status> {
-    let mut out = Vec::with_capacity(ls.len());
-    for r in state.store.put_lifetimes(ls) {
-        let applied = r.map_err(super::storage::store_status)?;
+    store_at(state, ls, None)
+}
+
+/// [`store`], and the log position moved to `seq` in the same commit.
+fn store_at(
+    state: &NodeState,
+    ls: &[SignedLifetime],
+    seq: Option<u64>,
+) -> Result<Vec<bool>, Status> {
+    let out = state
+        .store
+        .put_lifetimes_at(ls, seq)
+        .into_iter()
+        .map(|r| r.map_err(super::storage::store_status))
+        .collect::<Result<Vec<bool>, Status>>()?;
+    count_stored(state, &out);
+    Ok(out)
+}
+
+/// Count stored lifetimes (`true`: newer than the held one, applied) and wake the GC.
+pub fn count_stored(state: &NodeState, applied: &[bool]) {
+    for a in applied {
         state
             .metrics
             .lifetimes
-            .with_label_values(&[if applied { "applied" } else { "older" }])
+            .with_label_values(&[if *a { "applied" } else { "older" }])
             .inc();
-        out.push(applied);
     }
-    if out.iter().any(|a| *a) {
+    if applied.iter().any(|a| *a) {
         // a deletion or an expiry may now be collectable
         state.gc_wakeup.notify_one();
     }
-    Ok(out)
 }
 
 /// Apply a page of the control plane's log starting at `first_seq`; the node's log position
@@ -102,16 +156,14 @@ pub fn apply_log(state: &NodeState, first_seq: u64, items: &[Vec<u8>]) -> Result
     }
     let mut verified = Vec::with_capacity(items.len());
     for b in items {
-        verified.push(verify(state, b)?);
+        let (l, held) = verify_unless_held(state, b)?;
+        if !held {
+            verified.push(l);
+        }
     }
-    store(state, &verified)?;
     let last = first_seq + items.len() as u64 - u64::from(!items.is_empty());
     let new = if items.is_empty() { at } else { last.max(at) };
-    if new > at {
-        state
-            .store
-            .set_lifetime_seq(new)
-            .map_err(super::storage::store_status)?;
-    }
+    // the lifetimes and the log position in one commit
+    store_at(state, &verified, (new > at).then_some(new))?;
     Ok(new)
 }

@@ -30,6 +30,7 @@ const SCRUB_PER_ROUND: usize = 64;
 
 pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
     let mut last_learn: Option<Instant> = None;
+    let mut last_scrub: Option<Instant> = None;
     let mut scrub_cursor: Option<BlobId> = None;
     let mut clients: HashMap<String, NodeClient> = HashMap::new();
     loop {
@@ -55,7 +56,12 @@ pub async fn run(state: Arc<NodeState>, mut shutdown: watch::Receiver<bool>) {
             learn_certified(&state, &committee, &peers).await;
             last_learn = Some(Instant::now());
         }
-        scrub_cursor = scrub(&state, scrub_cursor).await;
+        // by the clock, not by wakeups: every stored certificate wakes recovery, and a
+        // scrubber run per wakeup read ~3,000 slivers a second under a stream of small puts
+        if last_scrub.is_none_or(|t| t.elapsed() >= state.config.recovery_interval) {
+            scrub_cursor = scrub(&state, scrub_cursor).await;
+            last_scrub = Some(Instant::now());
+        }
         let st = state.clone();
         let found = tokio::task::spawn_blocking(move || {
             let found = st.missing_work();

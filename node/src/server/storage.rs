@@ -13,7 +13,7 @@ use super::lifetimes;
 use super::state::NodeState;
 use crate::codec::{recovery_symbols, Axis, BlobId, BlobMetadata, MerkleTree, Sliver};
 use crate::proto::{self, storage_server::Storage};
-use crate::protocol::{verify_certificate, Certificate, Confirmation, SyncRequest};
+use crate::protocol::{verify_certificate, Certificate, Confirmation, SignedLifetime, SyncRequest};
 use crate::store::StoreError;
 
 /// Largest page of ListCertified.
@@ -48,6 +48,121 @@ pub fn recovery_answer_bytes(
 }
 /// Most blobs in one SyncShard page (pages are also capped in bytes).
 const SYNC_PAGE_BLOBS: usize = 256;
+
+/// A blob whose slivers are being checked: its metadata and the pairs this node owns.
+struct SliverTarget {
+    id: BlobId,
+    md: Arc<BlobMetadata>,
+    owned: Vec<u16>,
+}
+
+/// A sliver that passed the checks before verification.
+type CheckedSliver = (BlobId, u16, Sliver, Arc<BlobMetadata>);
+/// A verified sliver, with the Merkle tree its verification built (for large slivers).
+type VerifiedSliver = (BlobId, u16, Sliver, Option<MerkleTree>);
+
+impl SliverTarget {
+    /// The checks of a sliver before its (costlier) verification: pair in range and owned
+    /// here, sliver decodes and belongs to the pair.
+    fn check(&self, req: proto::PutSliverRequest) -> Result<CheckedSliver, Status> {
+        let n = self.md.n();
+        let pair = u16::try_from(req.pair_index)
+            .ok()
+            .filter(|p| (*p as usize) < n)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "pair_index {} out of range for {n} shards",
+                    req.pair_index
+                ))
+            })?;
+        if !self.owned.contains(&pair) {
+            return Err(Status::failed_precondition(format!(
+                "pair {pair} of blob {} belongs to another node's shard",
+                self.id
+            )));
+        }
+        let sliver = Sliver::from_bytes(&req.sliver)
+            .map_err(|e| Status::invalid_argument(format!("sliver: {e}")))?;
+        let expected = match sliver.axis {
+            Axis::Primary => pair as usize,
+            Axis::Secondary => n - 1 - pair as usize,
+        };
+        if sliver.index as usize != expected {
+            return Err(Status::invalid_argument(format!(
+                "{:?} sliver {} is not part of pair {pair} (expected index {expected})",
+                sliver.axis, sliver.index
+            )));
+        }
+        Ok((self.id, pair, sliver, self.md.clone()))
+    }
+}
+
+/// Below this many sliver bytes a request's slivers are verified on the calling thread: handing
+/// a small job to the rayon pool (a wakeup, a steal, the idle workers' spinning) costs more
+/// than the hashing it would spread, and small blobs arrive many at a time anyway.
+const PARALLEL_VERIFY_BYTES: usize = 256 << 10;
+
+/// Verify checked slivers against their metadata (in parallel when there is enough of them).
+fn verify_slivers(
+    st: &NodeState,
+    checked: Vec<Result<CheckedSliver, Status>>,
+) -> Vec<Result<VerifiedSliver, Status>> {
+    let t = Instant::now();
+    let one = |c: Result<CheckedSliver, Status>| {
+        let (id, pair, sliver, md) = c?;
+        let tree = challenge::verify_for_store(&sliver, &md)
+            .map_err(|e| Status::invalid_argument(format!("sliver rejected: {e}")))?;
+        Ok((id, pair, sliver, tree))
+    };
+    let bytes: usize = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok())
+        .map(|(_, _, s, _)| s.data.len())
+        .sum();
+    let verified = if bytes < PARALLEL_VERIFY_BYTES {
+        checked.into_iter().map(one).collect()
+    } else {
+        use rayon::prelude::*;
+        checked.into_par_iter().map(one).collect()
+    };
+    st.metrics
+        .sliver_stage
+        .with_label_values(&["verify"])
+        .observe(t.elapsed().as_secs_f64());
+    verified
+}
+
+/// The verified slivers, as the store takes them.
+fn good_slivers(
+    verified: &[Result<VerifiedSliver, Status>],
+) -> Vec<(BlobId, u16, &Sliver, Option<&MerkleTree>)> {
+    verified
+        .iter()
+        .filter_map(|v| {
+            v.as_ref()
+                .ok()
+                .map(|(id, p, s, tree)| (*id, *p, s, tree.as_ref()))
+        })
+        .collect()
+}
+
+/// Each item's answer: its check's or verification's refusal, else what the store did.
+fn sliver_results(
+    verified: &[Result<VerifiedSliver, Status>],
+    stored: &mut impl Iterator<Item = Result<bool, StoreError>>,
+) -> Vec<proto::PutSliverResult> {
+    verified
+        .iter()
+        .map(|v| {
+            let (code, message, already_stored) = item_outcome(v, stored);
+            proto::PutSliverResult {
+                code,
+                message,
+                already_stored,
+            }
+        })
+        .collect()
+}
 
 pub struct StorageService {
     pub state: Arc<NodeState>,
@@ -156,47 +271,20 @@ impl StorageService {
             .ok_or_else(|| Status::not_found(format!("no metadata for blob {id}")))
     }
 
-    /// Checks of a sliver before its (costlier) verification: metadata known, pair in range and
-    /// owned here, sliver decodes and belongs to the pair.
-    fn check_sliver(
-        &self,
-        req: proto::PutSliverRequest,
-    ) -> Result<(BlobId, u16, Sliver, Arc<BlobMetadata>), Status> {
-        let id = blob_id(&req.blob_id)?;
+    /// What a sliver of `id` is checked against before its (costlier) verification: the
+    /// metadata held, the blob still writable, the pairs this node owns.
+    fn sliver_target(&self, id: BlobId) -> Result<SliverTarget, Status> {
         let md = self.metadata(&id).map_err(|_| {
             Status::failed_precondition(format!(
                 "send the metadata of blob {id} before its slivers"
             ))
         })?;
         lifetimes::check_writable(&self.state, &id)?;
-        let n = md.n();
-        let pair = u16::try_from(req.pair_index)
-            .ok()
-            .filter(|p| (*p as usize) < n)
-            .ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "pair_index {} out of range for {n} shards",
-                    req.pair_index
-                ))
-            })?;
-        if !self.state.owned_pairs(&id).contains(&pair) {
-            return Err(Status::failed_precondition(format!(
-                "pair {pair} of blob {id} belongs to another node's shard"
-            )));
-        }
-        let sliver = Sliver::from_bytes(&req.sliver)
-            .map_err(|e| Status::invalid_argument(format!("sliver: {e}")))?;
-        let expected = match sliver.axis {
-            Axis::Primary => pair as usize,
-            Axis::Secondary => n - 1 - pair as usize,
-        };
-        if sliver.index as usize != expected {
-            return Err(Status::invalid_argument(format!(
-                "{:?} sliver {} is not part of pair {pair} (expected index {expected})",
-                sliver.axis, sliver.index
-            )));
-        }
-        Ok((id, pair, sliver, md))
+        Ok(SliverTarget {
+            id,
+            owned: self.state.owned_pairs(&id),
+            md,
+        })
     }
 
     fn info(&self) -> proto::NodeInfo {
@@ -220,16 +308,11 @@ impl StorageService {
         }
     }
 
-    async fn do_put_metadata(
-        &self,
-        req: Request<proto::PutMetadataRequest>,
-    ) -> Result<proto::PutMetadataResponse, Status> {
-        self.writable()?;
-        let req = req.into_inner();
-        let id = blob_id(&req.blob_id)?;
-        let md = BlobMetadata::from_bytes(&req.metadata)
+    /// Metadata as sent: parsed, matching the blob ID, for the committee's number of shards.
+    fn checked_metadata(&self, id: &BlobId, bytes: &[u8]) -> Result<BlobMetadata, Status> {
+        let md = BlobMetadata::from_bytes(bytes)
             .map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
-        md.verify(&id)
+        md.verify(id)
             .map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
         if let Some(c) = self.state.committee() {
             if md.n() != c.n_shards as usize {
@@ -240,20 +323,38 @@ impl StorageService {
                 )));
             }
         }
-        if !req.lifetime.is_empty() {
-            // checked against the metadata: the lifetime must bill what this blob encodes to
-            let l = lifetimes::verify(&self.state, &req.lifetime)?;
-            let shape = md
-                .shape()
-                .map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
-            let size = crate::protocol::encoded_size(&shape);
-            if let Err(e) = l.verify_for(
-                &lifetimes::control_key(&self.state).unwrap_or_default(),
-                &id,
-                size,
-            ) {
-                return Err(Status::permission_denied(e.to_string()));
-            }
+        Ok(md)
+    }
+
+    /// A lifetime sent with metadata: signed by the control key (unless these bytes are held
+    /// already) and billing what this blob encodes to. `Some` when it is to be stored.
+    fn checked_lifetime(
+        &self,
+        id: &BlobId,
+        md: &BlobMetadata,
+        bytes: &[u8],
+    ) -> Result<Option<SignedLifetime>, Status> {
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let (l, held) = lifetimes::verify_unless_held(&self.state, bytes)?;
+        let shape = md
+            .shape()
+            .map_err(|e| Status::invalid_argument(format!("metadata: {e}")))?;
+        l.is_for(id, crate::protocol::encoded_size(&shape))
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        Ok((!held).then_some(l))
+    }
+
+    async fn do_put_metadata(
+        &self,
+        req: Request<proto::PutMetadataRequest>,
+    ) -> Result<proto::PutMetadataResponse, Status> {
+        self.writable()?;
+        let req = req.into_inner();
+        let id = blob_id(&req.blob_id)?;
+        let md = self.checked_metadata(&id, &req.metadata)?;
+        if let Some(l) = self.checked_lifetime(&id, &md, &req.lifetime)? {
             let st = self.state.clone();
             blocking(move || lifetimes::store(&st, &[l]).map(|_| ())).await?;
         }
@@ -278,55 +379,133 @@ impl StorageService {
                 items.len()
             )));
         }
-        let checked: Vec<Result<_, Status>> =
-            items.into_iter().map(|i| self.check_sliver(i)).collect();
+        // each blob's metadata, lifetime and owned pairs looked up once, not once per sliver
+        let mut targets: std::collections::HashMap<BlobId, Result<SliverTarget, Status>> =
+            Default::default();
+        let checked: Vec<Result<_, Status>> = items
+            .into_iter()
+            .map(|i| {
+                let id = blob_id(&i.blob_id)?;
+                let target = targets
+                    .entry(id)
+                    .or_insert_with(|| self.sliver_target(id))
+                    .as_ref()
+                    .map_err(Clone::clone)?;
+                target.check(i)
+            })
+            .collect();
         let st = self.state.clone();
         let results = blocking(move || {
-            use rayon::prelude::*;
+            let verified = verify_slivers(&st, checked);
             let t = Instant::now();
-            type Verified = (BlobId, u16, Sliver, Option<MerkleTree>);
-            let verified: Vec<Result<Verified, Status>> = checked
-                .into_par_iter()
-                .map(|c| {
-                    let (id, pair, sliver, md) = c?;
-                    let tree = challenge::verify_for_store(&sliver, &md)
-                        .map_err(|e| Status::invalid_argument(format!("sliver rejected: {e}")))?;
-                    Ok((id, pair, sliver, tree))
-                })
-                .collect();
-            st.metrics
-                .sliver_stage
-                .with_label_values(&["verify"])
-                .observe(t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            let good: Vec<_> = verified
-                .iter()
-                .filter_map(|v| {
-                    v.as_ref()
-                        .ok()
-                        .map(|(id, p, s, tree)| (*id, *p, s, tree.as_ref()))
-                })
-                .collect();
-            let mut stored = st.store.put_slivers_with_trees(&good).into_iter();
+            let mut stored = st
+                .store
+                .put_slivers_with_trees(&good_slivers(&verified))
+                .into_iter();
             st.metrics
                 .sliver_stage
                 .with_label_values(&["persist"])
                 .observe(t.elapsed().as_secs_f64());
-            let results = verified
-                .iter()
-                .map(|v| {
-                    let (code, message, already_stored) = item_outcome(v, &mut stored);
-                    proto::PutSliverResult {
-                        code,
-                        message,
-                        already_stored,
-                    }
-                })
-                .collect();
-            Ok(results)
+            Ok(sliver_results(&verified, &mut stored))
         })
         .await?;
         Ok(proto::PutSliversResponse { results })
+    }
+
+    /// StoreBlob: a blob's whole upload to this node — lifetime, metadata, slivers — checked,
+    /// then stored in one commit; the confirmation is signed without reading back what was
+    /// just written when the request carried every sliver this node owns of the blob.
+    async fn do_store_blob(
+        &self,
+        r: proto::StoreBlobRequest,
+    ) -> Result<proto::StoreBlobResponse, Status> {
+        self.writable()?;
+        if r.slivers.len() > PUT_SLIVERS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "{} slivers in one request, at most {PUT_SLIVERS_MAX}",
+                r.slivers.len()
+            )));
+        }
+        let id = blob_id(&r.blob_id)?;
+        let md = Arc::new(self.checked_metadata(&id, &r.metadata)?);
+        let lifetime = self.checked_lifetime(&id, &md, &r.lifetime)?;
+        lifetimes::check_writable_with(&self.state, &id, lifetime.as_ref())?;
+        let target = SliverTarget {
+            id,
+            owned: self.state.owned_pairs(&id),
+            md: md.clone(),
+        };
+        let checked: Vec<Result<_, Status>> = r
+            .slivers
+            .into_iter()
+            .map(|i| {
+                if blob_id(&i.blob_id)? != id {
+                    return Err(Status::invalid_argument(format!(
+                        "a sliver of another blob in the StoreBlob request of {id}"
+                    )));
+                }
+                target.check(i)
+            })
+            .collect();
+        let st = self.state.clone();
+        let (results, complete) = blocking(move || {
+            let verified = verify_slivers(&st, checked);
+            let t = Instant::now();
+            let put = st
+                .store
+                .put_blob(id, lifetime.as_ref(), &md, &good_slivers(&verified));
+            st.metrics
+                .sliver_stage
+                .with_label_values(&["persist"])
+                .observe(t.elapsed().as_secs_f64());
+            if let Some(l) = put.lifetime {
+                lifetimes::count_stored(&st, &[l.map_err(store_status)?]);
+            }
+            put.metadata.map_err(store_status)?;
+            let mut stored = put.slivers.into_iter();
+            let results = sliver_results(&verified, &mut stored);
+            // every owned pair, both axes, sent here and now held
+            let held: std::collections::HashSet<(u16, Axis)> = verified
+                .iter()
+                .zip(&results)
+                .filter(|(_, r)| r.code == 0)
+                .filter_map(|(v, _)| v.as_ref().ok().map(|(_, p, s, _)| (*p, s.axis)))
+                .collect();
+            let complete = target.owned.iter().all(|p| {
+                held.contains(&(*p, Axis::Primary)) && held.contains(&(*p, Axis::Secondary))
+            });
+            Ok((results, complete && !target.owned.is_empty()))
+        })
+        .await?;
+        let confirmation = if r.confirm && results.iter().all(|x| x.code == 0) {
+            Some(if complete {
+                self.sign_confirmation(id)?
+            } else {
+                self.do_get_confirmation(Request::new(proto::BlobRequest { blob_id: r.blob_id }))
+                    .await?
+            })
+        } else {
+            None
+        };
+        Ok(proto::StoreBlobResponse {
+            results,
+            confirmation,
+        })
+    }
+
+    /// This node's signature that it holds `id` in the current epoch.
+    fn sign_confirmation(&self, id: BlobId) -> Result<proto::Confirmation, Status> {
+        let c = self
+            .state
+            .committee()
+            .ok_or_else(|| Status::failed_precondition("node has no committee yet"))?;
+        let conf = Confirmation::sign(&self.state.key, c.epoch, id);
+        Ok(proto::Confirmation {
+            epoch: conf.epoch,
+            blob_id: id.as_bytes().to_vec(),
+            node_id: conf.node_id.0.to_vec(),
+            signature: conf.signature.to_vec(),
+        })
     }
 
     async fn do_get_confirmation(
@@ -335,10 +514,9 @@ impl StorageService {
     ) -> Result<proto::Confirmation, Status> {
         let id = blob_id(&req.into_inner().blob_id)?;
         lifetimes::check_readable(&self.state, &id)?;
-        let c = self
-            .state
-            .committee()
-            .ok_or_else(|| Status::failed_precondition("node has no committee yet"))?;
+        if self.state.committee().is_none() {
+            return Err(Status::failed_precondition("node has no committee yet"));
+        }
         let owned = self.state.owned_pairs(&id);
         if owned.is_empty() {
             return Err(Status::failed_precondition(
@@ -353,13 +531,7 @@ impl StorageService {
                 owned.len()
             )));
         }
-        let conf = Confirmation::sign(&self.state.key, c.epoch, id);
-        Ok(proto::Confirmation {
-            epoch: conf.epoch,
-            blob_id: id.as_bytes().to_vec(),
-            node_id: conf.node_id.0.to_vec(),
-            signature: conf.signature.to_vec(),
-        })
+        self.sign_confirmation(id)
     }
 
     async fn do_put_certificate(
@@ -439,7 +611,8 @@ impl Storage for StorageService {
     ) -> Result<Response<proto::PutSliverResponse>, Status> {
         metered(&self.state, "PutSliver", async {
             self.writable()?;
-            let (id, pair, sliver, md) = self.check_sliver(req.into_inner())?;
+            let req = req.into_inner();
+            let (id, pair, sliver, md) = self.sliver_target(blob_id(&req.blob_id)?)?.check(req)?;
             let st = self.state.clone();
             let already = blocking(move || {
                 let t = Instant::now();
@@ -542,33 +715,11 @@ impl Storage for StorageService {
         &self,
         req: Request<proto::StoreBlobRequest>,
     ) -> Result<Response<proto::StoreBlobResponse>, Status> {
-        metered(&self.state, "StoreBlob", async {
-            let r = req.into_inner();
-            self.do_put_metadata(Request::new(proto::PutMetadataRequest {
-                blob_id: r.blob_id.clone(),
-                metadata: r.metadata,
-                lifetime: r.lifetime,
-            }))
-            .await?;
-            let results = self
-                .do_put_slivers(Request::new(proto::PutSliversRequest { items: r.slivers }))
-                .await?
-                .results;
-            let confirmation = if r.confirm && results.iter().all(|x| x.code == 0) {
-                Some(
-                    self.do_get_confirmation(Request::new(proto::BlobRequest {
-                        blob_id: r.blob_id,
-                    }))
-                    .await?,
-                )
-            } else {
-                None
-            };
-            Ok(proto::StoreBlobResponse {
-                results,
-                confirmation,
-            })
-        })
+        metered(
+            &self.state,
+            "StoreBlob",
+            self.do_store_blob(req.into_inner()),
+        )
         .await
     }
 
@@ -586,12 +737,20 @@ impl Storage for StorageService {
             }
             let st = self.state.clone();
             let results = blocking(move || {
-                use rayon::prelude::*;
-                // each checked as PutCertificate checks one (the signatures on both cores)
-                let checked: Vec<Result<Certificate, Status>> = certs
-                    .into_par_iter()
-                    .map(|c| check_certificate(&st, c))
-                    .collect();
+                // each checked as PutCertificate checks one; a few on this thread (handing
+                // them to the rayon pool costs more than it spreads), more on both cores
+                let checked: Vec<Result<Certificate, Status>> = if certs.len() < 4 {
+                    certs
+                        .into_iter()
+                        .map(|c| check_certificate(&st, c))
+                        .collect()
+                } else {
+                    use rayon::prelude::*;
+                    certs
+                        .into_par_iter()
+                        .map(|c| check_certificate(&st, c))
+                        .collect()
+                };
                 let good: Vec<(&Certificate, bool)> = checked
                     .iter()
                     .filter_map(|c| c.as_ref().ok())

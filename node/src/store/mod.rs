@@ -267,6 +267,80 @@ pub(crate) struct Parts {
     pub expiry: PartitionHandle,
 }
 
+/// What [`BlobStore::put_blob`] did with each part: `true` = it was already there (for the
+/// lifetime: the one sent was newer and replaced the held one).
+#[derive(Debug)]
+pub struct BlobPut {
+    pub lifetime: Option<Result<bool, StoreError>>,
+    pub metadata: Result<bool, StoreError>,
+    pub slivers: Vec<Result<bool, StoreError>>,
+}
+
+impl BlobPut {
+    fn failed(e: StoreError, lifetime: bool, slivers: usize) -> Self {
+        Self {
+            lifetime: lifetime.then(|| Err(e.duplicate())),
+            metadata: Err(e.duplicate()),
+            slivers: (0..slivers).map(|_| Err(e.duplicate())).collect(),
+        }
+    }
+}
+
+/// The writer ops of a batch of slivers, and where each item's answer comes from: slivers
+/// already held are answered without an op.
+struct SliverBatch {
+    ops: Vec<Op>,
+    results: Vec<Option<Result<bool, StoreError>>>,
+    slots: Vec<usize>,
+}
+
+impl SliverBatch {
+    fn new(
+        store: &BlobStore,
+        items: &[(BlobId, u16, &Sliver, Option<&MerkleTree>)],
+        metadata: Option<&BlobMetadata>,
+        needs_metadata: bool,
+    ) -> Self {
+        let mut b = Self {
+            ops: Vec::with_capacity(items.len()),
+            results: Vec::with_capacity(items.len()),
+            slots: Vec::with_capacity(items.len()),
+        };
+        for (i, (id, pair, s, tree)) in items.iter().enumerate() {
+            b.results.push(None);
+            match store.has_sliver(id, *pair, s.axis.into()) {
+                Ok(true) => b.results[i] = Some(Ok(true)),
+                Err(e) => b.results[i] = Some(Err(e)),
+                Ok(false) => match store.sliver_op(*id, *pair, s, *tree, metadata) {
+                    Ok(mut op) => {
+                        if let Op::Sliver {
+                            needs_metadata: n, ..
+                        } = &mut op
+                        {
+                            *n = needs_metadata;
+                        }
+                        b.ops.push(op);
+                        b.slots.push(i);
+                    }
+                    Err(e) => b.results[i] = Some(Err(e)),
+                },
+            }
+        }
+        b
+    }
+
+    /// Each item's answer, given the writer's answers to [`Self::ops`] in order.
+    fn finish(mut self, written: Vec<Result<bool, StoreError>>) -> Vec<Result<bool, StoreError>> {
+        for (slot, r) in self.slots.into_iter().zip(written) {
+            self.results[slot] = Some(r);
+        }
+        self.results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Engine("writer gave no answer".into()))))
+            .collect()
+    }
+}
+
 pub struct BlobStore {
     parts: Arc<Parts>,
     large_dir: PathBuf,
@@ -487,6 +561,7 @@ impl BlobStore {
         pair: u16,
         sliver: &Sliver,
         tree: Option<&MerkleTree>,
+        metadata: Option<&BlobMetadata>,
     ) -> Result<Op, StoreError> {
         let axis = AxisKey::from(sliver.axis);
         let header = sliver.wire_header();
@@ -501,7 +576,7 @@ impl BlobStore {
                 &path,
                 &[&header, &sliver.data],
             )?;
-            self.write_challenge_index(&id, pair, &path, sliver, tree);
+            self.write_challenge_index(&id, pair, &path, sliver, tree, metadata);
             SliverBody::File { len }
         } else {
             SliverBody::Inline(frame(&[&header, &sliver.data]))
@@ -511,6 +586,7 @@ impl BlobStore {
             pair,
             axis,
             body,
+            needs_metadata: false,
         })
     }
 
@@ -524,8 +600,13 @@ impl BlobStore {
         path: &Path,
         sliver: &Sliver,
         tree: Option<&MerkleTree>,
+        metadata: Option<&BlobMetadata>,
     ) {
-        let Some(shape) = self.metadata(id).and_then(|m| m.shape().ok()) else {
+        let shape = match metadata {
+            Some(m) => m.shape().ok(),
+            None => self.metadata(id).and_then(|m| m.shape().ok()),
+        };
+        let Some(shape) = shape else {
             return;
         };
         if !crate::server::challenge::wants_index(&shape, sliver.axis) {
@@ -567,7 +648,7 @@ impl BlobStore {
         if self.has_sliver(&id, pair, sliver.axis.into())? {
             return Ok(true);
         }
-        let op = self.sliver_op(id, pair, sliver, tree)?;
+        let op = self.sliver_op(id, pair, sliver, tree, None)?;
         self.one(op)
     }
 
@@ -582,32 +663,57 @@ impl BlobStore {
         &self,
         items: &[(BlobId, u16, &Sliver, Option<&MerkleTree>)],
     ) -> Vec<Result<bool, StoreError>> {
-        let mut results: Vec<Option<Result<bool, StoreError>>> = Vec::with_capacity(items.len());
-        let mut ops = Vec::new();
-        let mut slots = Vec::new();
-        for (i, (id, pair, s, tree)) in items.iter().enumerate() {
-            results.push(None);
-            match self.has_sliver(id, *pair, s.axis.into()) {
-                Ok(true) => results[i] = Some(Ok(true)),
-                Err(e) => results[i] = Some(Err(e)),
-                Ok(false) => match self.sliver_op(*id, *pair, s, *tree) {
-                    Ok(op) => {
-                        ops.push(op);
-                        slots.push(i);
-                    }
-                    Err(e) => results[i] = Some(Err(e)),
-                },
-            }
+        let mut batch = SliverBatch::new(self, items, None, false);
+        let results = self.writer.submit(std::mem::take(&mut batch.ops));
+        batch.finish(results)
+    }
+
+    /// A whole upload of one blob to this node in one commit: its lifetime (if the caller
+    /// verified a new one), its metadata (unless held) and its slivers. Slivers are stored only
+    /// with their metadata: if the metadata cannot be stored (no room), neither are they.
+    pub fn put_blob(
+        &self,
+        id: BlobId,
+        lifetime: Option<&SignedLifetime>,
+        metadata: &BlobMetadata,
+        slivers: &[(BlobId, u16, &Sliver, Option<&MerkleTree>)],
+    ) -> BlobPut {
+        let mut ops = Vec::with_capacity(slivers.len() + 2);
+        if let Some(l) = lifetime {
+            ops.push(Op::Lifetime {
+                id: l.lifetime.blob_id,
+                framed: frame(&[&l.to_bytes()]),
+            });
         }
-        if !ops.is_empty() {
-            for (slot, r) in slots.into_iter().zip(self.writer.submit(ops)) {
-                results[slot] = Some(r);
+        let metadata_held = match self.record(&id) {
+            Ok(r) => r.is_some_and(|r| r.has_metadata),
+            Err(e) => {
+                return BlobPut::failed(e, lifetime.is_some(), slivers.len());
             }
+        };
+        if !metadata_held {
+            ops.push(Op::Metadata {
+                id,
+                framed: frame(&[&metadata.to_bytes()]),
+                n: metadata.n() as u16,
+            });
         }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(StoreError::Engine("writer gave no answer".into()))))
-            .collect()
+        let mut batch = SliverBatch::new(self, slivers, Some(metadata), true);
+        ops.append(&mut batch.ops);
+        let mut results = self.writer.submit(ops).into_iter();
+        let mut next = || {
+            results
+                .next()
+                .unwrap_or_else(|| Err(StoreError::Engine("writer gave no answer".into())))
+        };
+        let lifetime = lifetime.map(|_| next());
+        let metadata = if metadata_held { Ok(true) } else { next() };
+        let slivers = batch.finish(results.collect());
+        BlobPut {
+            lifetime,
+            metadata,
+            slivers,
+        }
     }
 
     fn has_sliver(&self, id: &BlobId, pair: u16, axis: AxisKey) -> Result<bool, StoreError> {
@@ -949,17 +1055,40 @@ impl BlobStore {
     /// Store verified lifetimes (one commit); each result is true when it replaced an older
     /// one (or was the first), false when the store already held one at least as new.
     pub fn put_lifetimes(&self, ls: &[SignedLifetime]) -> Vec<Result<bool, StoreError>> {
-        if ls.is_empty() {
+        self.put_lifetimes_at(ls, None)
+    }
+
+    /// [`Self::put_lifetimes`], and the lifetime log position set to `seq` in the same commit
+    /// (an error setting it is reported on every item: the page is sent again, and storing a
+    /// lifetime twice changes nothing).
+    pub fn put_lifetimes_at(
+        &self,
+        ls: &[SignedLifetime],
+        seq: Option<u64>,
+    ) -> Vec<Result<bool, StoreError>> {
+        let mut ops: Vec<Op> = ls
+            .iter()
+            .map(|l| Op::Lifetime {
+                id: l.lifetime.blob_id,
+                framed: frame(&[&l.to_bytes()]),
+            })
+            .collect();
+        if let Some(value) = seq {
+            ops.push(Op::SetCounter {
+                name: counter::LIFETIME_SEQ.to_vec(),
+                value,
+            });
+        }
+        if ops.is_empty() {
             return Vec::new();
         }
-        self.writer.submit(
-            ls.iter()
-                .map(|l| Op::Lifetime {
-                    id: l.lifetime.blob_id,
-                    framed: frame(&[&l.to_bytes()]),
-                })
-                .collect(),
-        )
+        let mut results = self.writer.submit(ops);
+        if seq.is_some() {
+            if let Some(Err(e)) = results.pop() {
+                return ls.iter().map(|_| Err(e.duplicate())).collect();
+            }
+        }
+        results
     }
 
     pub fn put_lifetime(&self, l: &SignedLifetime) -> Result<bool, StoreError> {

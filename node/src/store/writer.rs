@@ -39,6 +39,8 @@ pub(super) enum Op {
         pair: u16,
         axis: AxisKey,
         body: SliverBody,
+        /// Refused unless the blob's metadata is held (or stored earlier in the group).
+        needs_metadata: bool,
     },
     Certificate {
         id: BlobId,
@@ -452,9 +454,9 @@ impl<'a> Txn<'a> {
                 pair,
                 axis,
                 body,
+                needs_metadata,
             } => {
                 let key = sliver_key(&id, pair, axis);
-                let path = large_path(&self.ctx.large_dir, &id, pair, axis);
                 if self.held(&key)?.is_some() {
                     // an identical concurrent write: stored (and counted) once
                     return Ok(true);
@@ -471,9 +473,17 @@ impl<'a> Txn<'a> {
                     SliverBody::File { len } => (vec![1], len),
                 };
                 let is_file = value[0] == 1;
+                let path = is_file.then(|| large_path(&self.ctx.large_dir, &id, pair, axis));
                 let cost = len + OBJECT_OVERHEAD;
-                if let Err(e) = self.charge(&mut r, cost) {
-                    if is_file {
+                let refused = if needs_metadata && !r.has_metadata {
+                    Err(StoreError::Engine(format!(
+                        "blob {id}: its metadata was not stored, so neither are its slivers"
+                    )))
+                } else {
+                    self.charge(&mut r, cost)
+                };
+                if let Err(e) = refused {
+                    if let Some(path) = path {
                         self.delete
                             .push(crate::server::challenge::index_path(&path));
                         self.delete.push(path);
@@ -483,7 +493,7 @@ impl<'a> Txn<'a> {
                 if new {
                     self.adopt(&id, &r);
                 }
-                if is_file {
+                if let Some(path) = path {
                     self.written.push(path);
                 }
                 self.batch.insert(&p.slivers, key.to_vec(), value);
