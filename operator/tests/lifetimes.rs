@@ -255,6 +255,89 @@ fn nodes_refuse_unregistered_and_forged_blobs() {
         // the genuine lifetime is accepted (the positive control)
         let good = lifetime.sign(&control);
         node.put_metadata_with(&id, &md, Some(&good)).await.unwrap();
+
+        // StoreBlob (lifetime, metadata and slivers in one commit) checks the same way
+        let data = random_bytes(10_000, 11);
+        let enc = encode(&data, EncodingParams::new(10).unwrap()).unwrap();
+        let id = enc.blob_id();
+        let md = enc.metadata().clone();
+        let lifetime = Lifetime {
+            blob_id: id,
+            encoded_size: encoded_size(enc.shape()),
+            sequence: 1_000_001,
+            ..lifetime
+        };
+        let rot = id.mod_n(10);
+        let pairs: Vec<u16> = m
+            .shards
+            .iter()
+            .map(|s| committee.params().pair_for_shard(*s as usize, rot) as u16)
+            .collect();
+        assert!(pairs.len() >= 2, "node 0 owns {pairs:?}");
+        let slivers_of = |pairs: &[u16]| -> Vec<(u16, floe_node::codec::Sliver)> {
+            pairs
+                .iter()
+                .flat_map(|p| {
+                    let pair = enc.pair(*p as usize);
+                    [(*p, pair.primary), (*p, pair.secondary)]
+                })
+                .collect()
+        };
+        let store = |l: Option<floe_node::protocol::SignedLifetime>, pairs: Vec<u16>| {
+            let (md, node, slivers) = (md.clone(), node.clone(), slivers_of(&pairs));
+            async move {
+                let refs: Vec<(u16, &floe_node::codec::Sliver)> =
+                    slivers.iter().map(|(p, s)| (*p, s)).collect();
+                node.store_blob(&id, &md, l.as_ref(), &refs, true).await
+            }
+        };
+        let code = |r: Result<_, floe_node::client::ClientError>| r.unwrap_err().code().unwrap();
+        let forged = lifetime.sign(&SigningKey::from_bytes(&[9; 32]));
+        assert_eq!(
+            code(store(Some(forged), pairs.clone()).await),
+            tonic::Code::PermissionDenied
+        );
+        let mut tampered = lifetime.sign(&control);
+        tampered.lifetime.end_epoch += 50;
+        assert_eq!(
+            code(store(Some(tampered), pairs.clone()).await),
+            tonic::Code::PermissionDenied
+        );
+        assert_eq!(
+            code(store(None, pairs.clone()).await),
+            tonic::Code::FailedPrecondition,
+            "no lifetime: not registered"
+        );
+        // one pair of the node's: stored, but the node does not confirm a blob it lacks
+        let good = lifetime.sign(&control);
+        let err = store(Some(good), pairs[..1].to_vec()).await.unwrap_err();
+        assert_eq!(err.code(), Some(tonic::Code::FailedPrecondition), "{err}");
+        assert!(err.to_string().contains("missing"), "{err}");
+        // the rest, with the lifetime the node now holds: confirmed, and the signature is real
+        let (results, confirmation) = store(Some(good), pairs.clone()).await.unwrap();
+        assert_eq!(results.len(), 2 * pairs.len());
+        assert!(results.iter().all(|r| r.is_ok()));
+        assert_eq!(
+            results.iter().filter(|r| matches!(r, Ok(true))).count(),
+            2,
+            "the first pair was already stored"
+        );
+        let c = confirmation.expect("a confirmation");
+        assert!(c.verify() && c.node_id == m.node_id && c.blob_id == id);
+        // the held lifetime's bytes with a flipped signature bit are not taken as held
+        let mut flipped = good;
+        flipped.signature[5] ^= 1;
+        assert_eq!(
+            code(store(Some(flipped), pairs.clone()).await),
+            tonic::Code::PermissionDenied
+        );
+        // the held lifetime still bills this blob's size only: another blob is refused
+        let other = encode(&random_bytes(30_000, 12), EncodingParams::new(10).unwrap()).unwrap();
+        let err = node
+            .store_blob(&other.blob_id(), other.metadata(), Some(&good), &[], true)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
     });
 }
 

@@ -342,3 +342,86 @@ fn lifetimes_keep_the_newest_and_collection_frees_all_but_the_lifetime() {
     assert_eq!(s.blob_count(), 1);
     assert_eq!(s.used_bytes(), used - freed);
 }
+
+#[test]
+fn put_blob_stores_a_blob_in_one_commit_and_its_slivers_only_with_its_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let enc = encode(&[7u8; 2_000], EncodingParams::new(100).unwrap()).unwrap();
+    let id = enc.blob_id();
+    let (p0, p1) = (enc.pair(0), enc.pair(1));
+    let slivers = [
+        (id, 0, &p0.primary, None),
+        (id, 0, &p0.secondary, None),
+        (id, 1, &p1.primary, None),
+    ];
+    // room for a sliver, not for the metadata (2n hashes): nothing of the blob is kept
+    let md_len = enc.metadata().to_bytes().len() as u64;
+    let sliver_len = p0.primary.to_bytes().len() as u64;
+    assert!(
+        sliver_len + 2 * OBJECT_OVERHEAD < md_len,
+        "{sliver_len} vs {md_len}"
+    );
+    {
+        let small = tempfile::tempdir().unwrap();
+        let s = BlobStore::open(small.path(), Some(md_len)).unwrap();
+        let put = s.put_blob(id, None, enc.metadata(), &slivers);
+        assert!(
+            matches!(put.metadata, Err(StoreError::Full { .. })),
+            "{put:?}"
+        );
+        assert!(put.slivers.iter().all(|r| r.is_err()), "{put:?}");
+        assert!(s.entry(&id).is_none_or(|e| e.slivers.is_empty()));
+        assert_eq!(s.used_bytes(), 0);
+    }
+    let s = BlobStore::open(dir.path(), None).unwrap();
+    let generation = s.generation();
+    let put = s.put_blob(id, None, enc.metadata(), &slivers);
+    assert!(put.lifetime.is_none());
+    assert!(matches!(put.metadata, Ok(false)));
+    assert!(
+        put.slivers.iter().all(|r| matches!(r, Ok(false))),
+        "{put:?}"
+    );
+    assert_eq!(s.generation(), generation + 1, "one commit");
+    let e = s.entry(&id).unwrap();
+    assert!(e.metadata.is_some() && e.has_pair(0) && !e.has_pair(1));
+    // again, with the missing sliver: the rest is reported as already held
+    let all = [(id, 0, &p0.primary, None), (id, 1, &p1.secondary, None)];
+    let put = s.put_blob(id, None, enc.metadata(), &all);
+    assert!(matches!(put.metadata, Ok(true)));
+    assert!(matches!(put.slivers[..], [Ok(true), Ok(false)]), "{put:?}");
+    assert!(s.entry(&id).unwrap().has_pair(1));
+    assert_eq!(s.shard_counts().values().sum::<u64>(), 4);
+}
+
+#[test]
+fn lifetimes_and_their_log_position_in_one_commit() {
+    use crate::protocol::Lifetime;
+    let dir = tempfile::tempdir().unwrap();
+    let s = BlobStore::open(dir.path(), None).unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let l = |b: u8, sequence| {
+        Lifetime {
+            blob_id: BlobId([b; 32]),
+            encoded_size: 10,
+            start_epoch: 1,
+            end_epoch: 3,
+            deletable: false,
+            deleted: false,
+            owner: [0; 32],
+            sequence,
+        }
+        .sign(&key)
+    };
+    let generation = s.generation();
+    let r = s.put_lifetimes_at(&[l(1, 5), l(2, 6)], Some(6));
+    assert!(matches!(r[..], [Ok(true), Ok(true)]), "{r:?}");
+    assert_eq!(s.lifetime_seq(), 6);
+    assert_eq!(s.generation(), generation + 1, "one commit");
+    assert_eq!(s.lifetime(&BlobId([2; 32])), Some(l(2, 6)));
+    // an older one is not applied; the position alone moves
+    let r = s.put_lifetimes_at(&[l(1, 4)], Some(7));
+    assert!(matches!(r[..], [Ok(false)]), "{r:?}");
+    assert_eq!(s.lifetime_seq(), 7);
+    assert_eq!(s.lifetime(&BlobId([1; 32])), Some(l(1, 5)));
+}
