@@ -19,6 +19,8 @@ use tonic::{Request, Response, Status};
 struct Rogue {
     list_calls: Arc<AtomicUsize>,
     fake: proto::Certificate,
+    /// What it answers to StoreBlob, if anything.
+    store_answer: Option<proto::StoreBlobResponse>,
 }
 
 type R<T> = Result<Response<T>, Status>;
@@ -93,7 +95,10 @@ impl Storage for Rogue {
         Err(Status::unimplemented("rogue"))
     }
     async fn store_blob(&self, _: Request<proto::StoreBlobRequest>) -> R<proto::StoreBlobResponse> {
-        Err(Status::unimplemented("rogue"))
+        match &self.store_answer {
+            Some(a) => Ok(Response::new(a.clone())),
+            None => Err(Status::unimplemented("rogue")),
+        }
     }
     async fn put_certificates(
         &self,
@@ -337,6 +342,63 @@ async fn small_blobs_go_in_one_call_and_a_previous_version_gets_the_separate_cal
     assert_eq!(e.code(), Some(tonic::Code::InvalidArgument), "{e}");
 }
 
+/// A member that answers an upload with another member's confirmation (genuine, for the very
+/// blob) is refused by the client: counted with the liar's weight, it would put that signer in
+/// the certificate twice, and every node would refuse the certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_replaying_another_members_confirmation_is_refused() {
+    use floe_node::codec::{encode, EncodingParams};
+    use floe_node::protocol::Confirmation;
+    let enc = encode(&[4u8; 5_000], EncodingParams::new(10).unwrap()).unwrap();
+    let id = enc.blob_id();
+    let (liar, other) = (
+        ed25519_dalek::SigningKey::from_bytes(&[1; 32]),
+        ed25519_dalek::SigningKey::from_bytes(&[2; 32]),
+    );
+    let answer = |key: &ed25519_dalek::SigningKey| {
+        let c = Confirmation::sign(key, 1, id);
+        proto::StoreBlobResponse {
+            results: Vec::new(),
+            confirmation: Some(proto::Confirmation {
+                epoch: c.epoch,
+                blob_id: id.as_bytes().to_vec(),
+                node_id: c.node_id.0.to_vec(),
+                signature: c.signature.to_vec(),
+            }),
+        }
+    };
+    let mut outcomes = Vec::new();
+    for signer in [&other, &liar] {
+        let rogue = Rogue {
+            list_calls: Arc::new(AtomicUsize::new(0)),
+            fake: proto::Certificate::default(),
+            store_answer: Some(answer(signer)),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(proto::storage_server::StorageServer::new(rogue))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let node = floe_node::client::NodeClient::for_node(
+            &addr.to_string(),
+            NodeId(liar.verifying_key().to_bytes()),
+            4 << 20,
+        )
+        .unwrap();
+        outcomes.push(node.store_blob(&id, enc.metadata(), None, &[], true).await);
+    }
+    let err = outcomes[0].as_ref().unwrap_err();
+    assert!(err.to_string().contains("not by the node asked"), "{err}");
+    // the positive control: its own confirmation is taken
+    let (_, conf) = outcomes[1].as_ref().unwrap();
+    assert_eq!(
+        conf.as_ref().map(|c| c.node_id),
+        Some(NodeId(liar.verifying_key().to_bytes()))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rogue_member_cannot_make_honest_nodes_accept_a_fake_certificate() {
     // the rogue: a real gRPC server in this process
@@ -351,6 +413,7 @@ async fn a_rogue_member_cannot_make_honest_nodes_accept_a_fake_certificate() {
                 signature: vec![9; 64],
             }],
         },
+        store_answer: None,
     };
     let calls = rogue.list_calls.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

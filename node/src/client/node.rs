@@ -410,6 +410,14 @@ impl NodeClient {
         if conf.blob_id != *id || !conf.verify() {
             return Err(self.invalid("confirmation signature does not verify"));
         }
+        // a member answering with another member's confirmation would be counted with its own
+        // weight, and the certificate would carry that signer twice (refused by every node)
+        if self.expect.is_some_and(|e| e != conf.node_id) {
+            return Err(self.invalid(format!(
+                "confirmation signed by node {}, not by the node asked",
+                conf.node_id.short()
+            )));
+        }
         Ok(conf)
     }
 

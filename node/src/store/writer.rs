@@ -271,6 +271,8 @@ struct Txn<'a> {
     counters: HashMap<Vec<u8>, u64>,
     dirty: BTreeSet<Vec<u8>>,
     records: HashMap<BlobId, Option<Record>>,
+    /// Records to write at commit (removed ones, `None` in `records`, are not written again).
+    changed_records: BTreeSet<BlobId>,
     /// Lifetimes touched in this group: (sequence, expiry key epoch), if one is held.
     lifetimes: HashMap<BlobId, Option<(u64, u32)>>,
     /// Sliver key → Some(charged bytes) if held, None if dropped in this group.
@@ -290,6 +292,7 @@ impl<'a> Txn<'a> {
             counters,
             dirty: BTreeSet::new(),
             records: HashMap::new(),
+            changed_records: BTreeSet::new(),
             lifetimes: HashMap::new(),
             held: HashMap::new(),
             delete: Vec::new(),
@@ -348,13 +351,11 @@ impl<'a> Txn<'a> {
         }
     }
 
+    /// Written once at commit, however many ops of the group changed it (a blob's upload
+    /// changes it once per sliver).
     fn put_record(&mut self, id: &BlobId, r: Record) {
-        self.batch.insert(
-            &self.ctx.parts.blobs,
-            id.as_bytes().to_vec(),
-            r.encode().to_vec(),
-        );
         self.records.insert(*id, Some(r));
+        self.changed_records.insert(*id);
     }
 
     /// Charge `bytes` to `r` if there is room (uncertified blobs also within their quota).
@@ -758,6 +759,15 @@ impl<'a> Txn<'a> {
     fn commit(
         mut self,
     ) -> Result<(HashMap<Vec<u8>, u64>, Vec<PathBuf>), (StoreError, Vec<PathBuf>)> {
+        for id in std::mem::take(&mut self.changed_records) {
+            if let Some(Some(r)) = self.records.get(&id) {
+                self.batch.insert(
+                    &self.ctx.parts.blobs,
+                    id.as_bytes().to_vec(),
+                    r.encode().to_vec(),
+                );
+            }
+        }
         for name in std::mem::take(&mut self.dirty) {
             let v = self.get(&name);
             self.batch
