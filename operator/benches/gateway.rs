@@ -101,6 +101,7 @@ fn main() {
             "testnet", "up", "--nodes", "7", "--shards", &shards, "--epoch", "1d",
         ],
     );
+    let _down = common::DownOnDrop(&dir);
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("testnet.json")).unwrap()).unwrap();
     let url = state["gateway"].as_str().expect("gateway URL").to_string();
@@ -240,6 +241,4 @@ fn main() {
         "| ratio quilt file / blob | {:.2} |",
         q.as_secs_f64() / b.as_secs_f64()
     );
-
-    floe(&dir, &["testnet", "down"]);
 }

@@ -31,6 +31,7 @@ async fn many_small_puts(count: usize, concurrency: usize) {
             "testnet", "up", "--nodes", "7", "--shards", "100", "--epoch", "1d",
         ],
     );
+    let _down = common::DownOnDrop(dir.path());
     let grpc = common::node_addresses(dir.path());
     let client = BlobClient::connect(&grpc, ClientConfig::default())
         .await
@@ -97,7 +98,6 @@ async fn many_small_puts(count: usize, concurrency: usize) {
             .saturating_sub(o.encode_time + o.register_time + o.upload_time)),
         phase(&|o| o.total_time),
     );
-    floe(dir.path(), &["testnet", "down"]);
 }
 
 #[tokio::main]
@@ -152,6 +152,7 @@ async fn main() {
         dir.path(),
         &["testnet", "up", "--nodes", "7", "--shards", "1000"],
     );
+    let _down = common::DownOnDrop(dir.path());
     let grpc = common::node_addresses(dir.path());
     let client = BlobClient::connect(&grpc, ClientConfig::default())
         .await
@@ -186,5 +187,4 @@ async fn main() {
         ms(puts[puts.len() - 1].0),
         ms(encode_median)
     );
-    floe(dir.path(), &["testnet", "down"]);
 }

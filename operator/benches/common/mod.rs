@@ -39,6 +39,20 @@ pub fn floe(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Brings a testnet down when dropped, also when the benchmark panics (a panicking benchmark
+/// otherwise leaves its nodes running, and their data filling the target directory).
+pub struct DownOnDrop<'a>(pub &'a Path);
+
+impl Drop for DownOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(floe_bin())
+            .arg("--testnet-dir")
+            .arg(self.0)
+            .args(["testnet", "down"])
+            .output();
+    }
+}
+
 /// The gRPC addresses of a testnet's nodes, from its `testnet.json`: `https://` for nodes that
 /// serve TLS.
 pub fn node_addresses(dir: &Path) -> Vec<String> {
