@@ -342,18 +342,14 @@ impl NodeClient {
             .await
             .map_err(|s| self.err(s))?
             .into_inner();
-        if r.results.len() != items.len() {
-            return Err(self.invalid(format!(
-                "{} results for {} slivers",
-                r.results.len(),
-                items.len()
-            )));
-        }
-        Ok(self.item_results(
+        self.item_results(
+            items.len(),
+            "slivers",
             r.results
                 .into_iter()
-                .map(|x| (x.code, x.message, x.already_stored)),
-        ))
+                .map(|x| (x.code, x.message, x.already_stored))
+                .collect(),
+        )
     }
 
     /// A sliver, parsed but *not* verified: check it with `Sliver::verify` against metadata.
@@ -421,12 +417,19 @@ impl NodeClient {
         Ok(conf)
     }
 
-    /// Per-item results as sent (`code` 0: stored, `already` the flag).
+    /// Per-item results as sent (`code` 0: stored, `already` the flag), one per item sent:
+    /// any other count is an invalid answer.
     fn item_results(
         &self,
-        results: impl Iterator<Item = (u32, String, bool)>,
-    ) -> Vec<Result<bool, ClientError>> {
-        results
+        sent: usize,
+        what: &str,
+        results: Vec<(u32, String, bool)>,
+    ) -> Result<Vec<Result<bool, ClientError>>, ClientError> {
+        if results.len() != sent {
+            return Err(self.invalid(format!("{} results for {sent} {what}", results.len())));
+        }
+        Ok(results
+            .into_iter()
             .map(|(code, message, already)| {
                 if code == 0 {
                     Ok(already)
@@ -437,7 +440,7 @@ impl NodeClient {
                     )))
                 }
             })
-            .collect()
+            .collect())
     }
 
     /// A small blob in one call (`StoreBlob`): metadata with its lifetime, these slivers, and
@@ -476,22 +479,18 @@ impl NodeClient {
             .await
             .map_err(|s| self.err(s))?
             .into_inner();
-        if r.results.len() != slivers.len() {
-            return Err(self.invalid(format!(
-                "{} results for {} slivers",
-                r.results.len(),
-                slivers.len()
-            )));
-        }
+        let results = self.item_results(
+            slivers.len(),
+            "slivers",
+            r.results
+                .into_iter()
+                .map(|x| (x.code, x.message, x.already_stored))
+                .collect(),
+        )?;
         let confirmation = match r.confirmation {
             Some(c) => Some(self.confirmation_of(c, id)?),
             None => None,
         };
-        let results = self.item_results(
-            r.results
-                .into_iter()
-                .map(|x| (x.code, x.message, x.already_stored)),
-        );
         Ok((results, confirmation))
     }
 
@@ -511,18 +510,14 @@ impl NodeClient {
             .await
             .map_err(|s| self.err(s))?
             .into_inner();
-        if r.results.len() != certs.len() {
-            return Err(self.invalid(format!(
-                "{} results for {} certificates",
-                r.results.len(),
-                certs.len()
-            )));
-        }
-        Ok(self.item_results(
+        self.item_results(
+            certs.len(),
+            "certificates",
             r.results
                 .into_iter()
-                .map(|x| (x.code, x.message, x.already_certified)),
-        ))
+                .map(|x| (x.code, x.message, x.already_certified))
+                .collect(),
+        )
     }
 
     pub async fn put_certificate(&self, cert: &Certificate) -> Result<bool, ClientError> {

@@ -276,16 +276,6 @@ pub struct BlobPut {
     pub slivers: Vec<Result<bool, StoreError>>,
 }
 
-impl BlobPut {
-    fn failed(e: StoreError, lifetime: bool, slivers: usize) -> Self {
-        Self {
-            lifetime: lifetime.then(|| Err(e.duplicate())),
-            metadata: Err(e.duplicate()),
-            slivers: (0..slivers).map(|_| Err(e.duplicate())).collect(),
-        }
-    }
-}
-
 /// The writer ops of a batch of slivers, and where each item's answer comes from: slivers
 /// already held are answered without an op.
 struct SliverBatch {
@@ -299,7 +289,6 @@ impl SliverBatch {
         store: &BlobStore,
         items: &[(BlobId, u16, &Sliver, Option<&MerkleTree>)],
         metadata: Option<&BlobMetadata>,
-        needs_metadata: bool,
     ) -> Self {
         let mut b = Self {
             ops: Vec::with_capacity(items.len()),
@@ -312,13 +301,7 @@ impl SliverBatch {
                 Ok(true) => b.results[i] = Some(Ok(true)),
                 Err(e) => b.results[i] = Some(Err(e)),
                 Ok(false) => match store.sliver_op(*id, *pair, s, *tree, metadata) {
-                    Ok(mut op) => {
-                        if let Op::Sliver {
-                            needs_metadata: n, ..
-                        } = &mut op
-                        {
-                            *n = needs_metadata;
-                        }
+                    Ok(op) => {
                         b.ops.push(op);
                         b.slots.push(i);
                     }
@@ -586,7 +569,8 @@ impl BlobStore {
             pair,
             axis,
             body,
-            needs_metadata: false,
+            // metadata in hand, not stored yet: it is stored in the same commit, or nothing is
+            needs_metadata: metadata.is_some(),
         })
     }
 
@@ -663,7 +647,7 @@ impl BlobStore {
         &self,
         items: &[(BlobId, u16, &Sliver, Option<&MerkleTree>)],
     ) -> Vec<Result<bool, StoreError>> {
-        let mut batch = SliverBatch::new(self, items, None, false);
+        let mut batch = SliverBatch::new(self, items, None);
         let results = self.writer.submit(std::mem::take(&mut batch.ops));
         batch.finish(results)
     }
@@ -685,20 +669,13 @@ impl BlobStore {
                 framed: frame(&[&l.to_bytes()]),
             });
         }
-        let metadata_held = match self.record(&id) {
-            Ok(r) => r.is_some_and(|r| r.has_metadata),
-            Err(e) => {
-                return BlobPut::failed(e, lifetime.is_some(), slivers.len());
-            }
-        };
-        if !metadata_held {
-            ops.push(Op::Metadata {
-                id,
-                framed: frame(&[&metadata.to_bytes()]),
-                n: metadata.n() as u16,
-            });
-        }
-        let mut batch = SliverBatch::new(self, slivers, Some(metadata), true);
+        // the writer answers "already there" for metadata it holds
+        ops.push(Op::Metadata {
+            id,
+            framed: frame(&[&metadata.to_bytes()]),
+            n: metadata.n() as u16,
+        });
+        let mut batch = SliverBatch::new(self, slivers, Some(metadata));
         ops.append(&mut batch.ops);
         let mut results = self.writer.submit(ops).into_iter();
         let mut next = || {
@@ -707,7 +684,7 @@ impl BlobStore {
                 .unwrap_or_else(|| Err(StoreError::Engine("writer gave no answer".into())))
         };
         let lifetime = lifetime.map(|_| next());
-        let metadata = if metadata_held { Ok(true) } else { next() };
+        let metadata = next();
         let slivers = batch.finish(results.collect());
         BlobPut {
             lifetime,
